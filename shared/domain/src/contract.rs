@@ -1,0 +1,1 @@
+//! Port contract suites (feature `testkit`): one per port, run against every adapter.

@@ -1,0 +1,68 @@
+//! Prefixed, opaque, time-sortable identifiers (`prj_01j...`).
+//!
+//! The body is a ULID (48-bit millisecond timestamp + 80 random bits) in
+//! lowercase Crockford base32, so ids sort by creation time as strings, which
+//! is what list ordering and cursors rely on.
+use rand::RngCore;
+
+const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+pub const ORG: &str = "org";
+pub const PROJECT: &str = "prj";
+pub const PREVIEW: &str = "pvw";
+pub const BACKUP: &str = "bkp";
+pub const RESTORE: &str = "rst";
+pub const IMPORT: &str = "imp";
+pub const JOB: &str = "job";
+pub const API_KEY: &str = "key";
+pub const WEBHOOK: &str = "whk";
+pub const EVENT: &str = "evt";
+pub const DELIVERY: &str = "dlv";
+pub const USER: &str = "usr";
+pub const REQUEST: &str = "req";
+
+/// A new id with the given prefix, e.g. `new_id(ids::PROJECT)`.
+pub fn new_id(prefix: &str) -> String {
+    new_id_at(prefix, chrono::Utc::now().timestamp_millis() as u64)
+}
+
+pub fn new_id_at(prefix: &str, millis: u64) -> String {
+    let mut random = [0u8; 10];
+    rand::thread_rng().fill_bytes(&mut random);
+    let mut value: u128 = (millis as u128 & 0xFFFF_FFFF_FFFF) << 80;
+    for (i, b) in random.iter().enumerate() {
+        value |= (*b as u128) << (8 * (9 - i));
+    }
+    let mut out = String::with_capacity(prefix.len() + 27);
+    out.push_str(prefix);
+    out.push('_');
+    for i in (0..26).rev() {
+        out.push(ALPHABET[((value >> (5 * i)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// True when `id` looks like an id of this prefix. Used to answer 404 early
+/// for garbage path parameters without a store read.
+pub fn is_valid(prefix: &str, id: &str) -> bool {
+    match id.split_once('_') {
+        Some((p, body)) => p == prefix && body.len() == 26 && body.bytes().all(|b| ALPHABET.contains(&b)),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_prefix_and_sort_by_time() {
+        let a = new_id_at(PROJECT, 1_000);
+        let b = new_id_at(PROJECT, 2_000);
+        assert!(a.starts_with("prj_"));
+        assert!(a < b, "{a} should sort before {b}");
+        assert!(is_valid(PROJECT, &a));
+        assert!(!is_valid(ORG, &a));
+        assert!(!is_valid(PROJECT, "prj_../../etc"));
+    }
+}

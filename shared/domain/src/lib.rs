@@ -1,0 +1,14 @@
+//! CapyDB's domain: entities, scopes, principals and their authorization
+//! rules, the job model, the ports the adapters implement, and the use cases
+//! that compose them. Nothing here knows about HTTP, SQL, or AWS.
+pub mod apikey;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod ports;
+pub mod scopes;
+
+pub use error::{DomainError, DomainResult};
+
+#[cfg(feature = "testkit")]
+pub mod contract;

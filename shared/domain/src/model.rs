@@ -1,0 +1,218 @@
+//! Entities as stored and as the API shows them. Secrets (key hashes, sealed
+//! passwords, job parameters) are `#[serde(skip)]` or kept out of the API
+//! views, so serializing an entity for a response can never leak one.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::scopes::Scope;
+
+pub type Timestamp = DateTime<Utc>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Organization {
+    /// `org_...`
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    /// `key_...`
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    /// The fixed prefix of the plaintext, `capy_live_`.
+    pub prefix: String,
+    /// The last four characters of the plaintext.
+    pub last4: String,
+    pub scopes: Vec<Scope>,
+    /// When set, the key may only act on this project.
+    pub project_id: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub last_used_ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// SHA-256 of the plaintext; never serialized.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectState {
+    /// The database is being created; connections answer 409.
+    Provisioning,
+    /// Usable: a real connection with the issued credentials succeeded.
+    Ready,
+    /// A delete job runs.
+    Deleting,
+    /// Deleted; kept for the job history, hidden from lists and lookups.
+    Deleted,
+    /// Provisioning failed; delete it and create another.
+    Failed,
+}
+
+impl ProjectState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectState::Provisioning => "provisioning",
+            ProjectState::Ready => "ready",
+            ProjectState::Deleting => "deleting",
+            ProjectState::Deleted => "deleted",
+            ProjectState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Provisioning, Self::Ready, Self::Deleting, Self::Deleted, Self::Failed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Project {
+    /// `prj_...`
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub region: String,
+    pub pg_version: String,
+    pub state: ProjectState,
+    /// Name of the PostgreSQL database on the server.
+    pub database_name: String,
+    /// The owner role the connection strings use.
+    pub role_name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The owner role's password, sealed by the secret box; never serialized.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub password_sealed: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Provision,
+    DeleteProject,
+    RotateCredentials,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Provision => "provision",
+            JobKind::DeleteProject => "delete_project",
+            JobKind::RotateCredentials => "rotate_credentials",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Provision, Self::DeleteProject, Self::RotateCredentials].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Queued, Self::Running, Self::Completed, Self::Failed].into_iter().find(|v| v.as_str() == s)
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Failed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceRef {
+    /// `project`, later also `preview`, `backup`, `restore`, `import`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// `job_...`
+    pub id: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub organization_id: String,
+    pub project_id: Option<String>,
+    pub resource: ResourceRef,
+    /// How many times a worker has started running this job.
+    pub attempt: u32,
+    /// Index of the next step to run (steps before it are done).
+    pub step: u32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why the job failed, in words fit for the caller.
+    pub error: Option<String>,
+    /// Optimistic-concurrency version, bumped by every write.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub version: u64,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub lease_owner: Option<String>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Kind-specific parameters (e.g. the sealed new password of a rotation).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub params: serde_json::Value,
+}
+
+/// A domain event, written to the outbox in the same transaction as the state
+/// change it announces and published after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// `evt_...`, stable across republishing.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub organization_id: String,
+    pub project_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub data: serde_json::Value,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+/// What a caller may see of a database connection. Built on request from the
+/// sealed password; never stored in this form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionInfo {
+    /// `owner` for the project's owner role.
+    pub role: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub sslmode: String,
+    /// A `postgres://` URI with all of the above.
+    pub uri: String,
+}

@@ -1,0 +1,165 @@
+//! The ports: what the use cases need from the outside world. Each has one
+//! adapter per shape (SQLite / DynamoDB, SQLite queue / SQS, ...) and one
+//! contract suite (`contract`, feature `testkit`) that every adapter passes.
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::DomainResult;
+use crate::model::*;
+
+/// One page of a newest-first listing: at most `limit` items with ids
+/// strictly less than `before` (the cursor is the last id of the previous page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub limit: usize,
+    pub before: Option<String>,
+}
+
+impl Page {
+    pub fn first(limit: usize) -> Self {
+        Page { limit, before: None }
+    }
+}
+
+/// The resource row a lifecycle transaction writes along with its job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResourceWrite {
+    Nothing,
+    /// Insert or replace the project row.
+    Project(Project),
+}
+
+/// The metadata store. Every method that changes more than one record does so
+/// atomically (SQLite transaction, DynamoDB `TransactWriteItems`).
+#[async_trait]
+pub trait Store: Send + Sync {
+    // organizations
+    /// True once any organization exists (bootstrap ran).
+    async fn has_organizations(&self) -> DomainResult<bool>;
+    /// Creates an organization together with its first API key.
+    async fn create_organization(&self, org: &Organization, first_key: &ApiKey) -> DomainResult<()>;
+    async fn get_organization(&self, id: &str) -> DomainResult<Option<Organization>>;
+    async fn update_organization(&self, org: &Organization) -> DomainResult<()>;
+
+    // API keys
+    /// Fails with `Conflict` when a key with the same hash exists.
+    async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()>;
+    async fn get_api_key_by_hash(&self, hash: &str) -> DomainResult<Option<ApiKey>>;
+    async fn get_api_key(&self, org_id: &str, key_id: &str) -> DomainResult<Option<ApiKey>>;
+    async fn list_api_keys(&self, org_id: &str, page: &Page) -> DomainResult<Vec<ApiKey>>;
+    /// Sets `revoked_at` unless already set; returns the key as stored afterwards.
+    async fn revoke_api_key(&self, org_id: &str, key_id: &str, at: Timestamp) -> DomainResult<Option<ApiKey>>;
+    async fn touch_api_key(&self, key_id: &str, at: Timestamp, ip: Option<&str>) -> DomainResult<()>;
+
+    // projects
+    /// Any state, `deleted` included.
+    async fn get_project(&self, id: &str) -> DomainResult<Option<Project>>;
+    /// Projects of the organization that are not `deleted`, newest first.
+    async fn list_projects(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Project>>;
+    /// Replaces the project row (used for non-lifecycle edits such as a rename).
+    async fn update_project(&self, project: &Project) -> DomainResult<()>;
+
+    // jobs
+    /// Atomically: writes the resource, inserts the job, and takes the lock on
+    /// `job.resource`. Returns `Some(running_job_id)` and writes nothing when
+    /// another job holds the lock.
+    async fn begin_job(&self, job: &Job, write: &ResourceWrite) -> DomainResult<Option<String>>;
+    async fn get_job(&self, id: &str) -> DomainResult<Option<Job>>;
+    async fn list_project_jobs(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Job>>;
+    /// Replaces the job if its stored version is `expected_version`
+    /// (`job.version` must be `expected_version + 1`). False when it was not.
+    async fn update_job(&self, job: &Job, expected_version: u64) -> DomainResult<bool>;
+    /// Like `update_job` (a terminal state), and in the same transaction writes
+    /// the resource, releases the job's lock and appends the events.
+    async fn finish_job(&self, job: &Job, expected_version: u64, write: &ResourceWrite, events: &[Event]) -> DomainResult<bool>;
+    /// Jobs that need a new queue message: `queued` with no lease created
+    /// before `stale_before`, or not terminal with `lease_expires_at < stale_before`.
+    async fn list_stuck_jobs(&self, stale_before: Timestamp, limit: usize) -> DomainResult<Vec<Job>>;
+
+    // outbox
+    async fn list_unpublished_events(&self, limit: usize) -> DomainResult<Vec<Event>>;
+    async fn mark_event_published(&self, id: &str, at: Timestamp) -> DomainResult<()>;
+    /// Events of an organization, newest first (used by tests and, later, webhooks).
+    async fn list_events(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Event>>;
+}
+
+/// A message received from the job queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// Handle for `delete` / `change_visibility`; valid for this receive only.
+    pub receipt: String,
+    pub body: String,
+    /// How many times this message has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// An at-least-once queue with SQS semantics: per-message delay, a visibility
+/// timeout after each receive, a receive count, and a dead-letter queue that
+/// takes a message instead of delivering it once it was received `max_receives` times.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    async fn send(&self, body: &str, delay: Duration) -> DomainResult<()>;
+    async fn receive(&self, max: usize, visibility: Duration) -> DomainResult<Vec<QueueMessage>>;
+    /// Deleting with a stale receipt (the message was received again since) is a no-op.
+    async fn delete(&self, receipt: &str) -> DomainResult<()>;
+    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> DomainResult<()>;
+    /// Bodies of messages moved to the dead-letter queue, oldest first.
+    async fn dead_letters(&self, max: usize) -> DomainResult<Vec<String>>;
+}
+
+/// Why a provider operation failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The server is unreachable, busy, or the object is momentarily locked.
+    #[error("{0}")]
+    Retryable(String),
+    /// The request can never succeed as made (bad credentials, invalid name...).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+pub type ProviderResult<T> = Result<T, ProviderError>;
+
+/// Creates and removes databases and roles on a PostgreSQL service. Every
+/// operation is idempotent: running it twice leaves the same state as once.
+#[async_trait]
+pub trait DatabaseProvider: Send + Sync {
+    /// Where databases live, e.g. `local`.
+    fn region(&self) -> String;
+    /// Major versions this provider can create, e.g. `["15"]`.
+    fn pg_versions(&self) -> Vec<String>;
+    /// Creates a LOGIN role with this password, or sets the password if it exists.
+    async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()>;
+    /// Creates the database owned by `owner` unless it exists.
+    async fn ensure_database(&self, database: &str, owner: &str) -> ProviderResult<()>;
+    /// Connects as `role` with `password` to `database` and runs `SELECT 1`.
+    async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()>;
+    /// Ends the database's sessions and drops it; no error if it is absent.
+    async fn drop_database(&self, database: &str) -> ProviderResult<()>;
+    /// Drops the role; no error if it is absent.
+    async fn drop_role(&self, role: &str) -> ProviderResult<()>;
+    async fn database_exists(&self, database: &str) -> ProviderResult<bool>;
+    async fn role_exists(&self, role: &str) -> ProviderResult<bool>;
+    /// The connection details a client uses to reach `database` as `role`.
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo;
+}
+
+/// Seals secrets at rest (database passwords, later webhook secrets).
+#[async_trait]
+pub trait SecretBox: Send + Sync {
+    async fn seal(&self, plaintext: &str) -> DomainResult<String>;
+    async fn open(&self, sealed: &str) -> DomainResult<String>;
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        chrono::Utc::now()
+    }
+}
