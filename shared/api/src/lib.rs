@@ -1,1 +1,64 @@
-// placeholder
+//! CapyDB's HTTP API: one axum router per route group, the credential
+//! extractor, `ApiError` → `{"error": ...}`, and the generated OpenAPI
+//! document. The same routers run in `capydb-local` and in the Lambdas.
+pub mod bodies;
+pub mod error;
+pub mod extract;
+pub mod jobs;
+pub mod list;
+pub mod me;
+pub mod middleware;
+pub mod openapi;
+pub mod organizations;
+pub mod projects;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::Router;
+use capydb_domain::App;
+
+use crate::error::ApiError;
+
+/// Route groups by name, so each function of the serverless bundle can mount its own.
+pub fn group(name: &str) -> Option<Router<App>> {
+    Some(match name {
+        "identity" => me::router(),
+        "organizations" => organizations::router(),
+        "projects" => projects::router(),
+        "jobs" => jobs::router(),
+        "openapi" => openapi::router(),
+        _ => return None,
+    })
+}
+
+pub const GROUPS: [&str; 5] = ["identity", "organizations", "projects", "jobs", "openapi"];
+
+/// Every route group on one router, answering on `/v1/...` and `/api/capydb/v1/...`.
+pub fn router(app: App) -> Router {
+    let mut routes = Router::new();
+    for g in GROUPS {
+        routes = routes.merge(group(g).unwrap_or_default());
+    }
+    finish(routes, app)
+}
+
+/// Adds the conventions every deployed shape shares: both path prefixes, the
+/// body limit, JSON 404/405 answers and the request context.
+pub fn finish(routes: Router<App>, app: App) -> Router {
+    let routes = routes.method_not_allowed_fallback(method_not_allowed);
+    Router::new()
+        .merge(routes.clone())
+        .nest("/api/capydb", routes)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route; see /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route; see /v1/openapi.json")
+}

@@ -1,13 +1,21 @@
 //! CapyDB's domain: entities, scopes, principals and their authorization
 //! rules, the job model, the ports the adapters implement, and the use cases
 //! that compose them. Nothing here knows about HTTP, SQL, or AWS.
+pub mod api_keys;
 pub mod apikey;
+pub mod app;
+pub mod identity;
+pub mod jobs;
+pub mod organizations;
+pub mod principal;
+pub mod projects;
 pub mod error;
 pub mod ids;
 pub mod model;
 pub mod ports;
 pub mod scopes;
 
+pub use app::{App, JobSettings, Settings};
 pub use error::{DomainError, DomainResult};
 
 #[cfg(feature = "testkit")]

@@ -162,6 +162,8 @@ pub struct Job {
     /// How many times a worker has started running this job.
     pub attempt: u32,
     /// Index of the next step to run (steps before it are done).
+    #[serde(skip)]
+    #[schema(ignore)]
     pub step: u32,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,

@@ -1,0 +1,73 @@
+//! Command-line arguments of `capydb-local`.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "capydb-local", version, about = "The CapyDB control plane in one process: API, job worker and sweeper on SQLite and PostgreSQL")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (the default).
+    Serve(ServeArgs),
+    /// Manage API keys directly in the data dir.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the API listens on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8787", env = "CAPYDB_LISTEN")]
+    pub listen: SocketAddr,
+    /// Where metadata, the secret key and the private PostgreSQL cluster live.
+    #[arg(long, default_value = "./.capydb", env = "CAPYDB_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Use this PostgreSQL server (a superuser URL) instead of a private cluster.
+    #[arg(long, env = "CAPYDB_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+    /// Concurrent job workers.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Seconds between sweeps (stuck-job re-drive).
+    #[arg(long, default_value_t = 60)]
+    pub sweep_interval: u64,
+    /// Milliseconds a job waits before its first retry (doubling, capped at 60 s).
+    #[arg(long, default_value_t = 1000)]
+    pub retry_base_ms: u64,
+    /// Runs of a job before a retryable error fails it.
+    #[arg(long, default_value_t = 8)]
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Mint an API key and print its plaintext on stdout.
+    Create(KeysCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysCreateArgs {
+    #[arg(long, default_value = "./.capydb", env = "CAPYDB_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Comma-separated scopes, e.g. `projects:read,jobs:read`, or `*` for all.
+    #[arg(long)]
+    pub scopes: String,
+    /// Restrict the key to this project.
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long, default_value = "command-line key")]
+    pub name: String,
+    #[arg(long)]
+    pub expires_in_days: Option<u32>,
+    /// The organization (defaults to the only one).
+    #[arg(long)]
+    pub org: Option<String>,
+}

@@ -1,0 +1,237 @@
+//! Start-up, the background loops, and shutdown.
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use capydb_domain::api_keys::{mint_api_key, CreateApiKey};
+use capydb_domain::ports::{Clock, DatabaseProvider, JobQueue, SecretBox, Store, SystemClock};
+use capydb_domain::jobs::Disposition;
+use capydb_domain::{App, JobSettings, Settings};
+use capydb_embedded::{KeyFileSecretBox, SqliteQueue, SqliteStore};
+use capydb_postgres::{LocalCluster, PgProvider};
+use tokio::sync::watch;
+
+use crate::cli::{KeysCreateArgs, ServeArgs};
+
+const DB_FILE: &str = "capydb.sqlite3";
+const SECRET_KEY_FILE: &str = "secret.key";
+const BOOTSTRAP_FILE: &str = "bootstrap.json";
+const CLUSTER_DIR: &str = "postgres";
+const JOB_QUEUE: &str = "jobs";
+/// Receives of one job message before it goes to the dead-letter queue.
+const MAX_RECEIVES: u32 = 20;
+const REGION: &str = "local";
+
+fn prepare_data_dir(dir: &Path) -> Result<PathBuf, String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
+    dir.canonicalize().map_err(|e| format!("cannot resolve the data dir {}: {e}", dir.display()))
+}
+
+/// One `capydb-local` per data dir: a second one would run the same jobs and
+/// fight over the cluster. The lock dies with the process, SIGKILL included.
+fn lock_data_dir(dir: &Path) -> Result<File, String> {
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(format!("another capydb-local is running on the data dir {}", dir.display()));
+    }
+    Ok(file)
+}
+
+struct Adapters {
+    store: Arc<SqliteStore>,
+    queue: Arc<SqliteQueue>,
+    secrets: Arc<KeyFileSecretBox>,
+}
+
+fn open_adapters(dir: &Path) -> Result<Adapters, String> {
+    let secrets = KeyFileSecretBox::open_or_create(&dir.join(SECRET_KEY_FILE)).map_err(|e| e.to_string())?;
+    let db = dir.join(DB_FILE);
+    let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
+    let queue = SqliteQueue::open(&db, JOB_QUEUE, MAX_RECEIVES).map_err(|e| e.to_string())?;
+    Ok(Adapters { store: Arc::new(store), queue: Arc::new(queue), secrets: Arc::new(secrets) })
+}
+
+pub async fn serve(args: ServeArgs) -> Result<(), String> {
+    let dir = prepare_data_dir(&args.data_dir)?;
+    let _lock = lock_data_dir(&dir)?;
+    let adapters = open_adapters(&dir)?;
+
+    let (provider, cluster) = match &args.postgres_url {
+        Some(url) => (PgProvider::connect(url, REGION).await.map_err(|e| format!("cannot use --postgres-url: {e}"))?, None),
+        None => {
+            LocalCluster::find_binaries()?;
+            let cluster = LocalCluster::ensure_started(&dir.join(CLUSTER_DIR), adapters.secrets.as_ref()).await?;
+            tracing::info!(port = cluster.port(), "private PostgreSQL cluster ready");
+            let provider = PgProvider::connect(&cluster.admin_url(), REGION)
+                .await
+                .map_err(|e| format!("cannot connect to the private PostgreSQL cluster: {e}"))?;
+            (provider, Some(cluster))
+        }
+    };
+
+    let settings = Settings {
+        jobs: JobSettings {
+            backoff_base: Duration::from_millis(args.retry_base_ms),
+            max_attempts: args.max_attempts.max(1),
+            ..JobSettings::default()
+        },
+    };
+    let app = App {
+        store: adapters.store.clone() as Arc<dyn Store>,
+        queue: adapters.queue.clone() as Arc<dyn JobQueue>,
+        provider: Arc::new(provider) as Arc<dyn DatabaseProvider>,
+        secrets: adapters.secrets.clone() as Arc<dyn SecretBox>,
+        clock: Arc::new(SystemClock) as Arc<dyn Clock>,
+        settings,
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let preset = std::env::var("CAPYDB_BOOTSTRAP_API_KEY").ok().filter(|k| !k.is_empty());
+    if let Some((org, key)) = app.bootstrap(preset.as_deref()).await.map_err(|e| e.to_string())? {
+        let record = serde_json::json!({ "organization_id": org.id });
+        fs::write(dir.join(BOOTSTRAP_FILE), record.to_string()).map_err(|e| format!("cannot write {BOOTSTRAP_FILE}: {e}"))?;
+        // The only lines capydb-local writes to stdout, once per data dir.
+        println!("CAPYDB_BASE=http://{local_addr}/api/capydb");
+        println!("CAPYDB_ORG_ID={}", org.id);
+        println!("CAPYDB_API_KEY={key}");
+        tracing::info!(org_id = %org.id, "bootstrapped a new organization and admin API key");
+    }
+
+    // No other worker can run on this data dir (we hold its lock), so every
+    // unfinished job belongs to a previous process that died: resume them all.
+    let resumed = app.redrive_stuck_jobs(true).await.map_err(|e| e.to_string())?;
+    if resumed > 0 {
+        tracing::info!(jobs = resumed, "resuming unfinished jobs");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let worker_prefix = capydb_domain::ids::new_id("wrk");
+    for n in 0..args.workers.max(1) {
+        tasks.push(tokio::spawn(worker_loop(app.clone(), format!("{worker_prefix}-{n}"), stop_rx.clone())));
+    }
+    tasks.push(tokio::spawn(sweeper_loop(app.clone(), Duration::from_secs(args.sweep_interval.max(1)), stop_rx.clone())));
+
+    tracing::info!(listen = %local_addr, data_dir = %dir.display(), "capydb-local serving");
+    let router = capydb_api::router(app);
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal());
+    let served = server.await.map_err(|e| format!("server error: {e}"));
+
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Some(cluster) = cluster {
+        if let Err(e) = cluster.stop().await {
+            tracing::warn!(error = %e, "could not stop the private PostgreSQL cluster");
+        }
+    }
+    served
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// How long an idle worker waits before asking the queue again.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+async fn worker_loop(app: App, worker: String, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let messages = match app.queue.receive(1, app.settings.jobs.visibility).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "job queue receive failed");
+                Vec::new()
+            }
+        };
+        if messages.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        for m in messages {
+            let outcome = match app.run_job_message(&m.body, &worker).await {
+                Disposition::Done => app.queue.delete(&m.receipt).await,
+                Disposition::RetryAfter(d) => app.queue.change_visibility(&m.receipt, d).await,
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(error = %e, "could not settle a job message; it will be redelivered");
+            }
+        }
+    }
+}
+
+async fn sweeper_loop(app: App, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        match app.redrive_stuck_jobs(false).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "sweeper re-drove stuck jobs"),
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+    }
+}
+
+pub async fn keys_create(args: KeysCreateArgs) -> Result<(), String> {
+    let dir = args.data_dir.canonicalize().map_err(|e| format!("no data dir at {}: {e}", args.data_dir.display()))?;
+    let store = SqliteStore::open(&dir.join(DB_FILE)).map_err(|e| e.to_string())?;
+    let org_id = match args.org {
+        Some(o) => o,
+        None => {
+            let raw = fs::read_to_string(dir.join(BOOTSTRAP_FILE))
+                .map_err(|_| format!("{} has not been bootstrapped yet: start capydb-local on it first, or pass --org", dir.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&raw).map_err(|e| format!("{BOOTSTRAP_FILE} is damaged: {e}"))?;
+            v["organization_id"].as_str().ok_or_else(|| format!("{BOOTSTRAP_FILE} names no organization"))?.to_string()
+        }
+    };
+    if store.get_organization(&org_id).await.map_err(|e| e.to_string())?.is_none() {
+        return Err(format!("no organization {org_id} in {}", dir.display()));
+    }
+    let scopes = capydb_domain::scopes::parse_scope_list(&args.scopes)?;
+    let req = CreateApiKey { name: args.name, scopes, project_id: args.project, expires_at: None, expires_in_days: args.expires_in_days };
+    let created = mint_api_key(&store, SystemClock.now(), &org_id, req).await.map_err(|e| e.to_string())?;
+    println!("CAPYDB_API_KEY={}", created.plaintext);
+    println!("CAPYDB_API_KEY_ID={}", created.api_key.id);
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! Response envelopes: a single resource is wrapped by its type name.
+use capydb_domain::model::{ApiKey, Job, Organization, Project};
+use capydb_domain::principal::PrincipalView;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema)]
+pub struct PrincipalBody {
+    pub principal: PrincipalView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrganizationBody {
+    pub organization: Organization,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyBody {
+    pub api_key: ApiKey,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectBody {
+    pub project: Project,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobBody {
+    pub job: Job,
+}

@@ -1,0 +1,183 @@
+//! Extractors whose rejections are `ApiError`s, so malformed bodies, bad
+//! query strings and missing credentials answer `{"error": ...}` like
+//! everything else (never axum's plain-text rejections).
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use base64::Engine;
+use capydb_domain::ports::Page;
+use capydb_domain::principal::Principal;
+use capydb_domain::App;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// JSON body with unknown fields refused (the types say `deny_unknown_fields`).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_BODY_BYTES} bytes"))
+            } else {
+                ApiError::bad_request("could not read the request body")
+            }
+        })?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request("a JSON request body is required"));
+        }
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = deserialize_body(&mut de)?;
+        de.end().map_err(|_| ApiError::bad_request("malformed JSON: trailing characters after the body"))?;
+        Ok(ApiJson(value))
+    }
+}
+
+fn deserialize_body<T: DeserializeOwned>(de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>) -> Result<T, ApiError> {
+    T::deserialize(de).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::bad_request(format!("invalid request body: {}", strip_position(&e))),
+            Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(format!("malformed JSON: {e}")),
+        }
+    })
+}
+
+/// serde's data errors end with "at line 1 column 42"; keep the message and
+/// drop nothing else (it never contains the values themselves for our types).
+fn strip_position(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The authenticated caller. Missing or bad credentials: 401.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<App> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let presented = credential(parts)?;
+        let ip = client_ip(parts);
+        let principal = app.authenticate_api_key(presented, ip.as_deref()).await?;
+        Ok(Auth(principal))
+    }
+}
+
+fn credential(parts: &Parts) -> Result<&str, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| unauthorized("malformed Authorization header"))?;
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer <API key>\""))?;
+        return Ok(token.trim());
+    }
+    if let Some(v) = parts.headers.get("x-api-key") {
+        return v.to_str().map(str::trim).map_err(|_| unauthorized("malformed X-API-Key header"));
+    }
+    Err(unauthorized("missing credential: send \"Authorization: Bearer <API key>\" or \"X-API-Key: <API key>\""))
+}
+
+fn client_ip(parts: &Parts) -> Option<String> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip().to_string())
+}
+
+/// `?limit=` (1..=100, default 50) and `?cursor=` of list endpoints.
+pub struct Pagination {
+    pub page: Page,
+}
+
+impl Pagination {
+    /// The page to ask the store for: one item more than the caller wants,
+    /// to learn whether a next page exists without a second read.
+    pub fn overfetch(&self) -> Page {
+        Page { limit: self.page.limit + 1, before: self.page.before.clone() }
+    }
+}
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 100;
+
+impl<S: Send + Sync> FromRequestParts<S> for Pagination {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut page = Page::first(DEFAULT_LIMIT);
+        for (k, v) in url_pairs(parts.uri.query().unwrap_or("")) {
+            match k.as_str() {
+                "limit" => {
+                    page.limit = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|l| (1..=MAX_LIMIT).contains(l))
+                        .ok_or_else(|| ApiError::bad_request(format!("limit must be an integer between 1 and {MAX_LIMIT}")))?;
+                }
+                "cursor" => page.before = Some(decode_cursor(&v)?),
+                other => return Err(ApiError::bad_request(format!("unknown query parameter {other:?}"))),
+            }
+        }
+        Ok(Pagination { page })
+    }
+}
+
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn encode_cursor(last_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last_id)
+}
+
+fn decode_cursor(c: &str) -> Result<String, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .ok_or_else(|| ApiError::bad_request("cursor is not a cursor this API issued"))
+}

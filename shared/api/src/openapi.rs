@@ -1,0 +1,141 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and the
+//! domain types. `GET /v1/openapi.json` serves it; `openapi.json` at the repo
+//! root is a committed copy that a test keeps in sync.
+use axum::routing::get;
+use axum::{Json, Router};
+use capydb_domain::App;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, ServerBuilder};
+use utoipa::{IntoParams, Modify, OpenApi};
+
+use crate::error::ErrorBody;
+
+/// `?limit=&cursor=` of every list endpoint.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// Page size, 1..=100 (default 50).
+    limit: Option<u32>,
+    /// Opaque cursor from the previous page's `Link: <...>; rel="next"` header.
+    cursor: Option<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "CapyDB control plane API",
+        version = "1.0.0",
+        description = "Organizations, projects (a PostgreSQL database each), API keys and the asynchronous jobs that provision, rotate and delete databases. Errors are always `{\"error\": \"message\"}`; lists are bare JSON arrays, newest first, paginated with `?limit=&cursor=` and a `Link: <...>; rel=\"next\"` header; every response carries `X-Request-Id`."
+    ),
+    paths(
+        crate::me::me,
+        crate::organizations::list_organizations,
+        crate::organizations::get_organization,
+        crate::organizations::update_organization,
+        crate::organizations::list_api_keys,
+        crate::organizations::create_api_key,
+        crate::organizations::get_api_key,
+        crate::organizations::revoke_api_key,
+        crate::projects::list_projects,
+        crate::projects::create_project,
+        crate::projects::get_project,
+        crate::projects::update_project,
+        crate::projects::delete_project,
+        crate::projects::project_connections,
+        crate::projects::rotate_credentials,
+        crate::projects::list_project_jobs,
+        crate::jobs::get_job,
+        openapi_json,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Conventions),
+    tags(
+        (name = "identity", description = "Who the calling credential is"),
+        (name = "organizations", description = "The caller's organization"),
+        (name = "api-keys", description = "Scoped, optionally project-restricted API keys"),
+        (name = "projects", description = "Projects: a PostgreSQL database each"),
+        (name = "jobs", description = "Asynchronous lifecycle jobs"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds what every operation shares: the security schemes, and the error
+/// responses each kind of operation can answer, so none is undeclared.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        doc.servers = Some(vec![ServerBuilder::new().url("/api/capydb").description(Some("also served without the prefix")).build()]);
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("capy_live_...").build()));
+        components.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let public = path.ends_with("/openapi.json");
+            for op in [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten() {
+                declare_errors(op, path, public);
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build()
+}
+
+fn declare_errors(op: &mut Operation, path: &str, public: bool) {
+    let has_body = op.request_body.is_some();
+    let has_query = op.parameters.iter().flatten().any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query));
+    let is_lifecycle = op.responses.responses.contains_key("202");
+    let mut add = |code: &str, description: &str| {
+        op.responses.responses.entry(code.to_string()).or_insert_with(|| error_response(description).into());
+    };
+    if !public {
+        if has_body || has_query {
+            add("400", "Malformed JSON, an unknown field, or an invalid value");
+        }
+        add("401", "Missing, malformed, unknown, expired or revoked credential");
+        add("403", "The credential lacks the scope named in the message, or is restricted to another project");
+        if path.contains('{') {
+            add("404", "No such resource in the caller's organization");
+        }
+        if is_lifecycle || path.ends_with("/connections") {
+            add("409", "A lifecycle job is already running for this resource (named in the message), or the resource is not ready");
+        }
+        if has_body {
+            add("413", "Request body larger than 64 KiB");
+        }
+        add("503", "A dependency is briefly unavailable; retry");
+    }
+    add("500", "Internal error (details are logged, never returned)");
+    if !public {
+        op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new()), SecurityRequirement::new("api_key", Vec::<String>::new())]);
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as the committed `openapi.json` holds it.
+pub fn document_json() -> String {
+    let mut s = document().to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+pub fn router() -> Router<App> {
+    Router::new().route("/v1/openapi.json", get(openapi_json))
+}
+
+/// This OpenAPI 3.1 document. No authentication.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", operation_id = "getOpenApi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi_json() -> Json<serde_json::Value> {
+    Json(serde_json::to_value(document()).unwrap_or_default())
+}

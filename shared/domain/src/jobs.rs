@@ -1,0 +1,355 @@
+//! Jobs: starting them (resource + job + lock in one transaction, then a
+//! queue message), reading them, and running them as resumable steps.
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::{add, sub, App};
+use crate::error::{DomainError, DomainResult};
+use crate::model::{Event, Job, JobKind, JobState, Project, ProjectState, Timestamp};
+use crate::ports::{Page, ProviderError, ResourceWrite};
+use crate::principal::Principal;
+use crate::projects::NEW_PASSWORD_PARAM;
+use crate::scopes::Scope;
+use crate::ids;
+
+/// The body of a job queue message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobMessage {
+    pub job_id: String,
+}
+
+pub(crate) struct StartedJob {
+    pub job: Job,
+}
+
+/// What a step achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    Done,
+    /// Not finished yet (e.g. a cloud database still creating): run this step
+    /// again after the delay, without counting an attempt as failed.
+    Wait(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<ProviderError> for StepError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::Retryable(m) => StepError::Retryable(m),
+            ProviderError::Permanent(m) => StepError::Permanent(m),
+        }
+    }
+}
+
+impl From<DomainError> for StepError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Unavailable(m) | DomainError::Internal(m) => StepError::Retryable(m),
+            other => StepError::Permanent(other.to_string()),
+        }
+    }
+}
+
+/// What the worker should do with the queue message that carried a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// The job is finished (or gone): delete the message.
+    Done,
+    /// Make the message visible again after this delay.
+    RetryAfter(Duration),
+}
+
+/// The steps of each job kind, in order. A step is idempotent: running it
+/// again after a crash finds what the previous run made and carries on.
+pub fn steps(kind: JobKind) -> &'static [&'static str] {
+    match kind {
+        JobKind::Provision => &["create_role", "create_database", "verify_connection"],
+        JobKind::DeleteProject => &["drop_database", "drop_role"],
+        JobKind::RotateCredentials => &["set_password", "verify_connection"],
+    }
+}
+
+impl App {
+    /// Writes the resource, the job and the lock, then enqueues the job. A
+    /// lost enqueue is repaired by the sweeper, which re-drives stale queued jobs.
+    pub(crate) async fn start_job(&self, job: Job, write: ResourceWrite) -> DomainResult<StartedJob> {
+        if let Some(running) = self.store.begin_job(&job, &write).await? {
+            return Err(DomainError::Conflict(format!(
+                "{} {} has a lifecycle job in progress: {running}; wait for it to finish",
+                job.resource.kind, job.resource.id
+            )));
+        }
+        tracing::info!(job_id = %job.id, kind = job.kind.as_str(), resource = %job.resource.id, "job queued");
+        self.enqueue(&job.id, Duration::ZERO).await;
+        Ok(StartedJob { job })
+    }
+
+    async fn enqueue(&self, job_id: &str, delay: Duration) {
+        let body = serde_json::to_string(&JobMessage { job_id: job_id.to_string() }).unwrap_or_default();
+        if let Err(e) = self.queue.send(&body, delay).await {
+            tracing::error!(job_id, error = %e, "could not enqueue job; the sweeper will re-drive it");
+        }
+    }
+
+    pub async fn get_job(&self, p: &Principal, job_id: &str) -> DomainResult<Job> {
+        p.require(Scope::JobsRead)?;
+        let job = self.store.get_job(job_id).await?.ok_or_else(|| DomainError::not_found("job", job_id))?;
+        p.check_project(&job.organization_id, job.project_id.as_deref(), "job", job_id)?;
+        Ok(job)
+    }
+
+    pub async fn list_project_jobs(&self, p: &Principal, project_id: &str, page: &Page) -> DomainResult<Vec<Job>> {
+        p.require(Scope::JobsRead)?;
+        self.visible_project(p, project_id).await?;
+        self.store.list_project_jobs(project_id, page).await
+    }
+
+    /// Handles one queue message: takes the job's lease and runs its
+    /// remaining steps. Safe to call twice for the same job, concurrently or not.
+    pub async fn run_job_message(&self, body: &str, worker: &str) -> Disposition {
+        let Ok(msg) = serde_json::from_str::<JobMessage>(body) else {
+            tracing::error!("dropping a job message that is not JSON {{\"job_id\"}}");
+            return Disposition::Done;
+        };
+        let span = tracing::info_span!("job", job_id = %msg.job_id);
+        match tracing::Instrument::instrument(self.run_job(&msg.job_id, worker), span).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(job_id = %msg.job_id, error = %e, "job run interrupted; will retry");
+                Disposition::RetryAfter(self.settings.jobs.backoff_base)
+            }
+        }
+    }
+
+    async fn run_job(&self, job_id: &str, worker: &str) -> DomainResult<Disposition> {
+        let Some(mut job) = self.store.get_job(job_id).await? else {
+            tracing::warn!("job not found; dropping its message");
+            return Ok(Disposition::Done);
+        };
+        if job.state.is_terminal() {
+            return Ok(Disposition::Done);
+        }
+        let now = self.now();
+        if let Some(until) = job.lease_expires_at.filter(|t| *t > now) {
+            // Leased by a live worker, or backing off before its next attempt.
+            return Ok(Disposition::RetryAfter((until - now).to_std().unwrap_or_default()));
+        }
+        let expected = job.version;
+        job.version += 1;
+        job.state = JobState::Running;
+        job.attempt += 1;
+        job.started_at.get_or_insert(now);
+        job.lease_owner = Some(worker.to_string());
+        job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
+        if !self.store.update_job(&job, expected).await? {
+            return Ok(Disposition::RetryAfter(Duration::from_secs(1)));
+        }
+        tracing::info!(kind = job.kind.as_str(), attempt = job.attempt, step = job.step, "job running");
+
+        let plan = steps(job.kind);
+        while (job.step as usize) < plan.len() {
+            let step = plan[job.step as usize];
+            let result = self.run_step(&job, step).await;
+            let now = self.now();
+            let expected = job.version;
+            job.version += 1;
+            match result {
+                Ok(StepOutcome::Done) => {
+                    tracing::info!(step, "step done");
+                    job.step += 1;
+                    job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
+                    if !self.store.update_job(&job, expected).await? {
+                        tracing::warn!(step, "lost the job lease; another worker carries on");
+                        return Ok(Disposition::Done);
+                    }
+                }
+                Ok(StepOutcome::Wait(delay)) => {
+                    job.lease_owner = None;
+                    job.lease_expires_at = Some(add(now, delay));
+                    job.attempt -= 1;
+                    self.store.update_job(&job, expected).await?;
+                    return Ok(Disposition::RetryAfter(delay));
+                }
+                Err(StepError::Retryable(msg)) if job.attempt < self.settings.jobs.max_attempts => {
+                    let delay = self.backoff(job.attempt);
+                    tracing::warn!(step, error = %msg, retry_in_ms = delay.as_millis() as u64, "step failed; will retry");
+                    job.lease_owner = None;
+                    job.lease_expires_at = Some(add(now, delay));
+                    job.error = Some(format!("retrying after: {msg}"));
+                    self.store.update_job(&job, expected).await?;
+                    return Ok(Disposition::RetryAfter(delay));
+                }
+                Err(StepError::Retryable(msg) | StepError::Permanent(msg)) => {
+                    job.version = expected;
+                    tracing::error!(step, error = %msg, "job failed");
+                    self.fail_job(job, &format!("{step}: {msg}")).await?;
+                    return Ok(Disposition::Done);
+                }
+            }
+        }
+        self.complete_job(job).await?;
+        Ok(Disposition::Done)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let s = &self.settings.jobs;
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        s.backoff_base.saturating_mul(factor).min(s.backoff_cap)
+    }
+
+    async fn job_project(&self, job: &Job) -> Result<Project, StepError> {
+        let id = job.project_id.as_deref().unwrap_or(&job.resource.id);
+        self.store
+            .get_project(id)
+            .await?
+            .ok_or_else(|| StepError::Permanent(format!("project {id} no longer exists")))
+    }
+
+    async fn new_password(&self, job: &Job) -> Result<String, StepError> {
+        let sealed = job.params.get(NEW_PASSWORD_PARAM).and_then(|v| v.as_str()).ok_or_else(|| {
+            StepError::Permanent("rotation job has no new password".into())
+        })?;
+        Ok(self.secrets.open(sealed).await?)
+    }
+
+    async fn run_step(&self, job: &Job, step: &str) -> Result<StepOutcome, StepError> {
+        let project = self.job_project(job).await?;
+        let provider = &self.provider;
+        match (job.kind, step) {
+            (JobKind::Provision, "create_role") => {
+                let password = self.secrets.open(&project.password_sealed).await?;
+                provider.ensure_role(&project.role_name, &password).await?;
+            }
+            (JobKind::Provision, "create_database") => {
+                provider.ensure_database(&project.database_name, &project.role_name).await?;
+            }
+            (JobKind::Provision, "verify_connection") => {
+                let password = self.secrets.open(&project.password_sealed).await?;
+                provider.check_connection(&project.database_name, &project.role_name, &password).await?;
+            }
+            (JobKind::DeleteProject, "drop_database") => provider.drop_database(&project.database_name).await?,
+            (JobKind::DeleteProject, "drop_role") => provider.drop_role(&project.role_name).await?,
+            (JobKind::RotateCredentials, "set_password") => {
+                let password = self.new_password(job).await?;
+                provider.ensure_role(&project.role_name, &password).await?;
+            }
+            (JobKind::RotateCredentials, "verify_connection") => {
+                let password = self.new_password(job).await?;
+                provider.check_connection(&project.database_name, &project.role_name, &password).await?;
+            }
+            (kind, step) => return Err(StepError::Permanent(format!("{} has no step {step}", kind.as_str()))),
+        }
+        Ok(StepOutcome::Done)
+    }
+
+    fn event(&self, kind: &str, job: &Job, data: serde_json::Value) -> Event {
+        Event {
+            id: ids::new_id(ids::EVENT),
+            kind: kind.to_string(),
+            organization_id: job.organization_id.clone(),
+            project_id: job.project_id.clone(),
+            created_at: self.now(),
+            data,
+            published_at: None,
+        }
+    }
+
+    async fn complete_job(&self, mut job: Job) -> DomainResult<()> {
+        let now = self.now();
+        let mut project = self.job_project(&job).await.map_err(|e| DomainError::Internal(e.to_string()))?;
+        let expected = job.version;
+        job.version += 1;
+        job.state = JobState::Completed;
+        job.finished_at = Some(now);
+        job.error = None;
+        job.lease_owner = None;
+        job.lease_expires_at = None;
+        project.updated_at = now;
+        let resource_event = match job.kind {
+            JobKind::Provision => {
+                project.state = ProjectState::Ready;
+                "project.ready"
+            }
+            JobKind::DeleteProject => {
+                project.state = ProjectState::Deleted;
+                "project.deleted"
+            }
+            JobKind::RotateCredentials => {
+                project.password_sealed = job.params[NEW_PASSWORD_PARAM].as_str().unwrap_or_default().to_string();
+                "credentials.rotated"
+            }
+        };
+        let data = serde_json::json!({ "job": job, "project": project });
+        let events = [self.event("job.completed", &job, data.clone()), self.event(resource_event, &job, data)];
+        if self.store.finish_job(&job, expected, &ResourceWrite::Project(project), &events).await? {
+            tracing::info!("job completed");
+        }
+        Ok(())
+    }
+
+    async fn fail_job(&self, mut job: Job, error: &str) -> DomainResult<()> {
+        let now = self.now();
+        let mut project = self.job_project(&job).await.map_err(|e| DomainError::Internal(e.to_string()))?;
+        if job.kind == JobKind::RotateCredentials && job.step > 0 {
+            // The new password may be set on the server already: put the old
+            // one back so the stored credentials keep working.
+            let restored = match self.secrets.open(&project.password_sealed).await {
+                Ok(old) => self.provider.ensure_role(&project.role_name, &old).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = restored {
+                tracing::error!(error = %e, "could not restore the previous password after a failed rotation");
+            }
+        }
+        let expected = job.version;
+        job.version += 1;
+        job.state = JobState::Failed;
+        job.finished_at = Some(now);
+        job.error = Some(error.to_string());
+        job.lease_owner = None;
+        job.lease_expires_at = None;
+        let write = match job.kind {
+            JobKind::Provision | JobKind::DeleteProject => {
+                project.state = ProjectState::Failed;
+                project.updated_at = now;
+                ResourceWrite::Project(project.clone())
+            }
+            JobKind::RotateCredentials => ResourceWrite::Nothing,
+        };
+        let data = serde_json::json!({ "job": job, "project": project });
+        let events = [self.event("job.failed", &job, data)];
+        self.store.finish_job(&job, expected, &write, &events).await?;
+        Ok(())
+    }
+
+    /// Sends a fresh message for every job that is not moving: queued with
+    /// no message seen for `stale_after`, or holding an expired lease.
+    /// `everything` re-drives every unfinished job (start-up of a process
+    /// that knows no other worker runs).
+    pub async fn redrive_stuck_jobs(&self, everything: bool) -> DomainResult<usize> {
+        let now = self.now();
+        let stale_before: Timestamp =
+            if everything { add(now, Duration::from_secs(365 * 24 * 3600)) } else { sub(now, self.settings.jobs.stale_after) };
+        let stuck = self.store.list_stuck_jobs(stale_before, 500).await?;
+        for mut job in stuck.iter().cloned() {
+            if everything && job.lease_owner.is_some() {
+                let expected = job.version;
+                job.version += 1;
+                job.lease_owner = None;
+                job.lease_expires_at = None;
+                self.store.update_job(&job, expected).await?;
+            }
+            tracing::info!(job_id = %job.id, "re-driving job");
+            self.enqueue(&job.id, Duration::ZERO).await;
+        }
+        Ok(stuck.len())
+    }
+}

@@ -1,0 +1,79 @@
+//! Organizations: a credential sees exactly its own.
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::app::{parse_name, App};
+use crate::error::{DomainError, DomainResult};
+use crate::model::{ApiKey, Organization};
+use crate::principal::Principal;
+use crate::scopes::Scope;
+use crate::{apikey, ids};
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrganization {
+    pub name: Option<String>,
+}
+
+impl App {
+    pub async fn list_organizations(&self, p: &Principal) -> DomainResult<Vec<Organization>> {
+        p.require(Scope::OrganizationsRead)?;
+        Ok(self.store.get_organization(p.org_id()).await?.into_iter().collect())
+    }
+
+    pub async fn get_organization(&self, p: &Principal, org_id: &str) -> DomainResult<Organization> {
+        p.require(Scope::OrganizationsRead)?;
+        p.check_org(org_id, "organization", org_id)?;
+        self.store.get_organization(org_id).await?.ok_or_else(|| DomainError::not_found("organization", org_id))
+    }
+
+    pub async fn update_organization(&self, p: &Principal, org_id: &str, req: UpdateOrganization) -> DomainResult<Organization> {
+        p.require(Scope::OrganizationsWrite)?;
+        p.check_org(org_id, "organization", org_id)?;
+        p.require_org_wide()?;
+        let mut org = self.get_organization(p, org_id).await?;
+        if let Some(name) = req.name {
+            org.name = parse_name("name", &name, 100)?;
+            org.updated_at = self.now();
+            self.store.update_organization(&org).await?;
+        }
+        Ok(org)
+    }
+
+    /// First start on an empty store: one organization and an admin key with
+    /// every scope. `preset` (from `CAPYDB_BOOTSTRAP_API_KEY`) is used as the
+    /// key when given. Returns `None` when the store was already bootstrapped.
+    pub async fn bootstrap(&self, preset: Option<&str>) -> DomainResult<Option<(Organization, String)>> {
+        if self.store.has_organizations().await? {
+            return Ok(None);
+        }
+        let plaintext = match preset {
+            Some(k) if apikey::is_well_formed(apikey::LIVE_PREFIX, k) => k.to_string(),
+            Some(_) => {
+                return Err(DomainError::invalid(
+                    "CAPYDB_BOOTSTRAP_API_KEY is not a well-formed capy_live_ key (wrong length, characters or checksum)",
+                ))
+            }
+            None => apikey::generate(apikey::LIVE_PREFIX),
+        };
+        let now = self.now();
+        let org = Organization { id: ids::new_id(ids::ORG), name: "Default organization".into(), created_at: now, updated_at: now };
+        let key = ApiKey {
+            id: ids::new_id(ids::API_KEY),
+            organization_id: org.id.clone(),
+            name: "bootstrap admin key".into(),
+            prefix: apikey::LIVE_PREFIX.into(),
+            last4: apikey::last4(&plaintext),
+            scopes: Scope::ALL.to_vec(),
+            project_id: None,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+            created_at: now,
+            hash: apikey::hash(&plaintext),
+        };
+        self.store.create_organization(&org, &key).await?;
+        Ok(Some((org, plaintext)))
+    }
+}

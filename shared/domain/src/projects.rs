@@ -1,0 +1,188 @@
+//! Projects: one PostgreSQL database and owner role each, created, rotated and
+//! deleted by jobs.
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::{parse_name, random_password, App};
+use crate::error::{DomainError, DomainResult};
+use crate::jobs::StartedJob;
+use crate::model::{ConnectionInfo, Job, JobKind, Project, ProjectState, ResourceRef};
+use crate::ports::{Page, ResourceWrite};
+use crate::principal::Principal;
+use crate::scopes::Scope;
+use crate::ids;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub name: String,
+    /// Defaults to the provider's region (`local` for capydb-local).
+    pub region: Option<String>,
+    /// PostgreSQL major version; defaults to the newest the provider offers.
+    pub pg_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    pub name: Option<String>,
+}
+
+/// `202` answer of a project lifecycle action.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProjectJob {
+    pub project: Project,
+    pub job: Job,
+}
+
+/// Sealed parameters of a credential rotation job.
+pub(crate) const NEW_PASSWORD_PARAM: &str = "new_password_sealed";
+
+impl App {
+    /// Loads a live (not deleted) project the principal may see.
+    pub(crate) async fn visible_project(&self, p: &Principal, project_id: &str) -> DomainResult<Project> {
+        let project = self
+            .store
+            .get_project(project_id)
+            .await?
+            .filter(|pr| pr.state != ProjectState::Deleted)
+            .ok_or_else(|| DomainError::not_found("project", project_id))?;
+        p.check_project(&project.organization_id, Some(&project.id), "project", project_id)?;
+        Ok(project)
+    }
+
+    pub async fn create_project(&self, p: &Principal, req: CreateProject) -> DomainResult<ProjectJob> {
+        p.require(Scope::ProjectsWrite)?;
+        if p.project_id.is_some() {
+            return Err(DomainError::Forbidden("a project-scoped credential cannot create projects".into()));
+        }
+        p.require_admin("create a project")?;
+        let name = parse_name("name", &req.name, 64)?;
+        let region = self.provider.region();
+        if let Some(r) = &req.region {
+            if *r != region {
+                return Err(DomainError::invalid(format!("region {r:?} is not available; available regions: {region}")));
+            }
+        }
+        let versions = self.provider.pg_versions();
+        let pg_version = match req.pg_version {
+            Some(v) if versions.contains(&v) => v,
+            Some(v) => {
+                return Err(DomainError::invalid(format!(
+                    "pg_version {v:?} is not available; available versions: {}",
+                    versions.join(", ")
+                )))
+            }
+            None => versions.last().cloned().ok_or_else(|| DomainError::Unavailable("the database provider offers no PostgreSQL version".into()))?,
+        };
+        let now = self.now();
+        let id = ids::new_id(ids::PROJECT);
+        let project = Project {
+            database_name: id.clone(),
+            role_name: format!("{id}_owner"),
+            id,
+            organization_id: p.org_id().to_string(),
+            name,
+            region,
+            pg_version,
+            state: ProjectState::Provisioning,
+            created_at: now,
+            updated_at: now,
+            password_sealed: self.secrets.seal(&random_password()).await?,
+        };
+        let job = self.new_job(JobKind::Provision, &project, serde_json::Value::Null);
+        let job = self.start_job(job, ResourceWrite::Project(project.clone())).await?;
+        Ok(ProjectJob { project, job: job.job })
+    }
+
+    pub async fn get_project(&self, p: &Principal, project_id: &str) -> DomainResult<Project> {
+        p.require(Scope::ProjectsRead)?;
+        self.visible_project(p, project_id).await
+    }
+
+    pub async fn list_projects(&self, p: &Principal, page: &Page) -> DomainResult<Vec<Project>> {
+        p.require(Scope::ProjectsRead)?;
+        match &p.project_id {
+            Some(only) => {
+                let mine = self.store.get_project(only).await?.filter(|pr| pr.state != ProjectState::Deleted);
+                Ok(mine.into_iter().filter(|pr| page.before.as_deref().is_none_or(|b| pr.id.as_str() < b)).collect())
+            }
+            None => self.store.list_projects(p.org_id(), page).await,
+        }
+    }
+
+    pub async fn update_project(&self, p: &Principal, project_id: &str, req: UpdateProject) -> DomainResult<Project> {
+        p.require(Scope::ProjectsWrite)?;
+        let mut project = self.visible_project(p, project_id).await?;
+        if let Some(name) = req.name {
+            project.name = parse_name("name", &name, 64)?;
+            project.updated_at = self.now();
+            self.store.update_project(&project).await?;
+        }
+        Ok(project)
+    }
+
+    pub async fn delete_project(&self, p: &Principal, project_id: &str) -> DomainResult<ProjectJob> {
+        p.require(Scope::ProjectsWrite)?;
+        p.require_admin("delete a project")?;
+        let mut project = self.visible_project(p, project_id).await?;
+        project.state = ProjectState::Deleting;
+        project.updated_at = self.now();
+        let job = self.new_job(JobKind::DeleteProject, &project, serde_json::Value::Null);
+        let StartedJob { job } = self.start_job(job, ResourceWrite::Project(project.clone())).await?;
+        Ok(ProjectJob { project, job })
+    }
+
+    pub async fn project_connections(&self, p: &Principal, project_id: &str) -> DomainResult<Vec<ConnectionInfo>> {
+        p.require(Scope::CredentialsRead)?;
+        let project = self.visible_project(p, project_id).await?;
+        if project.state != ProjectState::Ready {
+            return Err(DomainError::Conflict(format!(
+                "project {} is {}; connections are available once it is ready",
+                project.id,
+                project.state.as_str()
+            )));
+        }
+        let password = self.secrets.open(&project.password_sealed).await?;
+        let mut info = self.provider.connection_info(&project.database_name, &project.role_name, &password);
+        info.role = "owner".into();
+        Ok(vec![info])
+    }
+
+    pub async fn rotate_credentials(&self, p: &Principal, project_id: &str) -> DomainResult<ProjectJob> {
+        p.require(Scope::ProjectsWrite)?;
+        let project = self.visible_project(p, project_id).await?;
+        if project.state != ProjectState::Ready {
+            return Err(DomainError::Conflict(format!(
+                "project {} is {}; credentials can be rotated once it is ready",
+                project.id,
+                project.state.as_str()
+            )));
+        }
+        let sealed = self.secrets.seal(&random_password()).await?;
+        let job = self.new_job(JobKind::RotateCredentials, &project, serde_json::json!({ NEW_PASSWORD_PARAM: sealed }));
+        let StartedJob { job } = self.start_job(job, ResourceWrite::Nothing).await?;
+        Ok(ProjectJob { project, job })
+    }
+
+    pub(crate) fn new_job(&self, kind: JobKind, project: &Project, params: serde_json::Value) -> Job {
+        Job {
+            id: ids::new_id(ids::JOB),
+            kind,
+            state: crate::model::JobState::Queued,
+            organization_id: project.organization_id.clone(),
+            project_id: Some(project.id.clone()),
+            resource: ResourceRef { kind: "project".into(), id: project.id.clone() },
+            attempt: 0,
+            step: 0,
+            created_at: self.now(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            version: 0,
+            lease_owner: None,
+            lease_expires_at: None,
+            params,
+        }
+    }
+}
