@@ -20,6 +20,23 @@ pub enum Command {
     /// Manage API keys directly in the data dir.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage organizations directly in the data dir.
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgsCommand {
+    /// Create an organization with an admin API key; prints CAPYDB_ORG_ID and CAPYDB_API_KEY.
+    Create(OrgsCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OrgsCreateArgs {
+    #[arg(long, default_value = "./.capydb", env = "CAPYDB_DATA_DIR")]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -33,7 +50,7 @@ pub struct ServeArgs {
     /// Use this PostgreSQL server (a superuser URL) instead of a private cluster.
     #[arg(long, env = "CAPYDB_POSTGRES_URL", hide_env_values = true)]
     pub postgres_url: Option<String>,
-    /// Concurrent job workers.
+    /// Concurrent job workers (0 runs the API alone; jobs wait in the queue).
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
     /// Seconds between sweeps (stuck-job re-drive).
@@ -45,6 +62,10 @@ pub struct ServeArgs {
     /// Runs of a job before a retryable error fails it.
     #[arg(long, default_value_t = 8)]
     pub max_attempts: u32,
+    /// Test hook: sleep this long before every database-provider operation,
+    /// so tests can interrupt a job between its steps.
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub debug_provider_delay_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,12 +6,13 @@
 pub mod cli;
 mod logging;
 mod runtime;
+mod slow;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, KeysCommand};
+use crate::cli::{Cli, Command, KeysCommand, OrgsCommand};
 
 /// The entry point of the `capydb-local` binary.
 pub fn main() -> ExitCode {
@@ -29,6 +30,7 @@ pub fn main() -> ExitCode {
             None => runtime::serve(cli.serve).await,
             Some(Command::Serve(args)) => runtime::serve(args).await,
             Some(Command::Keys(KeysCommand::Create(args))) => runtime::keys_create(args).await,
+            Some(Command::Orgs(OrgsCommand::Create(args))) => runtime::orgs_create(args).await,
         }
     });
     match result {

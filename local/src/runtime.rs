@@ -14,7 +14,7 @@ use capydb_embedded::{KeyFileSecretBox, SqliteQueue, SqliteStore};
 use capydb_postgres::{LocalCluster, PgProvider};
 use tokio::sync::watch;
 
-use crate::cli::{KeysCreateArgs, ServeArgs};
+use crate::cli::{KeysCreateArgs, OrgsCreateArgs, ServeArgs};
 
 const DB_FILE: &str = "capydb.sqlite3";
 const SECRET_KEY_FILE: &str = "secret.key";
@@ -95,7 +95,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let app = App {
         store: adapters.store.clone() as Arc<dyn Store>,
         queue: adapters.queue.clone() as Arc<dyn JobQueue>,
-        provider: Arc::new(provider) as Arc<dyn DatabaseProvider>,
+        provider: match args.debug_provider_delay_ms {
+            0 => Arc::new(provider) as Arc<dyn DatabaseProvider>,
+            ms => Arc::new(crate::slow::SlowProvider::new(provider, Duration::from_millis(ms))),
+        },
         secrets: adapters.secrets.clone() as Arc<dyn SecretBox>,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         settings,
@@ -127,7 +130,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let worker_prefix = capydb_domain::ids::new_id("wrk");
-    for n in 0..args.workers.max(1) {
+    for n in 0..args.workers {
         tasks.push(tokio::spawn(worker_loop(app.clone(), format!("{worker_prefix}-{n}"), stop_rx.clone())));
     }
     tasks.push(tokio::spawn(sweeper_loop(app.clone(), Duration::from_secs(args.sweep_interval.max(1)), stop_rx.clone())));
@@ -213,9 +216,24 @@ async fn sweeper_loop(app: App, every: Duration, mut stop: watch::Receiver<bool>
     }
 }
 
-pub async fn keys_create(args: KeysCreateArgs) -> Result<(), String> {
-    let dir = args.data_dir.canonicalize().map_err(|e| format!("no data dir at {}: {e}", args.data_dir.display()))?;
+fn open_store_for_cli(data_dir: &Path) -> Result<(PathBuf, SqliteStore), String> {
+    let dir = data_dir.canonicalize().map_err(|e| format!("no data dir at {}: {e}", data_dir.display()))?;
     let store = SqliteStore::open(&dir.join(DB_FILE)).map_err(|e| e.to_string())?;
+    Ok((dir, store))
+}
+
+pub async fn orgs_create(args: OrgsCreateArgs) -> Result<(), String> {
+    let (_, store) = open_store_for_cli(&args.data_dir)?;
+    let (org, key) = capydb_domain::organizations::create_organization(&store, SystemClock.now(), &args.name, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("CAPYDB_ORG_ID={}", org.id);
+    println!("CAPYDB_API_KEY={key}");
+    Ok(())
+}
+
+pub async fn keys_create(args: KeysCreateArgs) -> Result<(), String> {
+    let (dir, store) = open_store_for_cli(&args.data_dir)?;
     let org_id = match args.org {
         Some(o) => o,
         None => {

@@ -1,6 +1,6 @@
 //! `/v1/organizations...`: the caller's organization and its API keys.
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use capydb_domain::api_keys::{CreateApiKey, CreatedApiKey};
@@ -25,7 +25,7 @@ pub fn router() -> Router<App> {
 #[utoipa::path(get, path = "/v1/organizations", tag = "organizations", operation_id = "listOrganizations",
     params(crate::openapi::PageParams),
     responses((status = 200, body = [Organization])))]
-pub async fn list_organizations(State(app): State<App>, Auth(p): Auth, pg: Pagination, uri: Uri) -> ApiResult<ListResponse<Organization>> {
+pub async fn list_organizations(State(app): State<App>, Auth(p): Auth, pg: Pagination, OriginalUri(uri): OriginalUri) -> ApiResult<ListResponse<Organization>> {
     let orgs = app.list_organizations(&p).await?;
     let orgs = orgs.into_iter().filter(|o| pg.page.before.as_deref().is_none_or(|b| o.id.as_str() < b)).collect();
     Ok(ListResponse::new(orgs, pg.page.limit, &uri))
@@ -62,7 +62,7 @@ pub async fn list_api_keys(
     Auth(p): Auth,
     Path(org_id): Path<String>,
     pg: Pagination,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
 ) -> ApiResult<ListResponse<ApiKey>> {
     let keys = app.list_api_keys(&p, &org_id, &pg.overfetch()).await?;
     Ok(ListResponse::new(keys, pg.page.limit, &uri))

@@ -1,6 +1,6 @@
 //! `/v1/projects...`: projects, their connections, credential rotation and jobs.
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use capydb_domain::model::{ConnectionInfo, Job, Project};
@@ -25,7 +25,7 @@ pub fn router() -> Router<App> {
 #[utoipa::path(get, path = "/v1/projects", tag = "projects", operation_id = "listProjects",
     params(crate::openapi::PageParams),
     responses((status = 200, body = [Project])))]
-pub async fn list_projects(State(app): State<App>, Auth(p): Auth, pg: Pagination, uri: Uri) -> ApiResult<ListResponse<Project>> {
+pub async fn list_projects(State(app): State<App>, Auth(p): Auth, pg: Pagination, OriginalUri(uri): OriginalUri) -> ApiResult<ListResponse<Project>> {
     let projects = app.list_projects(&p, &pg.overfetch()).await?;
     Ok(ListResponse::new(projects, pg.page.limit, &uri))
 }
@@ -94,7 +94,7 @@ pub async fn list_project_jobs(
     Auth(p): Auth,
     Path(project_id): Path<String>,
     pg: Pagination,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
 ) -> ApiResult<ListResponse<Job>> {
     let jobs = app.list_project_jobs(&p, &project_id, &pg.overfetch()).await?;
     Ok(ListResponse::new(jobs, pg.page.limit, &uri))

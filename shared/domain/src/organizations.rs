@@ -4,7 +4,8 @@ use utoipa::ToSchema;
 
 use crate::app::{parse_name, App};
 use crate::error::{DomainError, DomainResult};
-use crate::model::{ApiKey, Organization};
+use crate::model::{ApiKey, Organization, Timestamp};
+use crate::ports::Store;
 use crate::principal::Principal;
 use crate::scopes::Scope;
 use crate::{apikey, ids};
@@ -47,33 +48,44 @@ impl App {
         if self.store.has_organizations().await? {
             return Ok(None);
         }
-        let plaintext = match preset {
-            Some(k) if apikey::is_well_formed(apikey::LIVE_PREFIX, k) => k.to_string(),
-            Some(_) => {
-                return Err(DomainError::invalid(
-                    "CAPYDB_BOOTSTRAP_API_KEY is not a well-formed capy_live_ key (wrong length, characters or checksum)",
-                ))
-            }
-            None => apikey::generate(apikey::LIVE_PREFIX),
-        };
-        let now = self.now();
-        let org = Organization { id: ids::new_id(ids::ORG), name: "Default organization".into(), created_at: now, updated_at: now };
-        let key = ApiKey {
-            id: ids::new_id(ids::API_KEY),
-            organization_id: org.id.clone(),
-            name: "bootstrap admin key".into(),
-            prefix: apikey::LIVE_PREFIX.into(),
-            last4: apikey::last4(&plaintext),
-            scopes: Scope::ALL.to_vec(),
-            project_id: None,
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            last_used_ip: None,
-            created_at: now,
-            hash: apikey::hash(&plaintext),
-        };
-        self.store.create_organization(&org, &key).await?;
-        Ok(Some((org, plaintext)))
+        create_organization(self.store.as_ref(), self.now(), "Default organization", preset).await.map(Some)
     }
+}
+
+/// Creates an organization with an admin API key holding every scope, and
+/// returns the key's plaintext. `preset` is used as the key when given.
+pub async fn create_organization(
+    store: &dyn Store,
+    now: Timestamp,
+    name: &str,
+    preset: Option<&str>,
+) -> DomainResult<(Organization, String)> {
+    let name = parse_name("name", name, 100)?;
+    let plaintext = match preset {
+        Some(k) if apikey::is_well_formed(apikey::LIVE_PREFIX, k) => k.to_string(),
+        Some(_) => {
+            return Err(DomainError::invalid(
+                "CAPYDB_BOOTSTRAP_API_KEY is not a well-formed capy_live_ key (wrong length, characters or checksum)",
+            ))
+        }
+        None => apikey::generate(apikey::LIVE_PREFIX),
+    };
+    let org = Organization { id: ids::new_id(ids::ORG), name, created_at: now, updated_at: now };
+    let key = ApiKey {
+        id: ids::new_id(ids::API_KEY),
+        organization_id: org.id.clone(),
+        name: "admin key".into(),
+        prefix: apikey::LIVE_PREFIX.into(),
+        last4: apikey::last4(&plaintext),
+        scopes: Scope::ALL.to_vec(),
+        project_id: None,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        last_used_ip: None,
+        created_at: now,
+        hash: apikey::hash(&plaintext),
+    };
+    store.create_organization(&org, &key).await?;
+    Ok((org, plaintext))
 }

@@ -1,0 +1,58 @@
+//! A provider wrapper that sleeps before each operation (hidden flag
+//! `--debug-provider-delay-ms`): lets the crash tests SIGKILL the process
+//! while a job is between two steps, deterministically.
+use std::time::Duration;
+
+use async_trait::async_trait;
+use capydb_domain::model::ConnectionInfo;
+use capydb_domain::ports::{DatabaseProvider, ProviderResult};
+
+pub struct SlowProvider<P> {
+    inner: P,
+    delay: Duration,
+}
+
+impl<P> SlowProvider<P> {
+    pub fn new(inner: P, delay: Duration) -> Self {
+        SlowProvider { inner, delay }
+    }
+}
+
+#[async_trait]
+impl<P: DatabaseProvider> DatabaseProvider for SlowProvider<P> {
+    fn region(&self) -> String {
+        self.inner.region()
+    }
+    fn pg_versions(&self) -> Vec<String> {
+        self.inner.pg_versions()
+    }
+    async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.ensure_role(role, password).await
+    }
+    async fn ensure_database(&self, database: &str, owner: &str) -> ProviderResult<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.ensure_database(database, owner).await
+    }
+    async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.check_connection(database, role, password).await
+    }
+    async fn drop_database(&self, database: &str) -> ProviderResult<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.drop_database(database).await
+    }
+    async fn drop_role(&self, role: &str) -> ProviderResult<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.drop_role(role).await
+    }
+    async fn database_exists(&self, database: &str) -> ProviderResult<bool> {
+        self.inner.database_exists(database).await
+    }
+    async fn role_exists(&self, role: &str) -> ProviderResult<bool> {
+        self.inner.role_exists(role).await
+    }
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        self.inner.connection_info(database, role, password)
+    }
+}

@@ -1,0 +1,104 @@
+//! The conventions every endpoint shares.
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn both_prefixes_and_request_ids() {
+    let app = TestApp::spawn().await;
+    let a = app.get("/v1/me").await;
+    let b = app.get("/api/capydb/v1/me").await;
+    assert_eq!(a.expect(200), b.expect(200));
+    let generated = a.header("x-request-id").expect("a generated request id");
+    assert!(generated.starts_with("req_"), "{generated}");
+    assert_ne!(Some(generated), b.header("x-request-id"), "each request gets its own id");
+
+    let auth = format!("Bearer {}", app.key);
+    let r = app.try_request("GET", "/v1/me", None, &[("authorization", &auth), ("x-request-id", "ci-run-42.7")]).await.unwrap();
+    assert_eq!(r.header("x-request-id").as_deref(), Some("ci-run-42.7"), "a sane caller id is echoed");
+    let r = app.try_request("GET", "/v1/me", None, &[("authorization", &auth), ("x-request-id", "bad id with spaces")]).await.unwrap();
+    assert!(r.header("x-request-id").unwrap().starts_with("req_"), "an insane caller id is replaced");
+    // Errors carry it too.
+    let r = app.call("GET", "/v1/me", None, None).await;
+    assert!(r.header("x-request-id").is_some());
+    // The request id is on the request's log line.
+    assert!(app.logs().contains("ci-run-42.7"), "request id missing from logs");
+}
+
+#[tokio::test]
+async fn bad_bodies_get_json_errors() {
+    let app = TestApp::spawn().await;
+    app.post("/v1/projects", json!({"name": "x", "colour": "blue"})).await.expect_error(400, "unknown field");
+    let auth = format!("Bearer {}", app.key);
+    let h = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let r = app.try_request("POST", "/v1/projects", Some(b"{\"name\": ".to_vec()), &h).await.unwrap();
+    r.expect_error(400, "malformed JSON");
+    let r = app.try_request("POST", "/v1/projects", Some(b"[1,2]".to_vec()), &h).await.unwrap();
+    r.expect_error(400, "invalid request body");
+    let r = app.try_request("POST", "/v1/projects", None, &h).await.unwrap();
+    r.expect_error(400, "body is required");
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(70 * 1024));
+    let r = app.try_request("POST", "/v1/projects", Some(big.into_bytes()), &h).await.unwrap();
+    r.expect_error(413, "larger than");
+    app.post("/v1/projects", json!({"name": "   "})).await.expect_error(400, "name");
+    app.post("/v1/projects", json!({"name": "x", "pg_version": "9"})).await.expect_error(400, "pg_version");
+    app.post("/v1/projects", json!({"name": "x", "region": "mars-1"})).await.expect_error(400, "region");
+    app.post("/v1/projects", json!({"name": 42})).await.expect_error(400, "invalid");
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_ids_are_json() {
+    let app = TestApp::spawn().await;
+    app.get("/v1/nope").await.expect_error(404, "no such route");
+    app.call("PUT", "/v1/projects", Some(&app.key.clone()), None).await.expect_error(405, "method not allowed");
+    app.get("/v1/projects/prj_doesnotexist").await.expect_error(404, "not found");
+    app.get("/v1/jobs/job_01jzzzzzzzzzzzzzzzzzzzzzzz").await.expect_error(404, "not found");
+    app.get("/v1/projects?limit=0").await.expect_error(400, "limit");
+    app.get("/v1/projects?limit=101").await.expect_error(400, "limit");
+    app.get("/v1/projects?cursor=%%%").await.expect_error(400, "cursor");
+    app.get("/v1/projects?sort=asc").await.expect_error(400, "unknown query parameter");
+}
+
+#[tokio::test]
+async fn lists_are_bare_arrays_paginated_with_link() {
+    let app = TestApp::spawn_with(Options { args: vec!["--workers".into(), "0".into()], ..Default::default() }).await;
+    assert_eq!(app.get("/v1/projects").await.expect(200), &json!([]), "an empty list is [], never null");
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(app.create_project(&format!("p{i}")).await.0);
+    }
+    created.reverse(); // newest first
+    let mut seen = Vec::new();
+    let mut path = "/v1/projects?limit=2".to_string();
+    loop {
+        let r = app.get(&path).await;
+        let page = r.expect(200).as_array().expect("a bare array").clone();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|p| p["id"].as_str().unwrap().to_string()));
+        match r.header("link") {
+            Some(link) => {
+                assert!(link.ends_with("rel=\"next\""), "{link}");
+                let start = link.find('<').unwrap() + 1;
+                let end = link.find('>').unwrap();
+                path = link[start..end].to_string();
+                assert!(path.starts_with("/v1/projects?"), "{path}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, created, "pages walk every project once, newest first");
+    // The prefixed path links to the prefixed path.
+    let r = app.get("/api/capydb/v1/projects?limit=1").await;
+    assert!(r.header("link").unwrap().starts_with("</api/capydb/v1/projects?limit=1&cursor="));
+}
+
+#[tokio::test]
+async fn openapi_document_is_served_without_auth_and_matches_the_committed_copy() {
+    let app = TestApp::spawn().await;
+    let r = app.try_request("GET", "/api/capydb/v1/openapi.json", None, &[]).await.unwrap();
+    let doc = r.expect(200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "OpenAPI 3.1");
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json")).expect("openapi.json at the repo root")).unwrap();
+    assert_eq!(doc, &committed, "the served document differs from openapi.json; run `UPDATE_OPENAPI=1 cargo test -p capydb-api`");
+}

@@ -1,0 +1,368 @@
+//! Starts and drives a real `capydb-local` process.
+//!
+//! Most tests share one PostgreSQL server (`CAPYDB_TEST_POSTGRES_URL`, set by
+//! `.ci/run`, or a private cluster this binary starts once) through
+//! `--postgres-url`; every test gets its own data dir, port and organization.
+//! Tests that are about the private cluster itself pass `Pg::Private`.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_capydb-local-e2e");
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pg {
+    Shared,
+    Private,
+}
+
+pub struct Options {
+    pub pg: Pg,
+    pub args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { pg: Pg::Shared, args: Vec::new() }
+    }
+}
+
+pub struct TestApp {
+    pub port: u16,
+    pub base: String,
+    pub dir: PathBuf,
+    pub key: String,
+    pub org_id: String,
+    pub stdout: String,
+    pub options: Options,
+    child: Option<Child>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(self.status, status, "expected HTTP {status}, got {}: {}", self.status, self.text);
+        &self.body
+    }
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, contains: &str) {
+        assert_eq!(self.status, status, "expected HTTP {status}, got {}: {}", self.status, self.text);
+        let msg = self.body["error"].as_str().unwrap_or_else(|| panic!("error body is not {{\"error\": ...}}: {}", self.text));
+        assert!(msg.contains(contains), "error {msg:?} should mention {contains:?}");
+        assert_eq!(self.body.as_object().map(|o| o.len()), Some(1), "error body has exactly one field: {}", self.text);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("capydb-e2e-{tag}-{}", capydb_domain::ids::new_id("t")));
+    fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The PostgreSQL server shared by the tests of this binary.
+pub fn shared_postgres_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("CAPYDB_TEST_POSTGRES_URL") {
+            return url;
+        }
+        // No server given: run one capydb-local with a private cluster and
+        // borrow it. `capydb-local` prints nothing about its admin URL, so
+        // start the cluster through the library instead.
+        start_private_cluster_for_tests()
+    })
+    .clone()
+}
+
+fn start_private_cluster_for_tests() -> String {
+    let dir = temp_dir("shared-pg");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let secrets = capydb_embedded::KeyFileSecretBox::open_or_create(&dir.join("secret.key")).expect("secret box");
+        let cluster = capydb_postgres::LocalCluster::ensure_started(&dir.join("postgres"), &secrets)
+            .await
+            .expect("a PostgreSQL cluster for the tests (set CAPYDB_TEST_POSTGRES_URL to use an existing server)");
+        let url = cluster.admin_url();
+        // Stop it when the test binary exits.
+        CLUSTER_TO_STOP.set(cluster).ok();
+        extern "C" fn stop_cluster() {
+            if let Some(c) = CLUSTER_TO_STOP.get() {
+                c.stop_blocking();
+            }
+        }
+        // SAFETY: registering a plain extern "C" fn with no captured state.
+        unsafe { libc::atexit(stop_cluster) };
+        url
+    })
+}
+
+static CLUSTER_TO_STOP: OnceLock<capydb_postgres::LocalCluster> = OnceLock::new();
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> TestApp {
+        let dir = temp_dir("app");
+        let key = capydb_domain::apikey::generate(capydb_domain::apikey::LIVE_PREFIX);
+        let mut app = TestApp {
+            port: free_port(),
+            base: String::new(),
+            dir,
+            key,
+            org_id: String::new(),
+            stdout: String::new(),
+            options,
+            child: None,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        app.base = format!("http://127.0.0.1:{}", app.port);
+        app.start().await;
+        let me = app.get("/v1/me").await;
+        app.org_id = me.expect(200)["principal"]["organization"]["id"].as_str().expect("org id").to_string();
+        app
+    }
+
+    /// Starts (or restarts) the process on the same port and data dir.
+    pub async fn start(&mut self) {
+        self.start_with_extra(&[]).await
+    }
+
+    pub async fn start_with_extra(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "already running");
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("stderr.log")).expect("log file");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .args(&self.options.args)
+            .args(extra)
+            .env("CAPYDB_BOOTSTRAP_API_KEY", &self.key)
+            .env("RUST_LOG", "info,tokio_postgres=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if self.options.pg == Pg::Shared {
+            cmd.arg("--postgres-url").arg(shared_postgres_url());
+        }
+        let mut child = cmd.spawn().expect("start capydb-local");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        self.child = Some(child);
+        self.wait_ready().await;
+        // The bootstrap lines are written before the server answers.
+        std::thread::sleep(Duration::from_millis(50));
+        while let Ok(line) = rx.try_recv() {
+            self.stdout.push_str(&line);
+            self.stdout.push('\n');
+        }
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("capydb-local exited with {status} before serving:\n{}", self.logs());
+            }
+            if let Ok(r) = self.try_request("GET", "/v1/openapi.json", None, &[]).await {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "capydb-local did not serve within 90 s:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the clean shutdown path.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().expect("wait")
+    }
+
+    pub async fn try_request(&self, method: &str, path: &str, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> Result<Resp, String> {
+        let mut req = http::Request::builder().method(method).uri(format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| e.to_string())?;
+        let res = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .map_err(|_| "timeout".to_string())?
+            .map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Resp { status, headers, body, text })
+    }
+
+    pub async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> Resp {
+        let mut headers = vec![("content-type", "application/json")];
+        let auth;
+        if let Some(k) = key {
+            auth = format!("Bearer {k}");
+            headers.push(("authorization", auth.as_str()));
+        }
+        let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
+        self.try_request(method, path, body, &headers).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, Some(&self.key.clone()), None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.call("POST", path, Some(&self.key.clone()), Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.call("PATCH", path, Some(&self.key.clone()), Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, Some(&self.key.clone()), None).await
+    }
+
+    /// Mints a key through the API with the admin key.
+    pub async fn create_key(&self, body: Value) -> String {
+        let r = self.post(&format!("/v1/organizations/{}/api-keys", self.org_id), body).await;
+        r.expect(201)["plaintext"].as_str().expect("plaintext").to_string()
+    }
+
+    /// Creates a project; returns (project id, job id).
+    pub async fn create_project(&self, name: &str) -> (String, String) {
+        let r = self.post("/v1/projects", serde_json::json!({ "name": name })).await;
+        let b = r.expect(202);
+        (b["project"]["id"].as_str().expect("project id").into(), b["job"]["id"].as_str().expect("job id").into())
+    }
+
+    /// Polls a job until it is `completed` or `failed`; returns the job.
+    pub async fn wait_job(&self, job_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.get(&format!("/v1/jobs/{job_id}")).await;
+            let job = r.expect(200)["job"].clone();
+            match job["state"].as_str() {
+                Some("completed") | Some("failed") => return job,
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "job {job_id} not finished after 60 s: {job}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[track_caller]
+    pub async fn completed_project(&self, name: &str) -> String {
+        let (id, job) = self.create_project(name).await;
+        let job = self.wait_job(&job).await;
+        assert_eq!(job["state"], "completed", "provision failed: {job}");
+        id
+    }
+
+    pub async fn connection_uri(&self, project_id: &str) -> String {
+        let r = self.get(&format!("/v1/projects/{project_id}/connections")).await;
+        r.expect(200)[0]["uri"].as_str().expect("uri").to_string()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Connects with a `postgres://` URI and runs `SELECT 1`.
+pub async fn pg_select1(uri: &str) -> Result<(), String> {
+    let (client, conn) = tokio::time::timeout(Duration::from_secs(10), tokio_postgres::connect(uri, tokio_postgres::NoTls))
+        .await
+        .map_err(|_| "connect timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let row = client.query_one("SELECT 1", &[]).await.map_err(|e| e.to_string())?;
+    let one: i32 = row.get(0);
+    if one == 1 { Ok(()) } else { Err("SELECT 1 returned something else".into()) }
+}
+
+/// Runs a query as the server's superuser.
+pub async fn admin_query_count(admin_url: &str, sql: &str, param: &str) -> i64 {
+    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await.expect("admin connect");
+    tokio::spawn(conn);
+    client.query_one(sql, &[&param]).await.expect("admin query").get(0)
+}
+
+pub fn read_file(p: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = fs::File::open(p) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}

@@ -1,0 +1,7 @@
+//! One end-to-end test binary (zero2prod style): `helpers` starts the app.
+mod helpers;
+
+mod auth;
+mod conventions;
+mod crash;
+mod projects;
