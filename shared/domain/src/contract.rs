@@ -1,1 +1,960 @@
 //! Port contract suites (feature `testkit`): one per port, run against every adapter.
+//!
+//! The suites use only the port traits and domain types, so the SQLite
+//! adapters and the cloud ones (DynamoDB, SQS, KMS) are held to the same
+//! semantics. They create their own records under fresh ids and clean up the
+//! locks and outbox entries they leave, so they can run against a store that
+//! already holds data, and more than once. A failed check panics with a
+//! message that says which rule broke.
+//!
+//! Every timestamp in the fixtures has a nanosecond part, so comparing whole
+//! structs also checks that an adapter round-trips `DateTime<Utc>` exactly.
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use rand::Rng;
+use serde_json::json;
+
+use crate::error::{DomainError, DomainResult};
+use crate::ids::{self, new_id, new_id_at};
+use crate::model::*;
+use crate::ports::{JobQueue, Page, ResourceWrite, SecretBox, Store};
+use crate::scopes::Scope;
+
+// ---------------------------------------------------------------------------
+// helpers
+
+fn ok<T>(result: DomainResult<T>, what: &str) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: unexpected error {e:?}"),
+    }
+}
+
+/// Now, with a fixed, non-round nanosecond part.
+fn base_time() -> Timestamp {
+    at_secs(Utc::now().timestamp())
+}
+
+fn at_secs(secs: i64) -> Timestamp {
+    match Utc.timestamp_opt(secs, 123_456_789) {
+        chrono::LocalResult::Single(t) => t,
+        _ => panic!("fixture timestamp {secs} is out of range"),
+    }
+}
+
+fn plus_ms(t: Timestamp, ms: i64) -> Timestamp {
+    t + chrono::Duration::milliseconds(ms)
+}
+
+/// `n` fresh ids of `prefix` in strictly increasing (creation) order:
+/// `new_id` alone does not order ids made within the same millisecond.
+fn ordered_ids(prefix: &str, n: usize) -> Vec<String> {
+    let start = Utc::now().timestamp_millis() as u64;
+    (0..n as u64).map(|i| new_id_at(prefix, start + i)).collect()
+}
+
+fn ids_of<'a, T: 'a>(items: impl IntoIterator<Item = &'a T>, id: impl Fn(&T) -> &str) -> Vec<String> {
+    items.into_iter().map(|x| id(x).to_string()).collect()
+}
+
+fn organization(now: Timestamp) -> Organization {
+    Organization { id: new_id(ids::ORG), name: "contract org".into(), created_at: now, updated_at: now }
+}
+
+fn api_key(org_id: &str, id: String, now: Timestamp) -> ApiKey {
+    ApiKey {
+        id,
+        organization_id: org_id.into(),
+        name: "contract key".into(),
+        prefix: "capy_live_".into(),
+        last4: "ab12".into(),
+        scopes: vec![Scope::ProjectsRead, Scope::JobsRead, Scope::ApiKeysWrite],
+        project_id: None,
+        expires_at: Some(plus_ms(now, 86_400_000)),
+        revoked_at: None,
+        last_used_at: None,
+        last_used_ip: None,
+        created_at: now,
+        // Unique per key; adapters index on it.
+        hash: format!("contract-hash-{}", new_id("h")),
+    }
+}
+
+fn project(org_id: &str, id: String, state: ProjectState, now: Timestamp) -> Project {
+    Project {
+        database_name: format!("db_{id}"),
+        role_name: format!("role_{id}"),
+        id,
+        organization_id: org_id.into(),
+        name: "contract project".into(),
+        region: "local".into(),
+        pg_version: "16".into(),
+        state,
+        created_at: now,
+        updated_at: now,
+        password_sealed: format!("v1:sealed-{}", new_id("s")),
+    }
+}
+
+fn job(org_id: &str, project_id: &str, id: String, kind: JobKind, created_at: Timestamp) -> Job {
+    Job {
+        id,
+        kind,
+        state: JobState::Queued,
+        organization_id: org_id.into(),
+        project_id: Some(project_id.into()),
+        resource: ResourceRef { kind: "project".into(), id: project_id.into() },
+        attempt: 0,
+        step: 0,
+        created_at,
+        started_at: None,
+        finished_at: None,
+        error: None,
+        version: 1,
+        lease_owner: None,
+        lease_expires_at: None,
+        params: json!({ "sealed": "v1:params", "n": 7, "nested": { "ok": true } }),
+    }
+}
+
+fn event(org_id: &str, project_id: &str, id: String, kind: &str, now: Timestamp) -> Event {
+    Event {
+        id,
+        kind: kind.into(),
+        organization_id: org_id.into(),
+        project_id: Some(project_id.into()),
+        created_at: now,
+        data: json!({ "project_id": project_id, "list": [1, 2, 3] }),
+        published_at: None,
+    }
+}
+
+/// The job as a worker would store it at the end: terminal, version bumped.
+fn finished(job: &Job, state: JobState, at: Timestamp) -> Job {
+    Job {
+        state,
+        finished_at: Some(at),
+        version: job.version + 1,
+        lease_owner: None,
+        lease_expires_at: None,
+        ..job.clone()
+    }
+}
+
+/// Creates an organization with a first key; returns both.
+async fn new_org(store: &dyn Store, now: Timestamp) -> (Organization, ApiKey) {
+    let org = organization(now);
+    let key = api_key(&org.id, new_id(ids::API_KEY), now);
+    ok(store.create_organization(&org, &key).await, "create_organization");
+    (org, key)
+}
+
+/// Stores a project the way the use cases do (through a job), and releases
+/// the lock again.
+async fn put_project(store: &dyn Store, p: &Project, now: Timestamp) {
+    let j = job(&p.organization_id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
+    let held = ok(store.begin_job(&j, &ResourceWrite::Project(p.clone())).await, "begin_job (put_project)");
+    assert_eq!(held, None, "begin_job on a fresh project must take the lock");
+    let done = ok(
+        store.finish_job(&finished(&j, JobState::Completed, now), j.version, &ResourceWrite::Nothing, &[]).await,
+        "finish_job (put_project)",
+    );
+    assert!(done, "finish_job with the current version must succeed");
+}
+
+// ---------------------------------------------------------------------------
+// Store
+
+/// Every `Store` check, in order.
+pub async fn run_store_contract(store: &dyn Store) {
+    store_organizations(store).await;
+    store_api_keys(store).await;
+    store_projects(store).await;
+    store_job_locks(store).await;
+    store_job_versions(store).await;
+    store_finish_job(store).await;
+    store_stuck_jobs(store).await;
+    store_outbox(store).await;
+}
+
+/// Organizations: create with the first key atomically, get, update.
+pub async fn store_organizations(store: &dyn Store) {
+    let now = base_time();
+    let mut org = organization(now);
+    // Extreme nanosecond values must survive too.
+    org.created_at = Utc.timestamp_opt(now.timestamp(), 1).single().unwrap_or(now);
+    org.updated_at = Utc.timestamp_opt(now.timestamp(), 999_999_999).single().unwrap_or(now);
+    let key = api_key(&org.id, new_id(ids::API_KEY), now);
+    ok(store.create_organization(&org, &key).await, "create_organization");
+
+    assert!(
+        ok(store.has_organizations().await, "has_organizations"),
+        "has_organizations must be true after create_organization"
+    );
+    assert_eq!(
+        ok(store.get_organization(&org.id).await, "get_organization"),
+        Some(org.clone()),
+        "get_organization must return the organization as created, timestamps exact to the nanosecond"
+    );
+    assert_eq!(
+        ok(store.get_api_key_by_hash(&key.hash).await, "get_api_key_by_hash"),
+        Some(key.clone()),
+        "create_organization must store the first key"
+    );
+    assert_eq!(
+        ok(store.get_organization(&new_id(ids::ORG)).await, "get_organization"),
+        None,
+        "get_organization of an unknown id must be None"
+    );
+
+    let renamed = Organization { name: "renamed org".into(), updated_at: plus_ms(now, 1500), ..org.clone() };
+    ok(store.update_organization(&renamed).await, "update_organization");
+    assert_eq!(
+        ok(store.get_organization(&org.id).await, "get_organization"),
+        Some(renamed),
+        "update_organization must replace the organization"
+    );
+    let ghost = organization(now);
+    match store.update_organization(&ghost).await {
+        Err(DomainError::NotFound(_)) => {}
+        other => panic!("update_organization of an unknown id must be NotFound, got {other:?}"),
+    }
+
+    // Atomicity: the first key clashes, so the organization must not exist either.
+    let org2 = organization(now);
+    let clash = ApiKey { hash: key.hash.clone(), ..api_key(&org2.id, new_id(ids::API_KEY), now) };
+    match store.create_organization(&org2, &clash).await {
+        Err(DomainError::Conflict(_)) => {}
+        other => panic!("create_organization with a duplicate key hash must be Conflict, got {other:?}"),
+    }
+    assert_eq!(
+        ok(store.get_organization(&org2.id).await, "get_organization"),
+        None,
+        "create_organization must write nothing when its first key fails"
+    );
+    assert_eq!(
+        ok(store.get_api_key(&org2.id, &clash.id).await, "get_api_key"),
+        None,
+        "create_organization must write nothing when its first key fails"
+    );
+}
+
+/// API keys: unique hash, org-scoped reads, paging, revoke, touch.
+pub async fn store_api_keys(store: &dyn Store) {
+    let now = base_time();
+    let org = organization(now);
+    let ids = ordered_ids(ids::API_KEY, 4);
+    let keys: Vec<ApiKey> = ids.iter().map(|id| api_key(&org.id, id.clone(), now)).collect();
+    ok(store.create_organization(&org, &keys[0]).await, "create_organization");
+    for k in &keys[1..] {
+        ok(store.insert_api_key(k).await, "insert_api_key");
+    }
+    let (other_org, other_key) = new_org(store, now).await;
+
+    let dup = ApiKey { hash: keys[1].hash.clone(), ..api_key(&org.id, new_id(ids::API_KEY), now) };
+    match store.insert_api_key(&dup).await {
+        Err(DomainError::Conflict(_)) => {}
+        other => panic!("insert_api_key with a duplicate hash must be Conflict, got {other:?}"),
+    }
+    assert_eq!(
+        ok(store.get_api_key(&org.id, &dup.id).await, "get_api_key"),
+        None,
+        "a key refused for its duplicate hash must not be stored"
+    );
+
+    assert_eq!(
+        ok(store.get_api_key_by_hash(&keys[2].hash).await, "get_api_key_by_hash"),
+        Some(keys[2].clone()),
+        "get_api_key_by_hash must return the stored key, hash and all"
+    );
+    assert_eq!(
+        ok(store.get_api_key_by_hash("no-such-hash").await, "get_api_key_by_hash"),
+        None,
+        "get_api_key_by_hash of an unknown hash must be None"
+    );
+    assert_eq!(
+        ok(store.get_api_key(&org.id, &keys[1].id).await, "get_api_key"),
+        Some(keys[1].clone()),
+        "get_api_key must find a key of its organization"
+    );
+    assert_eq!(
+        ok(store.get_api_key(&other_org.id, &keys[1].id).await, "get_api_key"),
+        None,
+        "get_api_key must not find a key of another organization"
+    );
+
+    let page1 = ok(store.list_api_keys(&org.id, &Page::first(3)).await, "list_api_keys");
+    assert_eq!(
+        ids_of(&page1, |k| &k.id),
+        vec![ids[3].clone(), ids[2].clone(), ids[1].clone()],
+        "list_api_keys must list newest first, at most `limit`"
+    );
+    assert_eq!(page1[0], keys[3], "list_api_keys must return whole keys");
+    let page2 =
+        ok(store.list_api_keys(&org.id, &Page { limit: 3, before: Some(ids[1].clone()) }).await, "list_api_keys");
+    assert_eq!(
+        ids_of(&page2, |k| &k.id),
+        vec![ids[0].clone()],
+        "list_api_keys must continue strictly before the cursor"
+    );
+    let page3 =
+        ok(store.list_api_keys(&org.id, &Page { limit: 3, before: Some(ids[0].clone()) }).await, "list_api_keys");
+    assert!(page3.is_empty(), "list_api_keys past the last key must be empty");
+    let others = ok(store.list_api_keys(&other_org.id, &Page::first(10)).await, "list_api_keys");
+    assert_eq!(others, vec![other_key], "list_api_keys must list only the organization's keys");
+
+    // revoke
+    let t1 = plus_ms(now, 1000);
+    assert_eq!(
+        ok(store.revoke_api_key(&other_org.id, &keys[1].id, t1).await, "revoke_api_key"),
+        None,
+        "revoke_api_key must not find a key of another organization"
+    );
+    assert_eq!(
+        ok(store.get_api_key(&org.id, &keys[1].id).await, "get_api_key").and_then(|k| k.revoked_at),
+        None,
+        "revoke_api_key through another organization must not revoke"
+    );
+    let revoked = ok(store.revoke_api_key(&org.id, &keys[1].id, t1).await, "revoke_api_key");
+    let expected = ApiKey { revoked_at: Some(t1), ..keys[1].clone() };
+    assert_eq!(revoked, Some(expected.clone()), "revoke_api_key must set revoked_at and return the stored key");
+    let again = ok(store.revoke_api_key(&org.id, &keys[1].id, plus_ms(now, 5000)).await, "revoke_api_key");
+    assert_eq!(again, Some(expected.clone()), "revoking twice must keep the first revoked_at");
+    assert_eq!(
+        ok(store.get_api_key_by_hash(&keys[1].hash).await, "get_api_key_by_hash"),
+        Some(expected),
+        "a revoked key must still be found by hash, with revoked_at"
+    );
+    assert_eq!(
+        ok(store.revoke_api_key(&org.id, &new_id(ids::API_KEY), t1).await, "revoke_api_key"),
+        None,
+        "revoke_api_key of an unknown key must be None"
+    );
+
+    // touch
+    let t2 = plus_ms(now, 2000);
+    ok(store.touch_api_key(&keys[2].id, t2, Some("203.0.113.7")).await, "touch_api_key");
+    let touched = ApiKey { last_used_at: Some(t2), last_used_ip: Some("203.0.113.7".into()), ..keys[2].clone() };
+    assert_eq!(
+        ok(store.get_api_key(&org.id, &keys[2].id).await, "get_api_key"),
+        Some(touched),
+        "touch_api_key must set last_used_at and last_used_ip and nothing else"
+    );
+    ok(store.touch_api_key(&new_id(ids::API_KEY), t2, None).await, "touch_api_key of an unknown key must not fail");
+}
+
+/// Projects: get in any state, list without deleted ones, update.
+pub async fn store_projects(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let ids = ordered_ids(ids::PROJECT, 4);
+    let states = [ProjectState::Ready, ProjectState::Provisioning, ProjectState::Deleted, ProjectState::Failed];
+    let projects: Vec<Project> =
+        ids.iter().zip(states).map(|(id, state)| project(&org.id, id.clone(), state, now)).collect();
+    for p in &projects {
+        put_project(store, p, now).await;
+    }
+    for p in &projects {
+        assert_eq!(
+            ok(store.get_project(&p.id).await, "get_project"),
+            Some(p.clone()),
+            "get_project must return the project in any state ({:?}), sealed password included",
+            p.state
+        );
+    }
+    assert_eq!(
+        ok(store.get_project(&new_id(ids::PROJECT)).await, "get_project"),
+        None,
+        "get_project of an unknown id must be None"
+    );
+
+    let all = ok(store.list_projects(&org.id, &Page::first(10)).await, "list_projects");
+    assert_eq!(
+        all,
+        vec![projects[3].clone(), projects[1].clone(), projects[0].clone()],
+        "list_projects must list the organization's projects newest first, without deleted ones"
+    );
+    let page1 = ok(store.list_projects(&org.id, &Page::first(2)).await, "list_projects");
+    assert_eq!(
+        ids_of(&page1, |p| &p.id),
+        vec![ids[3].clone(), ids[1].clone()],
+        "list_projects must return at most `limit` projects"
+    );
+    let page2 =
+        ok(store.list_projects(&org.id, &Page { limit: 2, before: Some(ids[1].clone()) }).await, "list_projects");
+    assert_eq!(
+        ids_of(&page2, |p| &p.id),
+        vec![ids[0].clone()],
+        "list_projects must continue strictly before the cursor"
+    );
+    let (other_org, _) = new_org(store, now).await;
+    assert!(
+        ok(store.list_projects(&other_org.id, &Page::first(10)).await, "list_projects").is_empty(),
+        "list_projects must not list another organization's projects"
+    );
+
+    let renamed = Project { name: "renamed".into(), updated_at: plus_ms(now, 750), ..projects[0].clone() };
+    ok(store.update_project(&renamed).await, "update_project");
+    assert_eq!(
+        ok(store.get_project(&renamed.id).await, "get_project"),
+        Some(renamed),
+        "update_project must replace the project"
+    );
+    let ghost = project(&org.id, new_id(ids::PROJECT), ProjectState::Ready, now);
+    match store.update_project(&ghost).await {
+        Err(DomainError::NotFound(_)) => {}
+        other => panic!("update_project of an unknown project must be NotFound, got {other:?}"),
+    }
+    assert_eq!(ok(store.get_project(&ghost.id).await, "get_project"), None, "update_project must not create a project");
+}
+
+/// begin_job: the per-resource lock, and that a refused begin writes nothing.
+pub async fn store_job_locks(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
+    let q = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
+    let jids = ordered_ids(ids::JOB, 4);
+    let job1 = job(&org.id, &p.id, jids[0].clone(), JobKind::Provision, now);
+    let job2 = job(&org.id, &p.id, jids[1].clone(), JobKind::DeleteProject, plus_ms(now, 10));
+    let job3 = job(&org.id, &q.id, jids[2].clone(), JobKind::Provision, now);
+    let job4 = job(&org.id, &p.id, jids[3].clone(), JobKind::RotateCredentials, plus_ms(now, 20));
+
+    assert_eq!(
+        ok(store.begin_job(&job1, &ResourceWrite::Project(p.clone())).await, "begin_job"),
+        None,
+        "begin_job on an unlocked resource must succeed"
+    );
+    assert_eq!(
+        ok(store.get_job(&job1.id).await, "get_job"),
+        Some(job1.clone()),
+        "begin_job must store the job with every field (version, lease, params)"
+    );
+    assert_eq!(ok(store.get_project(&p.id).await, "get_project"), Some(p.clone()), "begin_job must write the resource");
+
+    let deleting = Project { state: ProjectState::Deleting, ..p.clone() };
+    let held = ok(store.begin_job(&job2, &ResourceWrite::Project(deleting.clone())).await, "begin_job");
+    assert_eq!(held, Some(job1.id.clone()), "begin_job on a locked resource must return the holder's job id");
+    assert_eq!(ok(store.get_job(&job2.id).await, "get_job"), None, "a refused begin_job must not store its job");
+    assert_eq!(
+        ok(store.get_project(&p.id).await, "get_project"),
+        Some(p.clone()),
+        "a refused begin_job must not write its resource"
+    );
+
+    assert_eq!(
+        ok(store.begin_job(&job3, &ResourceWrite::Project(q.clone())).await, "begin_job"),
+        None,
+        "the lock is per resource: another project must not be blocked"
+    );
+
+    let ready = Project { state: ProjectState::Ready, updated_at: plus_ms(now, 5), ..p.clone() };
+    let job1_done = finished(&job1, JobState::Completed, plus_ms(now, 5));
+    assert!(
+        ok(store.finish_job(&job1_done, 1, &ResourceWrite::Project(ready.clone()), &[]).await, "finish_job"),
+        "finish_job with the current version must succeed"
+    );
+    assert_eq!(ok(store.get_project(&p.id).await, "get_project"), Some(ready), "finish_job must write the resource");
+    assert_eq!(
+        ok(store.begin_job(&job2, &ResourceWrite::Project(deleting.clone())).await, "begin_job"),
+        None,
+        "finish_job must release the lock"
+    );
+    assert_eq!(
+        ok(store.get_project(&p.id).await, "get_project"),
+        Some(deleting),
+        "begin_job must write the resource once the lock is free"
+    );
+
+    // A late finish of job1 (e.g. a worker that lost its lease) must not
+    // release job2's lock.
+    let job1_again = Job { version: 3, ..job1_done.clone() };
+    assert!(
+        ok(store.finish_job(&job1_again, 2, &ResourceWrite::Nothing, &[]).await, "finish_job"),
+        "finish_job with the current version must succeed"
+    );
+    assert_eq!(
+        ok(store.begin_job(&job4, &ResourceWrite::Nothing).await, "begin_job"),
+        Some(job2.id.clone()),
+        "finish_job must release only the lock its own job holds"
+    );
+
+    let listed = ok(store.list_project_jobs(&p.id, &Page::first(10)).await, "list_project_jobs");
+    assert_eq!(
+        listed,
+        vec![job2.clone(), job1_again.clone()],
+        "list_project_jobs must list the project's jobs newest first"
+    );
+    let page1 = ok(store.list_project_jobs(&p.id, &Page::first(1)).await, "list_project_jobs");
+    assert_eq!(ids_of(&page1, |j| &j.id), vec![job2.id.clone()], "list_project_jobs must return at most `limit` jobs");
+    let page2 = ok(
+        store.list_project_jobs(&p.id, &Page { limit: 1, before: Some(job2.id.clone()) }).await,
+        "list_project_jobs",
+    );
+    assert_eq!(
+        ids_of(&page2, |j| &j.id),
+        vec![job1.id.clone()],
+        "list_project_jobs must continue strictly before the cursor"
+    );
+
+    for j in [&job2, &job3] {
+        let done = finished(j, JobState::Completed, now);
+        assert!(
+            ok(store.finish_job(&done, j.version, &ResourceWrite::Nothing, &[]).await, "finish_job"),
+            "cleanup: finish_job must succeed"
+        );
+    }
+}
+
+/// update_job: optimistic concurrency on `version`.
+pub async fn store_job_versions(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
+    let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
+    assert_eq!(ok(store.begin_job(&j, &ResourceWrite::Project(p)).await, "begin_job"), None, "begin_job must succeed");
+    assert_eq!(ok(store.get_job(&new_id(ids::JOB)).await, "get_job"), None, "get_job of an unknown id must be None");
+
+    let running = Job {
+        state: JobState::Running,
+        attempt: 1,
+        step: 2,
+        started_at: Some(plus_ms(now, 1)),
+        error: Some("transient: retrying".into()),
+        version: 2,
+        lease_owner: Some("worker-1".into()),
+        lease_expires_at: Some(plus_ms(now, 30_000)),
+        params: json!({ "changed": [true, null] }),
+        ..j.clone()
+    };
+    assert!(ok(store.update_job(&running, 1).await, "update_job"), "update_job with the stored version must succeed");
+    assert_eq!(
+        ok(store.get_job(&j.id).await, "get_job"),
+        Some(running.clone()),
+        "update_job must replace every field, lease and params included"
+    );
+
+    let stale = Job { step: 9, ..running.clone() };
+    assert!(
+        !ok(store.update_job(&stale, 1).await, "update_job"),
+        "update_job with a stale expected version must return false"
+    );
+    assert_eq!(
+        ok(store.get_job(&j.id).await, "get_job"),
+        Some(running.clone()),
+        "a refused update_job must not change the job"
+    );
+    let ghost = Job { id: new_id(ids::JOB), ..running.clone() };
+    assert!(
+        !ok(store.update_job(&Job { version: 3, ..ghost }, 2).await, "update_job"),
+        "update_job of an unknown job must return false"
+    );
+
+    let done = finished(&running, JobState::Completed, plus_ms(now, 2));
+    assert!(
+        ok(store.finish_job(&done, 2, &ResourceWrite::Nothing, &[]).await, "finish_job"),
+        "cleanup: finish_job must succeed"
+    );
+}
+
+/// finish_job: all-or-nothing, events appended, listed newest first.
+pub async fn store_finish_job(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
+    let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
+    assert_eq!(
+        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone())).await, "begin_job"),
+        None,
+        "begin_job must succeed"
+    );
+
+    let eids = ordered_ids(ids::EVENT, 2);
+    let events = vec![
+        event(&org.id, &p.id, eids[0].clone(), "project.ready", plus_ms(now, 3)),
+        event(&org.id, &p.id, eids[1].clone(), "job.completed", plus_ms(now, 3)),
+    ];
+    let ready = Project { state: ProjectState::Ready, ..p.clone() };
+
+    let wrong = Job { version: 6, ..finished(&j, JobState::Completed, now) };
+    assert!(
+        !ok(store.finish_job(&wrong, 5, &ResourceWrite::Project(ready.clone()), &events).await, "finish_job"),
+        "finish_job with a stale expected version must return false"
+    );
+    assert_eq!(
+        ok(store.get_job(&j.id).await, "get_job"),
+        Some(j.clone()),
+        "a refused finish_job must not change the job"
+    );
+    assert_eq!(
+        ok(store.get_project(&p.id).await, "get_project"),
+        Some(p.clone()),
+        "a refused finish_job must not write the resource"
+    );
+    assert!(
+        ok(store.list_events(&org.id, &Page::first(10)).await, "list_events").is_empty(),
+        "a refused finish_job must not append events"
+    );
+    let probe = job(&org.id, &p.id, new_id(ids::JOB), JobKind::DeleteProject, now);
+    assert_eq!(
+        ok(store.begin_job(&probe, &ResourceWrite::Nothing).await, "begin_job"),
+        Some(j.id.clone()),
+        "a refused finish_job must keep the lock"
+    );
+
+    let done = Job { step: 3, error: None, ..finished(&j, JobState::Completed, plus_ms(now, 3)) };
+    assert!(
+        ok(store.finish_job(&done, 1, &ResourceWrite::Project(ready.clone()), &events).await, "finish_job"),
+        "finish_job with the current version must succeed"
+    );
+    assert_eq!(ok(store.get_job(&j.id).await, "get_job"), Some(done), "finish_job must store the job");
+    assert_eq!(ok(store.get_project(&p.id).await, "get_project"), Some(ready), "finish_job must write the resource");
+    let listed = ok(store.list_events(&org.id, &Page::first(10)).await, "list_events");
+    assert_eq!(
+        listed,
+        vec![events[1].clone(), events[0].clone()],
+        "finish_job must append its events; list_events lists them newest first"
+    );
+    let page2 = ok(store.list_events(&org.id, &Page { limit: 1, before: Some(eids[1].clone()) }).await, "list_events");
+    assert_eq!(page2, vec![events[0].clone()], "list_events must continue strictly before the cursor");
+    let (other_org, _) = new_org(store, now).await;
+    assert!(
+        ok(store.list_events(&other_org.id, &Page::first(10)).await, "list_events").is_empty(),
+        "list_events must not list another organization's events"
+    );
+
+    // finish_job released the lock: the probe may begin now.
+    assert_eq!(
+        ok(store.begin_job(&probe, &ResourceWrite::Nothing).await, "begin_job"),
+        None,
+        "finish_job must release the lock"
+    );
+    let probe_done = finished(&probe, JobState::Failed, now);
+    assert!(
+        ok(store.finish_job(&probe_done, 1, &ResourceWrite::Nothing, &[]).await, "finish_job"),
+        "cleanup: finish_job must succeed"
+    );
+    for e in &events {
+        ok(store.mark_event_published(&e.id, now).await, "cleanup: mark_event_published");
+    }
+}
+
+/// list_stuck_jobs: which jobs need a new queue message, oldest first.
+pub async fn store_stuck_jobs(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    // Long ago (1980 plus up to ~11 days), so live jobs of a shared store
+    // cannot crowd ours out of the oldest-first listing.
+    let base = at_secs(315_532_800 + rand::thread_rng().gen_range(0..1_000_000));
+    let stale_before = plus_ms(base, 100_000);
+    let jobs_at = |state: JobState, created: i64, lease: Option<i64>| {
+        let p = new_id(ids::PROJECT);
+        Job {
+            state,
+            lease_owner: lease.map(|_| "worker-x".to_string()),
+            lease_expires_at: lease.map(|ms| plus_ms(base, ms)),
+            ..job(&org.id, &p, new_id(ids::JOB), JobKind::Provision, plus_ms(base, created))
+        }
+    };
+    let queued_old = jobs_at(JobState::Queued, 0, None);
+    let lease_lapsed = jobs_at(JobState::Running, 1_000, Some(10_000));
+    let lease_live = jobs_at(JobState::Running, 2_000, Some(1_000_000));
+    let terminal = jobs_at(JobState::Completed, 3_000, None);
+    let queued_new = jobs_at(JobState::Queued, 200_000, None);
+    let all = [&queued_old, &lease_lapsed, &lease_live, &terminal, &queued_new];
+    for j in all {
+        assert_eq!(ok(store.begin_job(j, &ResourceWrite::Nothing).await, "begin_job"), None, "begin_job must succeed");
+    }
+    let ours: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
+
+    let stuck = ok(store.list_stuck_jobs(stale_before, 10_000).await, "list_stuck_jobs");
+    let stuck_ours: Vec<Job> = stuck.into_iter().filter(|j| ours.contains(&j.id.as_str())).collect();
+    assert_eq!(
+        stuck_ours,
+        vec![queued_old.clone(), lease_lapsed.clone()],
+        "list_stuck_jobs must return, oldest first, the non-terminal jobs without a lease created before stale_before \
+         and those whose lease expired before it; not live leases, terminal jobs or recent jobs"
+    );
+    let one = ok(store.list_stuck_jobs(stale_before, 1).await, "list_stuck_jobs");
+    assert_eq!(one.len(), 1, "list_stuck_jobs must honour `limit`");
+
+    for j in all {
+        let done = finished(j, JobState::Failed, now);
+        assert!(
+            ok(store.finish_job(&done, j.version, &ResourceWrite::Nothing, &[]).await, "finish_job"),
+            "cleanup: finish_job must succeed"
+        );
+    }
+    let after = ok(store.list_stuck_jobs(stale_before, 10_000).await, "list_stuck_jobs");
+    assert!(!after.iter().any(|j| ours.contains(&j.id.as_str())), "finished jobs must not be listed as stuck");
+}
+
+/// The outbox: unpublished events oldest first, marking them published.
+pub async fn store_outbox(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Ready, now);
+    let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::RotateCredentials, now);
+    assert_eq!(
+        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone())).await, "begin_job"),
+        None,
+        "begin_job must succeed"
+    );
+    let eids = ordered_ids(ids::EVENT, 3);
+    let events: Vec<Event> = eids.iter().map(|id| event(&org.id, &p.id, id.clone(), "project.updated", now)).collect();
+    let done = finished(&j, JobState::Completed, now);
+    assert!(
+        ok(store.finish_job(&done, 1, &ResourceWrite::Nothing, &events).await, "finish_job"),
+        "finish_job must succeed"
+    );
+
+    let ours = |list: Vec<Event>| -> Vec<Event> { list.into_iter().filter(|e| eids.contains(&e.id)).collect() };
+    let pending = ours(ok(store.list_unpublished_events(10_000).await, "list_unpublished_events"));
+    assert_eq!(pending, events, "list_unpublished_events must list unpublished events oldest first");
+    assert!(
+        ok(store.list_unpublished_events(1).await, "list_unpublished_events").len() <= 1,
+        "list_unpublished_events must honour `limit`"
+    );
+
+    let t = plus_ms(now, 42);
+    ok(store.mark_event_published(&eids[1], t).await, "mark_event_published");
+    let pending = ours(ok(store.list_unpublished_events(10_000).await, "list_unpublished_events"));
+    assert_eq!(
+        pending,
+        vec![events[0].clone(), events[2].clone()],
+        "a published event must leave the unpublished list"
+    );
+    let listed = ok(store.list_events(&org.id, &Page::first(10)).await, "list_events");
+    let published = Event { published_at: Some(t), ..events[1].clone() };
+    assert_eq!(
+        listed,
+        vec![events[2].clone(), published, events[0].clone()],
+        "list_events must show every event, with published_at once published"
+    );
+
+    for id in [&eids[0], &eids[2]] {
+        ok(store.mark_event_published(id, t).await, "mark_event_published");
+    }
+    let pending = ours(ok(store.list_unpublished_events(10_000).await, "list_unpublished_events"));
+    assert!(pending.is_empty(), "every published event must leave the unpublished list");
+}
+
+// ---------------------------------------------------------------------------
+// JobQueue
+
+/// Every `JobQueue` check. `make(max_receives)` returns a fresh, empty queue
+/// whose dead-letter queue takes a message once it was received
+/// `max_receives` times. `tick` is the shortest delay and visibility timeout
+/// the adapter honours with precision (SQLite: 100 ms; SQS: 1 s); the suite
+/// waits a few ticks at a time.
+pub async fn run_queue_contract<F, Fut>(mut make: F, tick: Duration)
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Box<dyn JobQueue>>,
+{
+    queue_send_receive_delete(&*make(5).await, tick).await;
+    queue_visibility_and_stale_receipts(&*make(5).await, tick).await;
+    queue_delay(&*make(5).await, tick).await;
+    queue_change_visibility(&*make(5).await, tick).await;
+    queue_batches(&*make(5).await, tick).await;
+    queue_dead_letters(&*make(2).await, tick).await;
+    let (a, b) = (make(5).await, make(5).await);
+    queue_isolation(&*a, &*b).await;
+}
+
+/// Receives until `n` messages arrived or `patience` passed: a receive may
+/// return fewer than are visible (SQS samples servers).
+async fn receive_n(
+    q: &dyn JobQueue,
+    n: usize,
+    visibility: Duration,
+    patience: Duration,
+) -> Vec<crate::ports::QueueMessage> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut got = Vec::new();
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        let batch = ok(q.receive(n - got.len(), visibility).await, "receive");
+        assert!(batch.len() <= n - got.len(), "receive must return at most `max` messages");
+        if batch.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        got.extend(batch);
+    }
+    got
+}
+
+async fn sleep_ticks(tick: Duration, n: u32) {
+    tokio::time::sleep(tick * n).await;
+}
+
+pub async fn queue_send_receive_delete(q: &dyn JobQueue, tick: Duration) {
+    ok(q.send("alpha", Duration::ZERO).await, "send");
+    let got = receive_n(q, 1, tick * 2, tick * 20).await;
+    assert_eq!(got.len(), 1, "a sent message must be received");
+    assert_eq!(
+        (got[0].body.as_str(), got[0].receive_count),
+        ("alpha", 1),
+        "the first receive must carry the body and receive_count 1"
+    );
+    assert!(
+        ok(q.receive(10, tick * 2).await, "receive").is_empty(),
+        "a received message must be invisible during its visibility timeout"
+    );
+    ok(q.delete(&got[0].receipt).await, "delete");
+    sleep_ticks(tick, 3).await;
+    assert!(ok(q.receive(10, tick * 2).await, "receive").is_empty(), "a deleted message must never come back");
+    ok(q.delete(&got[0].receipt).await, "deleting an already deleted message must not fail");
+}
+
+pub async fn queue_visibility_and_stale_receipts(q: &dyn JobQueue, tick: Duration) {
+    ok(q.send("bravo", Duration::ZERO).await, "send");
+    let first = receive_n(q, 1, tick * 2, tick * 20).await;
+    assert_eq!(first.len(), 1, "a sent message must be received");
+    sleep_ticks(tick, 3).await;
+    let second = receive_n(q, 1, tick * 3, tick * 20).await;
+    assert_eq!(second.len(), 1, "a message not deleted must be received again after its visibility timeout");
+    assert_eq!((second[0].body.as_str(), second[0].receive_count), ("bravo", 2), "a redelivery must count the receive");
+    assert_ne!(second[0].receipt, first[0].receipt, "each receive must hand out a new receipt");
+
+    ok(q.delete(&first[0].receipt).await, "delete with a stale receipt must not fail");
+    ok(
+        q.change_visibility(&first[0].receipt, Duration::ZERO).await,
+        "change_visibility with a stale receipt must not fail",
+    );
+    assert!(
+        ok(q.receive(10, tick * 2).await, "receive").is_empty(),
+        "a stale receipt must not change the message's visibility"
+    );
+
+    ok(q.change_visibility(&second[0].receipt, Duration::ZERO).await, "change_visibility");
+    let third = receive_n(q, 1, tick * 2, tick * 20).await;
+    assert_eq!(third.len(), 1, "a stale delete must not have deleted the message");
+    assert_eq!(third[0].receive_count, 3, "receive_count must count every receive");
+    ok(q.delete(&third[0].receipt).await, "delete");
+    sleep_ticks(tick, 3).await;
+    assert!(ok(q.receive(10, tick).await, "receive").is_empty(), "delete with the current receipt must delete");
+}
+
+pub async fn queue_delay(q: &dyn JobQueue, tick: Duration) {
+    ok(q.send("charlie", tick * 3).await, "send");
+    assert!(
+        ok(q.receive(10, tick).await, "receive").is_empty(),
+        "a delayed message must not be visible before its delay"
+    );
+    sleep_ticks(tick, 4).await;
+    let got = receive_n(q, 1, tick, tick * 20).await;
+    assert_eq!(
+        got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["charlie"],
+        "a delayed message must be visible after its delay"
+    );
+    ok(q.delete(&got[0].receipt).await, "delete");
+}
+
+pub async fn queue_change_visibility(q: &dyn JobQueue, tick: Duration) {
+    ok(q.send("delta", Duration::ZERO).await, "send");
+    let got = receive_n(q, 1, tick * 2, tick * 20).await;
+    assert_eq!(got.len(), 1, "a sent message must be received");
+    ok(q.change_visibility(&got[0].receipt, tick * 30).await, "change_visibility");
+    sleep_ticks(tick, 4).await;
+    assert!(
+        ok(q.receive(10, tick).await, "receive").is_empty(),
+        "change_visibility must extend the visibility timeout"
+    );
+    ok(q.change_visibility(&got[0].receipt, Duration::ZERO).await, "change_visibility");
+    let again = receive_n(q, 1, tick, tick * 20).await;
+    assert_eq!(again.len(), 1, "change_visibility to zero must make the message visible at once");
+    assert_eq!(again[0].receive_count, 2, "receive_count must count every receive");
+    ok(q.delete(&again[0].receipt).await, "delete");
+}
+
+pub async fn queue_batches(q: &dyn JobQueue, tick: Duration) {
+    let bodies: Vec<String> = (0..5).map(|i| format!("echo-{i}")).collect();
+    for b in &bodies {
+        ok(q.send(b, Duration::ZERO).await, "send");
+    }
+    let first = ok(q.receive(3, tick * 50).await, "receive");
+    assert!(first.len() <= 3, "receive must return at most `max` messages");
+    let mut got = first;
+    got.extend(receive_n(q, 5 - got.len(), tick * 50, tick * 20).await);
+    let mut seen: Vec<String> = got.iter().map(|m| m.body.clone()).collect();
+    seen.sort();
+    assert_eq!(seen, bodies, "every sent message must be received exactly once while invisible");
+    assert!(got.iter().all(|m| m.receive_count == 1), "first receives must have receive_count 1");
+    for m in &got {
+        ok(q.delete(&m.receipt).await, "delete");
+    }
+}
+
+pub async fn queue_dead_letters(q: &dyn JobQueue, tick: Duration) {
+    // `make(2)`: two receives, then the dead-letter queue.
+    assert!(ok(q.dead_letters(10).await, "dead_letters").is_empty(), "a fresh queue must have no dead letters");
+    ok(q.send("poison", Duration::ZERO).await, "send");
+    for n in 1..=2 {
+        let got = receive_n(q, 1, tick, tick * 20).await;
+        assert_eq!(got.len(), 1, "receive {n} of 2 must deliver the message");
+        assert_eq!(got[0].receive_count, n, "receive_count must count every receive");
+        sleep_ticks(tick, 2).await;
+    }
+    assert!(
+        ok(q.receive(10, tick).await, "receive").is_empty(),
+        "a message received max_receives times must not be delivered again"
+    );
+    let deadline = tokio::time::Instant::now() + tick * 20;
+    let mut dead = ok(q.dead_letters(10).await, "dead_letters");
+    while dead.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        dead = ok(q.dead_letters(10).await, "dead_letters");
+    }
+    assert_eq!(dead, ["poison"], "a message received max_receives times must move to the dead-letter queue");
+}
+
+/// Two queues from the factory must not see each other's messages.
+pub async fn queue_isolation(a: &dyn JobQueue, b: &dyn JobQueue) {
+    ok(a.send("foxtrot", Duration::ZERO).await, "send");
+    assert!(
+        ok(b.receive(10, Duration::from_secs(1)).await, "receive").is_empty(),
+        "a queue must not deliver another queue's messages"
+    );
+    let got = receive_n(a, 1, Duration::from_secs(1), Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "a sent message must be received");
+    ok(b.delete(&got[0].receipt).await, "delete through another queue must not fail");
+    ok(a.change_visibility(&got[0].receipt, Duration::ZERO).await, "change_visibility");
+    let again = receive_n(a, 1, Duration::from_secs(1), Duration::from_secs(5)).await;
+    assert_eq!(again.len(), 1, "delete through another queue must not delete the message");
+    ok(a.delete(&again[0].receipt).await, "delete");
+}
+
+// ---------------------------------------------------------------------------
+// SecretBox
+
+/// Every `SecretBox` check.
+pub async fn secret_box_contract(b: &dyn SecretBox) {
+    let long = "x".repeat(10_000);
+    for plaintext in ["", "hunter2", "pässwörd ✓ with spaces and \"quotes\"", long.as_str()] {
+        let sealed = ok(b.seal(plaintext).await, "seal");
+        assert_eq!(ok(b.open(&sealed).await, "open"), plaintext, "open(seal(x)) must be x");
+    }
+
+    let secret = "contract-marker-7f3a";
+    let s1 = ok(b.seal(secret).await, "seal");
+    let s2 = ok(b.seal(secret).await, "seal");
+    assert_ne!(s1, s2, "sealing the same plaintext twice must give different texts (fresh nonce)");
+    assert!(!s1.contains(secret), "sealed text must not contain the plaintext");
+
+    let mut tampered: Vec<char> = s1.chars().collect();
+    let mid = tampered.len() / 2;
+    tampered[mid] = if tampered[mid] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+    let truncated = &s1[..s1.len() - 4];
+    for bad in [tampered.as_str(), truncated, "not sealed at all", ""] {
+        match b.open(bad).await {
+            Err(DomainError::Internal(msg)) => {
+                assert!(!msg.contains(secret), "an open error must not reveal the plaintext")
+            }
+            other => panic!("open of tampered or foreign text {bad:?} must fail with Internal, got {other:?}"),
+        }
+    }
+}

@@ -23,6 +23,7 @@ impl Page {
 }
 
 /// The resource row a lifecycle transaction writes along with its job.
+#[allow(clippy::large_enum_variant)] // built once per job transition; boxing buys nothing
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResourceWrite {
     Nothing,
@@ -73,12 +74,15 @@ pub trait Store: Send + Sync {
     /// Like `update_job` (a terminal state), and in the same transaction writes
     /// the resource, releases the job's lock and appends the events.
     async fn finish_job(&self, job: &Job, expected_version: u64, write: &ResourceWrite, events: &[Event]) -> DomainResult<bool>;
-    /// Jobs that need a new queue message: `queued` with no lease created
-    /// before `stale_before`, or not terminal with `lease_expires_at < stale_before`.
+    /// Jobs that need a new queue message: not terminal, and either with no
+    /// lease and created before `stale_before`, or with `lease_expires_at <
+    /// stale_before` (a dead worker's lease, or a retry that is overdue).
+    /// Oldest first.
     async fn list_stuck_jobs(&self, stale_before: Timestamp, limit: usize) -> DomainResult<Vec<Job>>;
 
     // outbox
     async fn list_unpublished_events(&self, limit: usize) -> DomainResult<Vec<Event>>;
+    /// Idempotent; an unknown id is a no-op.
     async fn mark_event_published(&self, id: &str, at: Timestamp) -> DomainResult<()>;
     /// Events of an organization, newest first (used by tests and, later, webhooks).
     async fn list_events(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Event>>;

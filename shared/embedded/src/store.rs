@@ -1,0 +1,636 @@
+//! `Store` on SQLite. Each entity is stored as explicit columns (not as its
+//! serde form, which skips secrets such as key hashes and sealed passwords).
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, TryLockError};
+
+use async_trait::async_trait;
+use capydb_domain::model::*;
+use capydb_domain::ports::{Page, ResourceWrite, Store};
+use capydb_domain::scopes::Scope;
+use capydb_domain::{DomainError, DomainResult};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+use crate::db::{self, get_opt_ts, get_ts, invalid_column, opt_ts, sql_err, sql_limit, ts};
+
+/// Read-only connections per store. Reads are short (an indexed lookup), so a
+/// few connections cover many concurrent requests on a small machine.
+const READERS: usize = 4;
+
+/// The metadata store on one SQLite file.
+///
+/// Writes go through a single connection behind a mutex (SQLite allows one
+/// writer at a time anyway, and this way writers of one process queue on the
+/// mutex instead of spinning on `SQLITE_BUSY`). Reads use a pool of read-only
+/// connections, which WAL lets run alongside the writer. Calls run on the
+/// caller's thread: every statement is an indexed lookup or a small write of
+/// a few microseconds, well below what handing it to a blocking pool costs.
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("readers", &self.readers.len()).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates its
+    /// schema. Several stores, queues and processes may open the same file.
+    pub fn open(path: &Path) -> DomainResult<SqliteStore> {
+        // The writer first: it creates the file, switches it to WAL and
+        // migrates, all of which read-only connections cannot do.
+        let writer = db::open_writer(path)?;
+        let readers = (0..READERS).map(|_| db::open_reader(path).map(Mutex::new)).collect::<DomainResult<Vec<_>>>()?;
+        Ok(SqliteStore { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
+    }
+
+    /// Runs `f` on a free read-only connection: the pool is tried
+    /// round-robin without blocking, and only when every connection is busy
+    /// does the call wait for one.
+    fn read<T>(&self, op: &'static str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> DomainResult<T> {
+        let n = self.readers.len();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            let guard = match self.readers[(start + i) % n].try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            return f(&db::reset(guard)).map_err(sql_err(op));
+        }
+        let guard = self.readers[start].lock().unwrap_or_else(PoisonError::into_inner);
+        f(&db::reset(guard)).map_err(sql_err(op))
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction on the writer, which takes the
+    /// database write lock up front: a deferred transaction that reads and
+    /// then writes can fail with `SQLITE_BUSY` at once instead of waiting
+    /// when another handle on the file wrote in between.
+    ///
+    /// `f` returns `Ok((value, true))` to commit, `Ok((value, false))` to
+    /// roll back.
+    fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> DomainResult<(T, bool)>,
+    ) -> DomainResult<T> {
+        let mut conn = db::lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(op))?;
+        let (value, commit) = f(&tx)?;
+        if commit {
+            tx.commit().map_err(sql_err(op))?;
+        }
+        Ok(value)
+    }
+
+    /// One auto-committed statement on the writer.
+    fn execute(&self, op: &'static str, sql: &str, params: impl rusqlite::Params) -> DomainResult<usize> {
+        let conn = db::lock(&self.writer);
+        conn.prepare_cached(sql).and_then(|mut s| s.execute(params)).map_err(sql_err(op))
+    }
+}
+
+// Column lists as macros so the statements are assembled at compile time.
+macro_rules! org_cols {
+    () => {
+        "id, name, created_at, updated_at"
+    };
+}
+macro_rules! key_cols {
+    () => {
+        "id, organization_id, name, prefix, last4, scopes, project_id, expires_at, revoked_at, \
+         last_used_at, last_used_ip, created_at, hash"
+    };
+}
+macro_rules! project_cols {
+    () => {
+        "id, organization_id, name, region, pg_version, state, database_name, role_name, created_at, \
+         updated_at, password_sealed"
+    };
+}
+macro_rules! job_cols {
+    () => {
+        "id, kind, state, organization_id, project_id, resource_kind, resource_id, attempt, step, \
+         created_at, started_at, finished_at, error, version, lease_owner, lease_expires_at, params"
+    };
+}
+macro_rules! event_cols {
+    () => {
+        "id, kind, organization_id, project_id, created_at, data, published_at"
+    };
+}
+
+/// A newest-first page of `SELECT <cols> FROM <table> WHERE <filter on ?1>`:
+/// two statements (with and without cursor) so both can use the index.
+macro_rules! paged {
+    ($cols:expr, $table:literal, $filter:literal) => {
+        (
+            concat!("SELECT ", $cols, " FROM ", $table, " WHERE ", $filter, " ORDER BY id DESC LIMIT ?2"),
+            concat!("SELECT ", $cols, " FROM ", $table, " WHERE ", $filter, " AND id < ?3 ORDER BY id DESC LIMIT ?2"),
+        )
+    };
+}
+
+fn query_page<T>(
+    conn: &Connection,
+    (first, next): (&str, &str),
+    key: &str,
+    page: &Page,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let limit = sql_limit(page.limit);
+    match &page.before {
+        None => conn.prepare_cached(first)?.query_map(params![key, limit], map)?.collect(),
+        Some(before) => conn.prepare_cached(next)?.query_map(params![key, limit, before], map)?.collect(),
+    }
+}
+
+fn org_from_row(r: &Row<'_>) -> rusqlite::Result<Organization> {
+    Ok(Organization { id: r.get(0)?, name: r.get(1)?, created_at: get_ts(r, 2)?, updated_at: get_ts(r, 3)? })
+}
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    let scopes: String = r.get(5)?;
+    let scopes: Vec<Scope> = serde_json::from_str(&scopes).map_err(|_| invalid_column(5, "unknown API key scope"))?;
+    Ok(ApiKey {
+        id: r.get(0)?,
+        organization_id: r.get(1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        last4: r.get(4)?,
+        scopes,
+        project_id: r.get(6)?,
+        expires_at: get_opt_ts(r, 7)?,
+        revoked_at: get_opt_ts(r, 8)?,
+        last_used_at: get_opt_ts(r, 9)?,
+        last_used_ip: r.get(10)?,
+        created_at: get_ts(r, 11)?,
+        hash: r.get(12)?,
+    })
+}
+
+fn project_from_row(r: &Row<'_>) -> rusqlite::Result<Project> {
+    let state: String = r.get(5)?;
+    Ok(Project {
+        id: r.get(0)?,
+        organization_id: r.get(1)?,
+        name: r.get(2)?,
+        region: r.get(3)?,
+        pg_version: r.get(4)?,
+        state: ProjectState::parse(&state).ok_or_else(|| invalid_column(5, "unknown project state"))?,
+        database_name: r.get(6)?,
+        role_name: r.get(7)?,
+        created_at: get_ts(r, 8)?,
+        updated_at: get_ts(r, 9)?,
+        password_sealed: r.get(10)?,
+    })
+}
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let kind: String = r.get(1)?;
+    let state: String = r.get(2)?;
+    let version: i64 = r.get(13)?;
+    let params: String = r.get(16)?;
+    Ok(Job {
+        id: r.get(0)?,
+        kind: JobKind::parse(&kind).ok_or_else(|| invalid_column(1, "unknown job kind"))?,
+        state: JobState::parse(&state).ok_or_else(|| invalid_column(2, "unknown job state"))?,
+        organization_id: r.get(3)?,
+        project_id: r.get(4)?,
+        resource: ResourceRef { kind: r.get(5)?, id: r.get(6)? },
+        attempt: r.get(7)?,
+        step: r.get(8)?,
+        created_at: get_ts(r, 9)?,
+        started_at: get_opt_ts(r, 10)?,
+        finished_at: get_opt_ts(r, 11)?,
+        error: r.get(12)?,
+        version: u64::try_from(version).map_err(|_| invalid_column(13, "negative job version"))?,
+        lease_owner: r.get(14)?,
+        lease_expires_at: get_opt_ts(r, 15)?,
+        params: serde_json::from_str(&params).map_err(|_| invalid_column(16, "job params are not JSON"))?,
+    })
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+    let data: String = r.get(5)?;
+    Ok(Event {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        organization_id: r.get(2)?,
+        project_id: r.get(3)?,
+        created_at: get_ts(r, 4)?,
+        data: serde_json::from_str(&data).map_err(|_| invalid_column(5, "event data is not JSON"))?,
+        published_at: get_opt_ts(r, 6)?,
+    })
+}
+
+fn scopes_json(scopes: &[Scope]) -> DomainResult<String> {
+    serde_json::to_string(scopes).map_err(|e| DomainError::internal(format!("could not encode scopes: {e}")))
+}
+
+fn version_param(version: u64) -> DomainResult<i64> {
+    i64::try_from(version).map_err(|_| DomainError::internal("job version exceeds i64"))
+}
+
+fn insert_key(conn: &Connection, key: &ApiKey) -> DomainResult<()> {
+    let sql = concat!(
+        "INSERT INTO api_keys (",
+        key_cols!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    );
+    let scopes = scopes_json(&key.scopes)?;
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.execute(params![
+                key.id,
+                key.organization_id,
+                key.name,
+                key.prefix,
+                key.last4,
+                scopes,
+                key.project_id,
+                opt_ts(&key.expires_at),
+                opt_ts(&key.revoked_at),
+                opt_ts(&key.last_used_at),
+                key.last_used_ip,
+                ts(&key.created_at),
+                key.hash,
+            ])
+        })
+        .map(drop)
+        .map_err(sql_err("insert the API key"))
+}
+
+macro_rules! project_params {
+    ($p:expr) => {
+        params![
+            $p.id,
+            $p.organization_id,
+            $p.name,
+            $p.region,
+            $p.pg_version,
+            $p.state.as_str(),
+            $p.database_name,
+            $p.role_name,
+            ts(&$p.created_at),
+            ts(&$p.updated_at),
+            $p.password_sealed,
+        ]
+    };
+}
+
+fn upsert_project(conn: &Connection, p: &Project) -> rusqlite::Result<usize> {
+    let sql = concat!(
+        "INSERT INTO projects (",
+        project_cols!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+         ON CONFLICT(id) DO UPDATE SET organization_id = excluded.organization_id, name = excluded.name, \
+         region = excluded.region, pg_version = excluded.pg_version, state = excluded.state, \
+         database_name = excluded.database_name, role_name = excluded.role_name, \
+         created_at = excluded.created_at, updated_at = excluded.updated_at, \
+         password_sealed = excluded.password_sealed"
+    );
+    conn.prepare_cached(sql)?.execute(project_params!(p))
+}
+
+fn write_resource(conn: &Connection, write: &ResourceWrite) -> DomainResult<()> {
+    match write {
+        ResourceWrite::Nothing => Ok(()),
+        ResourceWrite::Project(p) => upsert_project(conn, p).map(drop).map_err(sql_err("write the project")),
+    }
+}
+
+fn insert_job(conn: &Connection, job: &Job) -> DomainResult<()> {
+    let sql = concat!(
+        "INSERT INTO jobs (",
+        job_cols!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+    );
+    let version = version_param(job.version)?;
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.execute(params![
+                job.id,
+                job.kind.as_str(),
+                job.state.as_str(),
+                job.organization_id,
+                job.project_id,
+                job.resource.kind,
+                job.resource.id,
+                job.attempt,
+                job.step,
+                ts(&job.created_at),
+                opt_ts(&job.started_at),
+                opt_ts(&job.finished_at),
+                job.error,
+                version,
+                job.lease_owner,
+                opt_ts(&job.lease_expires_at),
+                job.params.to_string(),
+            ])
+        })
+        .map(drop)
+        .map_err(sql_err("insert the job"))
+}
+
+/// The optimistic-concurrency update shared by `update_job` and `finish_job`.
+fn update_job_if(conn: &Connection, job: &Job, expected_version: u64) -> DomainResult<bool> {
+    // A write that does not bump the version would let two writers both
+    // succeed against the same expected version; refuse it as the bug it is.
+    if Some(job.version) != expected_version.checked_add(1) {
+        return Err(DomainError::internal("job.version must be expected_version + 1"));
+    }
+    let sql = "UPDATE jobs SET kind = ?2, state = ?3, organization_id = ?4, project_id = ?5, \
+               resource_kind = ?6, resource_id = ?7, attempt = ?8, step = ?9, created_at = ?10, \
+               started_at = ?11, finished_at = ?12, error = ?13, version = ?14, lease_owner = ?15, \
+               lease_expires_at = ?16, params = ?17 WHERE id = ?1 AND version = ?18";
+    let version = version_param(job.version)?;
+    let expected = version_param(expected_version)?;
+    let changed = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| {
+            s.execute(params![
+                job.id,
+                job.kind.as_str(),
+                job.state.as_str(),
+                job.organization_id,
+                job.project_id,
+                job.resource.kind,
+                job.resource.id,
+                job.attempt,
+                job.step,
+                ts(&job.created_at),
+                opt_ts(&job.started_at),
+                opt_ts(&job.finished_at),
+                job.error,
+                version,
+                job.lease_owner,
+                opt_ts(&job.lease_expires_at),
+                job.params.to_string(),
+                expected,
+            ])
+        })
+        .map_err(sql_err("update the job"))?;
+    Ok(changed == 1)
+}
+
+fn insert_event(conn: &Connection, e: &Event) -> DomainResult<()> {
+    let sql = concat!("INSERT INTO events (", event_cols!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.execute(params![
+                e.id,
+                e.kind,
+                e.organization_id,
+                e.project_id,
+                ts(&e.created_at),
+                e.data.to_string(),
+                opt_ts(&e.published_at),
+            ])
+        })
+        .map(drop)
+        .map_err(sql_err("insert the event"))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn has_organizations(&self) -> DomainResult<bool> {
+        self.read("check for organizations", |c| {
+            c.prepare_cached("SELECT EXISTS (SELECT 1 FROM organizations)")?.query_row([], |r| r.get(0))
+        })
+    }
+
+    async fn create_organization(&self, org: &Organization, first_key: &ApiKey) -> DomainResult<()> {
+        self.write("create the organization", |tx| {
+            tx.prepare_cached(concat!("INSERT INTO organizations (", org_cols!(), ") VALUES (?1, ?2, ?3, ?4)"))
+                .and_then(|mut s| s.execute(params![org.id, org.name, ts(&org.created_at), ts(&org.updated_at)]))
+                .map_err(sql_err("create the organization"))?;
+            insert_key(tx, first_key)?;
+            Ok(((), true))
+        })
+    }
+
+    async fn get_organization(&self, id: &str) -> DomainResult<Option<Organization>> {
+        self.read("read the organization", |c| {
+            c.prepare_cached(concat!("SELECT ", org_cols!(), " FROM organizations WHERE id = ?1"))?
+                .query_row([id], org_from_row)
+                .optional()
+        })
+    }
+
+    async fn update_organization(&self, org: &Organization) -> DomainResult<()> {
+        let changed = self.execute(
+            "update the organization",
+            "UPDATE organizations SET name = ?2, created_at = ?3, updated_at = ?4 WHERE id = ?1",
+            params![org.id, org.name, ts(&org.created_at), ts(&org.updated_at)],
+        )?;
+        if changed == 0 {
+            return Err(DomainError::not_found("organization", &org.id));
+        }
+        Ok(())
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()> {
+        insert_key(&db::lock(&self.writer), key)
+    }
+
+    async fn get_api_key_by_hash(&self, hash: &str) -> DomainResult<Option<ApiKey>> {
+        self.read("read the API key", |c| {
+            c.prepare_cached(concat!("SELECT ", key_cols!(), " FROM api_keys WHERE hash = ?1"))?
+                .query_row([hash], key_from_row)
+                .optional()
+        })
+    }
+
+    async fn get_api_key(&self, org_id: &str, key_id: &str) -> DomainResult<Option<ApiKey>> {
+        self.read("read the API key", |c| {
+            c.prepare_cached(concat!("SELECT ", key_cols!(), " FROM api_keys WHERE id = ?1 AND organization_id = ?2"))?
+                .query_row([key_id, org_id], key_from_row)
+                .optional()
+        })
+    }
+
+    async fn list_api_keys(&self, org_id: &str, page: &Page) -> DomainResult<Vec<ApiKey>> {
+        self.read("list API keys", |c| {
+            query_page(c, paged!(key_cols!(), "api_keys", "organization_id = ?1"), org_id, page, key_from_row)
+        })
+    }
+
+    async fn revoke_api_key(&self, org_id: &str, key_id: &str, at: Timestamp) -> DomainResult<Option<ApiKey>> {
+        self.write("revoke the API key", |tx| {
+            let key = tx
+                .prepare_cached(concat!(
+                    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?3) \
+                     WHERE id = ?1 AND organization_id = ?2 RETURNING ",
+                    key_cols!()
+                ))
+                .and_then(|mut s| s.query_row(params![key_id, org_id, ts(&at)], key_from_row).optional())
+                .map_err(sql_err("revoke the API key"))?;
+            Ok((key, true))
+        })
+    }
+
+    async fn touch_api_key(&self, key_id: &str, at: Timestamp, ip: Option<&str>) -> DomainResult<()> {
+        self.execute(
+            "record the API key's use",
+            "UPDATE api_keys SET last_used_at = ?2, last_used_ip = ?3 WHERE id = ?1",
+            params![key_id, ts(&at), ip],
+        )
+        .map(drop)
+    }
+
+    async fn get_project(&self, id: &str) -> DomainResult<Option<Project>> {
+        self.read("read the project", |c| {
+            c.prepare_cached(concat!("SELECT ", project_cols!(), " FROM projects WHERE id = ?1"))?
+                .query_row([id], project_from_row)
+                .optional()
+        })
+    }
+
+    async fn list_projects(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Project>> {
+        self.read("list projects", |c| {
+            query_page(
+                c,
+                paged!(project_cols!(), "projects", "organization_id = ?1 AND state <> 'deleted'"),
+                org_id,
+                page,
+                project_from_row,
+            )
+        })
+    }
+
+    async fn update_project(&self, project: &Project) -> DomainResult<()> {
+        let sql = "UPDATE projects SET organization_id = ?2, name = ?3, region = ?4, pg_version = ?5, \
+                   state = ?6, database_name = ?7, role_name = ?8, created_at = ?9, updated_at = ?10, \
+                   password_sealed = ?11 WHERE id = ?1";
+        let changed = self.execute("update the project", sql, project_params!(project))?;
+        if changed == 0 {
+            return Err(DomainError::not_found("project", &project.id));
+        }
+        Ok(())
+    }
+
+    async fn begin_job(&self, job: &Job, write: &ResourceWrite) -> DomainResult<Option<String>> {
+        self.write("begin the job", |tx| {
+            let holder: Option<String> = tx
+                .prepare_cached("SELECT job_id FROM resource_locks WHERE resource_kind = ?1 AND resource_id = ?2")
+                .and_then(|mut s| s.query_row([&job.resource.kind, &job.resource.id], |r| r.get(0)).optional())
+                .map_err(sql_err("check the resource lock"))?;
+            if holder.is_some() {
+                return Ok((holder, false));
+            }
+            write_resource(tx, write)?;
+            insert_job(tx, job)?;
+            tx.prepare_cached("INSERT INTO resource_locks (resource_kind, resource_id, job_id) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute([&job.resource.kind, &job.resource.id, &job.id]))
+                .map_err(sql_err("lock the resource"))?;
+            Ok((None, true))
+        })
+    }
+
+    async fn get_job(&self, id: &str) -> DomainResult<Option<Job>> {
+        self.read("read the job", |c| {
+            c.prepare_cached(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = ?1"))?
+                .query_row([id], job_from_row)
+                .optional()
+        })
+    }
+
+    async fn list_project_jobs(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Job>> {
+        self.read("list the project's jobs", |c| {
+            query_page(c, paged!(job_cols!(), "jobs", "project_id = ?1"), project_id, page, job_from_row)
+        })
+    }
+
+    async fn update_job(&self, job: &Job, expected_version: u64) -> DomainResult<bool> {
+        update_job_if(&db::lock(&self.writer), job, expected_version)
+    }
+
+    async fn finish_job(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        write: &ResourceWrite,
+        events: &[Event],
+    ) -> DomainResult<bool> {
+        self.write("finish the job", |tx| {
+            if !update_job_if(tx, job, expected_version)? {
+                return Ok((false, false));
+            }
+            write_resource(tx, write)?;
+            // Only this job's own lock: after a lost lease the resource may
+            // already be locked by the job that came next.
+            tx.prepare_cached(
+                "DELETE FROM resource_locks WHERE resource_kind = ?1 AND resource_id = ?2 AND job_id = ?3",
+            )
+            .and_then(|mut s| s.execute([&job.resource.kind, &job.resource.id, &job.id]))
+            .map_err(sql_err("release the resource lock"))?;
+            for event in events {
+                insert_event(tx, event)?;
+            }
+            Ok((true, true))
+        })
+    }
+
+    async fn list_stuck_jobs(&self, stale_before: Timestamp, limit: usize) -> DomainResult<Vec<Job>> {
+        self.read("list stuck jobs", |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                job_cols!(),
+                " FROM jobs WHERE state NOT IN ('completed', 'failed') \
+                 AND ((lease_expires_at IS NULL AND created_at < ?1) OR lease_expires_at < ?1) \
+                 ORDER BY created_at, id LIMIT ?2"
+            ))?
+            .query_map(params![ts(&stale_before), sql_limit(limit)], job_from_row)?
+            .collect()
+        })
+    }
+
+    async fn list_unpublished_events(&self, limit: usize) -> DomainResult<Vec<Event>> {
+        self.read("list unpublished events", |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                event_cols!(),
+                " FROM events WHERE published_at IS NULL ORDER BY id LIMIT ?1"
+            ))?
+            .query_map([sql_limit(limit)], event_from_row)?
+            .collect()
+        })
+    }
+
+    async fn mark_event_published(&self, id: &str, at: Timestamp) -> DomainResult<()> {
+        self.execute(
+            "mark the event published",
+            "UPDATE events SET published_at = ?2 WHERE id = ?1",
+            params![id, ts(&at)],
+        )
+        .map(drop)
+    }
+
+    async fn list_events(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Event>> {
+        self.read("list events", |c| {
+            query_page(c, paged!(event_cols!(), "events", "organization_id = ?1"), org_id, page, event_from_row)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stuck-jobs query hard-codes the terminal states; it must agree
+    /// with the domain's notion of terminal.
+    #[test]
+    fn terminal_states_in_sql_match_the_domain() {
+        let terminal: Vec<&str> = [JobState::Queued, JobState::Running, JobState::Completed, JobState::Failed]
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(JobState::as_str)
+            .collect();
+        assert_eq!(terminal, ["completed", "failed"]);
+    }
+}

@@ -1,0 +1,268 @@
+//! The domain's port contract suites against the embedded adapters, plus the
+//! properties only a file-backed adapter has (several handles, reopening).
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use capydb_domain::contract;
+use capydb_domain::ids::{self, new_id};
+use capydb_domain::model::*;
+use capydb_domain::ports::{JobQueue, Page, ResourceWrite, Store};
+use capydb_domain::scopes::Scope;
+use capydb_domain::DomainError;
+use capydb_embedded::{KeyFileSecretBox, SqliteQueue, SqliteStore};
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("capydb-embedded-{}", new_id("t")));
+        std::fs::create_dir(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const TICK: Duration = Duration::from_millis(100);
+
+#[tokio::test]
+async fn sqlite_store_passes_the_store_contract() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(&dir.file("capydb.db")).expect("open store");
+    contract::run_store_contract(&store).await;
+    // Again, on the now non-empty store: the suite must not depend on an empty one.
+    contract::run_store_contract(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_queue_passes_the_queue_contract_on_the_store_file() {
+    let dir = TempDir::new();
+    let path = dir.file("capydb.db");
+    // The queue shares the store's file in capydb-local.
+    let _store = SqliteStore::open(&path).expect("open store");
+    contract::run_queue_contract(
+        |max_receives| {
+            let path = path.clone();
+            async move {
+                let q = SqliteQueue::open(&path, &new_id("q"), max_receives).expect("open queue");
+                Box::new(q) as Box<dyn JobQueue>
+            }
+        },
+        TICK,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn key_file_secret_box_passes_the_secret_box_contract() {
+    let dir = TempDir::new();
+    let b = KeyFileSecretBox::open_or_create(&dir.file("secret.key")).expect("open secret box");
+    contract::secret_box_contract(&b).await;
+}
+
+fn fixtures(now: Timestamp) -> (Organization, ApiKey, Project, Job) {
+    let org = Organization { id: new_id(ids::ORG), name: "acme".into(), created_at: now, updated_at: now };
+    let key = ApiKey {
+        id: new_id(ids::API_KEY),
+        organization_id: org.id.clone(),
+        name: "first".into(),
+        prefix: "capy_live_".into(),
+        last4: "wxyz".into(),
+        scopes: Scope::ALL.to_vec(),
+        project_id: None,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        last_used_ip: None,
+        created_at: now,
+        hash: new_id("hash"),
+    };
+    let project = Project {
+        id: new_id(ids::PROJECT),
+        organization_id: org.id.clone(),
+        name: "shop".into(),
+        region: "local".into(),
+        pg_version: "16".into(),
+        state: ProjectState::Provisioning,
+        database_name: "db_shop".into(),
+        role_name: "shop_owner".into(),
+        created_at: now,
+        updated_at: now,
+        password_sealed: "v1:opaque".into(),
+    };
+    let job = Job {
+        id: new_id(ids::JOB),
+        kind: JobKind::Provision,
+        state: JobState::Queued,
+        organization_id: org.id.clone(),
+        project_id: Some(project.id.clone()),
+        resource: ResourceRef { kind: "project".into(), id: project.id.clone() },
+        attempt: 0,
+        step: 0,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        error: None,
+        version: 1,
+        lease_owner: None,
+        lease_expires_at: None,
+        params: json!({}),
+    };
+    (org, key, project, job)
+}
+
+fn job_on(job: &Job) -> Job {
+    Job { id: new_id(ids::JOB), kind: JobKind::DeleteProject, ..job.clone() }
+}
+
+#[tokio::test]
+async fn two_stores_on_one_file_share_the_resource_lock() {
+    let dir = TempDir::new();
+    let path = dir.file("capydb.db");
+    let a = SqliteStore::open(&path).expect("open store a");
+    let b = SqliteStore::open(&path).expect("open store b");
+    let (org, key, project, job) = fixtures(Utc::now());
+    a.create_organization(&org, &key).await.expect("create org");
+
+    assert_eq!(a.begin_job(&job, &ResourceWrite::Project(project.clone())).await, Ok(None));
+    let second = job_on(&job);
+    assert_eq!(
+        b.begin_job(&second, &ResourceWrite::Nothing).await,
+        Ok(Some(job.id.clone())),
+        "the other handle must see the lock and name its holder"
+    );
+    assert_eq!(b.get_job(&second.id).await, Ok(None));
+    assert_eq!(b.get_project(&project.id).await, Ok(Some(project)), "the other handle must read the committed write");
+}
+
+/// Many tasks on two handles race for one resource: exactly one wins and
+/// every loser is told the winner's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_begin_jobs_take_the_lock_once() {
+    let dir = TempDir::new();
+    let path = dir.file("capydb.db");
+    let stores =
+        [Arc::new(SqliteStore::open(&path).expect("open a")), Arc::new(SqliteStore::open(&path).expect("open b"))];
+    let (org, key, project, job) = fixtures(Utc::now());
+    stores[0].create_organization(&org, &key).await.expect("create org");
+
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = Arc::clone(&stores[i % 2]);
+        let job = job_on(&job);
+        let write = ResourceWrite::Project(project.clone());
+        tasks.push(tokio::spawn(async move {
+            let held = store.begin_job(&job, &write).await.expect("begin_job");
+            (job.id, held)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("task"));
+    }
+    let winners: Vec<&String> = results.iter().filter(|(_, held)| held.is_none()).map(|(id, _)| id).collect();
+    assert_eq!(winners.len(), 1, "exactly one begin_job must take the lock: {results:?}");
+    for (_, held) in &results {
+        if let Some(holder) = held {
+            assert_eq!(holder, winners[0], "losers must be told the winner's id");
+        }
+    }
+}
+
+#[tokio::test]
+async fn data_survives_closing_and_reopening() {
+    let dir = TempDir::new();
+    let path = dir.file("capydb.db");
+    // Sub-microsecond precision must survive the file too.
+    let now = Utc.timestamp_opt(1_750_000_000, 987_654_321).single().expect("timestamp");
+    let (org, key, project, job) = fixtures(now);
+    let event = Event {
+        id: new_id(ids::EVENT),
+        kind: "project.ready".into(),
+        organization_id: org.id.clone(),
+        project_id: Some(project.id.clone()),
+        created_at: now,
+        data: json!({ "a": 1 }),
+        published_at: None,
+    };
+    let done = Job { state: JobState::Completed, version: 2, finished_at: Some(now), ..job.clone() };
+    let ready = Project { state: ProjectState::Ready, ..project.clone() };
+    {
+        let store = SqliteStore::open(&path).expect("open store");
+        let queue = SqliteQueue::open(&path, "jobs", 5).expect("open queue");
+        store.create_organization(&org, &key).await.expect("create org");
+        store.begin_job(&job, &ResourceWrite::Project(project.clone())).await.expect("begin job");
+        assert!(store
+            .finish_job(&done, 1, &ResourceWrite::Project(ready.clone()), std::slice::from_ref(&event))
+            .await
+            .expect("finish"));
+        queue.send("pending work", Duration::ZERO).await.expect("send");
+    }
+    let store = SqliteStore::open(&path).expect("reopen store");
+    let queue = SqliteQueue::open(&path, "jobs", 5).expect("reopen queue");
+    assert_eq!(store.get_organization(&org.id).await, Ok(Some(org.clone())));
+    assert_eq!(store.get_api_key_by_hash(&key.hash).await, Ok(Some(key)));
+    assert_eq!(store.get_project(&ready.id).await, Ok(Some(ready)));
+    assert_eq!(store.get_job(&done.id).await, Ok(Some(done)));
+    assert_eq!(store.list_events(&org.id, &Page::first(10)).await, Ok(vec![event]));
+    let got = queue.receive(10, Duration::from_secs(30)).await.expect("receive");
+    assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["pending work"]);
+}
+
+#[tokio::test]
+async fn queue_delivers_oldest_first_and_handles_share_messages() {
+    let dir = TempDir::new();
+    let path = dir.file("queue.db");
+    let a = SqliteQueue::open(&path, "jobs", 5).expect("open a");
+    let b = SqliteQueue::open(&path, "jobs", 5).expect("open b");
+    for body in ["one", "two", "three"] {
+        a.send(body, Duration::ZERO).await.expect("send");
+    }
+    let first = b.receive(2, Duration::from_secs(30)).await.expect("receive");
+    assert_eq!(first.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["one", "two"], "oldest first");
+    let rest = a.receive(10, Duration::from_secs(30)).await.expect("receive");
+    assert_eq!(
+        rest.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["three"],
+        "a message received through one handle is invisible to the other"
+    );
+    for m in first.iter().chain(&rest) {
+        a.delete(&m.receipt).await.expect("delete through the other handle");
+    }
+    assert_eq!(b.len(), Ok(0));
+    a.delete("garbage").await.expect("a malformed receipt is a no-op");
+    a.change_visibility("12:nope", Duration::ZERO).await.expect("an unknown receipt is a no-op");
+}
+
+#[tokio::test]
+async fn zero_visibility_does_not_deliver_a_message_twice_in_one_receive() {
+    let dir = TempDir::new();
+    let q = SqliteQueue::open(&dir.file("queue.db"), "jobs", 5).expect("open");
+    q.send("once", Duration::ZERO).await.expect("send");
+    let got = q.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(got.len(), 1);
+    let again = q.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(again.iter().map(|m| m.receive_count).collect::<Vec<_>>(), [2]);
+}
+
+#[test]
+fn opening_an_impossible_path_is_an_error_not_a_panic() {
+    let dir = TempDir::new();
+    let path = dir.file("missing-dir").join("capydb.db");
+    assert!(matches!(SqliteStore::open(&path), Err(DomainError::Internal(_))));
+    assert!(matches!(SqliteQueue::open(&path, "jobs", 5), Err(DomainError::Internal(_))));
+    assert!(matches!(KeyFileSecretBox::open_or_create(&path), Err(DomainError::Internal(_))));
+    // A directory where the database should be.
+    assert!(matches!(SqliteStore::open(Path::new(&dir.0)), Err(DomainError::Internal(_))));
+}
