@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "capydb-local", version, about = "The CapyDB control plane in one process: API, job worker and sweeper on SQLite and PostgreSQL")]
+#[command(
+    name = "capydb-local",
+    version,
+    about = "The CapyDB control plane in one process: API, job worker and sweeper on SQLite and PostgreSQL"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

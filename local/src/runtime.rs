@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capydb_domain::api_keys::{mint_api_key, CreateApiKey};
-use capydb_domain::ports::{Clock, DatabaseProvider, JobQueue, SecretBox, Store, SystemClock};
 use capydb_domain::jobs::Disposition;
+use capydb_domain::ports::{Clock, DatabaseProvider, JobQueue, SecretBox, Store, SystemClock};
 use capydb_domain::{App, JobSettings, Settings};
 use capydb_embedded::{KeyFileSecretBox, SqliteQueue, SqliteStore};
 use capydb_postgres::{LocalCluster, PgProvider};
@@ -25,10 +25,13 @@ const JOB_QUEUE: &str = "jobs";
 const MAX_RECEIVES: u32 = 20;
 const REGION: &str = "local";
 
+/// The data dir is 0711: nobody else may list it, and every file in it that
+/// holds a secret is 0600, but the `postgres` system user may traverse it to
+/// reach the private cluster's own directory inside.
 fn prepare_data_dir(dir: &Path) -> Result<PathBuf, String> {
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(0o711)
         .create(dir)
         .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
     dir.canonicalize().map_err(|e| format!("cannot resolve the data dir {}: {e}", dir.display()))
@@ -73,7 +76,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let adapters = open_adapters(&dir)?;
 
     let (provider, cluster) = match &args.postgres_url {
-        Some(url) => (PgProvider::connect(url, REGION).await.map_err(|e| format!("cannot use --postgres-url: {e}"))?, None),
+        Some(url) => {
+            (PgProvider::connect(url, REGION).await.map_err(|e| format!("cannot use --postgres-url: {e}"))?, None)
+        }
         None => {
             LocalCluster::find_binaries()?;
             let cluster = LocalCluster::ensure_started(&dir.join(CLUSTER_DIR), adapters.secrets.as_ref()).await?;
@@ -112,7 +117,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let preset = std::env::var("CAPYDB_BOOTSTRAP_API_KEY").ok().filter(|k| !k.is_empty());
     if let Some((org, key)) = app.bootstrap(preset.as_deref()).await.map_err(|e| e.to_string())? {
         let record = serde_json::json!({ "organization_id": org.id });
-        fs::write(dir.join(BOOTSTRAP_FILE), record.to_string()).map_err(|e| format!("cannot write {BOOTSTRAP_FILE}: {e}"))?;
+        fs::write(dir.join(BOOTSTRAP_FILE), record.to_string())
+            .map_err(|e| format!("cannot write {BOOTSTRAP_FILE}: {e}"))?;
         // The only lines capydb-local writes to stdout, once per data dir.
         println!("CAPYDB_BASE=http://{local_addr}/api/capydb");
         println!("CAPYDB_ORG_ID={}", org.id);
@@ -133,7 +139,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     for n in 0..args.workers {
         tasks.push(tokio::spawn(worker_loop(app.clone(), format!("{worker_prefix}-{n}"), stop_rx.clone())));
     }
-    tasks.push(tokio::spawn(sweeper_loop(app.clone(), Duration::from_secs(args.sweep_interval.max(1)), stop_rx.clone())));
+    tasks.push(tokio::spawn(sweeper_loop(
+        app.clone(),
+        Duration::from_secs(args.sweep_interval.max(1)),
+        stop_rx.clone(),
+    )));
 
     tracing::info!(listen = %local_addr, data_dir = %dir.display(), "capydb-local serving");
     let router = capydb_api::router(app);
@@ -237,9 +247,14 @@ pub async fn keys_create(args: KeysCreateArgs) -> Result<(), String> {
     let org_id = match args.org {
         Some(o) => o,
         None => {
-            let raw = fs::read_to_string(dir.join(BOOTSTRAP_FILE))
-                .map_err(|_| format!("{} has not been bootstrapped yet: start capydb-local on it first, or pass --org", dir.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&raw).map_err(|e| format!("{BOOTSTRAP_FILE} is damaged: {e}"))?;
+            let raw = fs::read_to_string(dir.join(BOOTSTRAP_FILE)).map_err(|_| {
+                format!(
+                    "{} has not been bootstrapped yet: start capydb-local on it first, or pass --org",
+                    dir.display()
+                )
+            })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&raw).map_err(|e| format!("{BOOTSTRAP_FILE} is damaged: {e}"))?;
             v["organization_id"].as_str().ok_or_else(|| format!("{BOOTSTRAP_FILE} names no organization"))?.to_string()
         }
     };
@@ -247,7 +262,13 @@ pub async fn keys_create(args: KeysCreateArgs) -> Result<(), String> {
         return Err(format!("no organization {org_id} in {}", dir.display()));
     }
     let scopes = capydb_domain::scopes::parse_scope_list(&args.scopes)?;
-    let req = CreateApiKey { name: args.name, scopes, project_id: args.project, expires_at: None, expires_in_days: args.expires_in_days };
+    let req = CreateApiKey {
+        name: args.name,
+        scopes,
+        project_id: args.project,
+        expires_at: None,
+        expires_in_days: args.expires_in_days,
+    };
     let created = mint_api_key(&store, SystemClock.now(), &org_id, req).await.map_err(|e| e.to_string())?;
     println!("CAPYDB_API_KEY={}", created.plaintext);
     println!("CAPYDB_API_KEY_ID={}", created.api_key.id);

@@ -38,7 +38,10 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict(_) => StatusCode::CONFLICT,
             DomainError::Unavailable(m) => {
                 tracing::warn!(error = %m, "dependency unavailable");
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service temporarily unavailable; retry shortly");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service temporarily unavailable; retry shortly",
+                );
             }
             DomainError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");

@@ -27,7 +27,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_BODY_BYTES} bytes"))
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
             } else {
                 ApiError::bad_request("could not read the request body")
             }
@@ -42,7 +45,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-fn deserialize_body<T: DeserializeOwned>(de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>) -> Result<T, ApiError> {
+fn deserialize_body<T: DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
+) -> Result<T, ApiError> {
     T::deserialize(de).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -120,11 +125,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
         for (k, v) in url_pairs(parts.uri.query().unwrap_or("")) {
             match k.as_str() {
                 "limit" => {
-                    page.limit = v
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|l| (1..=MAX_LIMIT).contains(l))
-                        .ok_or_else(|| ApiError::bad_request(format!("limit must be an integer between 1 and {MAX_LIMIT}")))?;
+                    page.limit = v.parse::<usize>().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
+                        ApiError::bad_request(format!("limit must be an integer between 1 and {MAX_LIMIT}"))
+                    })?;
                 }
                 "cursor" => page.before = Some(decode_cursor(&v)?),
                 other => return Err(ApiError::bad_request(format!("unknown query parameter {other:?}"))),

@@ -5,7 +5,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use capydb_domain::App;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, ServerBuilder};
 use utoipa::{IntoParams, Modify, OpenApi};
 
@@ -68,13 +70,24 @@ struct Conventions;
 
 impl Modify for Conventions {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        doc.servers = Some(vec![ServerBuilder::new().url("/api/capydb").description(Some("also served without the prefix")).build()]);
+        doc.servers = Some(vec![ServerBuilder::new()
+            .url("/api/capydb")
+            .description(Some("also served without the prefix"))
+            .build()]);
         let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("capy_live_...").build()));
-        components.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("capy_live_...").build(),
+            ),
+        );
+        components
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
         for (path, item) in doc.paths.paths.iter_mut() {
             let public = path.ends_with("/openapi.json");
-            for op in [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten() {
+            for op in
+                [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten()
+            {
                 declare_errors(op, path, public);
             }
         }
@@ -90,7 +103,8 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
 
 fn declare_errors(op: &mut Operation, path: &str, public: bool) {
     let has_body = op.request_body.is_some();
-    let has_query = op.parameters.iter().flatten().any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query));
+    let has_query =
+        op.parameters.iter().flatten().any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query));
     let is_lifecycle = op.responses.responses.contains_key("202");
     let mut add = |code: &str, description: &str| {
         op.responses.responses.entry(code.to_string()).or_insert_with(|| error_response(description).into());
@@ -114,7 +128,10 @@ fn declare_errors(op: &mut Operation, path: &str, public: bool) {
     }
     add("500", "Internal error (details are logged, never returned)");
     if !public {
-        op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new()), SecurityRequirement::new("api_key", Vec::<String>::new())]);
+        op.security = Some(vec![
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::new("api_key", Vec::<String>::new()),
+        ]);
     }
 }
 

@@ -25,7 +25,12 @@ pub fn router() -> Router<App> {
 #[utoipa::path(get, path = "/v1/organizations", tag = "organizations", operation_id = "listOrganizations",
     params(crate::openapi::PageParams),
     responses((status = 200, body = [Organization])))]
-pub async fn list_organizations(State(app): State<App>, Auth(p): Auth, pg: Pagination, OriginalUri(uri): OriginalUri) -> ApiResult<ListResponse<Organization>> {
+pub async fn list_organizations(
+    State(app): State<App>,
+    Auth(p): Auth,
+    pg: Pagination,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<ListResponse<Organization>> {
     let orgs = app.list_organizations(&p).await?;
     let orgs = orgs.into_iter().filter(|o| pg.page.before.as_deref().is_none_or(|b| o.id.as_str() < b)).collect();
     Ok(ListResponse::new(orgs, pg.page.limit, &uri))
@@ -34,7 +39,11 @@ pub async fn list_organizations(State(app): State<App>, Auth(p): Auth, pg: Pagin
 #[utoipa::path(get, path = "/v1/organizations/{org_id}", tag = "organizations", operation_id = "getOrganization",
     params(("org_id" = String, Path, description = "`org_...`")),
     responses((status = 200, body = OrganizationBody)))]
-pub async fn get_organization(State(app): State<App>, Auth(p): Auth, Path(org_id): Path<String>) -> ApiResult<Json<OrganizationBody>> {
+pub async fn get_organization(
+    State(app): State<App>,
+    Auth(p): Auth,
+    Path(org_id): Path<String>,
+) -> ApiResult<Json<OrganizationBody>> {
     let organization = app.get_organization(&p, &org_id).await?;
     Ok(Json(OrganizationBody { organization }))
 }

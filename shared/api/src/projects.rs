@@ -25,7 +25,12 @@ pub fn router() -> Router<App> {
 #[utoipa::path(get, path = "/v1/projects", tag = "projects", operation_id = "listProjects",
     params(crate::openapi::PageParams),
     responses((status = 200, body = [Project])))]
-pub async fn list_projects(State(app): State<App>, Auth(p): Auth, pg: Pagination, OriginalUri(uri): OriginalUri) -> ApiResult<ListResponse<Project>> {
+pub async fn list_projects(
+    State(app): State<App>,
+    Auth(p): Auth,
+    pg: Pagination,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<ListResponse<Project>> {
     let projects = app.list_projects(&p, &pg.overfetch()).await?;
     Ok(ListResponse::new(projects, pg.page.limit, &uri))
 }
@@ -36,14 +41,22 @@ pub async fn list_projects(State(app): State<App>, Auth(p): Auth, pg: Pagination
 #[utoipa::path(post, path = "/v1/projects", tag = "projects", operation_id = "createProject",
     request_body = CreateProject,
     responses((status = 202, body = ProjectJob)))]
-pub async fn create_project(State(app): State<App>, Auth(p): Auth, ApiJson(req): ApiJson<CreateProject>) -> ApiResult<(StatusCode, Json<ProjectJob>)> {
+pub async fn create_project(
+    State(app): State<App>,
+    Auth(p): Auth,
+    ApiJson(req): ApiJson<CreateProject>,
+) -> ApiResult<(StatusCode, Json<ProjectJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.create_project(&p, req).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/projects/{project_id}", tag = "projects", operation_id = "getProject",
     params(("project_id" = String, Path, description = "`prj_...`")),
     responses((status = 200, body = ProjectBody)))]
-pub async fn get_project(State(app): State<App>, Auth(p): Auth, Path(project_id): Path<String>) -> ApiResult<Json<ProjectBody>> {
+pub async fn get_project(
+    State(app): State<App>,
+    Auth(p): Auth,
+    Path(project_id): Path<String>,
+) -> ApiResult<Json<ProjectBody>> {
     Ok(Json(ProjectBody { project: app.get_project(&p, &project_id).await? }))
 }
 
@@ -64,7 +77,11 @@ pub async fn update_project(
 #[utoipa::path(delete, path = "/v1/projects/{project_id}", tag = "projects", operation_id = "deleteProject",
     params(("project_id" = String, Path, description = "`prj_...`")),
     responses((status = 202, body = ProjectJob)))]
-pub async fn delete_project(State(app): State<App>, Auth(p): Auth, Path(project_id): Path<String>) -> ApiResult<(StatusCode, Json<ProjectJob>)> {
+pub async fn delete_project(
+    State(app): State<App>,
+    Auth(p): Auth,
+    Path(project_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<ProjectJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.delete_project(&p, &project_id).await?)))
 }
 
@@ -72,7 +89,11 @@ pub async fn delete_project(State(app): State<App>, Auth(p): Auth, Path(project_
 #[utoipa::path(get, path = "/v1/projects/{project_id}/connections", tag = "projects", operation_id = "getProjectConnections",
     params(("project_id" = String, Path, description = "`prj_...`")),
     responses((status = 200, body = [ConnectionInfo])))]
-pub async fn project_connections(State(app): State<App>, Auth(p): Auth, Path(project_id): Path<String>) -> ApiResult<Json<Vec<ConnectionInfo>>> {
+pub async fn project_connections(
+    State(app): State<App>,
+    Auth(p): Auth,
+    Path(project_id): Path<String>,
+) -> ApiResult<Json<Vec<ConnectionInfo>>> {
     Ok(Json(app.project_connections(&p, &project_id).await?))
 }
 
@@ -81,7 +102,11 @@ pub async fn project_connections(State(app): State<App>, Auth(p): Auth, Path(pro
 #[utoipa::path(post, path = "/v1/projects/{project_id}/credentials/rotate", tag = "projects", operation_id = "rotateProjectCredentials",
     params(("project_id" = String, Path, description = "`prj_...`")),
     responses((status = 202, body = ProjectJob)))]
-pub async fn rotate_credentials(State(app): State<App>, Auth(p): Auth, Path(project_id): Path<String>) -> ApiResult<(StatusCode, Json<ProjectJob>)> {
+pub async fn rotate_credentials(
+    State(app): State<App>,
+    Auth(p): Auth,
+    Path(project_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<ProjectJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.rotate_credentials(&p, &project_id).await?)))
 }
 

@@ -42,7 +42,14 @@ fn every_route_is_documented_with_its_errors() {
             }
         }
     }
-    for p in ["/v1/me", "/v1/projects", "/v1/projects/{project_id}", "/v1/jobs/{job_id}", "/v1/organizations/{org_id}/api-keys/{key_id}", "/v1/projects/{project_id}/credentials/rotate"] {
+    for p in [
+        "/v1/me",
+        "/v1/projects",
+        "/v1/projects/{project_id}",
+        "/v1/jobs/{job_id}",
+        "/v1/organizations/{org_id}/api-keys/{key_id}",
+        "/v1/projects/{project_id}/credentials/rotate",
+    ] {
         assert!(paths.contains_key(p), "{p} missing from the document");
     }
 }

@@ -81,7 +81,12 @@ impl App {
 /// Mints a key after checking the request, without a calling principal: the
 /// shared core of `create_api_key` and of `capydb-local keys create`, which
 /// whoever owns the data dir runs.
-pub async fn mint_api_key(store: &dyn Store, now: Timestamp, org_id: &str, req: CreateApiKey) -> DomainResult<CreatedApiKey> {
+pub async fn mint_api_key(
+    store: &dyn Store,
+    now: Timestamp,
+    org_id: &str,
+    req: CreateApiKey,
+) -> DomainResult<CreatedApiKey> {
     let name = parse_name("name", &req.name, 100)?;
     let mut scopes = req.scopes;
     scopes.sort();

@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::{add, sub, App};
 use crate::error::{DomainError, DomainResult};
+use crate::ids;
 use crate::model::{Event, Job, JobKind, JobState, Project, ProjectState, Timestamp};
 use crate::ports::{Page, ProviderError, ResourceWrite};
 use crate::principal::Principal;
 use crate::projects::NEW_PASSWORD_PARAM;
 use crate::scopes::Scope;
-use crate::ids;
 
 /// The body of a job queue message.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -207,16 +207,15 @@ impl App {
 
     async fn job_project(&self, job: &Job) -> Result<Project, StepError> {
         let id = job.project_id.as_deref().unwrap_or(&job.resource.id);
-        self.store
-            .get_project(id)
-            .await?
-            .ok_or_else(|| StepError::Permanent(format!("project {id} no longer exists")))
+        self.store.get_project(id).await?.ok_or_else(|| StepError::Permanent(format!("project {id} no longer exists")))
     }
 
     async fn new_password(&self, job: &Job) -> Result<String, StepError> {
-        let sealed = job.params.get(NEW_PASSWORD_PARAM).and_then(|v| v.as_str()).ok_or_else(|| {
-            StepError::Permanent("rotation job has no new password".into())
-        })?;
+        let sealed = job
+            .params
+            .get(NEW_PASSWORD_PARAM)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| StepError::Permanent("rotation job has no new password".into()))?;
         Ok(self.secrets.open(sealed).await?)
     }
 
@@ -336,8 +335,11 @@ impl App {
     /// that knows no other worker runs).
     pub async fn redrive_stuck_jobs(&self, everything: bool) -> DomainResult<usize> {
         let now = self.now();
-        let stale_before: Timestamp =
-            if everything { add(now, Duration::from_secs(365 * 24 * 3600)) } else { sub(now, self.settings.jobs.stale_after) };
+        let stale_before: Timestamp = if everything {
+            add(now, Duration::from_secs(365 * 24 * 3600))
+        } else {
+            sub(now, self.settings.jobs.stale_after)
+        };
         let stuck = self.store.list_stuck_jobs(stale_before, 500).await?;
         for mut job in stuck.iter().cloned() {
             if everything && job.lease_owner.is_some() {

@@ -4,15 +4,15 @@
 pub mod api_keys;
 pub mod apikey;
 pub mod app;
+pub mod error;
 pub mod identity;
+pub mod ids;
 pub mod jobs;
+pub mod model;
 pub mod organizations;
+pub mod ports;
 pub mod principal;
 pub mod projects;
-pub mod error;
-pub mod ids;
-pub mod model;
-pub mod ports;
 pub mod scopes;
 
 pub use app::{App, JobSettings, Settings};

@@ -28,7 +28,12 @@ impl App {
         self.store.get_organization(org_id).await?.ok_or_else(|| DomainError::not_found("organization", org_id))
     }
 
-    pub async fn update_organization(&self, p: &Principal, org_id: &str, req: UpdateOrganization) -> DomainResult<Organization> {
+    pub async fn update_organization(
+        &self,
+        p: &Principal,
+        org_id: &str,
+        req: UpdateOrganization,
+    ) -> DomainResult<Organization> {
         p.require(Scope::OrganizationsWrite)?;
         p.check_org(org_id, "organization", org_id)?;
         p.require_org_wide()?;
@@ -61,15 +66,14 @@ pub async fn create_organization(
     preset: Option<&str>,
 ) -> DomainResult<(Organization, String)> {
     let name = parse_name("name", name, 100)?;
-    let plaintext = match preset {
-        Some(k) if apikey::is_well_formed(apikey::LIVE_PREFIX, k) => k.to_string(),
-        Some(_) => {
-            return Err(DomainError::invalid(
+    let plaintext =
+        match preset {
+            Some(k) if apikey::is_well_formed(apikey::LIVE_PREFIX, k) => k.to_string(),
+            Some(_) => return Err(DomainError::invalid(
                 "CAPYDB_BOOTSTRAP_API_KEY is not a well-formed capy_live_ key (wrong length, characters or checksum)",
-            ))
-        }
-        None => apikey::generate(apikey::LIVE_PREFIX),
-    };
+            )),
+            None => apikey::generate(apikey::LIVE_PREFIX),
+        };
     let org = Organization { id: ids::new_id(ids::ORG), name, created_at: now, updated_at: now };
     let key = ApiKey {
         id: ids::new_id(ids::API_KEY),

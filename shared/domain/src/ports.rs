@@ -73,7 +73,13 @@ pub trait Store: Send + Sync {
     async fn update_job(&self, job: &Job, expected_version: u64) -> DomainResult<bool>;
     /// Like `update_job` (a terminal state), and in the same transaction writes
     /// the resource, releases the job's lock and appends the events.
-    async fn finish_job(&self, job: &Job, expected_version: u64, write: &ResourceWrite, events: &[Event]) -> DomainResult<bool>;
+    async fn finish_job(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        write: &ResourceWrite,
+        events: &[Event],
+    ) -> DomainResult<bool>;
     /// Jobs that need a new queue message: not terminal, and either with no
     /// lease and created before `stale_before`, or with `lease_expires_at <
     /// stale_before` (a dead worker's lease, or a retry that is overdue).

@@ -63,9 +63,7 @@ impl Principal {
         self.check_org(org_id, what, id)?;
         match (&self.project_id, project_id) {
             (Some(mine), Some(theirs)) if mine == theirs => Ok(()),
-            (Some(mine), _) => Err(DomainError::Forbidden(format!(
-                "this credential is restricted to project {mine}"
-            ))),
+            (Some(mine), _) => Err(DomainError::Forbidden(format!("this credential is restricted to project {mine}"))),
             (None, _) => Ok(()),
         }
     }

@@ -5,12 +5,12 @@ use utoipa::ToSchema;
 
 use crate::app::{parse_name, random_password, App};
 use crate::error::{DomainError, DomainResult};
+use crate::ids;
 use crate::jobs::StartedJob;
 use crate::model::{ConnectionInfo, Job, JobKind, Project, ProjectState, ResourceRef};
 use crate::ports::{Page, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
-use crate::ids;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -61,7 +61,9 @@ impl App {
         let region = self.provider.region();
         if let Some(r) = &req.region {
             if *r != region {
-                return Err(DomainError::invalid(format!("region {r:?} is not available; available regions: {region}")));
+                return Err(DomainError::invalid(format!(
+                    "region {r:?} is not available; available regions: {region}"
+                )));
             }
         }
         let versions = self.provider.pg_versions();
@@ -73,7 +75,10 @@ impl App {
                     versions.join(", ")
                 )))
             }
-            None => versions.last().cloned().ok_or_else(|| DomainError::Unavailable("the database provider offers no PostgreSQL version".into()))?,
+            None => versions
+                .last()
+                .cloned()
+                .ok_or_else(|| DomainError::Unavailable("the database provider offers no PostgreSQL version".into()))?,
         };
         let now = self.now();
         let id = ids::new_id(ids::PROJECT);

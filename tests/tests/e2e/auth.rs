@@ -40,7 +40,9 @@ async fn missing_malformed_and_unknown_credentials_are_401() {
 #[tokio::test]
 async fn revoked_key_is_refused_on_the_next_request() {
     let app = TestApp::spawn().await;
-    let r = app.post(&format!("/v1/organizations/{}/api-keys", app.org_id), json!({"name": "ci", "scopes": ["projects:read"]})).await;
+    let r = app
+        .post(&format!("/v1/organizations/{}/api-keys", app.org_id), json!({"name": "ci", "scopes": ["projects:read"]}))
+        .await;
     let b = r.expect(201).clone();
     let key = b["plaintext"].as_str().unwrap().to_string();
     let id = b["api_key"]["id"].as_str().unwrap().to_string();
@@ -67,9 +69,15 @@ async fn expired_key_is_401() {
     app.call("GET", "/v1/projects", Some(&key), None).await.expect_error(401, "expired");
     // Past expiry and both forms at once are refused at creation.
     let path = format!("/v1/organizations/{}/api-keys", app.org_id);
-    app.post(&path, json!({"name": "x", "scopes": ["projects:read"], "expires_at": "2001-01-01T00:00:00Z"})).await.expect_error(400, "future");
-    app.post(&path, json!({"name": "x", "scopes": ["projects:read"], "expires_in_days": 1, "expires_at": expires})).await.expect_error(400, "not both");
-    app.post(&path, json!({"name": "x", "scopes": ["projects:read"], "expires_in_days": 0})).await.expect_error(400, "expires_in_days");
+    app.post(&path, json!({"name": "x", "scopes": ["projects:read"], "expires_at": "2001-01-01T00:00:00Z"}))
+        .await
+        .expect_error(400, "future");
+    app.post(&path, json!({"name": "x", "scopes": ["projects:read"], "expires_in_days": 1, "expires_at": expires}))
+        .await
+        .expect_error(400, "not both");
+    app.post(&path, json!({"name": "x", "scopes": ["projects:read"], "expires_in_days": 0}))
+        .await
+        .expect_error(400, "expires_in_days");
 }
 
 #[tokio::test]
@@ -78,7 +86,9 @@ async fn wrong_scope_is_403_naming_the_scope() {
     let key = app.create_key(json!({"name": "reader", "scopes": ["projects:read"]})).await;
     app.call("POST", "/v1/projects", Some(&key), Some(json!({"name": "x"}))).await.expect_error(403, "projects:write");
     app.call("GET", "/v1/jobs/job_01jzzzzzzzzzzzzzzzzzzzzzzz", Some(&key), None).await.expect_error(403, "jobs:read");
-    app.call("GET", &format!("/v1/organizations/{}/api-keys", app.org_id), Some(&key), None).await.expect_error(403, "api_keys:read");
+    app.call("GET", &format!("/v1/organizations/{}/api-keys", app.org_id), Some(&key), None)
+        .await
+        .expect_error(403, "api_keys:read");
     app.call("GET", "/v1/organizations", Some(&key), None).await.expect_error(403, "organizations:read");
 }
 
@@ -106,7 +116,9 @@ async fn project_scoped_key_acts_on_its_project_only() {
     for scope in ["organizations:write", "api_keys:read", "api_keys:write"] {
         app.post(&path, json!({"name": "ci", "scopes": [scope], "project_id": mine})).await.expect_error(400, scope);
     }
-    app.post(&path, json!({"name": "ci", "scopes": ["projects:read"], "project_id": "prj_01jzzzzzzzzzzzzzzzzzzzzzzz"})).await.expect_error(400, "not a project");
+    app.post(&path, json!({"name": "ci", "scopes": ["projects:read"], "project_id": "prj_01jzzzzzzzzzzzzzzzzzzzzzzz"}))
+        .await
+        .expect_error(400, "not a project");
 
     let ci = app
         .create_key(json!({"name": "ci", "project_id": mine,
@@ -119,17 +131,26 @@ async fn project_scoped_key_acts_on_its_project_only() {
     app.call("GET", &format!("/v1/jobs/{mine_job}"), Some(&ci), None).await.expect(200);
     app.call("GET", &format!("/v1/projects/{mine}/jobs"), Some(&ci), None).await.expect(200);
     let list = app.call("GET", "/v1/projects", Some(&ci), None).await;
-    let ids: Vec<_> = list.expect(200).as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<_> =
+        list.expect(200).as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, vec![mine.clone()], "a project-scoped key lists its one project");
 
     app.call("GET", &format!("/v1/projects/{sibling}"), Some(&ci), None).await.expect_error(403, "restricted");
-    app.call("PATCH", &format!("/v1/projects/{sibling}"), Some(&ci), Some(json!({"name": "pwned"}))).await.expect_error(403, "restricted");
+    app.call("PATCH", &format!("/v1/projects/{sibling}"), Some(&ci), Some(json!({"name": "pwned"})))
+        .await
+        .expect_error(403, "restricted");
     app.call("DELETE", &format!("/v1/projects/{sibling}"), Some(&ci), None).await.expect_error(403, "restricted");
     app.call("GET", &format!("/v1/jobs/{sibling_job}"), Some(&ci), None).await.expect_error(403, "restricted");
     app.call("GET", &format!("/v1/projects/{sibling}/jobs"), Some(&ci), None).await.expect_error(403, "restricted");
-    app.call("GET", &format!("/v1/projects/{sibling}/connections"), Some(&ci), None).await.expect_error(403, "restricted");
-    app.call("POST", "/v1/projects", Some(&ci), Some(json!({"name": "new"}))).await.expect_error(403, "cannot create projects");
-    app.call("PATCH", &format!("/v1/organizations/{}", app.org_id), Some(&ci), Some(json!({"name": "x"}))).await.expect_error(403, "organizations:write");
+    app.call("GET", &format!("/v1/projects/{sibling}/connections"), Some(&ci), None)
+        .await
+        .expect_error(403, "restricted");
+    app.call("POST", "/v1/projects", Some(&ci), Some(json!({"name": "new"})))
+        .await
+        .expect_error(403, "cannot create projects");
+    app.call("PATCH", &format!("/v1/organizations/{}", app.org_id), Some(&ci), Some(json!({"name": "x"})))
+        .await
+        .expect_error(403, "organizations:write");
     // The sibling was untouched.
     let s = app.get(&format!("/v1/projects/{sibling}")).await;
     assert_eq!(s.expect(200)["project"]["name"], "sibling");
@@ -139,7 +160,10 @@ async fn project_scoped_key_acts_on_its_project_only() {
 async fn another_organizations_resources_are_404_for_every_credential() {
     let app = TestApp::spawn_with(Options { args: vec!["--workers".into(), "0".into()], ..Default::default() }).await;
     let (project, job) = app.create_project("ours").await;
-    let ours_key_id = app.get(&format!("/v1/organizations/{}/api-keys", app.org_id)).await.body[0]["id"].as_str().unwrap().to_string();
+    let ours_key_id = app.get(&format!("/v1/organizations/{}/api-keys", app.org_id)).await.body[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let out = std::process::Command::new(BIN)
         .args(["orgs", "create", "--name", "Other Co", "--data-dir"])
@@ -156,8 +180,12 @@ async fn another_organizations_resources_are_404_for_every_credential() {
     app.call("DELETE", &format!("/v1/projects/{project}"), k, None).await.expect_error(404, "not found");
     app.call("GET", &format!("/v1/jobs/{job}"), k, None).await.expect_error(404, "not found");
     app.call("GET", &format!("/v1/organizations/{}", app.org_id), k, None).await.expect_error(404, "not found");
-    app.call("GET", &format!("/v1/organizations/{}/api-keys", app.org_id), k, None).await.expect_error(404, "not found");
-    app.call("DELETE", &format!("/v1/organizations/{}/api-keys/{ours_key_id}", app.org_id), k, None).await.expect_error(404, "not found");
+    app.call("GET", &format!("/v1/organizations/{}/api-keys", app.org_id), k, None)
+        .await
+        .expect_error(404, "not found");
+    app.call("DELETE", &format!("/v1/organizations/{}/api-keys/{ours_key_id}", app.org_id), k, None)
+        .await
+        .expect_error(404, "not found");
     // And its own key id under its own org is 404 for ours too.
     app.get(&format!("/v1/organizations/{other_org}")).await.expect_error(404, "not found");
     let list = app.call("GET", "/v1/projects", k, None).await;
@@ -170,18 +198,25 @@ async fn another_organizations_resources_are_404_for_every_credential() {
         .output()
         .expect("keys create");
     assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
-    let cli_key = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("CAPYDB_API_KEY=")).unwrap().to_string();
+    let cli_key = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("CAPYDB_API_KEY="))
+        .unwrap()
+        .to_string();
     app.call("GET", &format!("/v1/projects/{project}"), Some(&cli_key), None).await.expect(200);
 }
 
 #[tokio::test]
 async fn last_used_is_recorded() {
     let app = TestApp::spawn().await;
-    let r = app.post(&format!("/v1/organizations/{}/api-keys", app.org_id), json!({"name": "u", "scopes": ["projects:read"]})).await;
+    let r = app
+        .post(&format!("/v1/organizations/{}/api-keys", app.org_id), json!({"name": "u", "scopes": ["projects:read"]}))
+        .await;
     let b = r.expect(201).clone();
     assert!(b["api_key"]["last_used_at"].is_null());
     app.call("GET", "/v1/projects", b["plaintext"].as_str(), None).await.expect(200);
-    let k = app.get(&format!("/v1/organizations/{}/api-keys/{}", app.org_id, b["api_key"]["id"].as_str().unwrap())).await;
+    let k =
+        app.get(&format!("/v1/organizations/{}/api-keys/{}", app.org_id, b["api_key"]["id"].as_str().unwrap())).await;
     let k = &k.expect(200)["api_key"];
     assert!(k["last_used_at"].is_string(), "{k}");
     assert_eq!(k["last_used_ip"], "127.0.0.1");

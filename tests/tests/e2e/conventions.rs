@@ -14,9 +14,15 @@ async fn both_prefixes_and_request_ids() {
     assert_ne!(Some(generated), b.header("x-request-id"), "each request gets its own id");
 
     let auth = format!("Bearer {}", app.key);
-    let r = app.try_request("GET", "/v1/me", None, &[("authorization", &auth), ("x-request-id", "ci-run-42.7")]).await.unwrap();
+    let r = app
+        .try_request("GET", "/v1/me", None, &[("authorization", &auth), ("x-request-id", "ci-run-42.7")])
+        .await
+        .unwrap();
     assert_eq!(r.header("x-request-id").as_deref(), Some("ci-run-42.7"), "a sane caller id is echoed");
-    let r = app.try_request("GET", "/v1/me", None, &[("authorization", &auth), ("x-request-id", "bad id with spaces")]).await.unwrap();
+    let r = app
+        .try_request("GET", "/v1/me", None, &[("authorization", &auth), ("x-request-id", "bad id with spaces")])
+        .await
+        .unwrap();
     assert!(r.header("x-request-id").unwrap().starts_with("req_"), "an insane caller id is replaced");
     // Errors carry it too.
     let r = app.call("GET", "/v1/me", None, None).await;
@@ -98,7 +104,13 @@ async fn openapi_document_is_served_without_auth_and_matches_the_committed_copy(
     let r = app.try_request("GET", "/api/capydb/v1/openapi.json", None, &[]).await.unwrap();
     let doc = r.expect(200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "OpenAPI 3.1");
-    let committed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json")).expect("openapi.json at the repo root")).unwrap();
-    assert_eq!(doc, &committed, "the served document differs from openapi.json; run `UPDATE_OPENAPI=1 cargo test -p capydb-api`");
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json"))
+            .expect("openapi.json at the repo root"),
+    )
+    .unwrap();
+    assert_eq!(
+        doc, &committed,
+        "the served document differs from openapi.json; run `UPDATE_OPENAPI=1 cargo test -p capydb-api`"
+    );
 }

@@ -10,7 +10,11 @@ use crate::helpers::*;
 async fn sigkill_between_job_steps_then_restart_finishes_the_job() {
     // Every provider operation waits 1.5 s: create_role ends at ~1.5 s,
     // create_database at ~3 s. Kill at ~2.2 s: role made, database not yet.
-    let mut app = TestApp::spawn_with(Options { args: vec!["--debug-provider-delay-ms".into(), "1500".into()], ..Default::default() }).await;
+    let mut app = TestApp::spawn_with(Options {
+        args: vec!["--debug-provider-delay-ms".into(), "1500".into()],
+        ..Default::default()
+    })
+    .await;
     let (id, job) = app.create_project("crashy").await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let admin = shared_postgres_url();
@@ -34,7 +38,8 @@ async fn sigkill_between_job_steps_then_restart_finishes_the_job() {
 
 #[tokio::test]
 async fn a_queued_job_survives_sigkill() {
-    let mut app = TestApp::spawn_with(Options { args: vec!["--workers".into(), "0".into()], ..Default::default() }).await;
+    let mut app =
+        TestApp::spawn_with(Options { args: vec!["--workers".into(), "0".into()], ..Default::default() }).await;
     let (id, job) = app.create_project("queued").await;
     app.kill9();
     app.options.args.clear();
@@ -56,7 +61,10 @@ async fn private_cluster_survives_sigkill_of_capydb_local_and_of_postgres() {
     // 1. capydb-local dies alone; its cluster keeps running and is reused.
     app.kill9();
     app.start().await;
-    assert!(app.stdout.lines().filter(|l| l.starts_with("CAPYDB_API_KEY=")).count() == 1, "bootstrap lines are printed once per data dir");
+    assert!(
+        app.stdout.lines().filter(|l| l.starts_with("CAPYDB_API_KEY=")).count() == 1,
+        "bootstrap lines are printed once per data dir"
+    );
     app.call("GET", &format!("/v1/projects/{id}"), Some(&key), None).await.expect(200);
     pg_select1(&app.connection_uri(&id).await).await.expect("usable after restart");
 
@@ -83,7 +91,7 @@ fn find_postmaster_pid(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     let cluster_json = read_file(&dir.join("postgres/cluster.json"));
     let mut candidates = vec![dir.join("postgres/data/postmaster.pid")];
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&cluster_json) {
-        for key in ["data_dir", "cluster_dir", "location", "dir"] {
+        for key in ["home"] {
             if let Some(p) = v[key].as_str() {
                 candidates.push(std::path::Path::new(p).join("postmaster.pid"));
                 candidates.push(std::path::Path::new(p).join("data/postmaster.pid"));
@@ -105,7 +113,9 @@ async fn logs_never_contain_keys_or_passwords() {
     let logs = app.logs();
     assert!(logs.contains("request finished"), "request lines are logged");
     assert!(logs.contains("job_"), "job lines carry the job id");
-    for secret in [app.key.as_str(), minted.as_str(), c["password"].as_str().unwrap(), new["password"].as_str().unwrap()] {
+    for secret in
+        [app.key.as_str(), minted.as_str(), c["password"].as_str().unwrap(), new["password"].as_str().unwrap()]
+    {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }
     assert!(!logs.contains(&shared_postgres_url()), "the admin URL leaked into the logs");

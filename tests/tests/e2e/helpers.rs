@@ -71,7 +71,9 @@ impl Resp {
     #[track_caller]
     pub fn expect_error(&self, status: u16, contains: &str) {
         assert_eq!(self.status, status, "expected HTTP {status}, got {}: {}", self.status, self.text);
-        let msg = self.body["error"].as_str().unwrap_or_else(|| panic!("error body is not {{\"error\": ...}}: {}", self.text));
+        let msg = self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error body is not {{\"error\": ...}}: {}", self.text));
         assert!(msg.contains(contains), "error {msg:?} should mention {contains:?}");
         assert_eq!(self.body.as_object().map(|o| o.len()), Some(1), "error body has exactly one field: {}", self.text);
     }
@@ -97,7 +99,8 @@ pub fn shared_postgres_url() -> String {
         // No server given: run one capydb-local with a private cluster and
         // borrow it. `capydb-local` prints nothing about its admin URL, so
         // start the cluster through the library instead.
-        start_private_cluster_for_tests()
+        // A thread of its own: callers are inside a tokio runtime already.
+        std::thread::spawn(start_private_cluster_for_tests).join().expect("shared cluster start")
     })
     .clone()
 }
@@ -115,7 +118,7 @@ fn start_private_cluster_for_tests() -> String {
         CLUSTER_TO_STOP.set(cluster).ok();
         extern "C" fn stop_cluster() {
             if let Some(c) = CLUSTER_TO_STOP.get() {
-                c.stop_blocking();
+                let _ = c.stop_immediate();
             }
         }
         // SAFETY: registering a plain extern "C" fn with no captured state.
@@ -235,7 +238,13 @@ impl TestApp {
         c.wait().expect("wait")
     }
 
-    pub async fn try_request(&self, method: &str, path: &str, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> Result<Resp, String> {
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Resp, String> {
         let mut req = http::Request::builder().method(method).uri(format!("{}{}", self.base, path));
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -305,7 +314,6 @@ impl TestApp {
         }
     }
 
-    #[track_caller]
     pub async fn completed_project(&self, name: &str) -> String {
         let (id, job) = self.create_project(name).await;
         let job = self.wait_job(&job).await;
@@ -342,14 +350,26 @@ impl Drop for TestApp {
 
 /// Connects with a `postgres://` URI and runs `SELECT 1`.
 pub async fn pg_select1(uri: &str) -> Result<(), String> {
-    let (client, conn) = tokio::time::timeout(Duration::from_secs(10), tokio_postgres::connect(uri, tokio_postgres::NoTls))
-        .await
-        .map_err(|_| "connect timeout".to_string())?
-        .map_err(|e| e.to_string())?;
+    let (client, conn) =
+        tokio::time::timeout(Duration::from_secs(10), tokio_postgres::connect(uri, tokio_postgres::NoTls))
+            .await
+            .map_err(|_| "connect timeout".to_string())?
+            .map_err(|e| pg_error(&e))?;
     tokio::spawn(conn);
-    let row = client.query_one("SELECT 1", &[]).await.map_err(|e| e.to_string())?;
+    let row = client.query_one("SELECT 1", &[]).await.map_err(|e| pg_error(&e))?;
     let one: i32 = row.get(0);
-    if one == 1 { Ok(()) } else { Err("SELECT 1 returned something else".into()) }
+    if one == 1 {
+        Ok(())
+    } else {
+        Err("SELECT 1 returned something else".into())
+    }
+}
+
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 /// Runs a query as the server's superuser.

@@ -48,7 +48,8 @@ async fn project_lifecycle_provision_connect_rotate_delete() {
 
     // Jobs of the project, newest first.
     let jobs = app.get(&format!("/v1/projects/{id}/jobs")).await;
-    let kinds: Vec<_> = jobs.expect(200).as_array().unwrap().iter().map(|j| j["kind"].as_str().unwrap().to_string()).collect();
+    let kinds: Vec<_> =
+        jobs.expect(200).as_array().unwrap().iter().map(|j| j["kind"].as_str().unwrap().to_string()).collect();
     assert_eq!(kinds, vec!["rotate_credentials", "provision"]);
 
     // Delete: the database and role are dropped, the project disappears.

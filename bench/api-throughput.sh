@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Authenticated GET /v1/projects/{id} on capydb-local (release build) next to
+# a bare axum hello-world, in the same run on the same machine:
+#   1. closed-loop maximum throughput of each, and the ratio;
+#   2. open-loop latency at a fixed rate (default 1,000 requests/s): p50/p99.
+# Targets (issue 2): ratio >= 0.5, p99 <= 5 ms at 1,000 requests/s.
+# Usage: bench/api-throughput.sh [seconds=10] [rate=1000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${1:-10}
+RATE=${2:-1000}
+CONNS=${CONNS:-16}
+
+cargo build --release -q -p capydb-local -p capydb-loadgen
+BIN=target/release
+WORK=$(mktemp -d /tmp/capydb-bench-XXXXXX)
+API_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+HELLO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+cleanup() {
+  [ -n "${API_PID:-}" ] && kill "$API_PID" 2>/dev/null && wait "$API_PID" 2>/dev/null || true
+  [ -n "${HELLO_PID:-}" ] && kill "$HELLO_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+RUST_LOG=warn $BIN/capydb-local --listen 127.0.0.1:$API_PORT --data-dir "$WORK/data" >"$WORK/stdout" 2>"$WORK/stderr" &
+API_PID=$!
+$BIN/capydb-loadgen hello --listen 127.0.0.1:$HELLO_PORT &
+HELLO_PID=$!
+for _ in $(seq 1 600); do
+  curl -fs "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null 2>&1 && break
+  kill -0 "$API_PID" 2>/dev/null || { cat "$WORK/stderr"; exit 1; }
+  sleep 0.1
+done
+KEY=$(sed -n 's/^CAPYDB_API_KEY=//p' "$WORK/stdout")
+BASE="http://127.0.0.1:$API_PORT"
+PROJECT=$(curl -fs -X POST -H "Authorization: Bearer $KEY" -d '{"name":"bench"}' "$BASE/v1/projects" | jq -r .project.id)
+for _ in $(seq 1 300); do
+  STATE=$(curl -fs -H "Authorization: Bearer $KEY" "$BASE/v1/projects/$PROJECT" | jq -r .project.state)
+  [ "$STATE" = ready ] && break
+  sleep 0.1
+done
+[ "$STATE" = ready ] || { echo "project did not become ready"; exit 1; }
+
+URL="$BASE/v1/projects/$PROJECT"
+H="authorization: Bearer $KEY"
+echo "warming up..." >&2
+$BIN/capydb-loadgen max --url "$URL" -H "$H" --connections "$CONNS" --seconds 2 >/dev/null
+$BIN/capydb-loadgen max --url "http://127.0.0.1:$HELLO_PORT/" --connections "$CONNS" --seconds 2 >/dev/null
+
+API_MAX=$($BIN/capydb-loadgen max --url "$URL" -H "$H" --connections "$CONNS" --seconds "$SECONDS_PER_RUN")
+HELLO_MAX=$($BIN/capydb-loadgen max --url "http://127.0.0.1:$HELLO_PORT/" --connections "$CONNS" --seconds "$SECONDS_PER_RUN")
+API_RATE=$($BIN/capydb-loadgen rate --url "$URL" -H "$H" --rps "$RATE" --seconds "$SECONDS_PER_RUN")
+HELLO_RATE=$($BIN/capydb-loadgen rate --url "http://127.0.0.1:$HELLO_PORT/" --rps "$RATE" --seconds "$SECONDS_PER_RUN")
+
+python3 - "$API_MAX" "$HELLO_MAX" "$API_RATE" "$HELLO_RATE" "$RATE" <<'PY'
+import json, sys
+api_max, hello_max, api_rate, hello_rate = (json.loads(a) for a in sys.argv[1:5])
+rate = sys.argv[5]
+ratio = api_max["rps"] / hello_max["rps"]
+print(f"machine: {__import__('os').cpu_count()} cores")
+print(f"throughput  capydb-local GET /v1/projects/{{id}} (authenticated): {api_max['rps']:.0f} req/s ({api_max['failed']} failed)")
+print(f"throughput  axum hello-world:                                 {hello_max['rps']:.0f} req/s")
+print(f"ratio       {ratio:.2f}x   (target >= 0.50)  {'PASS' if ratio >= 0.5 else 'FAIL'}")
+print(f"latency at {rate} req/s  capydb-local: p50 {api_rate['p50_ms']:.2f} ms  p99 {api_rate['p99_ms']:.2f} ms  max {api_rate['max_ms']:.2f} ms ({api_rate['failed']} failed)")
+print(f"latency at {rate} req/s  hello-world:  p50 {hello_rate['p50_ms']:.2f} ms  p99 {hello_rate['p99_ms']:.2f} ms  max {hello_rate['max_ms']:.2f} ms")
+print(f"p99 target  <= 5 ms  {'PASS' if api_rate['p99_ms'] <= 5 else 'FAIL'}")
+PY
