@@ -1,0 +1,523 @@
+//! `PgProvider`: the `DatabaseProvider` port on one PostgreSQL server, driven
+//! through a superuser connection.
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use capydb_domain::model::ConnectionInfo;
+use capydb_domain::ports::{DatabaseProvider, ProviderError, ProviderResult};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use tokio::sync::Mutex;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+use url::{Host, Url};
+
+use crate::error::{connection_lost, from_pg};
+use crate::sql::{password_literal, quote_ident, quote_literal, validate_name, validate_password};
+
+/// Budget for opening a connection (TCP, startup, SCRAM) and, in
+/// `check_connection`, for the whole probe.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// DDL waiting on a lock gives up after this with 55P03 (retryable) instead of
+/// holding a job worker indefinitely.
+const LOCK_TIMEOUT: &str = "30s";
+/// Backstop for a server that stops answering mid-statement.
+const STATEMENT_BUDGET: Duration = Duration::from_secs(120);
+
+/// Databases the provider must never create, alter or drop for a tenant.
+const RESERVED_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
+
+/// Role attributes of every tenant role; `ensure_role` re-applies them when
+/// the role exists so a drifted role converges back.
+const ROLE_ATTRIBUTES: &str = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+
+/// Everything but RFC 3986 unreserved characters is percent-encoded in URI parts.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A `DatabaseProvider` on an existing PostgreSQL server (13 or later, for
+/// `DROP DATABASE ... WITH (FORCE)`), reached with a superuser admin URL.
+///
+/// DDL runs on one admin connection, reopened when the server closed it.
+/// Connections are plaintext (`NoTls`): the provider is meant for a server on
+/// this machine or a trusted network.
+pub struct PgProvider {
+    region: String,
+    pg_version: String,
+    admin: Config,
+    admin_user: String,
+    admin_database: String,
+    /// As the client should use it: no brackets around an IPv6 address.
+    host: String,
+    port: u16,
+    sslmode: &'static str,
+    conn: Mutex<Option<Arc<Client>>>,
+}
+
+impl std::fmt::Debug for PgProvider {
+    // Hand-written so the admin password in `admin` can never be printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgProvider")
+            .field("region", &self.region)
+            .field("pg_version", &self.pg_version)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("admin_user", &self.admin_user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgProvider {
+    /// Parses `admin_url` (`postgres://user:password@host:port/database`),
+    /// connects, and reads the server's version. Fails with `Permanent` for a
+    /// malformed URL or rejected credentials, `Retryable` for an unreachable server.
+    pub async fn connect(admin_url: &str, region: &str) -> ProviderResult<PgProvider> {
+        let target = AdminTarget::parse(admin_url)?;
+        let mut admin = Config::new();
+        admin
+            .host(&target.host)
+            .port(target.port)
+            .user(&target.user)
+            .dbname(&target.database)
+            .application_name("capydb")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives_idle(Duration::from_secs(30))
+            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        if let Some(password) = &target.password {
+            admin.password(password.as_bytes());
+        }
+        let client = open_admin(&admin).await?;
+        let version_num = client
+            .query_one("SHOW server_version_num", &[])
+            .await
+            .and_then(|row| row.try_get::<_, String>(0))
+            .map_err(|e| from_pg("read the server version", &e))?;
+        let pg_version = major_version(&version_num)
+            .ok_or_else(|| ProviderError::Permanent(format!("unexpected server_version_num {version_num:?}")))?;
+        tracing::info!(host = %target.host, port = target.port, pg_version = %pg_version, "connected to the PostgreSQL server");
+        Ok(PgProvider {
+            region: region.to_string(),
+            pg_version,
+            admin,
+            sslmode: sslmode_for(&target.host),
+            admin_user: target.user,
+            admin_database: target.database,
+            host: target.host,
+            port: target.port,
+            conn: Mutex::new(Some(Arc::new(client))),
+        })
+    }
+
+    /// The open admin connection, or a new one when the server closed the last.
+    async fn client(&self) -> ProviderResult<Arc<Client>> {
+        // Held across the connect so concurrent callers reconnect once, not each.
+        let mut slot = self.conn.lock().await;
+        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(open_admin(&self.admin).await?);
+        *slot = Some(Arc::clone(&client));
+        Ok(client)
+    }
+
+    async fn forget(&self, client: &Arc<Client>) {
+        let mut slot = self.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
+            *slot = None;
+        }
+    }
+
+    /// Runs `op` on the admin connection. When the connection turns out to be
+    /// dead (the server restarted since the last call), `op` runs once more on
+    /// a fresh one: every operation here is idempotent, so a repeat is harmless.
+    async fn with_admin<T, F, Fut>(&self, what: &str, op: F) -> ProviderResult<T>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let mut retried = false;
+        loop {
+            let client = self.client().await?;
+            match tokio::time::timeout(STATEMENT_BUDGET, op(Arc::clone(&client))).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if !retried && (connection_lost(&e) || client.is_closed()) => {
+                    tracing::debug!(operation = what, error = %e, "admin connection lost; reconnecting");
+                    self.forget(&client).await;
+                    retried = true;
+                }
+                Ok(Err(e)) => return Err(from_pg(what, &e)),
+                Err(_) => {
+                    // The connection is stuck mid-statement; the next call needs a new one.
+                    self.forget(&client).await;
+                    return Err(ProviderError::Retryable(format!(
+                        "{what}: no answer from the server within {} s",
+                        STATEMENT_BUDGET.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn execute(&self, what: &str, sql: &str) -> ProviderResult<()> {
+        self.with_admin(what, |c| async move { c.batch_execute(sql).await }).await
+    }
+
+    /// `Some(is_superuser)` when the role exists.
+    async fn role_is_superuser(&self, role: &str) -> ProviderResult<Option<bool>> {
+        self.with_admin(&format!("look up role {role}"), |c| async move {
+            match c.query_opt("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role]).await? {
+                Some(row) => row.try_get::<_, bool>(0).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Tenant roles are never the admin or any other superuser: ALTERing or
+    /// dropping one would take the control plane's own access away.
+    fn check_tenant_role(&self, role: &str) -> ProviderResult<()> {
+        validate_name("role", role)?;
+        if role == self.admin_user {
+            return Err(ProviderError::Permanent(format!("role {role} is the provider's admin role")));
+        }
+        Ok(())
+    }
+
+    fn check_tenant_database(&self, database: &str) -> ProviderResult<()> {
+        validate_name("database", database)?;
+        if RESERVED_DATABASES.contains(&database) || database == self.admin_database {
+            return Err(ProviderError::Permanent(format!("database {database} is reserved")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DatabaseProvider for PgProvider {
+    fn region(&self) -> String {
+        self.region.clone()
+    }
+
+    fn pg_versions(&self) -> Vec<String> {
+        vec![self.pg_version.clone()]
+    }
+
+    async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()> {
+        self.check_tenant_role(role)?;
+        let literal = password_literal(password)?;
+        let name = quote_ident(role);
+        // Locked like `ensure_database`'s grants: two callers altering one role
+        // at once would otherwise race on its catalog row.
+        let lock = advisory_lock("role", role)?;
+        let alter = format!("{lock}; ALTER ROLE {name} WITH {ROLE_ATTRIBUTES} PASSWORD {literal}");
+        let what = format!("ensure role {role}");
+        match self.role_is_superuser(role).await? {
+            Some(true) => {
+                return Err(ProviderError::Permanent(format!(
+                    "role {role} exists as a superuser; refusing to manage it"
+                )))
+            }
+            Some(false) => {
+                self.execute(&what, &alter).await?;
+                tracing::info!(role, "role password set");
+            }
+            None => {
+                let create = format!("{lock}; CREATE ROLE {name} WITH {ROLE_ATTRIBUTES} PASSWORD {literal}");
+                let (create, alter) = (create.as_str(), alter.as_str());
+                self.with_admin(&what, |c| async move {
+                    match c.batch_execute(create).await {
+                        // Another caller created it between our look-up and
+                        // our CREATE: 42710 if it had committed, 23505 (the
+                        // catalog's unique index) if it was still in flight.
+                        Err(e) if is_duplicate(&e, &SqlState::DUPLICATE_OBJECT) => c.batch_execute(alter).await,
+                        other => other,
+                    }
+                })
+                .await?;
+                tracing::info!(role, "role ensured");
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_database(&self, database: &str, owner: &str) -> ProviderResult<()> {
+        self.check_tenant_database(database)?;
+        self.check_tenant_role(owner)?;
+        let (db, owner_name) = (quote_ident(database), quote_ident(owner));
+        let create = format!("CREATE DATABASE {db} OWNER {owner_name}");
+        // Owner re-applied so a retried job converges; CONNECT revoked from
+        // PUBLIC so no other tenant's role can reach this database. The lock
+        // (held to the end of the batch's implicit transaction) queues a
+        // concurrent caller instead of letting both update the same catalog
+        // row, which fails one of them with "tuple concurrently updated".
+        let secure = format!(
+            "{lock}; \
+             ALTER DATABASE {db} OWNER TO {owner_name}; \
+             REVOKE ALL ON DATABASE {db} FROM PUBLIC; \
+             GRANT ALL ON DATABASE {db} TO {owner_name}",
+            lock = advisory_lock("database", database)?
+        );
+        let what = format!("ensure database {database}");
+        let exists = self.database_exists(database).await?;
+        if !exists {
+            // Not in one batch with `secure`: CREATE DATABASE cannot run inside
+            // the implicit transaction of a multi-statement query.
+            let create = create.as_str();
+            self.with_admin(&what, |c| async move {
+                match c.batch_execute(create).await {
+                    Err(e) if is_duplicate(&e, &SqlState::DUPLICATE_DATABASE) => Ok(()),
+                    other => other,
+                }
+            })
+            .await?;
+        }
+        self.execute(&what, &secure).await?;
+        tracing::info!(database, owner, created = !exists, "database ensured");
+        Ok(())
+    }
+
+    async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()> {
+        validate_name("database", database)?;
+        validate_name("role", role)?;
+        validate_password(password)?;
+        let mut config = Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(role)
+            .password(password.as_bytes())
+            .dbname(database)
+            .application_name("capydb-check")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        let what = format!("connect to {database} as {role}");
+        let probe = async {
+            let (client, connection) = config.connect(NoTls).await?;
+            // Ends by itself once `client` is dropped at the end of the probe.
+            tokio::spawn(connection);
+            client.simple_query("SELECT 1").await.map(drop)
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+            Ok(result) => result.map_err(|e| from_pg(&what, &e)),
+            Err(_) => Err(ProviderError::Retryable(format!("{what}: timed out after {} s", CONNECT_TIMEOUT.as_secs()))),
+        }
+    }
+
+    async fn drop_database(&self, database: &str) -> ProviderResult<()> {
+        self.check_tenant_database(database)?;
+        // FORCE ends the database's sessions first, which the port requires.
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(database));
+        self.execute(&format!("drop database {database}"), &statement).await?;
+        tracing::info!(database, "database dropped");
+        Ok(())
+    }
+
+    async fn drop_role(&self, role: &str) -> ProviderResult<()> {
+        self.check_tenant_role(role)?;
+        if self.role_is_superuser(role).await? == Some(true) {
+            return Err(ProviderError::Permanent(format!("role {role} is a superuser; refusing to drop it")));
+        }
+        let statement = format!("DROP ROLE IF EXISTS {}", quote_ident(role));
+        self.execute(&format!("drop role {role}"), &statement).await?;
+        tracing::info!(role, "role dropped");
+        Ok(())
+    }
+
+    async fn database_exists(&self, database: &str) -> ProviderResult<bool> {
+        validate_name("database", database)?;
+        self.with_admin(&format!("look up database {database}"), |c| async move {
+            c.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database]).await.map(|row| row.is_some())
+        })
+        .await
+    }
+
+    async fn role_exists(&self, role: &str) -> ProviderResult<bool> {
+        validate_name("role", role)?;
+        Ok(self.role_is_superuser(role).await?.is_some())
+    }
+
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        ConnectionInfo {
+            role: "owner".to_string(),
+            host: self.host.clone(),
+            port: self.port,
+            database: database.to_string(),
+            user: role.to_string(),
+            password: password.to_string(),
+            sslmode: self.sslmode.to_string(),
+            uri: postgres_uri(role, password, &self.host, self.port, database, Some(self.sslmode)),
+        }
+    }
+}
+
+/// A transaction-scoped advisory lock on one object name, for statements run
+/// as one multi-statement batch (an implicit transaction).
+fn advisory_lock(kind: &str, name: &str) -> ProviderResult<String> {
+    Ok(format!("SELECT pg_advisory_xact_lock(hashtext({}))", quote_literal(&format!("capydb {kind} {name}"))?))
+}
+
+/// "Already exists", either as the statement's own check reports it or as the
+/// catalog's unique index does when a concurrent creator had not committed yet.
+fn is_duplicate(e: &tokio_postgres::Error, own: &SqlState) -> bool {
+    e.code().is_some_and(|c| c == own || *c == SqlState::UNIQUE_VIOLATION)
+}
+
+async fn open_admin(config: &Config) -> ProviderResult<Client> {
+    let what = "connect to the PostgreSQL server as the admin role";
+    let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await {
+        Ok(result) => result.map_err(|e| from_pg(what, &e))?,
+        Err(_) => {
+            return Err(ProviderError::Retryable(format!("{what}: timed out after {} s", CONNECT_TIMEOUT.as_secs())))
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "admin connection ended");
+        }
+    });
+    // password_encryption only matters for a password the server hashes
+    // itself; ours arrive as verifiers, but nothing should ever yield md5.
+    client
+        .batch_execute(&format!("SET password_encryption = 'scram-sha-256'; SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        .await
+        .map_err(|e| from_pg("configure the admin session", &e))?;
+    Ok(client)
+}
+
+/// `150010` → `15`; before 10 the major version had two parts (`90624` → `9.6`).
+fn major_version(version_num: &str) -> Option<String> {
+    let n: u32 = version_num.trim().parse().ok()?;
+    Some(if n >= 100_000 { (n / 10_000).to_string() } else { format!("{}.{}", n / 10_000, n / 100 % 100) })
+}
+
+fn sslmode_for(host: &str) -> &'static str {
+    if matches!(host, "127.0.0.1" | "localhost" | "::1") {
+        "disable"
+    } else {
+        "require"
+    }
+}
+
+/// `postgres://user:password@host:port/database[?sslmode=...]`, every part
+/// percent-encoded.
+pub(crate) fn postgres_uri(
+    user: &str,
+    password: &str,
+    host: &str,
+    port: u16,
+    database: &str,
+    sslmode: Option<&str>,
+) -> String {
+    let enc = |s: &str| utf8_percent_encode(s, URI_COMPONENT).to_string();
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let mut uri = format!("postgres://{}:{}@{host}:{port}/{}", enc(user), enc(password), enc(database));
+    if let Some(mode) = sslmode {
+        uri.push_str("?sslmode=");
+        uri.push_str(&enc(mode));
+    }
+    uri
+}
+
+/// The parts of the admin URL the provider uses; query parameters are ignored.
+#[derive(Debug, PartialEq)]
+struct AdminTarget {
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    database: String,
+}
+
+impl AdminTarget {
+    fn parse(admin_url: &str) -> ProviderResult<AdminTarget> {
+        // The URL holds the admin password: no message here quotes it.
+        let invalid = |why: &str| ProviderError::Permanent(format!("invalid PostgreSQL admin URL: {why}"));
+        let url = Url::parse(admin_url).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(invalid("the scheme must be postgres:// or postgresql://"));
+        }
+        let host = match url.host() {
+            Some(Host::Domain(d)) if !d.is_empty() => decode(d).map_err(|_| invalid("the host is not UTF-8"))?,
+            Some(Host::Ipv4(ip)) => ip.to_string(),
+            Some(Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(invalid("it names no host")),
+        };
+        let user = decode(url.username()).map_err(|_| invalid("the user is not UTF-8"))?;
+        if user.is_empty() {
+            return Err(invalid("it names no user"));
+        }
+        let password = url.password().map(decode).transpose().map_err(|_| invalid("the password is not UTF-8"))?;
+        let database = decode(url.path().trim_start_matches('/')).map_err(|_| invalid("the database is not UTF-8"))?;
+        Ok(AdminTarget {
+            host,
+            port: url.port().unwrap_or(5432),
+            user,
+            password,
+            database: if database.is_empty() { "postgres".to_string() } else { database },
+        })
+    }
+}
+
+fn decode(s: &str) -> Result<String, std::str::Utf8Error> {
+    percent_decode_str(s).decode_utf8().map(|c| c.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_url_parts_are_decoded() {
+        let t =
+            AdminTarget::parse("postgres://ad%40min:p%2Fw%3A%25@db.example.com:6543/ops%20db?sslmode=require").unwrap();
+        assert_eq!(
+            t,
+            AdminTarget {
+                host: "db.example.com".into(),
+                port: 6543,
+                user: "ad@min".into(),
+                password: Some("p/w:%".into()),
+                database: "ops db".into(),
+            }
+        );
+        let t = AdminTarget::parse("postgresql://admin@127.0.0.1").unwrap();
+        assert_eq!((t.port, t.password, t.database.as_str()), (5432, None, "postgres"));
+        let t = AdminTarget::parse("postgres://admin:pw@[::1]:5433/").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 5433));
+    }
+
+    #[test]
+    fn bad_admin_urls_are_permanent_and_never_quote_the_password() {
+        for url in ["mysql://a:hunter2@h/db", "postgres://:hunter2@h/db", "not a url hunter2", "postgres:///db"] {
+            match AdminTarget::parse(url) {
+                Err(ProviderError::Permanent(m)) => assert!(!m.contains("hunter2"), "{m}"),
+                other => panic!("{url}: expected a permanent error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn uri_percent_encodes_every_part() {
+        assert_eq!(
+            postgres_uri("prj_1_owner", "p@ss:w/rd?#%", "127.0.0.1", 5432, "prj_1", Some("disable")),
+            "postgres://prj_1_owner:p%40ss%3Aw%2Frd%3F%23%25@127.0.0.1:5432/prj_1?sslmode=disable"
+        );
+        assert_eq!(postgres_uri("u", "p", "::1", 1, "d", None), "postgres://u:p@[::1]:1/d");
+    }
+
+    #[test]
+    fn loopback_hosts_disable_ssl_others_require_it() {
+        assert_eq!(sslmode_for("127.0.0.1"), "disable");
+        assert_eq!(sslmode_for("localhost"), "disable");
+        assert_eq!(sslmode_for("db.internal"), "require");
+        assert_eq!(sslmode_for("10.0.0.5"), "require");
+    }
+
+    #[test]
+    fn major_versions_from_version_numbers() {
+        assert_eq!(major_version("150010").as_deref(), Some("15"));
+        assert_eq!(major_version("170002").as_deref(), Some("17"));
+        assert_eq!(major_version("90624").as_deref(), Some("9.6"));
+        assert_eq!(major_version("fifteen"), None);
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests against real PostgreSQL clusters started by
+//! `LocalCluster`, one private cluster (own dir, own port) per test.
+mod cluster;
+mod helpers;
+mod provider;

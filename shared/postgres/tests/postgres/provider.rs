@@ -1,0 +1,218 @@
+//! `PgProvider` against a real server: the `DatabaseProvider` contract,
+//! isolation between tenants, and how failures are classified.
+use capydb_domain::ports::{DatabaseProvider, ProviderError};
+use capydb_postgres::PgProvider;
+use tokio_postgres::NoTls;
+
+use crate::helpers::{dead_port, TestCluster};
+
+fn assert_permanent<T: std::fmt::Debug>(result: Result<T, ProviderError>, what: &str) {
+    assert!(matches!(result, Err(ProviderError::Permanent(_))), "{what}: expected a permanent error, got {result:?}");
+}
+
+fn assert_retryable<T: std::fmt::Debug>(result: Result<T, ProviderError>, what: &str) {
+    assert!(matches!(result, Err(ProviderError::Retryable(_))), "{what}: expected a retryable error, got {result:?}");
+}
+
+#[tokio::test]
+async fn provisions_a_role_and_database_that_accept_connections() {
+    let t = TestCluster::start().await;
+    let p = t.provider().await;
+
+    p.ensure_role("prj_a_owner", "pw-a").await.expect("ensure_role");
+    p.ensure_database("prj_a", "prj_a_owner").await.expect("ensure_database");
+    p.check_connection("prj_a", "prj_a_owner", "pw-a").await.expect("the owner connects with its password");
+    assert!(p.role_exists("prj_a_owner").await.unwrap());
+    assert!(p.database_exists("prj_a").await.unwrap());
+    assert!(!p.database_exists("prj_b").await.unwrap());
+
+    assert_eq!(p.region(), "local");
+    let versions = p.pg_versions();
+    assert!(versions.len() == 1 && versions[0].parse::<u32>().is_ok_and(|v| v >= 13), "{versions:?}");
+
+    let info = p.connection_info("prj_a", "prj_a_owner", "pw-a");
+    assert_eq!(
+        (
+            info.role.as_str(),
+            info.host.as_str(),
+            info.port,
+            info.database.as_str(),
+            info.user.as_str(),
+            info.sslmode.as_str()
+        ),
+        ("owner", "127.0.0.1", t.cluster.port(), "prj_a", "prj_a_owner", "disable")
+    );
+    let (client, connection) =
+        tokio_postgres::connect(&info.uri, NoTls).await.expect("a client connects with the handed-out URI");
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE notes (id int); INSERT INTO notes VALUES (1)")
+        .await
+        .expect("the owner can create tables in the public schema of its database");
+}
+
+#[tokio::test]
+async fn every_operation_is_idempotent() {
+    let t = TestCluster::start().await;
+    let p = t.provider().await;
+    for round in 0..2 {
+        p.ensure_role("prj_i_owner", "pw").await.unwrap_or_else(|e| panic!("ensure_role, round {round}: {e}"));
+        p.ensure_database("prj_i", "prj_i_owner")
+            .await
+            .unwrap_or_else(|e| panic!("ensure_database, round {round}: {e}"));
+        p.check_connection("prj_i", "prj_i_owner", "pw")
+            .await
+            .unwrap_or_else(|e| panic!("check_connection, round {round}: {e}"));
+    }
+    for round in 0..2 {
+        p.drop_database("prj_i").await.unwrap_or_else(|e| panic!("drop_database, round {round}: {e}"));
+        p.drop_role("prj_i_owner").await.unwrap_or_else(|e| panic!("drop_role, round {round}: {e}"));
+    }
+    assert!(!p.database_exists("prj_i").await.unwrap());
+    assert!(!p.role_exists("prj_i_owner").await.unwrap());
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_permanent() {
+    let t = TestCluster::start().await;
+    let p = t.provider().await;
+    p.ensure_role("prj_w_owner", "right").await.unwrap();
+    p.ensure_database("prj_w", "prj_w_owner").await.unwrap();
+    let result = p.check_connection("prj_w", "prj_w_owner", "wrong").await;
+    if let Err(ProviderError::Permanent(message)) = &result {
+        assert!(!message.contains("wrong") && !message.contains("right"), "the message quotes a password: {message}");
+    }
+    assert_permanent(result, "check_connection with a wrong password");
+
+    let bad_admin = t.cluster.admin_url().replace("capydb_admin:", "capydb_admin:x");
+    assert_permanent(PgProvider::connect(&bad_admin, "local").await, "connect with a wrong admin password");
+}
+
+#[tokio::test]
+async fn changing_the_password_retires_the_old_one() {
+    let t = TestCluster::start().await;
+    let p = t.provider().await;
+    p.ensure_role("prj_r_owner", "old-password").await.unwrap();
+    p.ensure_database("prj_r", "prj_r_owner").await.unwrap();
+    p.ensure_role("prj_r_owner", "new-password").await.expect("ensure_role on an existing role sets its password");
+    assert_permanent(p.check_connection("prj_r", "prj_r_owner", "old-password").await, "the old password");
+    p.check_connection("prj_r", "prj_r_owner", "new-password").await.expect("the new password works");
+}
+
+#[tokio::test]
+async fn passwords_with_quotes_backslashes_and_unicode_work() {
+    let t = TestCluster::start().await;
+    let p = t.provider().await;
+    let password = r#"it's a \'; DROP ROLE capydb_admin; -- "ü" \\"#;
+    p.ensure_role("prj_q_owner", password).await.expect("ensure_role with special characters");
+    p.ensure_database("prj_q", "prj_q_owner").await.unwrap();
+    p.check_connection("prj_q", "prj_q_owner", password).await.expect("the same password connects");
+    let (client, connection) = tokio_postgres::connect(&p.connection_info("prj_q", "prj_q_owner", password).uri, NoTls)
+        .await
+        .expect("the percent-encoded URI carries the password intact");
+    tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_role_cannot_connect_to_another_projects_database() {
+    let t = TestCluster::start().await;
+    let p = t.provider().await;
+    for (db, role) in [("prj_x", "prj_x_owner"), ("prj_y", "prj_y_owner")] {
+        p.ensure_role(role, "pw").await.unwrap();
+        p.ensure_database(db, role).await.unwrap();
+    }
+    assert_permanent(p.check_connection("prj_y", "prj_x_owner", "pw").await, "x's role on y's database");
+    assert_permanent(p.check_connection("prj_x", "prj_y_owner", "pw").await, "y's role on x's database");
+    p.check_connection("prj_x", "prj_x_owner", "pw").await.unwrap();
+}
+
+#[tokio::test]
+async fn drop_removes_database_and_role_even_with_open_sessions() {
+    let t = TestCluster::start().await;
+    let p = t.provider().await;
+    p.ensure_role("prj_d_owner", "pw").await.unwrap();
+    p.ensure_database("prj_d", "prj_d_owner").await.unwrap();
+    let (client, connection) =
+        tokio_postgres::connect(&p.connection_info("prj_d", "prj_d_owner", "pw").uri, NoTls).await.unwrap();
+    let session = tokio::spawn(connection);
+
+    p.drop_database("prj_d").await.expect("drop_database ends open sessions");
+    p.drop_role("prj_d_owner").await.expect("drop_role");
+    assert!(!p.database_exists("prj_d").await.unwrap());
+    assert!(!p.role_exists("prj_d_owner").await.unwrap());
+    assert!(client.simple_query("SELECT 1").await.is_err(), "the tenant's session was ended");
+    drop(client);
+    let _ = session.await;
+
+    p.drop_database("prj_d").await.expect("a second drop_database is fine");
+    p.drop_role("prj_d_owner").await.expect("a second drop_role is fine");
+}
+
+#[tokio::test]
+async fn invalid_and_reserved_names_are_permanent() {
+    let t = TestCluster::start().await;
+    let p = t.provider().await;
+    assert_permanent(p.ensure_role("Prj_Owner", "pw").await, "uppercase role");
+    assert_permanent(p.ensure_role("a\"; DROP ROLE x; --", "pw").await, "role with quotes");
+    assert_permanent(p.ensure_role(&"r".repeat(64), "pw").await, "role of 64 characters");
+    assert_permanent(p.ensure_database("1db", "prj_owner").await, "database starting with a digit");
+    assert_permanent(p.check_connection("db-x", "prj_owner", "pw").await, "database with a dash");
+    assert_permanent(p.ensure_role("prj_n_owner", "").await, "empty password");
+    assert_permanent(p.ensure_role("prj_n_owner", "a\0b").await, "password with NUL");
+    assert_permanent(p.ensure_role("capydb_admin", "pw").await, "the admin role");
+    assert_permanent(p.drop_role("capydb_admin").await, "dropping the admin role");
+    assert_permanent(p.drop_database("postgres").await, "dropping the admin database");
+    assert_permanent(p.drop_database("template1").await, "dropping a template");
+    assert_permanent(p.ensure_database("prj_n", "no_such_role").await, "an owner that does not exist");
+}
+
+#[tokio::test]
+async fn concurrent_ensures_of_the_same_names_both_succeed() {
+    let t = TestCluster::start().await;
+    let (a, b) = (t.provider().await, t.provider().await);
+    for i in 0..5 {
+        let (db, role) = (format!("prj_c{i}"), format!("prj_c{i}_owner"));
+        let (ra, rb) = tokio::join!(a.ensure_role(&role, "pw"), b.ensure_role(&role, "pw"));
+        ra.unwrap_or_else(|e| panic!("first concurrent ensure_role {role}: {e}"));
+        rb.unwrap_or_else(|e| panic!("second concurrent ensure_role {role}: {e}"));
+        let (ra, rb) = tokio::join!(a.ensure_database(&db, &role), b.ensure_database(&db, &role));
+        ra.unwrap_or_else(|e| panic!("first concurrent ensure_database {db}: {e}"));
+        rb.unwrap_or_else(|e| panic!("second concurrent ensure_database {db}: {e}"));
+        a.check_connection(&db, &role, "pw").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_retryable() {
+    let url = format!("postgres://capydb_admin:secret@127.0.0.1:{}/postgres", dead_port());
+    let result = PgProvider::connect(&url, "local").await;
+    if let Err(ProviderError::Retryable(message)) = &result {
+        assert!(!message.contains("secret"), "the message quotes the admin password: {message}");
+    }
+    assert_retryable(result, "connect to a dead port");
+}
+
+#[tokio::test]
+async fn operations_on_a_stopped_server_are_retryable() {
+    let t = TestCluster::start().await;
+    let p = t.provider().await;
+    p.ensure_role("prj_s_owner", "pw").await.unwrap();
+    p.ensure_database("prj_s", "prj_s_owner").await.unwrap();
+    t.cluster.stop().await.expect("stop");
+    assert_retryable(p.check_connection("prj_s", "prj_s_owner", "pw").await, "check_connection");
+    assert_retryable(p.ensure_role("prj_s_owner", "pw").await, "ensure_role");
+    assert_retryable(p.drop_database("prj_s").await, "drop_database");
+}
+
+#[tokio::test]
+async fn the_admin_connection_survives_a_server_restart() {
+    let mut t = TestCluster::start().await;
+    let p = t.provider().await;
+    p.ensure_role("prj_t_owner", "pw").await.unwrap();
+    let port = t.cluster.port();
+    t.cluster.stop().await.expect("stop");
+    assert_eq!(t.restart().await.port(), port, "the cluster comes back on its stored port");
+    p.ensure_database("prj_t", "prj_t_owner").await.expect("the provider reconnects by itself");
+    p.check_connection("prj_t", "prj_t_owner", "pw").await.unwrap();
+}
