@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
 RATE=${2:-1000}
 CONNS=${CONNS:-16}
+# capydb-local logs as it does by default (info: one line per request) to a file.
 
 cargo build --release -q -p capydb-local -p capydb-loadgen
 BIN=target/release
@@ -24,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUST_LOG=warn $BIN/capydb-local --listen 127.0.0.1:$API_PORT --data-dir "$WORK/data" >"$WORK/stdout" 2>"$WORK/stderr" &
+RUST_LOG=${BENCH_RUST_LOG:-info} $BIN/capydb-local --listen 127.0.0.1:$API_PORT --data-dir "$WORK/data" >"$WORK/stdout" 2>"$WORK/stderr" &
 API_PID=$!
 $BIN/capydb-loadgen hello --listen 127.0.0.1:$HELLO_PORT &
 HELLO_PID=$!
@@ -49,17 +50,29 @@ echo "warming up..." >&2
 $BIN/capydb-loadgen max --url "$URL" -H "$H" --connections "$CONNS" --seconds 2 >/dev/null
 $BIN/capydb-loadgen max --url "http://127.0.0.1:$HELLO_PORT/" --connections "$CONNS" --seconds 2 >/dev/null
 
-API_MAX=$($BIN/capydb-loadgen max --url "$URL" -H "$H" --connections "$CONNS" --seconds "$SECONDS_PER_RUN")
-HELLO_MAX=$($BIN/capydb-loadgen max --url "http://127.0.0.1:$HELLO_PORT/" --connections "$CONNS" --seconds "$SECONDS_PER_RUN")
+# Throughput: ROUNDS alternating rounds of each, median taken, so a burst of
+# noise on this shared machine cannot favour one side.
+ROUNDS=${ROUNDS:-3}
+API_RUNS=(); HELLO_RUNS=()
+for _ in $(seq 1 "$ROUNDS"); do
+  API_RUNS+=("$($BIN/capydb-loadgen max --url "$URL" -H "$H" --connections "$CONNS" --seconds "$SECONDS_PER_RUN")")
+  HELLO_RUNS+=("$($BIN/capydb-loadgen max --url "http://127.0.0.1:$HELLO_PORT/" --connections "$CONNS" --seconds "$SECONDS_PER_RUN")")
+done
+median() { python3 -c 'import json,sys; r=sorted((json.loads(a) for a in sys.argv[1:]), key=lambda x: x["rps"]); print(json.dumps(r[len(r)//2]))' "$@"; }
+API_MAX=$(median "${API_RUNS[@]}")
+HELLO_MAX=$(median "${HELLO_RUNS[@]}")
+echo "capydb-local rounds: ${API_RUNS[*]}" >&2
+echo "hello-world rounds:  ${HELLO_RUNS[*]}" >&2
 API_RATE=$($BIN/capydb-loadgen rate --url "$URL" -H "$H" --rps "$RATE" --seconds "$SECONDS_PER_RUN")
 HELLO_RATE=$($BIN/capydb-loadgen rate --url "http://127.0.0.1:$HELLO_PORT/" --rps "$RATE" --seconds "$SECONDS_PER_RUN")
 
-python3 - "$API_MAX" "$HELLO_MAX" "$API_RATE" "$HELLO_RATE" "$RATE" <<'PY'
+python3 - "$API_MAX" "$HELLO_MAX" "$API_RATE" "$HELLO_RATE" "$RATE" "$SECONDS_PER_RUN" <<'PY'
 import json, sys
 api_max, hello_max, api_rate, hello_rate = (json.loads(a) for a in sys.argv[1:5])
 rate = sys.argv[5]
 ratio = api_max["rps"] / hello_max["rps"]
 print(f"machine: {__import__('os').cpu_count()} cores")
+print(f"throughput  (median of alternating rounds, {sys.argv[6]} s each, 16 keep-alive connections)")
 print(f"throughput  capydb-local GET /v1/projects/{{id}} (authenticated): {api_max['rps']:.0f} req/s ({api_max['failed']} failed)")
 print(f"throughput  axum hello-world:                                 {hello_max['rps']:.0f} req/s")
 print(f"ratio       {ratio:.2f}x   (target >= 0.50)  {'PASS' if ratio >= 0.5 else 'FAIL'}")

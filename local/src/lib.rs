@@ -17,7 +17,7 @@ use crate::cli::{Cli, Command, KeysCommand, OrgsCommand};
 /// The entry point of the `capydb-local` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    let _log_guard = logging::init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -37,6 +37,8 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!(error = %message, "capydb-local stopped");
+            // Flush the log first so the last word on stderr is this one.
+            drop(_log_guard);
             eprintln!("capydb-local: {message}");
             ExitCode::FAILURE
         }

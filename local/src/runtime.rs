@@ -9,8 +9,8 @@ use std::time::Duration;
 use capydb_domain::api_keys::{mint_api_key, CreateApiKey};
 use capydb_domain::jobs::Disposition;
 use capydb_domain::ports::{Clock, DatabaseProvider, JobQueue, SecretBox, Store, SystemClock};
-use capydb_domain::{App, JobSettings, Settings};
-use capydb_embedded::{KeyFileSecretBox, SqliteQueue, SqliteStore};
+use capydb_domain::{App, AppParts, JobSettings, Settings};
+use capydb_embedded::{CachedStore, KeyFileSecretBox, SqliteQueue, SqliteStore};
 use capydb_postgres::{LocalCluster, PgProvider};
 use tokio::sync::watch;
 
@@ -57,7 +57,7 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
 }
 
 struct Adapters {
-    store: Arc<SqliteStore>,
+    store: Arc<CachedStore<SqliteStore>>,
     queue: Arc<SqliteQueue>,
     secrets: Arc<KeyFileSecretBox>,
 }
@@ -67,7 +67,9 @@ fn open_adapters(dir: &Path) -> Result<Adapters, String> {
     let db = dir.join(DB_FILE);
     let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
     let queue = SqliteQueue::open(&db, JOB_QUEUE, MAX_RECEIVES).map_err(|e| e.to_string())?;
-    Ok(Adapters { store: Arc::new(store), queue: Arc::new(queue), secrets: Arc::new(secrets) })
+    // This process holds the data dir's lock, so every write to the cached
+    // records goes through this one store value: the cache stays exact.
+    Ok(Adapters { store: Arc::new(CachedStore::new(store)), queue: Arc::new(queue), secrets: Arc::new(secrets) })
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
@@ -97,7 +99,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             ..JobSettings::default()
         },
     };
-    let app = App {
+    let app = App::new(AppParts {
         store: adapters.store.clone() as Arc<dyn Store>,
         queue: adapters.queue.clone() as Arc<dyn JobQueue>,
         provider: match args.debug_provider_delay_ms {
@@ -107,7 +109,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         secrets: adapters.secrets.clone() as Arc<dyn SecretBox>,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         settings,
-    };
+    });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -1,9 +1,9 @@
 //! Cross-cutting layers: the request id on every response and log line, and
-//! one log line per request (method, route, status, latency — never headers,
+//! one log line per request (method, path, status, latency — never headers,
 //! bodies or query strings, which may hold credentials).
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -25,13 +25,11 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .filter(|v| sane(v))
         .map(str::to_string)
         .unwrap_or_else(|| capydb_domain::ids::new_id(capydb_domain::ids::REQUEST));
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().to_string());
     let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let path = req.uri().path().to_string();
+    // The span holds only the request id (every line inside it shows it);
+    // method, path, status and latency go on the one closing line.
+    let span = tracing::info_span!("request", request_id = id.as_str());
     if let Ok(v) = HeaderValue::from_str(&id) {
         req.headers_mut().insert(REQUEST_ID, v);
     }
@@ -40,10 +38,11 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let status = res.status().as_u16();
     span.in_scope(|| {
         let latency_us = started.elapsed().as_micros() as u64;
+        let method = method.as_str();
         if status >= 500 {
-            tracing::error!(status, latency_us, "request finished");
+            tracing::error!(method, path, status, latency_us, "request finished");
         } else {
-            tracing::info!(status, latency_us, "request finished");
+            tracing::info!(method, path, status, latency_us, "request finished");
         }
     });
     if let Ok(v) = HeaderValue::from_str(&id) {

@@ -40,8 +40,18 @@ pub struct Settings {
     pub jobs: JobSettings,
 }
 
+/// The application. Cheap to clone (one `Arc`): the HTTP layer clones it per request.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<AppParts>);
+
+impl std::ops::Deref for App {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+pub struct AppParts {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn JobQueue>,
     pub provider: Arc<dyn DatabaseProvider>,
@@ -51,6 +61,10 @@ pub struct App {
 }
 
 impl App {
+    pub fn new(parts: AppParts) -> App {
+        App(Arc::new(parts))
+    }
+
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }

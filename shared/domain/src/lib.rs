@@ -14,8 +14,9 @@ pub mod ports;
 pub mod principal;
 pub mod projects;
 pub mod scopes;
+pub mod ts;
 
-pub use app::{App, JobSettings, Settings};
+pub use app::{App, AppParts, JobSettings, Settings};
 pub use error::{DomainError, DomainResult};
 
 #[cfg(feature = "testkit")]

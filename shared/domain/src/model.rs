@@ -14,7 +14,9 @@ pub struct Organization {
     /// `org_...`
     pub id: String,
     pub name: String,
+    #[serde(serialize_with = "crate::ts::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::ts::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -31,10 +33,14 @@ pub struct ApiKey {
     pub scopes: Vec<Scope>,
     /// When set, the key may only act on this project.
     pub project_id: Option<String>,
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
     pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
     pub last_used_at: Option<DateTime<Utc>>,
     pub last_used_ip: Option<String>,
+    #[serde(serialize_with = "crate::ts::serialize")]
     pub created_at: DateTime<Utc>,
     /// SHA-256 of the plaintext; never serialized.
     #[serde(skip)]
@@ -87,7 +93,9 @@ pub struct Project {
     pub database_name: String,
     /// The owner role the connection strings use.
     pub role_name: String,
+    #[serde(serialize_with = "crate::ts::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::ts::serialize")]
     pub updated_at: DateTime<Utc>,
     /// The owner role's password, sealed by the secret box; never serialized.
     #[serde(skip)]
@@ -165,8 +173,11 @@ pub struct Job {
     #[serde(skip)]
     #[schema(ignore)]
     pub step: u32,
+    #[serde(serialize_with = "crate::ts::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
     pub finished_at: Option<DateTime<Utc>>,
     /// Why the job failed, in words fit for the caller.
     pub error: Option<String>,
@@ -179,6 +190,7 @@ pub struct Job {
     pub lease_owner: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Kind-specific parameters (e.g. the sealed new password of a rotation).
     #[serde(skip)]
@@ -196,10 +208,12 @@ pub struct Event {
     pub kind: String,
     pub organization_id: String,
     pub project_id: Option<String>,
+    #[serde(serialize_with = "crate::ts::serialize")]
     pub created_at: DateTime<Utc>,
     pub data: serde_json::Value,
     #[serde(skip)]
     #[schema(ignore)]
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
     pub published_at: Option<DateTime<Utc>>,
 }
 

@@ -104,3 +104,63 @@ pub struct PrincipalView {
     pub scopes: Vec<Scope>,
     pub project_id: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn principal(scopes: &[Scope], project_id: Option<&str>) -> Principal {
+        let now = Utc::now();
+        let org = Organization { id: "org_a".into(), name: "a".into(), created_at: now, updated_at: now };
+        let key = ApiKey {
+            id: "key_a".into(),
+            organization_id: org.id.clone(),
+            name: "k".into(),
+            prefix: "capy_live_".into(),
+            last4: "abcd".into(),
+            scopes: scopes.to_vec(),
+            project_id: project_id.map(str::to_string),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+            created_at: now,
+            hash: String::new(),
+        };
+        Principal {
+            credential: Credential::ApiKey(key),
+            organization: org,
+            scopes: scopes.to_vec(),
+            project_id: project_id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn missing_scope_is_forbidden_and_named() {
+        let p = principal(&[Scope::ProjectsRead], None);
+        assert!(p.require(Scope::ProjectsRead).is_ok());
+        let err = p.require(Scope::ProjectsWrite).unwrap_err();
+        assert_eq!(err, DomainError::Forbidden("this credential lacks the scope projects:write".into()));
+    }
+
+    #[test]
+    fn other_organization_is_not_found_for_everyone() {
+        for p in [principal(&Scope::ALL, None), principal(&[Scope::ProjectsRead], Some("prj_1"))] {
+            let err = p.check_project("org_b", Some("prj_1"), "project", "prj_1").unwrap_err();
+            assert!(matches!(err, DomainError::NotFound(_)), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn project_scoped_key_is_forbidden_on_siblings_and_org_actions() {
+        let p = principal(&[Scope::ProjectsRead], Some("prj_1"));
+        assert!(p.check_project("org_a", Some("prj_1"), "project", "prj_1").is_ok());
+        assert!(matches!(p.check_project("org_a", Some("prj_2"), "project", "prj_2"), Err(DomainError::Forbidden(_))));
+        assert!(matches!(p.check_project("org_a", None, "job", "job_1"), Err(DomainError::Forbidden(_))));
+        assert!(matches!(p.require_org_wide(), Err(DomainError::Forbidden(_))));
+        let org_key = principal(&[Scope::ProjectsRead], None);
+        assert!(org_key.check_project("org_a", Some("prj_2"), "project", "prj_2").is_ok());
+        assert!(org_key.require_org_wide().is_ok());
+    }
+}

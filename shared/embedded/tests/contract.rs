@@ -10,7 +10,7 @@ use capydb_domain::model::*;
 use capydb_domain::ports::{JobQueue, Page, ResourceWrite, Store};
 use capydb_domain::scopes::Scope;
 use capydb_domain::DomainError;
-use capydb_embedded::{KeyFileSecretBox, SqliteQueue, SqliteStore};
+use capydb_embedded::{CachedStore, KeyFileSecretBox, SqliteQueue, SqliteStore};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 
@@ -43,6 +43,42 @@ async fn sqlite_store_passes_the_store_contract() {
     contract::run_store_contract(&store).await;
     // Again, on the now non-empty store: the suite must not depend on an empty one.
     contract::run_store_contract(&store).await;
+}
+
+#[tokio::test]
+async fn cached_sqlite_store_passes_the_store_contract() {
+    let dir = TempDir::new();
+    let store = CachedStore::new(SqliteStore::open(&dir.file("capydb.db")).expect("open store"));
+    contract::run_store_contract(&store).await;
+    contract::run_store_contract(&store).await;
+}
+
+#[tokio::test]
+async fn cached_store_sees_revocation_and_project_writes_at_once() {
+    let dir = TempDir::new();
+    let store = CachedStore::new(SqliteStore::open(&dir.file("capydb.db")).expect("open store"));
+    let now = Utc::now();
+    let (org, key, mut project, mut job) = fixtures(now);
+    store.create_organization(&org, &key).await.unwrap();
+    // Warm the cache, then revoke through it: the next read sees the revocation.
+    assert!(store.get_api_key_by_hash(&key.hash).await.unwrap().unwrap().revoked_at.is_none());
+    store.revoke_api_key(&org.id, &key.id, now).await.unwrap();
+    let after = store.get_api_key_by_hash(&key.hash).await.unwrap().unwrap();
+    assert!(after.revoked_at.is_some(), "a cached key must not outlive its revocation");
+
+    // A project cached in one state is re-read after a job writes it.
+    assert_eq!(store.begin_job(&job, &ResourceWrite::Project(project.clone())).await.unwrap(), None);
+    assert_eq!(store.get_project(&project.id).await.unwrap().unwrap().state, ProjectState::Provisioning);
+    project.state = ProjectState::Ready;
+    let expected = job.version;
+    job.version += 1;
+    job.state = JobState::Completed;
+    assert!(store.finish_job(&job, expected, &ResourceWrite::Project(project.clone()), &[]).await.unwrap());
+    assert_eq!(
+        store.get_project(&project.id).await.unwrap().unwrap().state,
+        ProjectState::Ready,
+        "stale cached project"
+    );
 }
 
 #[tokio::test]

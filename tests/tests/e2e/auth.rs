@@ -107,7 +107,7 @@ async fn no_privilege_escalation_when_minting_keys() {
 
 #[tokio::test]
 async fn project_scoped_key_acts_on_its_project_only() {
-    let app = TestApp::spawn_with(Options { args: vec!["--workers".into(), "0".into()], ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options::args(&["--workers", "0"])).await;
     let (mine, mine_job) = app.create_project("mine").await;
     let (sibling, sibling_job) = app.create_project("sibling").await;
     let path = format!("/v1/organizations/{}/api-keys", app.org_id);
@@ -158,7 +158,7 @@ async fn project_scoped_key_acts_on_its_project_only() {
 
 #[tokio::test]
 async fn another_organizations_resources_are_404_for_every_credential() {
-    let app = TestApp::spawn_with(Options { args: vec!["--workers".into(), "0".into()], ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options::args(&["--workers", "0"])).await;
     let (project, job) = app.create_project("ours").await;
     let ours_key_id = app.get(&format!("/v1/organizations/{}/api-keys", app.org_id)).await.body[0]["id"]
         .as_str()

@@ -28,7 +28,7 @@ async fn both_prefixes_and_request_ids() {
     let r = app.call("GET", "/v1/me", None, None).await;
     assert!(r.header("x-request-id").is_some());
     // The request id is on the request's log line.
-    assert!(app.logs().contains("ci-run-42.7"), "request id missing from logs");
+    assert!(app.wait_for_log("ci-run-42.7").await, "request id missing from logs");
 }
 
 #[tokio::test]
@@ -67,7 +67,7 @@ async fn unknown_routes_methods_and_ids_are_json() {
 
 #[tokio::test]
 async fn lists_are_bare_arrays_paginated_with_link() {
-    let app = TestApp::spawn_with(Options { args: vec!["--workers".into(), "0".into()], ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options::args(&["--workers", "0"])).await;
     assert_eq!(app.get("/v1/projects").await.expect(200), &json!([]), "an empty list is [], never null");
     let mut created = Vec::new();
     for i in 0..5 {

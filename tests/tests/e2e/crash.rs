@@ -38,8 +38,7 @@ async fn sigkill_between_job_steps_then_restart_finishes_the_job() {
 
 #[tokio::test]
 async fn a_queued_job_survives_sigkill() {
-    let mut app =
-        TestApp::spawn_with(Options { args: vec!["--workers".into(), "0".into()], ..Default::default() }).await;
+    let mut app = TestApp::spawn_with(Options::args(&["--workers", "0"])).await;
     let (id, job) = app.create_project("queued").await;
     app.kill9();
     app.options.args.clear();
@@ -51,7 +50,7 @@ async fn a_queued_job_survives_sigkill() {
 /// The README's default: a private cluster under the data dir.
 #[tokio::test]
 async fn private_cluster_survives_sigkill_of_capydb_local_and_of_postgres() {
-    let mut app = TestApp::spawn_with(Options { pg: Pg::Private, args: vec![] }).await;
+    let mut app = TestApp::spawn_with(Options { pg: Pg::Private, ..Default::default() }).await;
     assert!(app.stdout.contains("CAPYDB_BASE=http://127.0.0.1:"), "bootstrap lines: {}", app.stdout);
     let id = app.completed_project("durable").await;
     let uri = app.connection_uri(&id).await;
@@ -87,7 +86,7 @@ async fn private_cluster_survives_sigkill_of_capydb_local_and_of_postgres() {
     pg_select1(&app.connection_uri(&id).await).await.expect("usable after a clean restart");
 }
 
-fn find_postmaster_pid(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+pub fn find_postmaster_pid(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     let cluster_json = read_file(&dir.join("postgres/cluster.json"));
     let mut candidates = vec![dir.join("postgres/data/postmaster.pid")];
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&cluster_json) {
@@ -103,13 +102,18 @@ fn find_postmaster_pid(dir: &std::path::Path) -> Option<std::path::PathBuf> {
 
 #[tokio::test]
 async fn logs_never_contain_keys_or_passwords() {
-    let app = TestApp::spawn_with(Options { pg: Pg::Shared, args: vec![] }).await;
+    let app =
+        TestApp::spawn_with(Options { env: vec![("CAPYDB_LOG_FORMAT".into(), "json".into())], ..Default::default() })
+            .await;
     let minted = app.create_key(json!({"name": "k", "scopes": ["projects:read"]})).await;
     let id = app.completed_project("secretive").await;
     let c = app.get(&format!("/v1/projects/{id}/connections")).await.body[0].clone();
     let rot = app.post(&format!("/v1/projects/{id}/credentials/rotate"), json!({})).await;
     app.wait_job(rot.body["job"]["id"].as_str().unwrap()).await;
     let new = app.get(&format!("/v1/projects/{id}/connections")).await.body[0].clone();
+    let last = app.get("/v1/me").await;
+    let last_id = last.header("x-request-id").unwrap();
+    assert!(app.wait_for_log(&last_id).await, "the last request's line reaches the log");
     let logs = app.logs();
     assert!(logs.contains("request finished"), "request lines are logged");
     assert!(logs.contains("job_"), "job lines carry the job id");
@@ -119,4 +123,27 @@ async fn logs_never_contain_keys_or_passwords() {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }
     assert!(!logs.contains(&shared_postgres_url()), "the admin URL leaked into the logs");
+
+    // CAPYDB_LOG_FORMAT=json: every line is a JSON object; request lines carry
+    // the request id and job lines the job id.
+    let mut request_lines = 0;
+    let mut job_lines = 0;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["message"] == "request finished" {
+            request_lines += 1;
+            assert!(
+                v["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+                "request line without request id: {line}"
+            );
+        }
+        if v["message"] == "step done" || v["message"] == "job completed" || v["message"] == "job running" {
+            job_lines += 1;
+            assert!(
+                v["span"]["job_id"].as_str().is_some_and(|id| id.starts_with("job_")),
+                "job line without job id: {line}"
+            );
+        }
+    }
+    assert!(request_lines > 3 && job_lines > 3, "expected request and job lines, got {request_lines} and {job_lines}");
 }

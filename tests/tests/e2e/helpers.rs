@@ -32,11 +32,18 @@ pub enum Pg {
 pub struct Options {
     pub pg: Pg,
     pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { pg: Pg::Shared, args: Vec::new() }
+        Options { pg: Pg::Shared, args: Vec::new(), env: Vec::new() }
+    }
+}
+
+impl Options {
+    pub fn args(args: &[&str]) -> Self {
+        Options { args: args.iter().map(|a| a.to_string()).collect(), ..Default::default() }
     }
 }
 
@@ -172,6 +179,7 @@ impl TestApp {
             .args(extra)
             .env("CAPYDB_BOOTSTRAP_API_KEY", &self.key)
             .env("RUST_LOG", "info,tokio_postgres=warn")
+            .envs(self.options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
@@ -216,6 +224,18 @@ impl TestApp {
 
     pub fn logs(&self) -> String {
         fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Logs are written in batches every few milliseconds: wait for a line.
+    pub async fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     pub fn pid(&self) -> u32 {

@@ -72,7 +72,7 @@ async fn project_lifecycle_provision_connect_rotate_delete() {
 #[tokio::test]
 async fn one_lifecycle_job_per_project_and_connections_wait_for_ready() {
     // No workers: the provision job stays queued, deterministically.
-    let app = TestApp::spawn_with(Options { args: vec!["--workers".into(), "0".into()], ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options::args(&["--workers", "0"])).await;
     let (id, job) = app.create_project("busy").await;
     let r = app.get(&format!("/v1/projects/{id}")).await;
     assert_eq!(r.expect(200)["project"]["state"], "provisioning");

@@ -1,0 +1,222 @@
+//! `CachedStore`: a read-through cache in front of a `Store` for the reads on
+//! every authenticated request (API key by hash, its organization, a project).
+//!
+//! Valid only when every write to the cached records goes through this same
+//! value — true for `capydb-local`, which holds its data dir's lock. (The
+//! `keys create` / `orgs create` commands only insert new records, and misses
+//! are never cached, so a new key works at once.) Every write below drops or
+//! refreshes what it touches, so a revocation takes effect on the very next
+//! request.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+use capydb_domain::model::{ApiKey, Event, Job, Organization, Project, Timestamp};
+use capydb_domain::ports::{Page, ResourceWrite, Store};
+use capydb_domain::DomainResult;
+
+/// Past this many entries a map is emptied rather than grown.
+const MAX_ENTRIES: usize = 10_000;
+
+pub struct CachedStore<S> {
+    inner: S,
+    keys_by_hash: RwLock<HashMap<String, ApiKey>>,
+    orgs: RwLock<HashMap<String, Organization>>,
+    projects: RwLock<HashMap<String, Project>>,
+    /// Bumped after every write. A read fills the cache only if no write
+    /// finished while it ran, so a reader that fetched a record just before a
+    /// write committed cannot cache the old version after the write's
+    /// invalidation.
+    generation: AtomicU64,
+}
+
+impl<S: Store> CachedStore<S> {
+    pub fn new(inner: S) -> Self {
+        CachedStore {
+            inner,
+            keys_by_hash: RwLock::default(),
+            orgs: RwLock::default(),
+            projects: RwLock::default(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+fn get<V: Clone>(map: &RwLock<HashMap<String, V>>, k: &str) -> Option<V> {
+    map.read().ok().and_then(|m| m.get(k).cloned())
+}
+
+fn forget<V>(map: &RwLock<HashMap<String, V>>, k: &str) {
+    if let Ok(mut m) = map.write() {
+        m.remove(k);
+    }
+}
+
+impl<S> CachedStore<S> {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Caches `v` if no write finished since `seen` was read.
+    fn fill<V>(&self, map: &RwLock<HashMap<String, V>>, seen: u64, k: &str, v: V) {
+        if let Ok(mut m) = map.write() {
+            if self.generation() != seen {
+                return;
+            }
+            if m.len() >= MAX_ENTRIES {
+                m.clear();
+            }
+            m.insert(k.to_string(), v);
+        }
+    }
+
+    fn wrote(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn forget_key_id(&self, key_id: &str) {
+        if let Ok(mut m) = self.keys_by_hash.write() {
+            m.retain(|_, k| k.id != key_id);
+        }
+    }
+
+    fn forget_resource(&self, write: &ResourceWrite) {
+        match write {
+            ResourceWrite::Nothing => {}
+            ResourceWrite::Project(p) => forget(&self.projects, &p.id),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for CachedStore<S> {
+    async fn has_organizations(&self) -> DomainResult<bool> {
+        self.inner.has_organizations().await
+    }
+    async fn create_organization(&self, org: &Organization, first_key: &ApiKey) -> DomainResult<()> {
+        self.inner.create_organization(org, first_key).await
+    }
+    async fn get_organization(&self, id: &str) -> DomainResult<Option<Organization>> {
+        if let Some(o) = get(&self.orgs, id) {
+            return Ok(Some(o));
+        }
+        let seen = self.generation();
+        let found = self.inner.get_organization(id).await?;
+        if let Some(o) = &found {
+            self.fill(&self.orgs, seen, id, o.clone());
+        }
+        Ok(found)
+    }
+    async fn update_organization(&self, org: &Organization) -> DomainResult<()> {
+        forget(&self.orgs, &org.id);
+        let r = self.inner.update_organization(org).await;
+        self.wrote();
+        forget(&self.orgs, &org.id);
+        r
+    }
+    async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()> {
+        self.inner.insert_api_key(key).await
+    }
+    async fn get_api_key_by_hash(&self, hash: &str) -> DomainResult<Option<ApiKey>> {
+        if let Some(k) = get(&self.keys_by_hash, hash) {
+            return Ok(Some(k));
+        }
+        let seen = self.generation();
+        let found = self.inner.get_api_key_by_hash(hash).await?;
+        if let Some(k) = &found {
+            self.fill(&self.keys_by_hash, seen, hash, k.clone());
+        }
+        Ok(found)
+    }
+    async fn get_api_key(&self, org_id: &str, key_id: &str) -> DomainResult<Option<ApiKey>> {
+        self.inner.get_api_key(org_id, key_id).await
+    }
+    async fn list_api_keys(&self, org_id: &str, page: &Page) -> DomainResult<Vec<ApiKey>> {
+        self.inner.list_api_keys(org_id, page).await
+    }
+    async fn revoke_api_key(&self, org_id: &str, key_id: &str, at: Timestamp) -> DomainResult<Option<ApiKey>> {
+        self.forget_key_id(key_id);
+        let r = self.inner.revoke_api_key(org_id, key_id, at).await;
+        self.wrote();
+        self.forget_key_id(key_id);
+        r
+    }
+    async fn touch_api_key(&self, key_id: &str, at: Timestamp, ip: Option<&str>) -> DomainResult<()> {
+        self.inner.touch_api_key(key_id, at, ip).await?;
+        self.wrote();
+        if let Ok(mut m) = self.keys_by_hash.write() {
+            for k in m.values_mut().filter(|k| k.id == key_id) {
+                k.last_used_at = Some(at);
+                k.last_used_ip = ip.map(str::to_string);
+            }
+        }
+        Ok(())
+    }
+    async fn get_project(&self, id: &str) -> DomainResult<Option<Project>> {
+        if let Some(p) = get(&self.projects, id) {
+            return Ok(Some(p));
+        }
+        let seen = self.generation();
+        let found = self.inner.get_project(id).await?;
+        if let Some(p) = &found {
+            self.fill(&self.projects, seen, id, p.clone());
+        }
+        Ok(found)
+    }
+    async fn list_projects(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Project>> {
+        self.inner.list_projects(org_id, page).await
+    }
+    async fn update_project(&self, project: &Project) -> DomainResult<()> {
+        forget(&self.projects, &project.id);
+        let r = self.inner.update_project(project).await;
+        self.wrote();
+        forget(&self.projects, &project.id);
+        r
+    }
+    async fn begin_job(&self, job: &Job, write: &ResourceWrite) -> DomainResult<Option<String>> {
+        self.forget_resource(write);
+        let r = self.inner.begin_job(job, write).await;
+        self.wrote();
+        self.forget_resource(write);
+        r
+    }
+    async fn get_job(&self, id: &str) -> DomainResult<Option<Job>> {
+        self.inner.get_job(id).await
+    }
+    async fn list_project_jobs(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Job>> {
+        self.inner.list_project_jobs(project_id, page).await
+    }
+    async fn update_job(&self, job: &Job, expected_version: u64) -> DomainResult<bool> {
+        self.inner.update_job(job, expected_version).await
+    }
+    async fn finish_job(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        write: &ResourceWrite,
+        events: &[Event],
+    ) -> DomainResult<bool> {
+        self.forget_resource(write);
+        let r = self.inner.finish_job(job, expected_version, write, events).await;
+        self.wrote();
+        self.forget_resource(write);
+        r
+    }
+    async fn list_stuck_jobs(&self, stale_before: Timestamp, limit: usize) -> DomainResult<Vec<Job>> {
+        self.inner.list_stuck_jobs(stale_before, limit).await
+    }
+    async fn list_unpublished_events(&self, limit: usize) -> DomainResult<Vec<Event>> {
+        self.inner.list_unpublished_events(limit).await
+    }
+    async fn mark_event_published(&self, id: &str, at: Timestamp) -> DomainResult<()> {
+        self.inner.mark_event_published(id, at).await
+    }
+    async fn list_events(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Event>> {
+        self.inner.list_events(org_id, page).await
+    }
+}
