@@ -9,6 +9,7 @@ use capydb_domain::model::*;
 use capydb_domain::ports::{Page, ResourceWrite, Store};
 use capydb_domain::scopes::Scope;
 use capydb_domain::{DomainError, DomainResult};
+use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::db::{self, get_opt_ts, get_ts, invalid_column, opt_ts, sql_err, sql_limit, ts};
@@ -304,6 +305,35 @@ fn write_resource(conn: &Connection, write: &ResourceWrite) -> DomainResult<()> 
     }
 }
 
+/// Binds a job's columns in `job_cols!()` order (?1..?17) and hands them to
+/// `f`: `insert_job` uses them as they are, `update_job_if` adds the expected
+/// version as ?18.
+fn with_job_params<R>(job: &Job, version: i64, f: impl FnOnce(&[&dyn ToSql]) -> R) -> R {
+    let (kind, state) = (job.kind.as_str(), job.state.as_str());
+    let (created, started, finished) = (ts(&job.created_at), opt_ts(&job.started_at), opt_ts(&job.finished_at));
+    let lease = opt_ts(&job.lease_expires_at);
+    let params = job.params.to_string();
+    f(&[
+        &job.id,
+        &kind,
+        &state,
+        &job.organization_id,
+        &job.project_id,
+        &job.resource.kind,
+        &job.resource.id,
+        &job.attempt,
+        &job.step,
+        &created,
+        &started,
+        &finished,
+        &job.error,
+        &version,
+        &job.lease_owner,
+        &lease,
+        &params,
+    ])
+}
+
 fn insert_job(conn: &Connection, job: &Job) -> DomainResult<()> {
     let sql = concat!(
         "INSERT INTO jobs (",
@@ -311,28 +341,7 @@ fn insert_job(conn: &Connection, job: &Job) -> DomainResult<()> {
         ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     );
     let version = version_param(job.version)?;
-    conn.prepare_cached(sql)
-        .and_then(|mut s| {
-            s.execute(params![
-                job.id,
-                job.kind.as_str(),
-                job.state.as_str(),
-                job.organization_id,
-                job.project_id,
-                job.resource.kind,
-                job.resource.id,
-                job.attempt,
-                job.step,
-                ts(&job.created_at),
-                opt_ts(&job.started_at),
-                opt_ts(&job.finished_at),
-                job.error,
-                version,
-                job.lease_owner,
-                opt_ts(&job.lease_expires_at),
-                job.params.to_string(),
-            ])
-        })
+    with_job_params(job, version, |p| conn.prepare_cached(sql).and_then(|mut s| s.execute(p)))
         .map(drop)
         .map_err(sql_err("insert the job"))
 }
@@ -350,31 +359,12 @@ fn update_job_if(conn: &Connection, job: &Job, expected_version: u64) -> DomainR
                lease_expires_at = ?16, params = ?17 WHERE id = ?1 AND version = ?18";
     let version = version_param(job.version)?;
     let expected = version_param(expected_version)?;
-    let changed = conn
-        .prepare_cached(sql)
-        .and_then(|mut s| {
-            s.execute(params![
-                job.id,
-                job.kind.as_str(),
-                job.state.as_str(),
-                job.organization_id,
-                job.project_id,
-                job.resource.kind,
-                job.resource.id,
-                job.attempt,
-                job.step,
-                ts(&job.created_at),
-                opt_ts(&job.started_at),
-                opt_ts(&job.finished_at),
-                job.error,
-                version,
-                job.lease_owner,
-                opt_ts(&job.lease_expires_at),
-                job.params.to_string(),
-                expected,
-            ])
-        })
-        .map_err(sql_err("update the job"))?;
+    let changed = with_job_params(job, version, |p| {
+        let mut all = p.to_vec();
+        all.push(&expected);
+        conn.prepare_cached(sql).and_then(|mut s| s.execute(&*all))
+    })
+    .map_err(sql_err("update the job"))?;
     Ok(changed == 1)
 }
 
