@@ -57,7 +57,7 @@ pub struct ServeArgs {
     /// Concurrent job workers (0 runs the API alone; jobs wait in the queue).
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
-    /// Seconds between sweeps (stuck-job re-drive).
+    /// Seconds between sweeps (expired previews, stuck-job re-drive).
     #[arg(long, default_value_t = 60)]
     pub sweep_interval: u64,
     /// Milliseconds a job waits before its first retry (doubling, capped at 60 s).

@@ -77,7 +77,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let _lock = lock_data_dir(&dir)?;
     let adapters = open_adapters(&dir)?;
 
-    let (provider, cluster) = match &args.postgres_url {
+    let (mut provider, cluster) = match &args.postgres_url {
         Some(url) => {
             (PgProvider::connect(url, REGION).await.map_err(|e| format!("cannot use --postgres-url: {e}"))?, None)
         }
@@ -91,6 +91,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             (provider, Some(cluster))
         }
     };
+
+    // Dumps of busy databases being cloned live next to the rest of our data.
+    let work = dir.join("work");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&work)
+        .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    provider.set_work_dir(work);
 
     let settings = Settings {
         jobs: JobSettings {
@@ -219,6 +228,11 @@ async fn sweeper_loop(app: App, every: Duration, mut stop: watch::Receiver<bool>
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
+        }
+        match app.expire_previews().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(previews = n, "sweeper started deleting expired previews"),
+            Err(e) => tracing::warn!(error = %e, "preview expiry sweep failed"),
         }
         match app.redrive_stuck_jobs(false).await {
             Ok(0) => {}

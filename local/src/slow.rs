@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use capydb_domain::model::ConnectionInfo;
-use capydb_domain::ports::{DatabaseProvider, ProviderResult};
+use capydb_domain::ports::{CloneStrategy, DatabaseProvider, ProviderResult};
 
 pub struct SlowProvider<P> {
     inner: P,
@@ -33,6 +33,16 @@ impl<P: DatabaseProvider> DatabaseProvider for SlowProvider<P> {
     async fn ensure_database(&self, database: &str, owner: &str) -> ProviderResult<()> {
         tokio::time::sleep(self.delay).await;
         self.inner.ensure_database(database, owner).await
+    }
+    async fn clone_database(
+        &self,
+        source: &str,
+        source_owner: &str,
+        target: &str,
+        owner: &str,
+    ) -> ProviderResult<CloneStrategy> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.clone_database(source, source_owner, target, owner).await
     }
     async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()> {
         tokio::time::sleep(self.delay).await;

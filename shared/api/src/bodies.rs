@@ -1,5 +1,5 @@
 //! Response envelopes: a single resource is wrapped by its type name.
-use capydb_domain::model::{ApiKey, Job, Organization, Project};
+use capydb_domain::model::{ApiKey, Job, Organization, Preview, Project};
 use capydb_domain::principal::PrincipalView;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -27,4 +27,9 @@ pub struct ProjectBody {
 #[derive(Serialize, ToSchema)]
 pub struct JobBody {
     pub job: Job,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PreviewBody {
+    pub preview: Preview,
 }

@@ -10,6 +10,7 @@ pub mod me;
 pub mod middleware;
 pub mod openapi;
 pub mod organizations;
+pub mod previews;
 pub mod projects;
 
 use axum::extract::DefaultBodyLimit;
@@ -25,13 +26,14 @@ pub fn group(name: &str) -> Option<Router<App>> {
         "identity" => me::router(),
         "organizations" => organizations::router(),
         "projects" => projects::router(),
+        "previews" => previews::router(),
         "jobs" => jobs::router(),
         "openapi" => openapi::router(),
         _ => return None,
     })
 }
 
-pub const GROUPS: [&str; 5] = ["identity", "organizations", "projects", "jobs", "openapi"];
+pub const GROUPS: [&str; 6] = ["identity", "organizations", "projects", "previews", "jobs", "openapi"];
 
 /// Every route group on one router, answering on `/v1/...` and `/api/capydb/v1/...`.
 pub fn router(app: App) -> Router {

@@ -29,7 +29,7 @@ pub struct PageParams {
     info(
         title = "CapyDB control plane API",
         version = "1.0.0",
-        description = "Organizations, projects (a PostgreSQL database each), API keys and the asynchronous jobs that provision, rotate and delete databases. Errors are always `{\"error\": \"message\"}`; lists are bare JSON arrays, newest first, paginated with `?limit=&cursor=` and a `Link: <...>; rel=\"next\"` header; every response carries `X-Request-Id`."
+        description = "Organizations, projects (a PostgreSQL database each), per-pull-request preview databases, API keys and the asynchronous jobs that provision, clone, rotate and delete databases. Errors are always `{\"error\": \"message\"}`; lists are bare JSON arrays, newest first, paginated with `?limit=&cursor=` and a `Link: <...>; rel=\"next\"` header; every response carries `X-Request-Id`."
     ),
     paths(
         crate::me::me,
@@ -48,6 +48,13 @@ pub struct PageParams {
         crate::projects::project_connections,
         crate::projects::rotate_credentials,
         crate::projects::list_project_jobs,
+        crate::previews::list_previews,
+        crate::previews::create_preview,
+        crate::previews::get_preview,
+        crate::previews::update_preview,
+        crate::previews::reset_preview,
+        crate::previews::delete_preview,
+        crate::previews::preview_connections,
         crate::jobs::get_job,
         openapi_json,
     ),
@@ -58,6 +65,7 @@ pub struct PageParams {
         (name = "organizations", description = "The caller's organization"),
         (name = "api-keys", description = "Scoped, optionally project-restricted API keys"),
         (name = "projects", description = "Projects: a PostgreSQL database each"),
+        (name = "previews", description = "Per-pull-request preview databases with a TTL"),
         (name = "jobs", description = "Asynchronous lifecycle jobs"),
         (name = "meta", description = "This document"),
     )

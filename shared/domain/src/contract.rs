@@ -155,13 +155,49 @@ async fn new_org(store: &dyn Store, now: Timestamp) -> (Organization, ApiKey) {
 /// the lock again.
 async fn put_project(store: &dyn Store, p: &Project, now: Timestamp) {
     let j = job(&p.organization_id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
-    let held = ok(store.begin_job(&j, &ResourceWrite::Project(p.clone())).await, "begin_job (put_project)");
+    let held = ok(store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[]).await, "begin_job (put_project)");
     assert_eq!(held, None, "begin_job on a fresh project must take the lock");
     let done = ok(
         store.finish_job(&finished(&j, JobState::Completed, now), j.version, &ResourceWrite::Nothing, &[]).await,
         "finish_job (put_project)",
     );
     assert!(done, "finish_job with the current version must succeed");
+}
+
+fn preview(project: &Project, id: String, name: &str, expires_at: Timestamp, now: Timestamp) -> Preview {
+    Preview {
+        database_name: id.clone(),
+        role_name: format!("{id}_owner"),
+        id,
+        organization_id: project.organization_id.clone(),
+        project_id: project.id.clone(),
+        name: name.into(),
+        mode: PreviewMode::Clone,
+        state: PreviewState::Creating,
+        ttl_hours: 72,
+        expires_at,
+        created_at: now,
+        updated_at: now,
+        password_sealed: format!("v1:sealed-{}", new_id("s")),
+    }
+}
+
+/// Stores a preview through a job (as the use cases do), then finishes the
+/// job writing `final_state`.
+async fn put_preview(store: &dyn Store, pv: &Preview, final_state: PreviewState, now: Timestamp) -> DomainResult<()> {
+    let mut j = job(&pv.organization_id, &pv.project_id, new_id(ids::JOB), JobKind::CreatePreview, now);
+    j.resource = ResourceRef { kind: "preview".into(), id: pv.id.clone() };
+    assert_eq!(
+        store.begin_job(&j, &ResourceWrite::Preview(pv.clone()), &[]).await?,
+        None,
+        "begin_job on a new preview"
+    );
+    let done = Preview { state: final_state, ..pv.clone() };
+    let finished_ok = store
+        .finish_job(&finished(&j, JobState::Completed, now), j.version, &ResourceWrite::Preview(done), &[])
+        .await?;
+    assert!(finished_ok, "finish_job (put_preview)");
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -172,6 +208,7 @@ pub async fn run_store_contract(store: &dyn Store) {
     store_organizations(store).await;
     store_api_keys(store).await;
     store_projects(store).await;
+    store_previews(store).await;
     store_job_locks(store).await;
     store_job_versions(store).await;
     store_finish_job(store).await;
@@ -411,6 +448,69 @@ pub async fn store_projects(store: &dyn Store) {
 }
 
 /// begin_job: the per-resource lock, and that a refused begin writes nothing.
+/// Previews: round trip, live-name uniqueness, listing without the
+/// deleted, expiry query, and events written by `begin_job`.
+pub async fn store_previews(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let prj = project(&org.id, new_id(ids::PROJECT), ProjectState::Ready, now);
+    put_project(store, &prj, now).await;
+    let ids = ordered_ids(ids::PREVIEW, 4);
+    let past = now - chrono::Duration::hours(1);
+    let future = now + chrono::Duration::hours(1);
+
+    let a = preview(&prj, ids[0].clone(), "pr-1", past, now);
+    ok(put_preview(store, &a, PreviewState::Ready, now).await, "put preview a");
+    let stored = ok(store.get_preview(&a.id).await, "get_preview").expect("preview a stored");
+    assert_eq!(stored, Preview { state: PreviewState::Ready, ..a.clone() }, "a preview round-trips exactly");
+
+    // A second live preview with the same name in the project: Conflict, nothing written.
+    let dup = preview(&prj, ids[1].clone(), "pr-1", future, now);
+    let mut j = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreatePreview, now);
+    j.resource = ResourceRef { kind: "preview".into(), id: dup.id.clone() };
+    match store.begin_job(&j, &ResourceWrite::Preview(dup.clone()), &[]).await {
+        Err(DomainError::Conflict(_)) => {}
+        other => panic!("a duplicate live preview name must be a Conflict, got {other:?}"),
+    }
+    assert_eq!(ok(store.get_preview(&dup.id).await, "get_preview"), None, "a refused begin_job writes nothing");
+    assert_eq!(ok(store.get_job(&j.id).await, "get_job"), None, "a refused begin_job writes no job");
+
+    // Once `a` is deleted its name is free.
+    ok(store.update_preview(&Preview { state: PreviewState::Deleted, ..stored.clone() }).await, "update_preview");
+    let b = preview(&prj, ids[2].clone(), "pr-1", future, now);
+    ok(put_preview(store, &b, PreviewState::Ready, now).await, "a deleted preview's name can be reused");
+    let c = preview(&prj, ids[3].clone(), "pr-2", past, now);
+    ok(put_preview(store, &c, PreviewState::Failed, now).await, "put preview c");
+
+    let listed = ok(store.list_previews(&prj.id, &Page::first(10)).await, "list_previews");
+    assert_eq!(ids_of(&listed, |p| &p.id), vec![c.id.clone(), b.id.clone()], "live previews, newest first");
+    let page =
+        ok(store.list_previews(&prj.id, &Page { limit: 1, before: Some(c.id.clone()) }).await, "list_previews page");
+    assert_eq!(ids_of(&page, |p| &p.id), vec![b.id.clone()], "the cursor continues after c");
+
+    // Expired: ready or failed with expires_at <= now; not deleted ones, not future ones.
+    let expired = ok(store.list_expired_previews(now, 100).await, "list_expired_previews");
+    let mine: Vec<_> = expired.iter().filter(|p| p.project_id == prj.id).map(|p| p.id.clone()).collect();
+    assert_eq!(mine, vec![c.id.clone()], "only c has expired and is still live");
+
+    // begin_job writes the events it is given, in the same transaction.
+    let mut del = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::DeletePreview, now);
+    del.resource = ResourceRef { kind: "preview".into(), id: c.id.clone() };
+    let e = event(&org.id, &prj.id, new_id(ids::EVENT), "preview.expired", now);
+    let deleting = Preview { state: PreviewState::Deleting, ..c.clone() };
+    assert_eq!(
+        ok(store.begin_job(&del, &ResourceWrite::Preview(deleting), std::slice::from_ref(&e)).await, "begin_job"),
+        None
+    );
+    let events = ok(store.list_events(&org.id, &Page::first(10)).await, "list_events");
+    assert!(events.iter().any(|x| x.id == e.id), "begin_job must write its events");
+    ok(
+        store.finish_job(&finished(&del, JobState::Completed, now), del.version, &ResourceWrite::Nothing, &[]).await,
+        "finish",
+    );
+    ok(store.mark_event_published(&e.id, now).await, "mark_event_published");
+}
+
 pub async fn store_job_locks(store: &dyn Store) {
     let now = base_time();
     let (org, _) = new_org(store, now).await;
@@ -423,7 +523,7 @@ pub async fn store_job_locks(store: &dyn Store) {
     let job4 = job(&org.id, &p.id, jids[3].clone(), JobKind::RotateCredentials, plus_ms(now, 20));
 
     assert_eq!(
-        ok(store.begin_job(&job1, &ResourceWrite::Project(p.clone())).await, "begin_job"),
+        ok(store.begin_job(&job1, &ResourceWrite::Project(p.clone()), &[]).await, "begin_job"),
         None,
         "begin_job on an unlocked resource must succeed"
     );
@@ -435,7 +535,7 @@ pub async fn store_job_locks(store: &dyn Store) {
     assert_eq!(ok(store.get_project(&p.id).await, "get_project"), Some(p.clone()), "begin_job must write the resource");
 
     let deleting = Project { state: ProjectState::Deleting, ..p.clone() };
-    let held = ok(store.begin_job(&job2, &ResourceWrite::Project(deleting.clone())).await, "begin_job");
+    let held = ok(store.begin_job(&job2, &ResourceWrite::Project(deleting.clone()), &[]).await, "begin_job");
     assert_eq!(held, Some(job1.id.clone()), "begin_job on a locked resource must return the holder's job id");
     assert_eq!(ok(store.get_job(&job2.id).await, "get_job"), None, "a refused begin_job must not store its job");
     assert_eq!(
@@ -445,7 +545,7 @@ pub async fn store_job_locks(store: &dyn Store) {
     );
 
     assert_eq!(
-        ok(store.begin_job(&job3, &ResourceWrite::Project(q.clone())).await, "begin_job"),
+        ok(store.begin_job(&job3, &ResourceWrite::Project(q.clone()), &[]).await, "begin_job"),
         None,
         "the lock is per resource: another project must not be blocked"
     );
@@ -458,7 +558,7 @@ pub async fn store_job_locks(store: &dyn Store) {
     );
     assert_eq!(ok(store.get_project(&p.id).await, "get_project"), Some(ready), "finish_job must write the resource");
     assert_eq!(
-        ok(store.begin_job(&job2, &ResourceWrite::Project(deleting.clone())).await, "begin_job"),
+        ok(store.begin_job(&job2, &ResourceWrite::Project(deleting.clone()), &[]).await, "begin_job"),
         None,
         "finish_job must release the lock"
     );
@@ -476,7 +576,7 @@ pub async fn store_job_locks(store: &dyn Store) {
         "finish_job with the current version must succeed"
     );
     assert_eq!(
-        ok(store.begin_job(&job4, &ResourceWrite::Nothing).await, "begin_job"),
+        ok(store.begin_job(&job4, &ResourceWrite::Nothing, &[]).await, "begin_job"),
         Some(job2.id.clone()),
         "finish_job must release only the lock its own job holds"
     );
@@ -514,7 +614,11 @@ pub async fn store_job_versions(store: &dyn Store) {
     let (org, _) = new_org(store, now).await;
     let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
     let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
-    assert_eq!(ok(store.begin_job(&j, &ResourceWrite::Project(p)).await, "begin_job"), None, "begin_job must succeed");
+    assert_eq!(
+        ok(store.begin_job(&j, &ResourceWrite::Project(p), &[]).await, "begin_job"),
+        None,
+        "begin_job must succeed"
+    );
     assert_eq!(ok(store.get_job(&new_id(ids::JOB)).await, "get_job"), None, "get_job of an unknown id must be None");
 
     let running = Job {
@@ -566,7 +670,7 @@ pub async fn store_finish_job(store: &dyn Store) {
     let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
     let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
     assert_eq!(
-        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone())).await, "begin_job"),
+        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[]).await, "begin_job"),
         None,
         "begin_job must succeed"
     );
@@ -599,7 +703,7 @@ pub async fn store_finish_job(store: &dyn Store) {
     );
     let probe = job(&org.id, &p.id, new_id(ids::JOB), JobKind::DeleteProject, now);
     assert_eq!(
-        ok(store.begin_job(&probe, &ResourceWrite::Nothing).await, "begin_job"),
+        ok(store.begin_job(&probe, &ResourceWrite::Nothing, &[]).await, "begin_job"),
         Some(j.id.clone()),
         "a refused finish_job must keep the lock"
     );
@@ -627,7 +731,7 @@ pub async fn store_finish_job(store: &dyn Store) {
 
     // finish_job released the lock: the probe may begin now.
     assert_eq!(
-        ok(store.begin_job(&probe, &ResourceWrite::Nothing).await, "begin_job"),
+        ok(store.begin_job(&probe, &ResourceWrite::Nothing, &[]).await, "begin_job"),
         None,
         "finish_job must release the lock"
     );
@@ -665,7 +769,11 @@ pub async fn store_stuck_jobs(store: &dyn Store) {
     let queued_new = jobs_at(JobState::Queued, 200_000, None);
     let all = [&queued_old, &lease_lapsed, &lease_live, &terminal, &queued_new];
     for j in all {
-        assert_eq!(ok(store.begin_job(j, &ResourceWrite::Nothing).await, "begin_job"), None, "begin_job must succeed");
+        assert_eq!(
+            ok(store.begin_job(j, &ResourceWrite::Nothing, &[]).await, "begin_job"),
+            None,
+            "begin_job must succeed"
+        );
     }
     let ours: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
 
@@ -698,7 +806,7 @@ pub async fn store_outbox(store: &dyn Store) {
     let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Ready, now);
     let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::RotateCredentials, now);
     assert_eq!(
-        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone())).await, "begin_job"),
+        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[]).await, "begin_job"),
         None,
         "begin_job must succeed"
     );

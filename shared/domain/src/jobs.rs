@@ -7,11 +7,16 @@ use serde::{Deserialize, Serialize};
 use crate::app::{add, sub, App};
 use crate::error::{DomainError, DomainResult};
 use crate::ids;
-use crate::model::{Event, Job, JobKind, JobState, Project, ProjectState, Timestamp};
+use crate::model::{
+    Event, Job, JobKind, JobState, Preview, PreviewMode, PreviewState, Project, ProjectState, Timestamp,
+};
 use crate::ports::{Page, ProviderError, ResourceWrite};
 use crate::principal::Principal;
 use crate::projects::NEW_PASSWORD_PARAM;
 use crate::scopes::Scope;
+
+/// Job parameter: ids of the previews a project deletion dropped.
+const DROPPED_PREVIEWS: &str = "dropped_previews";
 
 /// The body of a job queue message.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -72,8 +77,11 @@ pub enum Disposition {
 pub fn steps(kind: JobKind) -> &'static [&'static str] {
     match kind {
         JobKind::Provision => &["create_role", "create_database", "verify_connection"],
-        JobKind::DeleteProject => &["drop_database", "drop_role"],
+        JobKind::DeleteProject => &["drop_previews", "drop_database", "drop_role"],
         JobKind::RotateCredentials => &["set_password", "verify_connection"],
+        JobKind::CreatePreview => &["create_role", "copy_data", "verify_connection"],
+        JobKind::ResetPreview => &["copy_data", "verify_connection"],
+        JobKind::DeletePreview => &["drop_database", "drop_role"],
     }
 }
 
@@ -81,7 +89,16 @@ impl App {
     /// Writes the resource, the job and the lock, then enqueues the job. A
     /// lost enqueue is repaired by the sweeper, which re-drives stale queued jobs.
     pub(crate) async fn start_job(&self, job: Job, write: ResourceWrite) -> DomainResult<StartedJob> {
-        if let Some(running) = self.store.begin_job(&job, &write).await? {
+        self.start_job_with_events(job, write, &[]).await
+    }
+
+    pub(crate) async fn start_job_with_events(
+        &self,
+        job: Job,
+        write: ResourceWrite,
+        events: &[Event],
+    ) -> DomainResult<StartedJob> {
+        if let Some(running) = self.store.begin_job(&job, &write, events).await? {
             return Err(DomainError::Conflict(format!(
                 "{} {} has a lifecycle job in progress: {running}; wait for it to finish",
                 job.resource.kind, job.resource.id
@@ -157,7 +174,7 @@ impl App {
         let plan = steps(job.kind);
         while (job.step as usize) < plan.len() {
             let step = plan[job.step as usize];
-            let result = self.run_step(&job, step).await;
+            let result = self.run_step(&mut job, step).await;
             let now = self.now();
             let expected = job.version;
             job.version += 1;
@@ -210,6 +227,11 @@ impl App {
         self.store.get_project(id).await?.ok_or_else(|| StepError::Permanent(format!("project {id} no longer exists")))
     }
 
+    async fn job_preview(&self, job: &Job) -> Result<Preview, StepError> {
+        let id = &job.resource.id;
+        self.store.get_preview(id).await?.ok_or_else(|| StepError::Permanent(format!("preview {id} no longer exists")))
+    }
+
     async fn new_password(&self, job: &Job) -> Result<String, StepError> {
         let sealed = job
             .params
@@ -219,34 +241,106 @@ impl App {
         Ok(self.secrets.open(sealed).await?)
     }
 
-    async fn run_step(&self, job: &Job, step: &str) -> Result<StepOutcome, StepError> {
+    async fn run_step(&self, job: &mut Job, step: &str) -> Result<StepOutcome, StepError> {
         let project = self.job_project(job).await?;
         let provider = &self.provider;
-        match (job.kind, step) {
-            (JobKind::Provision, "create_role") => {
-                let password = self.secrets.open(&project.password_sealed).await?;
-                provider.ensure_role(&project.role_name, &password).await?;
+        match job.kind {
+            JobKind::Provision | JobKind::DeleteProject | JobKind::RotateCredentials => match (job.kind, step) {
+                (JobKind::Provision, "create_role") => {
+                    let password = self.secrets.open(&project.password_sealed).await?;
+                    provider.ensure_role(&project.role_name, &password).await?;
+                }
+                (JobKind::Provision, "create_database") => {
+                    provider.ensure_database(&project.database_name, &project.role_name).await?;
+                }
+                (JobKind::Provision, "verify_connection") => {
+                    let password = self.secrets.open(&project.password_sealed).await?;
+                    provider.check_connection(&project.database_name, &project.role_name, &password).await?;
+                }
+                (JobKind::DeleteProject, "drop_previews") => self.drop_project_previews(job, &project).await?,
+                (JobKind::DeleteProject, "drop_database") => provider.drop_database(&project.database_name).await?,
+                (JobKind::DeleteProject, "drop_role") => provider.drop_role(&project.role_name).await?,
+                (JobKind::RotateCredentials, "set_password") => {
+                    let password = self.new_password(job).await?;
+                    provider.ensure_role(&project.role_name, &password).await?;
+                }
+                (JobKind::RotateCredentials, "verify_connection") => {
+                    let password = self.new_password(job).await?;
+                    provider.check_connection(&project.database_name, &project.role_name, &password).await?;
+                }
+                (kind, step) => return Err(StepError::Permanent(format!("{} has no step {step}", kind.as_str()))),
+            },
+            JobKind::CreatePreview | JobKind::ResetPreview | JobKind::DeletePreview => {
+                let preview = self.job_preview(job).await?;
+                if job.kind != JobKind::DeletePreview
+                    && matches!(project.state, ProjectState::Deleting | ProjectState::Deleted)
+                {
+                    return Err(StepError::Permanent(format!("project {} is being deleted", project.id)));
+                }
+                match (job.kind, step) {
+                    (JobKind::CreatePreview, "create_role") => {
+                        let password = self.secrets.open(&preview.password_sealed).await?;
+                        provider.ensure_role(&preview.role_name, &password).await?;
+                    }
+                    (JobKind::CreatePreview | JobKind::ResetPreview, "copy_data") => match preview.mode {
+                        PreviewMode::Clone => {
+                            let how = provider
+                                .clone_database(
+                                    &project.database_name,
+                                    &project.role_name,
+                                    &preview.database_name,
+                                    &preview.role_name,
+                                )
+                                .await?;
+                            tracing::info!(strategy = ?how, "cloned the project's database");
+                        }
+                        PreviewMode::Empty => {
+                            if job.kind == JobKind::ResetPreview {
+                                provider.drop_database(&preview.database_name).await?;
+                            }
+                            provider.ensure_database(&preview.database_name, &preview.role_name).await?;
+                        }
+                    },
+                    (JobKind::CreatePreview | JobKind::ResetPreview, "verify_connection") => {
+                        let password = self.secrets.open(&preview.password_sealed).await?;
+                        provider.check_connection(&preview.database_name, &preview.role_name, &password).await?;
+                    }
+                    (JobKind::DeletePreview, "drop_database") => provider.drop_database(&preview.database_name).await?,
+                    (JobKind::DeletePreview, "drop_role") => provider.drop_role(&preview.role_name).await?,
+                    (kind, step) => return Err(StepError::Permanent(format!("{} has no step {step}", kind.as_str()))),
+                }
             }
-            (JobKind::Provision, "create_database") => {
-                provider.ensure_database(&project.database_name, &project.role_name).await?;
-            }
-            (JobKind::Provision, "verify_connection") => {
-                let password = self.secrets.open(&project.password_sealed).await?;
-                provider.check_connection(&project.database_name, &project.role_name, &password).await?;
-            }
-            (JobKind::DeleteProject, "drop_database") => provider.drop_database(&project.database_name).await?,
-            (JobKind::DeleteProject, "drop_role") => provider.drop_role(&project.role_name).await?,
-            (JobKind::RotateCredentials, "set_password") => {
-                let password = self.new_password(job).await?;
-                provider.ensure_role(&project.role_name, &password).await?;
-            }
-            (JobKind::RotateCredentials, "verify_connection") => {
-                let password = self.new_password(job).await?;
-                provider.check_connection(&project.database_name, &project.role_name, &password).await?;
-            }
-            (kind, step) => return Err(StepError::Permanent(format!("{} has no step {step}", kind.as_str()))),
         }
         Ok(StepOutcome::Done)
+    }
+
+    /// A project's previews go before the project: each database and role is
+    /// dropped and the preview marked deleted. The ids are kept in the job so
+    /// its completion can announce each `preview.deleted`.
+    async fn drop_project_previews(&self, job: &mut Job, project: &Project) -> Result<(), StepError> {
+        loop {
+            let batch = self.store.list_previews(&project.id, &Page::first(100)).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            if job.params.is_null() {
+                job.params = serde_json::json!({});
+            }
+            for mut preview in batch {
+                self.provider.drop_database(&preview.database_name).await?;
+                self.provider.drop_role(&preview.role_name).await?;
+                preview.state = PreviewState::Deleted;
+                preview.updated_at = self.now();
+                self.store.update_preview(&preview).await?;
+                let dropped = job
+                    .params
+                    .as_object_mut()
+                    .map(|o| o.entry(DROPPED_PREVIEWS).or_insert_with(|| serde_json::json!([])));
+                if let Some(serde_json::Value::Array(ids)) = dropped {
+                    ids.push(serde_json::Value::String(preview.id.clone()));
+                }
+            }
+        }
     }
 
     fn event(&self, kind: &str, job: &Job, data: serde_json::Value) -> Event {
@@ -263,7 +357,7 @@ impl App {
 
     async fn complete_job(&self, mut job: Job) -> DomainResult<()> {
         let now = self.now();
-        let mut project = self.job_project(&job).await.map_err(|e| DomainError::Internal(e.to_string()))?;
+        let step_err = |e: StepError| DomainError::Internal(e.to_string());
         let expected = job.version;
         job.version += 1;
         job.state = JobState::Completed;
@@ -271,24 +365,56 @@ impl App {
         job.error = None;
         job.lease_owner = None;
         job.lease_expires_at = None;
-        project.updated_at = now;
-        let resource_event = match job.kind {
-            JobKind::Provision => {
-                project.state = ProjectState::Ready;
-                "project.ready"
+        let (write, events) = match job.kind {
+            JobKind::Provision | JobKind::DeleteProject | JobKind::RotateCredentials => {
+                let mut project = self.job_project(&job).await.map_err(step_err)?;
+                project.updated_at = now;
+                let kind = match job.kind {
+                    JobKind::Provision => {
+                        project.state = ProjectState::Ready;
+                        "project.ready"
+                    }
+                    JobKind::DeleteProject => {
+                        project.state = ProjectState::Deleted;
+                        "project.deleted"
+                    }
+                    _ => {
+                        project.password_sealed =
+                            job.params[NEW_PASSWORD_PARAM].as_str().unwrap_or_default().to_string();
+                        "credentials.rotated"
+                    }
+                };
+                let data = serde_json::json!({ "job": job, "project": project });
+                let mut events = vec![self.event("job.completed", &job, data.clone()), self.event(kind, &job, data)];
+                for id in job.params.get(DROPPED_PREVIEWS).and_then(|v| v.as_array()).into_iter().flatten() {
+                    if let Some(preview) = self.store.get_preview(id.as_str().unwrap_or_default()).await? {
+                        events.push(self.event(
+                            "preview.deleted",
+                            &job,
+                            serde_json::json!({ "job": job, "preview": preview }),
+                        ));
+                    }
+                }
+                (ResourceWrite::Project(project), events)
             }
-            JobKind::DeleteProject => {
-                project.state = ProjectState::Deleted;
-                "project.deleted"
-            }
-            JobKind::RotateCredentials => {
-                project.password_sealed = job.params[NEW_PASSWORD_PARAM].as_str().unwrap_or_default().to_string();
-                "credentials.rotated"
+            JobKind::CreatePreview | JobKind::ResetPreview | JobKind::DeletePreview => {
+                let mut preview = self.job_preview(&job).await.map_err(step_err)?;
+                preview.updated_at = now;
+                let kind = if job.kind == JobKind::DeletePreview {
+                    preview.state = PreviewState::Deleted;
+                    "preview.deleted"
+                } else {
+                    preview.state = PreviewState::Ready;
+                    "preview.ready"
+                };
+                let data = serde_json::json!({ "job": job, "preview": preview });
+                (
+                    ResourceWrite::Preview(preview),
+                    vec![self.event("job.completed", &job, data.clone()), self.event(kind, &job, data)],
+                )
             }
         };
-        let data = serde_json::json!({ "job": job, "project": project });
-        let events = [self.event("job.completed", &job, data.clone()), self.event(resource_event, &job, data)];
-        if self.store.finish_job(&job, expected, &ResourceWrite::Project(project), &events).await? {
+        if self.store.finish_job(&job, expected, &write, &events).await? {
             tracing::info!("job completed");
         }
         Ok(())
@@ -296,10 +422,11 @@ impl App {
 
     async fn fail_job(&self, mut job: Job, error: &str) -> DomainResult<()> {
         let now = self.now();
-        let mut project = self.job_project(&job).await.map_err(|e| DomainError::Internal(e.to_string()))?;
+        let step_err = |e: StepError| DomainError::Internal(e.to_string());
         if job.kind == JobKind::RotateCredentials && job.step > 0 {
             // The new password may be set on the server already: put the old
             // one back so the stored credentials keep working.
+            let project = self.job_project(&job).await.map_err(step_err)?;
             let restored = match self.secrets.open(&project.password_sealed).await {
                 Ok(old) => self.provider.ensure_role(&project.role_name, &old).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -315,15 +442,26 @@ impl App {
         job.error = Some(error.to_string());
         job.lease_owner = None;
         job.lease_expires_at = None;
-        let write = match job.kind {
+        let (write, data) = match job.kind {
             JobKind::Provision | JobKind::DeleteProject => {
+                let mut project = self.job_project(&job).await.map_err(step_err)?;
                 project.state = ProjectState::Failed;
                 project.updated_at = now;
-                ResourceWrite::Project(project.clone())
+                let data = serde_json::json!({ "job": job, "project": project });
+                (ResourceWrite::Project(project), data)
             }
-            JobKind::RotateCredentials => ResourceWrite::Nothing,
+            JobKind::RotateCredentials => {
+                let project = self.job_project(&job).await.map_err(step_err)?;
+                (ResourceWrite::Nothing, serde_json::json!({ "job": job, "project": project }))
+            }
+            JobKind::CreatePreview | JobKind::ResetPreview | JobKind::DeletePreview => {
+                let mut preview = self.job_preview(&job).await.map_err(step_err)?;
+                preview.state = PreviewState::Failed;
+                preview.updated_at = now;
+                let data = serde_json::json!({ "job": job, "preview": preview });
+                (ResourceWrite::Preview(preview), data)
+            }
         };
-        let data = serde_json::json!({ "job": job, "project": project });
         let events = [self.event("job.failed", &job, data)];
         self.store.finish_job(&job, expected, &write, &events).await?;
         Ok(())

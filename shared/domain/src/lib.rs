@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod model;
 pub mod organizations;
 pub mod ports;
+pub mod previews;
 pub mod principal;
 pub mod projects;
 pub mod scopes;

@@ -103,12 +103,94 @@ pub struct Project {
     pub password_sealed: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PreviewMode {
+    /// A copy of the project's schema and data at creation (or reset) time.
+    Clone,
+    /// An empty database.
+    Empty,
+}
+
+impl PreviewMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreviewMode::Clone => "clone",
+            PreviewMode::Empty => "empty",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Clone, Self::Empty].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PreviewState {
+    Creating,
+    /// Usable: a real connection with the issued credentials succeeded.
+    Ready,
+    /// A reset job is replacing its contents with a fresh clone.
+    Resetting,
+    Deleting,
+    Deleted,
+    Failed,
+}
+
+impl PreviewState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreviewState::Creating => "creating",
+            PreviewState::Ready => "ready",
+            PreviewState::Resetting => "resetting",
+            PreviewState::Deleting => "deleting",
+            PreviewState::Deleted => "deleted",
+            PreviewState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Creating, Self::Ready, Self::Resetting, Self::Deleting, Self::Deleted, Self::Failed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A per-pull-request database: a clone of its project (or empty) with its
+/// own role and password, deleted by the sweeper once `expires_at` passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Preview {
+    /// `pvw_...`
+    pub id: String,
+    pub organization_id: String,
+    pub project_id: String,
+    /// Unique among the project's live previews, e.g. `pr-42`.
+    pub name: String,
+    pub mode: PreviewMode,
+    pub state: PreviewState,
+    pub database_name: String,
+    pub role_name: String,
+    /// The TTL last set; a reset restarts it from the reset's time.
+    pub ttl_hours: u32,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub expires_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub password_sealed: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Provision,
     DeleteProject,
     RotateCredentials,
+    CreatePreview,
+    ResetPreview,
+    DeletePreview,
 }
 
 impl JobKind {
@@ -117,10 +199,22 @@ impl JobKind {
             JobKind::Provision => "provision",
             JobKind::DeleteProject => "delete_project",
             JobKind::RotateCredentials => "rotate_credentials",
+            JobKind::CreatePreview => "create_preview",
+            JobKind::ResetPreview => "reset_preview",
+            JobKind::DeletePreview => "delete_preview",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Provision, Self::DeleteProject, Self::RotateCredentials].into_iter().find(|v| v.as_str() == s)
+        [
+            Self::Provision,
+            Self::DeleteProject,
+            Self::RotateCredentials,
+            Self::CreatePreview,
+            Self::ResetPreview,
+            Self::DeletePreview,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 }
 
@@ -152,7 +246,7 @@ impl JobState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ResourceRef {
-    /// `project`, later also `preview`, `backup`, `restore`, `import`.
+    /// `project` or `preview` (later also `backup`, `restore`, `import`).
     #[serde(rename = "type")]
     pub kind: String,
     pub id: String,

@@ -29,6 +29,9 @@ pub enum ResourceWrite {
     Nothing,
     /// Insert or replace the project row.
     Project(Project),
+    /// Insert or replace the preview row. Inserting a second live preview
+    /// with the same name in a project is a `Conflict`.
+    Preview(Preview),
 }
 
 /// The metadata store. Every method that changes more than one record does so
@@ -61,11 +64,20 @@ pub trait Store: Send + Sync {
     /// Replaces the project row (used for non-lifecycle edits such as a rename).
     async fn update_project(&self, project: &Project) -> DomainResult<()>;
 
+    // previews
+    async fn get_preview(&self, id: &str) -> DomainResult<Option<Preview>>;
+    /// Previews of the project that are not `deleted`, newest first.
+    async fn list_previews(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Preview>>;
+    /// Replaces the preview row (TTL extension).
+    async fn update_preview(&self, preview: &Preview) -> DomainResult<()>;
+    /// `ready` or `failed` previews whose `expires_at <= now`, oldest expiry first.
+    async fn list_expired_previews(&self, now: Timestamp, limit: usize) -> DomainResult<Vec<Preview>>;
+
     // jobs
-    /// Atomically: writes the resource, inserts the job, and takes the lock on
-    /// `job.resource`. Returns `Some(running_job_id)` and writes nothing when
-    /// another job holds the lock.
-    async fn begin_job(&self, job: &Job, write: &ResourceWrite) -> DomainResult<Option<String>>;
+    /// Atomically: writes the resource, inserts the job, takes the lock on
+    /// `job.resource` and appends the events. Returns `Some(running_job_id)`
+    /// and writes nothing when another job holds the lock.
+    async fn begin_job(&self, job: &Job, write: &ResourceWrite, events: &[Event]) -> DomainResult<Option<String>>;
     async fn get_job(&self, id: &str) -> DomainResult<Option<Job>>;
     async fn list_project_jobs(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Job>>;
     /// Replaces the job if its stored version is `expected_version`
@@ -131,6 +143,15 @@ pub enum ProviderError {
 
 pub type ProviderResult<T> = Result<T, ProviderError>;
 
+/// How `clone_database` copied a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneStrategy {
+    /// `CREATE DATABASE ... TEMPLATE`: a file copy, taken when nothing was connected to the source.
+    Template,
+    /// A parallel dump and restore, when the source had clients.
+    DumpRestore,
+}
+
 /// Creates and removes databases and roles on a PostgreSQL service. Every
 /// operation is idempotent: running it twice leaves the same state as once.
 #[async_trait]
@@ -143,6 +164,17 @@ pub trait DatabaseProvider: Send + Sync {
     async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()>;
     /// Creates the database owned by `owner` unless it exists.
     async fn ensure_database(&self, database: &str, owner: &str) -> ProviderResult<()>;
+    /// Makes `target`, owned by `owner` and reachable only by it, a copy of
+    /// `source`'s schema and data at this moment, every object inside owned
+    /// by `owner`. Never disconnects, blocks or stalls the source's clients.
+    /// Idempotent: a `target` left by an interrupted attempt is made again.
+    async fn clone_database(
+        &self,
+        source: &str,
+        source_owner: &str,
+        target: &str,
+        owner: &str,
+    ) -> ProviderResult<CloneStrategy>;
     /// Connects as `role` with `password` to `database` and runs `SELECT 1`.
     async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()>;
     /// Ends the database's sessions and drops it; no error if it is absent.

@@ -7,7 +7,7 @@ use crate::app::{parse_name, random_password, App};
 use crate::error::{DomainError, DomainResult};
 use crate::ids;
 use crate::jobs::StartedJob;
-use crate::model::{ConnectionInfo, Job, JobKind, Project, ProjectState, ResourceRef};
+use crate::model::{ConnectionInfo, Job, JobKind, PreviewState, Project, ProjectState, ResourceRef};
 use crate::ports::{Page, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
@@ -131,6 +131,20 @@ impl App {
         p.require(Scope::ProjectsWrite)?;
         p.require_admin("delete a project")?;
         let mut project = self.visible_project(p, project_id).await?;
+        // Its previews go with it; one with a job of its own running would
+        // race the deletion, so wait for those to finish.
+        let busy =
+            self.store.list_previews(&project.id, &Page::first(100)).await?.into_iter().find(|pv| {
+                matches!(pv.state, PreviewState::Creating | PreviewState::Resetting | PreviewState::Deleting)
+            });
+        if let Some(pv) = busy {
+            return Err(DomainError::Conflict(format!(
+                "preview {} of project {} is {}; delete the project once it is done",
+                pv.id,
+                project.id,
+                pv.state.as_str()
+            )));
+        }
         project.state = ProjectState::Deleting;
         project.updated_at = self.now();
         let job = self.new_job(JobKind::DeleteProject, &project, serde_json::Value::Null);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
-use capydb_domain::model::{ApiKey, Event, Job, Organization, Project, Timestamp};
+use capydb_domain::model::{ApiKey, Event, Job, Organization, Preview, Project, Timestamp};
 use capydb_domain::ports::{Page, ResourceWrite, Store};
 use capydb_domain::DomainResult;
 
@@ -89,6 +89,7 @@ impl<S> CachedStore<S> {
         match write {
             ResourceWrite::Nothing => {}
             ResourceWrite::Project(p) => forget(&self.projects, &p.id),
+            ResourceWrite::Preview(_) => {}
         }
     }
 }
@@ -178,9 +179,21 @@ impl<S: Store> Store for CachedStore<S> {
         forget(&self.projects, &project.id);
         r
     }
-    async fn begin_job(&self, job: &Job, write: &ResourceWrite) -> DomainResult<Option<String>> {
+    async fn get_preview(&self, id: &str) -> DomainResult<Option<Preview>> {
+        self.inner.get_preview(id).await
+    }
+    async fn list_previews(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Preview>> {
+        self.inner.list_previews(project_id, page).await
+    }
+    async fn update_preview(&self, preview: &Preview) -> DomainResult<()> {
+        self.inner.update_preview(preview).await
+    }
+    async fn list_expired_previews(&self, now: Timestamp, limit: usize) -> DomainResult<Vec<Preview>> {
+        self.inner.list_expired_previews(now, limit).await
+    }
+    async fn begin_job(&self, job: &Job, write: &ResourceWrite, events: &[Event]) -> DomainResult<Option<String>> {
         self.forget_resource(write);
-        let r = self.inner.begin_job(job, write).await;
+        let r = self.inner.begin_job(job, write, events).await;
         self.wrote();
         self.forget_resource(write);
         r

@@ -25,7 +25,8 @@ const STATEMENT_CACHE: usize = 64;
 ///
 /// Timestamps are INTEGER nanoseconds since the Unix epoch, so they sort as
 /// numbers and round-trip `DateTime<Utc>` exactly.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE organizations (
     id         TEXT PRIMARY KEY,
     name       TEXT NOT NULL,
@@ -132,7 +133,29 @@ CREATE TABLE queue_dead_letters (
     moved_at      INTEGER NOT NULL
 );
 CREATE INDEX queue_dead_letters_queue ON queue_dead_letters(queue, id);
-"#];
+"#,
+    r#"
+CREATE TABLE previews (
+    id              TEXT PRIMARY KEY,
+    organization_id TEXT NOT NULL REFERENCES organizations(id),
+    project_id      TEXT NOT NULL REFERENCES projects(id),
+    name            TEXT NOT NULL,
+    mode            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    database_name   TEXT NOT NULL,
+    role_name       TEXT NOT NULL,
+    ttl_hours       INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    password_sealed TEXT NOT NULL
+);
+CREATE INDEX previews_project ON previews(project_id, id);
+-- A name is unique among a project's live previews; a deleted one frees it.
+CREATE UNIQUE INDEX previews_live_name ON previews(project_id, name) WHERE state <> 'deleted';
+CREATE INDEX previews_expiry ON previews(expires_at) WHERE state IN ('ready', 'failed');
+"#,
+];
 
 /// Opens the read-write connection, switches the file to WAL and brings the
 /// schema up to date. Safe to race with another process doing the same: the

@@ -12,7 +12,7 @@ use capydb_domain::{DomainError, DomainResult};
 use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
-use crate::db::{self, get_opt_ts, get_ts, invalid_column, opt_ts, sql_err, sql_limit, ts};
+use crate::db::{self, get_opt_ts, get_ts, invalid_column, map_sql_error, opt_ts, sql_err, sql_limit, ts};
 
 /// Read-only connections per store. Reads are short (an indexed lookup), so a
 /// few connections cover many concurrent requests on a small machine.
@@ -113,6 +113,12 @@ macro_rules! project_cols {
          updated_at, password_sealed"
     };
 }
+macro_rules! preview_cols {
+    () => {
+        "id, organization_id, project_id, name, mode, state, database_name, role_name, ttl_hours, expires_at, \
+         created_at, updated_at, password_sealed"
+    };
+}
 macro_rules! job_cols {
     () => {
         "id, kind, state, organization_id, project_id, resource_kind, resource_id, attempt, step, \
@@ -188,6 +194,26 @@ fn project_from_row(r: &Row<'_>) -> rusqlite::Result<Project> {
         created_at: get_ts(r, 8)?,
         updated_at: get_ts(r, 9)?,
         password_sealed: r.get(10)?,
+    })
+}
+
+fn preview_from_row(r: &Row<'_>) -> rusqlite::Result<Preview> {
+    let mode: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    Ok(Preview {
+        id: r.get(0)?,
+        organization_id: r.get(1)?,
+        project_id: r.get(2)?,
+        name: r.get(3)?,
+        mode: PreviewMode::parse(&mode).ok_or_else(|| invalid_column(4, "unknown preview mode"))?,
+        state: PreviewState::parse(&state).ok_or_else(|| invalid_column(5, "unknown preview state"))?,
+        database_name: r.get(6)?,
+        role_name: r.get(7)?,
+        ttl_hours: r.get(8)?,
+        expires_at: get_ts(r, 9)?,
+        created_at: get_ts(r, 10)?,
+        updated_at: get_ts(r, 11)?,
+        password_sealed: r.get(12)?,
     })
 }
 
@@ -298,10 +324,53 @@ fn upsert_project(conn: &Connection, p: &Project) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(project_params!(p))
 }
 
+macro_rules! preview_params {
+    ($p:expr) => {
+        params![
+            $p.id,
+            $p.organization_id,
+            $p.project_id,
+            $p.name,
+            $p.mode.as_str(),
+            $p.state.as_str(),
+            $p.database_name,
+            $p.role_name,
+            $p.ttl_hours,
+            ts(&$p.expires_at),
+            ts(&$p.created_at),
+            ts(&$p.updated_at),
+            $p.password_sealed,
+        ]
+    };
+}
+
+fn upsert_preview(conn: &Connection, p: &Preview) -> DomainResult<()> {
+    let sql = concat!(
+        "INSERT INTO previews (",
+        preview_cols!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         ON CONFLICT(id) DO UPDATE SET organization_id = excluded.organization_id, \
+         project_id = excluded.project_id, name = excluded.name, mode = excluded.mode, state = excluded.state, \
+         database_name = excluded.database_name, role_name = excluded.role_name, ttl_hours = excluded.ttl_hours, \
+         expires_at = excluded.expires_at, \
+         created_at = excluded.created_at, updated_at = excluded.updated_at, password_sealed = excluded.password_sealed"
+    );
+    conn.prepare_cached(sql).and_then(|mut s| s.execute(preview_params!(p))).map(drop).map_err(|e| {
+        match map_sql_error("write the preview", &e) {
+            // The only unique constraint a preview write can break besides its id.
+            DomainError::Conflict(_) => {
+                DomainError::Conflict(format!("project {} already has a live preview named {:?}", p.project_id, p.name))
+            }
+            other => other,
+        }
+    })
+}
+
 fn write_resource(conn: &Connection, write: &ResourceWrite) -> DomainResult<()> {
     match write {
         ResourceWrite::Nothing => Ok(()),
         ResourceWrite::Project(p) => upsert_project(conn, p).map(drop).map_err(sql_err("write the project")),
+        ResourceWrite::Preview(p) => upsert_preview(conn, p),
     }
 }
 
@@ -504,7 +573,51 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn begin_job(&self, job: &Job, write: &ResourceWrite) -> DomainResult<Option<String>> {
+    async fn get_preview(&self, id: &str) -> DomainResult<Option<Preview>> {
+        self.read("read the preview", |c| {
+            c.prepare_cached(concat!("SELECT ", preview_cols!(), " FROM previews WHERE id = ?1"))?
+                .query_row([id], preview_from_row)
+                .optional()
+        })
+    }
+
+    async fn list_previews(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Preview>> {
+        self.read("list previews", |c| {
+            query_page(
+                c,
+                paged!(preview_cols!(), "previews", "project_id = ?1 AND state <> 'deleted'"),
+                project_id,
+                page,
+                preview_from_row,
+            )
+        })
+    }
+
+    async fn update_preview(&self, preview: &Preview) -> DomainResult<()> {
+        let sql = "UPDATE previews SET organization_id = ?2, project_id = ?3, name = ?4, mode = ?5, state = ?6, \
+                   database_name = ?7, role_name = ?8, ttl_hours = ?9, expires_at = ?10, created_at = ?11, \
+                   updated_at = ?12, password_sealed = ?13 WHERE id = ?1";
+        let changed = self.execute("update the preview", sql, preview_params!(preview))?;
+        if changed == 0 {
+            return Err(DomainError::not_found("preview", &preview.id));
+        }
+        Ok(())
+    }
+
+    async fn list_expired_previews(&self, now: Timestamp, limit: usize) -> DomainResult<Vec<Preview>> {
+        let limit = sql_limit(limit);
+        self.read("list expired previews", |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                preview_cols!(),
+                " FROM previews WHERE state IN ('ready', 'failed') AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"
+            ))?
+            .query_map(params![ts(&now), limit], preview_from_row)?
+            .collect()
+        })
+    }
+
+    async fn begin_job(&self, job: &Job, write: &ResourceWrite, events: &[Event]) -> DomainResult<Option<String>> {
         self.write("begin the job", |tx| {
             let holder: Option<String> = tx
                 .prepare_cached("SELECT job_id FROM resource_locks WHERE resource_kind = ?1 AND resource_id = ?2")
@@ -518,6 +631,9 @@ impl Store for SqliteStore {
             tx.prepare_cached("INSERT INTO resource_locks (resource_kind, resource_id, job_id) VALUES (?1, ?2, ?3)")
                 .and_then(|mut s| s.execute([&job.resource.kind, &job.resource.id, &job.id]))
                 .map_err(sql_err("lock the resource"))?;
+            for event in events {
+                insert_event(tx, event)?;
+            }
             Ok((None, true))
         })
     }

@@ -717,7 +717,7 @@ fn find_binaries_in(path: Option<&OsStr>, versioned_root: &Path) -> Option<PathB
         .map(|(_, bin)| bin)
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 

@@ -5,6 +5,7 @@
 //! cluster `capydb-local` runs from the machine's own PostgreSQL binaries when
 //! it is given no server. Driver errors become `ProviderError::Retryable` or
 //! `Permanent` here and nowhere else, and no password reaches a log or an error.
+mod clone;
 mod cluster;
 mod error;
 mod provider;

@@ -1,12 +1,13 @@
 //! `PgProvider`: the `DatabaseProvider` port on one PostgreSQL server, driven
 //! through a superuser connection.
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use capydb_domain::model::ConnectionInfo;
-use capydb_domain::ports::{DatabaseProvider, ProviderError, ProviderResult};
+use capydb_domain::ports::{CloneStrategy, DatabaseProvider, ProviderError, ProviderResult};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
@@ -43,15 +44,17 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').rem
 /// this machine or a trusted network.
 pub struct PgProvider {
     region: String,
-    pg_version: String,
-    admin: Config,
-    admin_user: String,
+    pub(crate) pg_version: String,
+    pub(crate) admin: Config,
+    pub(crate) admin_user: String,
     admin_database: String,
     /// As the client should use it: no brackets around an IPv6 address.
-    host: String,
-    port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     sslmode: &'static str,
     conn: Mutex<Option<Arc<Client>>>,
+    /// Where `clone_database` writes its temporary dumps.
+    pub(crate) work_dir: PathBuf,
 }
 
 impl std::fmt::Debug for PgProvider {
@@ -105,6 +108,7 @@ impl PgProvider {
             host: target.host,
             port: target.port,
             conn: Mutex::new(Some(Arc::new(client))),
+            work_dir: std::env::temp_dir(),
         })
     }
 
@@ -158,12 +162,12 @@ impl PgProvider {
         }
     }
 
-    async fn execute(&self, what: &str, sql: &str) -> ProviderResult<()> {
+    pub(crate) async fn execute(&self, what: &str, sql: &str) -> ProviderResult<()> {
         self.with_admin(what, |c| async move { c.batch_execute(sql).await }).await
     }
 
     /// `Some(is_superuser)` when the role exists.
-    async fn role_is_superuser(&self, role: &str) -> ProviderResult<Option<bool>> {
+    pub(crate) async fn role_is_superuser(&self, role: &str) -> ProviderResult<Option<bool>> {
         self.with_admin(&format!("look up role {role}"), |c| async move {
             match c.query_opt("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role]).await? {
                 Some(row) => row.try_get::<_, bool>(0).map(Some),
@@ -175,7 +179,7 @@ impl PgProvider {
 
     /// Tenant roles are never the admin or any other superuser: ALTERing or
     /// dropping one would take the control plane's own access away.
-    fn check_tenant_role(&self, role: &str) -> ProviderResult<()> {
+    pub(crate) fn check_tenant_role(&self, role: &str) -> ProviderResult<()> {
         validate_name("role", role)?;
         if role == self.admin_user {
             return Err(ProviderError::Permanent(format!("role {role} is the provider's admin role")));
@@ -183,7 +187,7 @@ impl PgProvider {
         Ok(())
     }
 
-    fn check_tenant_database(&self, database: &str) -> ProviderResult<()> {
+    pub(crate) fn check_tenant_database(&self, database: &str) -> ProviderResult<()> {
         validate_name("database", database)?;
         if RESERVED_DATABASES.contains(&database) || database == self.admin_database {
             return Err(ProviderError::Permanent(format!("database {database} is reserved")));
@@ -276,6 +280,16 @@ impl DatabaseProvider for PgProvider {
         Ok(())
     }
 
+    async fn clone_database(
+        &self,
+        source: &str,
+        source_owner: &str,
+        target: &str,
+        owner: &str,
+    ) -> ProviderResult<CloneStrategy> {
+        PgProvider::clone_database(self, source, source_owner, target, owner).await
+    }
+
     async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()> {
         validate_name("database", database)?;
         validate_name("role", role)?;
@@ -352,7 +366,7 @@ impl DatabaseProvider for PgProvider {
 
 /// A transaction-scoped advisory lock on one object name, for statements run
 /// as one multi-statement batch (an implicit transaction).
-fn advisory_lock(kind: &str, name: &str) -> ProviderResult<String> {
+pub(crate) fn advisory_lock(kind: &str, name: &str) -> ProviderResult<String> {
     Ok(format!("SELECT pg_advisory_xact_lock(hashtext({}))", quote_literal(&format!("capydb {kind} {name}"))?))
 }
 
@@ -362,7 +376,7 @@ fn is_duplicate(e: &tokio_postgres::Error, own: &SqlState) -> bool {
     e.code().is_some_and(|c| c == own || *c == SqlState::UNIQUE_VIOLATION)
 }
 
-async fn open_admin(config: &Config) -> ProviderResult<Client> {
+pub(crate) async fn open_admin(config: &Config) -> ProviderResult<Client> {
     let what = "connect to the PostgreSQL server as the admin role";
     let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await {
         Ok(result) => result.map_err(|e| from_pg(what, &e))?,

@@ -5,4 +5,6 @@ mod auth;
 mod conventions;
 mod crash;
 mod failures;
+mod previews;
 mod projects;
+mod sweeper;

@@ -1,0 +1,255 @@
+//! Preview databases: per-pull-request copies (or empty databases) of a
+//! project with their own role and password and a TTL.
+use chrono::Duration as ChronoDuration;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::{parse_name, random_password, App};
+use crate::error::{DomainError, DomainResult};
+use crate::ids;
+use crate::jobs::StartedJob;
+use crate::model::{
+    ConnectionInfo, Job, JobKind, JobState, Preview, PreviewMode, PreviewState, Project, ProjectState, ResourceRef,
+};
+use crate::ports::{Page, ResourceWrite};
+use crate::principal::Principal;
+use crate::scopes::Scope;
+
+pub const MIN_TTL_HOURS: u32 = 1;
+pub const MAX_TTL_HOURS: u32 = 720;
+/// When a request gives no `ttl_hours`.
+pub const DEFAULT_TTL_HOURS: u32 = 72;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePreview {
+    /// Unique among the project's live previews, e.g. `pr-42`.
+    pub name: String,
+    pub mode: PreviewMode,
+    /// Hours until the sweeper deletes it, 1..=720 (default 72).
+    pub ttl_hours: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePreview {
+    /// New TTL counted from now, 1..=720.
+    pub ttl_hours: u32,
+}
+
+/// `202` answer of a preview lifecycle action.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PreviewJob {
+    pub preview: Preview,
+    pub job: Job,
+}
+
+fn parse_ttl(ttl: u32) -> DomainResult<ChronoDuration> {
+    if !(MIN_TTL_HOURS..=MAX_TTL_HOURS).contains(&ttl) {
+        return Err(DomainError::invalid(format!("ttl_hours must be between {MIN_TTL_HOURS} and {MAX_TTL_HOURS}")));
+    }
+    Ok(ChronoDuration::hours(ttl as i64))
+}
+
+/// Preview names go into URLs and CI logs: keep them to a safe alphabet.
+fn parse_preview_name(raw: &str) -> DomainResult<String> {
+    let name = parse_name("name", raw, 63)?;
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(DomainError::invalid("name may contain only letters, digits, '-', '_' and '.'"));
+    }
+    Ok(name)
+}
+
+impl App {
+    /// Loads a live preview the principal may see (its project's rules apply).
+    async fn visible_preview(&self, p: &Principal, preview_id: &str) -> DomainResult<Preview> {
+        let preview = self
+            .store
+            .get_preview(preview_id)
+            .await?
+            .filter(|pv| pv.state != PreviewState::Deleted)
+            .ok_or_else(|| DomainError::not_found("preview", preview_id))?;
+        p.check_project(&preview.organization_id, Some(&preview.project_id), "preview", preview_id)?;
+        Ok(preview)
+    }
+
+    fn preview_job(&self, kind: JobKind, preview: &Preview) -> Job {
+        Job {
+            id: ids::new_id(ids::JOB),
+            kind,
+            state: JobState::Queued,
+            organization_id: preview.organization_id.clone(),
+            project_id: Some(preview.project_id.clone()),
+            resource: ResourceRef { kind: "preview".into(), id: preview.id.clone() },
+            attempt: 0,
+            step: 0,
+            created_at: self.now(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            version: 0,
+            lease_owner: None,
+            lease_expires_at: None,
+            params: serde_json::Value::Null,
+        }
+    }
+
+    fn require_ready_project(project: &Project, action: &str) -> DomainResult<()> {
+        if project.state != ProjectState::Ready {
+            return Err(DomainError::Conflict(format!(
+                "project {} is {}; {action} once it is ready",
+                project.id,
+                project.state.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn create_preview(
+        &self,
+        p: &Principal,
+        project_id: &str,
+        req: CreatePreview,
+    ) -> DomainResult<PreviewJob> {
+        p.require(Scope::ProjectsWrite)?;
+        let project = self.visible_project(p, project_id).await?;
+        let name = parse_preview_name(&req.name)?;
+        let ttl_hours = req.ttl_hours.unwrap_or(DEFAULT_TTL_HOURS);
+        let ttl = parse_ttl(ttl_hours)?;
+        Self::require_ready_project(&project, "previews can be created")?;
+        let now = self.now();
+        let id = ids::new_id(ids::PREVIEW);
+        let preview = Preview {
+            database_name: id.clone(),
+            role_name: format!("{id}_owner"),
+            id,
+            organization_id: project.organization_id.clone(),
+            project_id: project.id.clone(),
+            name,
+            mode: req.mode,
+            state: PreviewState::Creating,
+            ttl_hours,
+            expires_at: now + ttl,
+            created_at: now,
+            updated_at: now,
+            password_sealed: self.secrets.seal(&random_password()).await?,
+        };
+        let job = self.preview_job(JobKind::CreatePreview, &preview);
+        let StartedJob { job } = self.start_job(job, ResourceWrite::Preview(preview.clone())).await?;
+        Ok(PreviewJob { preview, job })
+    }
+
+    pub async fn list_previews(&self, p: &Principal, project_id: &str, page: &Page) -> DomainResult<Vec<Preview>> {
+        p.require(Scope::ProjectsRead)?;
+        self.visible_project(p, project_id).await?;
+        self.store.list_previews(project_id, page).await
+    }
+
+    pub async fn get_preview(&self, p: &Principal, preview_id: &str) -> DomainResult<Preview> {
+        p.require(Scope::ProjectsRead)?;
+        self.visible_preview(p, preview_id).await
+    }
+
+    /// Extends (or shortens) the TTL, counted from now.
+    pub async fn update_preview(&self, p: &Principal, preview_id: &str, req: UpdatePreview) -> DomainResult<Preview> {
+        p.require(Scope::ProjectsWrite)?;
+        let ttl = parse_ttl(req.ttl_hours)?;
+        let mut preview = self.visible_preview(p, preview_id).await?;
+        if preview.state == PreviewState::Deleting {
+            return Err(DomainError::Conflict(format!("preview {} is being deleted", preview.id)));
+        }
+        let now = self.now();
+        preview.ttl_hours = req.ttl_hours;
+        preview.expires_at = now + ttl;
+        preview.updated_at = now;
+        self.store.update_preview(&preview).await?;
+        Ok(preview)
+    }
+
+    /// Replaces the contents with a fresh clone of the project (or empties an
+    /// empty-mode preview); same connection string; the TTL restarts.
+    pub async fn reset_preview(&self, p: &Principal, preview_id: &str) -> DomainResult<PreviewJob> {
+        p.require(Scope::ProjectsWrite)?;
+        let mut preview = self.visible_preview(p, preview_id).await?;
+        if !matches!(preview.state, PreviewState::Ready | PreviewState::Failed) {
+            return Err(DomainError::Conflict(format!(
+                "preview {} is {}; it can be reset once it is ready",
+                preview.id,
+                preview.state.as_str()
+            )));
+        }
+        let project = self.visible_project(p, &preview.project_id).await?;
+        Self::require_ready_project(&project, "previews can be reset")?;
+        let now = self.now();
+        preview.state = PreviewState::Resetting;
+        preview.expires_at = now + parse_ttl(preview.ttl_hours)?;
+        preview.updated_at = now;
+        let job = self.preview_job(JobKind::ResetPreview, &preview);
+        let StartedJob { job } = self.start_job(job, ResourceWrite::Preview(preview.clone())).await?;
+        Ok(PreviewJob { preview, job })
+    }
+
+    pub async fn delete_preview(&self, p: &Principal, preview_id: &str) -> DomainResult<PreviewJob> {
+        p.require(Scope::ProjectsWrite)?;
+        let preview = self.visible_preview(p, preview_id).await?;
+        self.start_preview_deletion(preview, &[]).await
+    }
+
+    async fn start_preview_deletion(
+        &self,
+        mut preview: Preview,
+        events: &[crate::model::Event],
+    ) -> DomainResult<PreviewJob> {
+        preview.state = PreviewState::Deleting;
+        preview.updated_at = self.now();
+        let job = self.preview_job(JobKind::DeletePreview, &preview);
+        let StartedJob { job } =
+            self.start_job_with_events(job, ResourceWrite::Preview(preview.clone()), events).await?;
+        Ok(PreviewJob { preview, job })
+    }
+
+    pub async fn preview_connections(&self, p: &Principal, preview_id: &str) -> DomainResult<Vec<ConnectionInfo>> {
+        p.require(Scope::CredentialsRead)?;
+        let preview = self.visible_preview(p, preview_id).await?;
+        if preview.state != PreviewState::Ready {
+            return Err(DomainError::Conflict(format!(
+                "preview {} is {}; connections are available once it is ready",
+                preview.id,
+                preview.state.as_str()
+            )));
+        }
+        let password = self.secrets.open(&preview.password_sealed).await?;
+        let mut info = self.provider.connection_info(&preview.database_name, &preview.role_name, &password);
+        info.role = "owner".into();
+        Ok(vec![info])
+    }
+
+    /// The sweeper's part for previews: every expired one gets a
+    /// `preview.expired` event and a delete job, in one transaction. A preview
+    /// whose TTL was extended is no longer expired and is left alone; one
+    /// with a job running is retried at the next sweep.
+    pub async fn expire_previews(&self) -> DomainResult<usize> {
+        let now = self.now();
+        let mut started = 0;
+        for preview in self.store.list_expired_previews(now, 100).await? {
+            let expired = crate::model::Event {
+                id: ids::new_id(ids::EVENT),
+                kind: "preview.expired".into(),
+                organization_id: preview.organization_id.clone(),
+                project_id: Some(preview.project_id.clone()),
+                created_at: now,
+                data: serde_json::json!({ "preview": preview }),
+                published_at: None,
+            };
+            match self.start_preview_deletion(preview, &[expired]).await {
+                Ok(pj) => {
+                    tracing::info!(preview_id = %pj.preview.id, job_id = %pj.job.id, "preview expired; deleting it");
+                    started += 1;
+                }
+                Err(DomainError::Conflict(m)) => tracing::info!(reason = %m, "expired preview is busy; next sweep"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(started)
+    }
+}
