@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use capydb_domain::api_keys::{mint_api_key, CreateApiKey};
 use capydb_domain::jobs::Disposition;
-use capydb_domain::ports::{Clock, DatabaseProvider, JobQueue, SecretBox, Store, SystemClock};
+use capydb_domain::ports::{ArtifactStore, Clock, DatabaseProvider, JobQueue, SecretBox, Store, SystemClock};
 use capydb_domain::{App, AppParts, JobSettings, Settings};
-use capydb_embedded::{CachedStore, KeyFileSecretBox, SqliteQueue, SqliteStore};
+use capydb_embedded::{CachedStore, FileArtifactStore, KeyFileSecretBox, SqliteQueue, SqliteStore};
 use capydb_postgres::{LocalCluster, PgProvider};
 use tokio::sync::watch;
 
@@ -116,6 +116,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             ms => Arc::new(crate::slow::SlowProvider::new(provider, Duration::from_millis(ms))),
         },
         secrets: adapters.secrets.clone() as Arc<dyn SecretBox>,
+        artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).map_err(|e| e.to_string())?)
+            as Arc<dyn ArtifactStore>,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         settings,
     });

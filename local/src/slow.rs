@@ -1,6 +1,7 @@
 //! A provider wrapper that sleeps before each operation (hidden flag
 //! `--debug-provider-delay-ms`): lets the crash tests SIGKILL the process
 //! while a job is between two steps, deterministically.
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,6 +44,22 @@ impl<P: DatabaseProvider> DatabaseProvider for SlowProvider<P> {
     ) -> ProviderResult<CloneStrategy> {
         tokio::time::sleep(self.delay).await;
         self.inner.clone_database(source, source_owner, target, owner).await
+    }
+    async fn dump_database(&self, database: &str, dest: &Path) -> ProviderResult<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.dump_database(database, dest).await
+    }
+    async fn restore_database(&self, dump: &Path, target: &str, owner: &str) -> ProviderResult<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.restore_database(dump, target, owner).await
+    }
+    async fn import_database(&self, source_url: &str, target: &str, owner: &str) -> ProviderResult<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.import_database(source_url, target, owner).await
+    }
+    async fn replace_database(&self, live: &str, replacement: &str) -> ProviderResult<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.replace_database(live, replacement).await
     }
     async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()> {
         tokio::time::sleep(self.delay).await;

@@ -1,5 +1,5 @@
 //! Response envelopes: a single resource is wrapped by its type name.
-use capydb_domain::model::{ApiKey, Job, Organization, Preview, Project};
+use capydb_domain::model::{ApiKey, Backup, Import, Job, Organization, Preview, Project, Restore};
 use capydb_domain::principal::PrincipalView;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -32,4 +32,19 @@ pub struct JobBody {
 #[derive(Serialize, ToSchema)]
 pub struct PreviewBody {
     pub preview: Preview,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BackupBody {
+    pub backup: Backup,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RestoreBody {
+    pub restore: Restore,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ImportBody {
+    pub import: Import,
 }

@@ -1,6 +1,7 @@
 //! CapyDB's HTTP API: one axum router per route group, the credential
 //! extractor, `ApiError` → `{"error": ...}`, and the generated OpenAPI
 //! document. The same routers run in `capydb-local` and in the Lambdas.
+pub mod backups;
 pub mod bodies;
 pub mod error;
 pub mod extract;
@@ -27,13 +28,14 @@ pub fn group(name: &str) -> Option<Router<App>> {
         "organizations" => organizations::router(),
         "projects" => projects::router(),
         "previews" => previews::router(),
+        "backups" => backups::router(),
         "jobs" => jobs::router(),
         "openapi" => openapi::router(),
         _ => return None,
     })
 }
 
-pub const GROUPS: [&str; 6] = ["identity", "organizations", "projects", "previews", "jobs", "openapi"];
+pub const GROUPS: [&str; 7] = ["identity", "organizations", "projects", "previews", "backups", "jobs", "openapi"];
 
 /// Every route group on one router, answering on `/v1/...` and `/api/capydb/v1/...`.
 pub fn router(app: App) -> Router {

@@ -17,6 +17,7 @@ macro_rules! has_id {
 has_id!(
     capydb_domain::model::Project,
     capydb_domain::model::Preview,
+    capydb_domain::model::Backup,
     capydb_domain::model::Job,
     capydb_domain::model::ApiKey,
     capydb_domain::model::Organization

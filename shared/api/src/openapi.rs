@@ -29,7 +29,7 @@ pub struct PageParams {
     info(
         title = "CapyDB control plane API",
         version = "1.0.0",
-        description = "Organizations, projects (a PostgreSQL database each), per-pull-request preview databases, API keys and the asynchronous jobs that provision, clone, rotate and delete databases. Errors are always `{\"error\": \"message\"}`; lists are bare JSON arrays, newest first, paginated with `?limit=&cursor=` and a `Link: <...>; rel=\"next\"` header; every response carries `X-Request-Id`."
+        description = "Organizations, projects (a PostgreSQL database each), per-pull-request preview databases, backups, restores, imports, API keys and the asynchronous jobs that provision, clone, back up, restore, rotate and delete databases. Errors are always `{\"error\": \"message\"}`; lists are bare JSON arrays, newest first, paginated with `?limit=&cursor=` and a `Link: <...>; rel=\"next\"` header; every response carries `X-Request-Id`."
     ),
     paths(
         crate::me::me,
@@ -55,6 +55,14 @@ pub struct PageParams {
         crate::previews::reset_preview,
         crate::previews::delete_preview,
         crate::previews::preview_connections,
+        crate::backups::list_backups,
+        crate::backups::create_backup,
+        crate::backups::get_backup,
+        crate::backups::delete_backup,
+        crate::backups::create_restore,
+        crate::backups::get_restore,
+        crate::backups::create_import,
+        crate::backups::get_import,
         crate::jobs::get_job,
         openapi_json,
     ),
@@ -66,6 +74,7 @@ pub struct PageParams {
         (name = "api-keys", description = "Scoped, optionally project-restricted API keys"),
         (name = "projects", description = "Projects: a PostgreSQL database each"),
         (name = "previews", description = "Per-pull-request preview databases with a TTL"),
+        (name = "backups", description = "Backups, restores and imports"),
         (name = "jobs", description = "Asynchronous lifecycle jobs"),
         (name = "meta", description = "This document"),
     )

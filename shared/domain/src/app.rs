@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{DomainError, DomainResult};
 use crate::model::Timestamp;
-use crate::ports::{Clock, DatabaseProvider, JobQueue, SecretBox, Store};
+use crate::ports::{ArtifactStore, Clock, DatabaseProvider, JobQueue, SecretBox, Store};
 
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -56,6 +56,7 @@ pub struct AppParts {
     pub queue: Arc<dyn JobQueue>,
     pub provider: Arc<dyn DatabaseProvider>,
     pub secrets: Arc<dyn SecretBox>,
+    pub artifacts: Arc<dyn ArtifactStore>,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
 }

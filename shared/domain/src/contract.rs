@@ -209,6 +209,7 @@ pub async fn run_store_contract(store: &dyn Store) {
     store_api_keys(store).await;
     store_projects(store).await;
     store_previews(store).await;
+    store_backups(store).await;
     store_job_locks(store).await;
     store_job_versions(store).await;
     store_finish_job(store).await;
@@ -509,6 +510,88 @@ pub async fn store_previews(store: &dyn Store) {
         "finish",
     );
     ok(store.mark_event_published(&e.id, now).await, "mark_event_published");
+}
+
+/// Backups, restores and imports: round trips, listing without the deleted,
+/// and several records written by one `begin_job` (`ResourceWrite::All`).
+pub async fn store_backups(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let prj = project(&org.id, new_id(ids::PROJECT), ProjectState::Ready, now);
+    put_project(store, &prj, now).await;
+    let ids = ordered_ids(ids::BACKUP, 2);
+    let backup = |id: &str, kind: BackupKind| Backup {
+        id: id.into(),
+        organization_id: org.id.clone(),
+        project_id: prj.id.clone(),
+        name: "nightly".into(),
+        kind,
+        state: BackupState::Creating,
+        size_bytes: None,
+        sha256: None,
+        created_at: now,
+        completed_at: None,
+    };
+    let manual = backup(&ids[0], BackupKind::Manual);
+    ok(store.put_backup(&manual).await, "put_backup");
+    let done = Backup {
+        state: BackupState::Completed,
+        size_bytes: Some(u64::from(u32::MAX) + 7),
+        sha256: Some("ab".repeat(32)),
+        completed_at: Some(now),
+        ..manual.clone()
+    };
+    ok(store.put_backup(&done).await, "put_backup (replace)");
+    assert_eq!(
+        ok(store.get_backup(&manual.id).await, "get_backup"),
+        Some(done.clone()),
+        "a backup round-trips exactly"
+    );
+
+    // One begin_job writes a safety backup and a restore together.
+    let safety = backup(&ids[1], BackupKind::Safety);
+    let restore = Restore {
+        id: new_id(ids::RESTORE),
+        organization_id: org.id.clone(),
+        project_id: prj.id.clone(),
+        backup_id: manual.id.clone(),
+        mode: RestoreMode::Overwrite,
+        state: OperationState::Running,
+        preview_id: None,
+        safety_backup_id: Some(safety.id.clone()),
+        job_id: new_id(ids::JOB),
+        created_at: now,
+        finished_at: None,
+    };
+    let import = Import {
+        id: new_id(ids::IMPORT),
+        organization_id: org.id.clone(),
+        project_id: prj.id.clone(),
+        source: "postgres://u@h:5432/d".into(),
+        state: OperationState::Failed,
+        safety_backup_id: None,
+        job_id: new_id(ids::JOB),
+        created_at: now,
+        finished_at: Some(now),
+    };
+    let j = job(&org.id, &prj.id, restore.job_id.clone(), JobKind::Restore, now);
+    let write = ResourceWrite::All(vec![
+        ResourceWrite::Backup(safety.clone()),
+        ResourceWrite::Restore(restore.clone()),
+        ResourceWrite::Import(import.clone()),
+    ]);
+    assert_eq!(ok(store.begin_job(&j, &write, &[]).await, "begin_job (All)"), None);
+    assert_eq!(ok(store.get_restore(&restore.id).await, "get_restore"), Some(restore.clone()));
+    assert_eq!(ok(store.get_import(&import.id).await, "get_import"), Some(import.clone()));
+    let listed = ok(store.list_backups(&prj.id, &Page::first(10)).await, "list_backups");
+    assert_eq!(ids_of(&listed, |b| &b.id), vec![safety.id.clone(), manual.id.clone()], "newest first");
+    ok(store.put_backup(&Backup { state: BackupState::Deleted, ..done }).await, "put_backup (deleted)");
+    let listed = ok(store.list_backups(&prj.id, &Page::first(10)).await, "list_backups");
+    assert_eq!(ids_of(&listed, |b| &b.id), vec![safety.id.clone()], "deleted backups are not listed");
+    ok(
+        store.finish_job(&finished(&j, JobState::Completed, now), j.version, &ResourceWrite::Nothing, &[]).await,
+        "finish",
+    );
 }
 
 pub async fn store_job_locks(store: &dyn Store) {

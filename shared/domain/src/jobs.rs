@@ -5,15 +5,21 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::app::{add, sub, App};
+use crate::backups::{scratch_database, IMPORT_ID, RESTORE_ID, SAFETY_BACKUP_ID, SOURCE_BACKUP_ID, SOURCE_URL_SEALED};
 use crate::error::{DomainError, DomainResult};
 use crate::ids;
 use crate::model::{
-    Event, Job, JobKind, JobState, Preview, PreviewMode, PreviewState, Project, ProjectState, Timestamp,
+    Backup, BackupState, Event, Job, JobKind, JobState, OperationState, Preview, PreviewMode, PreviewState, Project,
+    ProjectState, Timestamp,
 };
 use crate::ports::{Page, ProviderError, ResourceWrite};
 use crate::principal::Principal;
 use crate::projects::NEW_PASSWORD_PARAM;
 use crate::scopes::Scope;
+
+fn unreachable_data_job() -> DomainResult<(ResourceWrite, serde_json::Value)> {
+    Err(DomainError::internal("data jobs are finished by finish_data_job"))
+}
 
 /// Job parameter: ids of the previews a project deletion dropped.
 const DROPPED_PREVIEWS: &str = "dropped_previews";
@@ -82,6 +88,8 @@ pub fn steps(kind: JobKind) -> &'static [&'static str] {
         JobKind::CreatePreview => &["create_role", "copy_data", "verify_connection"],
         JobKind::ResetPreview => &["copy_data", "verify_connection"],
         JobKind::DeletePreview => &["drop_database", "drop_role"],
+        JobKind::CreateBackup => &["dump"],
+        JobKind::Restore | JobKind::Import => &["prepare", "copy_data", "swap_database", "verify_connection"],
     }
 }
 
@@ -270,6 +278,9 @@ impl App {
                 }
                 (kind, step) => return Err(StepError::Permanent(format!("{} has no step {step}", kind.as_str()))),
             },
+            JobKind::CreateBackup | JobKind::Restore | JobKind::Import => {
+                self.run_data_step(job, &project, step).await?
+            }
             JobKind::CreatePreview | JobKind::ResetPreview | JobKind::DeletePreview => {
                 let preview = self.job_preview(job).await?;
                 if job.kind != JobKind::DeletePreview
@@ -312,6 +323,182 @@ impl App {
             }
         }
         Ok(StepOutcome::Done)
+    }
+
+    fn param<'a>(job: &'a Job, name: &str) -> Result<&'a str, StepError> {
+        job.params
+            .get(name)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| StepError::Permanent(format!("{} job has no {name}", job.kind.as_str())))
+    }
+
+    async fn job_backup(&self, id: &str) -> Result<Backup, StepError> {
+        self.store.get_backup(id).await?.ok_or_else(|| StepError::Permanent(format!("backup {id} no longer exists")))
+    }
+
+    /// Dumps the project into the artifact store under `backup`'s id and
+    /// records size and digest; the backup is complete once this returns.
+    async fn take_backup(&self, project: &Project, mut backup: Backup) -> Result<Backup, StepError> {
+        let staged = self.artifacts.staging_path(&backup.id).await?;
+        self.provider.dump_database(&project.database_name, &staged).await?;
+        let info = self.artifacts.put(&backup.id, &staged).await.map_err(|e| match e {
+            // A failed artifact write (disk full) will not heal by itself soon.
+            DomainError::Internal(m) | DomainError::Unavailable(m) => {
+                StepError::Permanent(format!("could not store the backup: {m}"))
+            }
+            other => StepError::from(other),
+        })?;
+        backup.size_bytes = Some(info.size_bytes);
+        backup.sha256 = Some(info.sha256);
+        Ok(backup)
+    }
+
+    /// Steps of backups, restores and imports. A restore or import fills a
+    /// scratch database first and only then swaps it in, so a failure before
+    /// the swap leaves the project's data as it was.
+    async fn run_data_step(&self, job: &mut Job, project: &Project, step: &str) -> Result<(), StepError> {
+        let provider = &self.provider;
+        let into_preview = job.resource.kind == "preview";
+        match (job.kind, step) {
+            (JobKind::CreateBackup, "dump") => {
+                let backup = self.job_backup(&job.resource.id).await?;
+                let backup = self.take_backup(project, backup).await?;
+                self.store.put_backup(&backup).await?;
+            }
+            (JobKind::Restore | JobKind::Import, "prepare") => {
+                if into_preview {
+                    let preview = self.job_preview(job).await?;
+                    let password = self.secrets.open(&preview.password_sealed).await?;
+                    provider.ensure_role(&preview.role_name, &password).await?;
+                } else {
+                    // The safety backup: nothing is overwritten before it is stored.
+                    let safety = self.job_backup(Self::param(job, SAFETY_BACKUP_ID)?).await?;
+                    if safety.state != BackupState::Completed {
+                        let mut safety = self.take_backup(project, safety).await?;
+                        safety.state = BackupState::Completed;
+                        safety.completed_at = Some(self.now());
+                        self.store.put_backup(&safety).await?;
+                    }
+                }
+            }
+            (JobKind::Restore, "copy_data") => {
+                let source = self.job_backup(Self::param(job, SOURCE_BACKUP_ID)?).await?;
+                if source.state != BackupState::Completed {
+                    return Err(StepError::Permanent(format!("backup {} is {}", source.id, source.state.as_str())));
+                }
+                let dump = self.artifacts.fetch(&source.id).await?;
+                let (target, owner) = if into_preview {
+                    let preview = self.job_preview(job).await?;
+                    (preview.database_name, preview.role_name)
+                } else {
+                    (scratch_database(project, job.kind), project.role_name.clone())
+                };
+                provider.restore_database(&dump, &target, &owner).await?;
+            }
+            (JobKind::Import, "copy_data") => {
+                let url = self.secrets.open(Self::param(job, SOURCE_URL_SEALED)?).await?;
+                provider.import_database(&url, &scratch_database(project, job.kind), &project.role_name).await?;
+            }
+            (JobKind::Restore | JobKind::Import, "swap_database") => {
+                if !into_preview {
+                    provider.replace_database(&project.database_name, &scratch_database(project, job.kind)).await?;
+                }
+            }
+            (JobKind::Restore | JobKind::Import, "verify_connection") => {
+                let (db, role, sealed) = if into_preview {
+                    let pv = self.job_preview(job).await?;
+                    (pv.database_name, pv.role_name, pv.password_sealed)
+                } else {
+                    (project.database_name.clone(), project.role_name.clone(), project.password_sealed.clone())
+                };
+                let password = self.secrets.open(&sealed).await?;
+                provider.check_connection(&db, &role, &password).await?;
+            }
+            (kind, step) => return Err(StepError::Permanent(format!("{} has no step {step}", kind.as_str()))),
+        }
+        Ok(())
+    }
+
+    /// Final writes and events of a backup, restore or import job.
+    async fn finish_data_job(&self, job: &Job, ok: bool) -> DomainResult<(ResourceWrite, Vec<Event>)> {
+        let now = self.now();
+        let step_err = |e: StepError| DomainError::Internal(e.to_string());
+        let job_event = if ok { "job.completed" } else { "job.failed" };
+        let mut writes = Vec::new();
+        let mut events = Vec::new();
+        let mut data = serde_json::json!({ "job": job });
+        match job.kind {
+            JobKind::CreateBackup => {
+                let mut backup = self.job_backup(&job.resource.id).await.map_err(step_err)?;
+                backup.state = if ok { BackupState::Completed } else { BackupState::Failed };
+                if ok {
+                    backup.completed_at = Some(now);
+                } else if let Err(e) = self.artifacts.delete(&backup.id).await {
+                    tracing::warn!(error = %e, "could not remove a failed backup's artifact");
+                }
+                data["backup"] = serde_json::to_value(&backup).unwrap_or_default();
+                events.push(self.event(job_event, job, data.clone()));
+                if ok {
+                    events.push(self.event("backup.completed", job, data));
+                }
+                writes.push(ResourceWrite::Backup(backup));
+            }
+            JobKind::Restore | JobKind::Import => {
+                let project = self.job_project(job).await.map_err(step_err)?;
+                if !ok && job.resource.kind == "project" {
+                    // Whatever the copy left behind before the swap goes.
+                    if let Err(e) = self.provider.drop_database(&scratch_database(&project, job.kind)).await {
+                        tracing::warn!(error = %e, "could not drop the scratch database");
+                    }
+                }
+                if let Some(id) = job.params.get(SAFETY_BACKUP_ID).and_then(|v| v.as_str()) {
+                    if let Some(mut safety) = self.store.get_backup(id).await? {
+                        if safety.state == BackupState::Completed {
+                            let d = serde_json::json!({ "job": job, "backup": safety });
+                            events.push(self.event("backup.completed", job, d));
+                        } else {
+                            safety.state = BackupState::Failed;
+                            writes.push(ResourceWrite::Backup(safety));
+                        }
+                    }
+                }
+                let state = if ok { OperationState::Completed } else { OperationState::Failed };
+                if job.kind == JobKind::Restore {
+                    let id = job.params.get(RESTORE_ID).and_then(|v| v.as_str()).unwrap_or_default();
+                    if let Some(mut r) = self.store.get_restore(id).await? {
+                        r.state = state;
+                        r.finished_at = Some(now);
+                        data["restore"] = serde_json::to_value(&r).unwrap_or_default();
+                        writes.push(ResourceWrite::Restore(r));
+                    }
+                } else {
+                    let id = job.params.get(IMPORT_ID).and_then(|v| v.as_str()).unwrap_or_default();
+                    if let Some(mut i) = self.store.get_import(id).await? {
+                        i.state = state;
+                        i.finished_at = Some(now);
+                        data["import"] = serde_json::to_value(&i).unwrap_or_default();
+                        writes.push(ResourceWrite::Import(i));
+                    }
+                }
+                if job.resource.kind == "preview" {
+                    let mut preview = self.job_preview(job).await.map_err(step_err)?;
+                    preview.state = if ok { PreviewState::Ready } else { PreviewState::Failed };
+                    preview.updated_at = now;
+                    data["preview"] = serde_json::to_value(&preview).unwrap_or_default();
+                    writes.push(ResourceWrite::Preview(preview));
+                }
+                events.push(self.event(job_event, job, data.clone()));
+                if ok {
+                    let kind = if job.kind == JobKind::Restore { "restore.completed" } else { "import.completed" };
+                    events.push(self.event(kind, job, data.clone()));
+                    if job.resource.kind == "preview" {
+                        events.push(self.event("preview.ready", job, data));
+                    }
+                }
+            }
+            _ => return Err(DomainError::internal("finish_data_job called for another kind")),
+        }
+        Ok((ResourceWrite::All(writes), events))
     }
 
     /// A project's previews go before the project: each database and role is
@@ -397,6 +584,7 @@ impl App {
                 }
                 (ResourceWrite::Project(project), events)
             }
+            JobKind::CreateBackup | JobKind::Restore | JobKind::Import => self.finish_data_job(&job, true).await?,
             JobKind::CreatePreview | JobKind::ResetPreview | JobKind::DeletePreview => {
                 let mut preview = self.job_preview(&job).await.map_err(step_err)?;
                 preview.updated_at = now;
@@ -442,6 +630,11 @@ impl App {
         job.error = Some(error.to_string());
         job.lease_owner = None;
         job.lease_expires_at = None;
+        if matches!(job.kind, JobKind::CreateBackup | JobKind::Restore | JobKind::Import) {
+            let (write, events) = self.finish_data_job(&job, false).await?;
+            self.store.finish_job(&job, expected, &write, &events).await?;
+            return Ok(());
+        }
         let (write, data) = match job.kind {
             JobKind::Provision | JobKind::DeleteProject => {
                 let mut project = self.job_project(&job).await.map_err(step_err)?;
@@ -454,6 +647,7 @@ impl App {
                 let project = self.job_project(&job).await.map_err(step_err)?;
                 (ResourceWrite::Nothing, serde_json::json!({ "job": job, "project": project }))
             }
+            JobKind::CreateBackup | JobKind::Restore | JobKind::Import => unreachable_data_job()?,
             JobKind::CreatePreview | JobKind::ResetPreview | JobKind::DeletePreview => {
                 let mut preview = self.job_preview(&job).await.map_err(step_err)?;
                 preview.state = PreviewState::Failed;

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod apikey;
 pub mod app;
+pub mod backups;
 pub mod error;
 pub mod identity;
 pub mod ids;

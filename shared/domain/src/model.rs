@@ -182,6 +182,100 @@ pub struct Preview {
     pub password_sealed: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    /// Asked for through the API.
+    Manual,
+    /// Taken automatically before an overwrite-restore or an import.
+    Safety,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupState {
+    Creating,
+    Completed,
+    Failed,
+    Deleted,
+}
+
+/// A `pg_dump` custom-format artifact of a project's database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Backup {
+    /// `bkp_...`
+    pub id: String,
+    pub organization_id: String,
+    pub project_id: String,
+    pub name: String,
+    pub kind: BackupKind,
+    pub state: BackupState,
+    /// Size of the artifact in bytes, once completed.
+    pub size_bytes: Option<u64>,
+    /// Lowercase hex SHA-256 of the artifact, once completed.
+    pub sha256: Option<String>,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreMode {
+    /// Replace the project's data in place, keeping its connection string,
+    /// after an automatic safety backup.
+    Overwrite,
+    /// Restore into a new preview database.
+    Preview,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationState {
+    Running,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Restore {
+    /// `rst_...`
+    pub id: String,
+    pub organization_id: String,
+    pub project_id: String,
+    pub backup_id: String,
+    pub mode: RestoreMode,
+    pub state: OperationState,
+    /// The preview restored into (`preview` mode).
+    pub preview_id: Option<String>,
+    /// The automatic backup taken first (`overwrite` mode).
+    pub safety_backup_id: Option<String>,
+    pub job_id: String,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Import {
+    /// `imp_...`
+    pub id: String,
+    pub organization_id: String,
+    pub project_id: String,
+    /// The source URL without its password (`postgres://user@host:port/db`).
+    pub source: String,
+    pub state: OperationState,
+    /// The automatic backup of the project taken first.
+    pub safety_backup_id: Option<String>,
+    pub job_id: String,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
@@ -191,6 +285,9 @@ pub enum JobKind {
     CreatePreview,
     ResetPreview,
     DeletePreview,
+    CreateBackup,
+    Restore,
+    Import,
 }
 
 impl JobKind {
@@ -202,6 +299,9 @@ impl JobKind {
             JobKind::CreatePreview => "create_preview",
             JobKind::ResetPreview => "reset_preview",
             JobKind::DeletePreview => "delete_preview",
+            JobKind::CreateBackup => "create_backup",
+            JobKind::Restore => "restore",
+            JobKind::Import => "import",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -212,6 +312,9 @@ impl JobKind {
             Self::CreatePreview,
             Self::ResetPreview,
             Self::DeletePreview,
+            Self::CreateBackup,
+            Self::Restore,
+            Self::Import,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -326,3 +429,22 @@ pub struct ConnectionInfo {
     /// A `postgres://` URI with all of the above.
     pub uri: String,
 }
+
+/// `as_str` / `parse` for the enums stored as text.
+macro_rules! text_enum {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some(Self::$v),)* _ => None }
+            }
+        }
+    };
+}
+
+text_enum!(BackupKind { Manual => "manual", Safety => "safety" });
+text_enum!(BackupState { Creating => "creating", Completed => "completed", Failed => "failed", Deleted => "deleted" });
+text_enum!(RestoreMode { Overwrite => "overwrite", Preview => "preview" });
+text_enum!(OperationState { Running => "running", Completed => "completed", Failed => "failed" });

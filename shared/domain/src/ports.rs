@@ -1,6 +1,7 @@
 //! The ports: what the use cases need from the outside world. Each has one
 //! adapter per shape (SQLite / DynamoDB, SQLite queue / SQS, ...) and one
 //! contract suite (`contract`, feature `testkit`) that every adapter passes.
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +33,11 @@ pub enum ResourceWrite {
     /// Insert or replace the preview row. Inserting a second live preview
     /// with the same name in a project is a `Conflict`.
     Preview(Preview),
+    Backup(Backup),
+    Restore(Restore),
+    Import(Import),
+    /// Several of the above, in order, in the same transaction.
+    All(Vec<ResourceWrite>),
 }
 
 /// The metadata store. Every method that changes more than one record does so
@@ -72,6 +78,15 @@ pub trait Store: Send + Sync {
     async fn update_preview(&self, preview: &Preview) -> DomainResult<()>;
     /// `ready` or `failed` previews whose `expires_at <= now`, oldest expiry first.
     async fn list_expired_previews(&self, now: Timestamp, limit: usize) -> DomainResult<Vec<Preview>>;
+
+    // backups, restores, imports
+    async fn get_backup(&self, id: &str) -> DomainResult<Option<Backup>>;
+    /// Backups of the project that are not `deleted`, newest first.
+    async fn list_backups(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Backup>>;
+    /// Inserts or replaces the backup row (progress written by a job step).
+    async fn put_backup(&self, backup: &Backup) -> DomainResult<()>;
+    async fn get_restore(&self, id: &str) -> DomainResult<Option<Restore>>;
+    async fn get_import(&self, id: &str) -> DomainResult<Option<Import>>;
 
     // jobs
     /// Atomically: writes the resource, inserts the job, takes the lock on
@@ -175,6 +190,24 @@ pub trait DatabaseProvider: Send + Sync {
         target: &str,
         owner: &str,
     ) -> ProviderResult<CloneStrategy>;
+    /// Writes a `pg_dump` custom-format dump of `database` to `dest`
+    /// (created or replaced). Never disturbs the database's clients.
+    async fn dump_database(&self, database: &str, dest: &Path) -> ProviderResult<()>;
+    /// (Re)creates `target`, owned by `owner` and reachable only by it, from
+    /// a dump made by `dump_database`, every restored object owned by `owner`.
+    /// On failure `target` does not exist afterwards.
+    async fn restore_database(&self, dump: &Path, target: &str, owner: &str) -> ProviderResult<()>;
+    /// Copies the database at `source_url` (any reachable PostgreSQL server)
+    /// into `target`, as `restore_database` would. The URL's password is
+    /// never logged, echoed, or put on a command line. An unreachable source,
+    /// a refused login or a missing database is `Permanent`, with a message
+    /// that names the host and database but not the password.
+    async fn import_database(&self, source_url: &str, target: &str, owner: &str) -> ProviderResult<()>;
+    /// Puts `replacement` in the place of `live`, under `live`'s name (so
+    /// connection strings are kept): ends `live`'s sessions, swaps, drops the
+    /// old data. Idempotent across crashes: a call after a partial swap
+    /// finishes it; after a completed swap (no `replacement`) it is a no-op.
+    async fn replace_database(&self, live: &str, replacement: &str) -> ProviderResult<()>;
     /// Connects as `role` with `password` to `database` and runs `SELECT 1`.
     async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()>;
     /// Ends the database's sessions and drops it; no error if it is absent.
@@ -192,6 +225,30 @@ pub trait DatabaseProvider: Send + Sync {
 pub trait SecretBox: Send + Sync {
     async fn seal(&self, plaintext: &str) -> DomainResult<String>;
     async fn open(&self, sealed: &str) -> DomainResult<String>;
+}
+
+/// Size and digest of a stored artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactInfo {
+    pub size_bytes: u64,
+    /// Lowercase hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+/// Where backup artifacts live: files under the data dir locally (S3 when
+/// deployed). Keys are resource ids such as `bkp_...`.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
+    /// A fresh local path a producer (pg_dump) writes the artifact to before `put`.
+    async fn staging_path(&self, key: &str) -> DomainResult<PathBuf>;
+    /// Moves the staged file into the store under `key` (replacing any
+    /// earlier one) and answers its size and SHA-256. A failed write (disk
+    /// full) is an error and leaves no artifact under `key`.
+    async fn put(&self, key: &str, staged: &Path) -> DomainResult<ArtifactInfo>;
+    /// A local path holding the artifact's bytes, for a restore to read.
+    async fn fetch(&self, key: &str) -> DomainResult<PathBuf>;
+    /// No error if it is absent.
+    async fn delete(&self, key: &str) -> DomainResult<()>;
 }
 
 pub trait Clock: Send + Sync {

@@ -44,7 +44,7 @@ pub struct PreviewJob {
     pub job: Job,
 }
 
-fn parse_ttl(ttl: u32) -> DomainResult<ChronoDuration> {
+pub(crate) fn parse_ttl(ttl: u32) -> DomainResult<ChronoDuration> {
     if !(MIN_TTL_HOURS..=MAX_TTL_HOURS).contains(&ttl) {
         return Err(DomainError::invalid(format!("ttl_hours must be between {MIN_TTL_HOURS} and {MAX_TTL_HOURS}")));
     }
@@ -52,7 +52,7 @@ fn parse_ttl(ttl: u32) -> DomainResult<ChronoDuration> {
 }
 
 /// Preview names go into URLs and CI logs: keep them to a safe alphabet.
-fn parse_preview_name(raw: &str) -> DomainResult<String> {
+pub(crate) fn parse_preview_name(raw: &str) -> DomainResult<String> {
     let name = parse_name("name", raw, 63)?;
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(DomainError::invalid("name may contain only letters, digits, '-', '_' and '.'"));

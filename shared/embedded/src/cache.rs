@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
-use capydb_domain::model::{ApiKey, Event, Job, Organization, Preview, Project, Timestamp};
+use capydb_domain::model::{ApiKey, Backup, Event, Import, Job, Organization, Preview, Project, Restore, Timestamp};
 use capydb_domain::ports::{Page, ResourceWrite, Store};
 use capydb_domain::DomainResult;
 
@@ -89,7 +89,11 @@ impl<S> CachedStore<S> {
         match write {
             ResourceWrite::Nothing => {}
             ResourceWrite::Project(p) => forget(&self.projects, &p.id),
-            ResourceWrite::Preview(_) => {}
+            ResourceWrite::All(writes) => writes.iter().for_each(|w| self.forget_resource(w)),
+            ResourceWrite::Preview(_)
+            | ResourceWrite::Backup(_)
+            | ResourceWrite::Restore(_)
+            | ResourceWrite::Import(_) => {}
         }
     }
 }
@@ -190,6 +194,21 @@ impl<S: Store> Store for CachedStore<S> {
     }
     async fn list_expired_previews(&self, now: Timestamp, limit: usize) -> DomainResult<Vec<Preview>> {
         self.inner.list_expired_previews(now, limit).await
+    }
+    async fn get_backup(&self, id: &str) -> DomainResult<Option<Backup>> {
+        self.inner.get_backup(id).await
+    }
+    async fn list_backups(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Backup>> {
+        self.inner.list_backups(project_id, page).await
+    }
+    async fn put_backup(&self, backup: &Backup) -> DomainResult<()> {
+        self.inner.put_backup(backup).await
+    }
+    async fn get_restore(&self, id: &str) -> DomainResult<Option<Restore>> {
+        self.inner.get_restore(id).await
+    }
+    async fn get_import(&self, id: &str) -> DomainResult<Option<Import>> {
+        self.inner.get_import(id).await
     }
     async fn begin_job(&self, job: &Job, write: &ResourceWrite, events: &[Event]) -> DomainResult<Option<String>> {
         self.forget_resource(write);

@@ -155,6 +155,47 @@ CREATE INDEX previews_project ON previews(project_id, id);
 CREATE UNIQUE INDEX previews_live_name ON previews(project_id, name) WHERE state <> 'deleted';
 CREATE INDEX previews_expiry ON previews(expires_at) WHERE state IN ('ready', 'failed');
 "#,
+    r#"
+CREATE TABLE backups (
+    id              TEXT PRIMARY KEY,
+    organization_id TEXT NOT NULL REFERENCES organizations(id),
+    project_id      TEXT NOT NULL REFERENCES projects(id),
+    name            TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    size_bytes      INTEGER,
+    sha256          TEXT,
+    created_at      INTEGER NOT NULL,
+    completed_at    INTEGER
+);
+CREATE INDEX backups_project ON backups(project_id, id);
+
+CREATE TABLE restores (
+    id               TEXT PRIMARY KEY,
+    organization_id  TEXT NOT NULL REFERENCES organizations(id),
+    project_id       TEXT NOT NULL REFERENCES projects(id),
+    backup_id        TEXT NOT NULL,
+    mode             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    preview_id       TEXT,
+    safety_backup_id TEXT,
+    job_id           TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    finished_at      INTEGER
+);
+
+CREATE TABLE imports (
+    id               TEXT PRIMARY KEY,
+    organization_id  TEXT NOT NULL REFERENCES organizations(id),
+    project_id       TEXT NOT NULL REFERENCES projects(id),
+    source           TEXT NOT NULL, -- the URL without its password
+    state            TEXT NOT NULL,
+    safety_backup_id TEXT,
+    job_id           TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    finished_at      INTEGER
+);
+"#,
 ];
 
 /// Opens the read-write connection, switches the file to WAL and brings the

@@ -11,12 +11,14 @@
 //!   own, so it can share the store's database file.
 //! - [`KeyFileSecretBox`] implements `SecretBox` with AES-256-GCM and a key
 //!   kept in a `0600` file.
+mod artifacts;
 mod cache;
 mod db;
 mod queue;
 mod secret;
 mod store;
 
+pub use artifacts::FileArtifactStore;
 pub use cache::CachedStore;
 pub use queue::SqliteQueue;
 pub use secret::KeyFileSecretBox;

@@ -366,11 +366,141 @@ fn upsert_preview(conn: &Connection, p: &Preview) -> DomainResult<()> {
     })
 }
 
+const BACKUP_COLS: &str =
+    "id, organization_id, project_id, name, kind, state, size_bytes, sha256, created_at, completed_at";
+const RESTORE_COLS: &str =
+    "id, organization_id, project_id, backup_id, mode, state, preview_id, safety_backup_id, job_id, \
+                            created_at, finished_at";
+const IMPORT_COLS: &str =
+    "id, organization_id, project_id, source, state, safety_backup_id, job_id, created_at, finished_at";
+
+fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<Backup> {
+    let kind: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    let size: Option<i64> = r.get(6)?;
+    Ok(Backup {
+        id: r.get(0)?,
+        organization_id: r.get(1)?,
+        project_id: r.get(2)?,
+        name: r.get(3)?,
+        kind: BackupKind::parse(&kind).ok_or_else(|| invalid_column(4, "unknown backup kind"))?,
+        state: BackupState::parse(&state).ok_or_else(|| invalid_column(5, "unknown backup state"))?,
+        size_bytes: size.map(|s| s.max(0) as u64),
+        sha256: r.get(7)?,
+        created_at: get_ts(r, 8)?,
+        completed_at: get_opt_ts(r, 9)?,
+    })
+}
+
+fn restore_from_row(r: &Row<'_>) -> rusqlite::Result<Restore> {
+    let mode: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    Ok(Restore {
+        id: r.get(0)?,
+        organization_id: r.get(1)?,
+        project_id: r.get(2)?,
+        backup_id: r.get(3)?,
+        mode: RestoreMode::parse(&mode).ok_or_else(|| invalid_column(4, "unknown restore mode"))?,
+        state: OperationState::parse(&state).ok_or_else(|| invalid_column(5, "unknown restore state"))?,
+        preview_id: r.get(6)?,
+        safety_backup_id: r.get(7)?,
+        job_id: r.get(8)?,
+        created_at: get_ts(r, 9)?,
+        finished_at: get_opt_ts(r, 10)?,
+    })
+}
+
+fn import_from_row(r: &Row<'_>) -> rusqlite::Result<Import> {
+    let state: String = r.get(4)?;
+    Ok(Import {
+        id: r.get(0)?,
+        organization_id: r.get(1)?,
+        project_id: r.get(2)?,
+        source: r.get(3)?,
+        state: OperationState::parse(&state).ok_or_else(|| invalid_column(4, "unknown import state"))?,
+        safety_backup_id: r.get(5)?,
+        job_id: r.get(6)?,
+        created_at: get_ts(r, 7)?,
+        finished_at: get_opt_ts(r, 8)?,
+    })
+}
+
+fn upsert_backup(conn: &Connection, b: &Backup) -> DomainResult<()> {
+    let size = b.size_bytes.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO backups ({BACKUP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            b.id,
+            b.organization_id,
+            b.project_id,
+            b.name,
+            b.kind.as_str(),
+            b.state.as_str(),
+            size,
+            b.sha256,
+            ts(&b.created_at),
+            opt_ts(&b.completed_at),
+        ])
+    })
+    .map(drop)
+    .map_err(sql_err("write the backup"))
+}
+
+fn upsert_restore(conn: &Connection, r: &Restore) -> DomainResult<()> {
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO restores ({RESTORE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            r.id,
+            r.organization_id,
+            r.project_id,
+            r.backup_id,
+            r.mode.as_str(),
+            r.state.as_str(),
+            r.preview_id,
+            r.safety_backup_id,
+            r.job_id,
+            ts(&r.created_at),
+            opt_ts(&r.finished_at),
+        ])
+    })
+    .map(drop)
+    .map_err(sql_err("write the restore"))
+}
+
+fn upsert_import(conn: &Connection, i: &Import) -> DomainResult<()> {
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO imports ({IMPORT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            i.id,
+            i.organization_id,
+            i.project_id,
+            i.source,
+            i.state.as_str(),
+            i.safety_backup_id,
+            i.job_id,
+            ts(&i.created_at),
+            opt_ts(&i.finished_at),
+        ])
+    })
+    .map(drop)
+    .map_err(sql_err("write the import"))
+}
+
 fn write_resource(conn: &Connection, write: &ResourceWrite) -> DomainResult<()> {
     match write {
         ResourceWrite::Nothing => Ok(()),
         ResourceWrite::Project(p) => upsert_project(conn, p).map(drop).map_err(sql_err("write the project")),
         ResourceWrite::Preview(p) => upsert_preview(conn, p),
+        ResourceWrite::Backup(b) => upsert_backup(conn, b),
+        ResourceWrite::Restore(r) => upsert_restore(conn, r),
+        ResourceWrite::Import(i) => upsert_import(conn, i),
+        ResourceWrite::All(writes) => writes.iter().try_for_each(|w| write_resource(conn, w)),
     }
 }
 
@@ -614,6 +744,47 @@ impl Store for SqliteStore {
             ))?
             .query_map(params![ts(&now), limit], preview_from_row)?
             .collect()
+        })
+    }
+
+    async fn get_backup(&self, id: &str) -> DomainResult<Option<Backup>> {
+        self.read("read the backup", |c| {
+            c.prepare_cached(&format!("SELECT {BACKUP_COLS} FROM backups WHERE id = ?1"))?
+                .query_row([id], backup_from_row)
+                .optional()
+        })
+    }
+
+    async fn list_backups(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Backup>> {
+        self.read("list backups", |c| {
+            let first = format!(
+                "SELECT {BACKUP_COLS} FROM backups WHERE project_id = ?1 AND state <> 'deleted' ORDER BY id DESC LIMIT ?2"
+            );
+            let next = format!(
+                "SELECT {BACKUP_COLS} FROM backups WHERE project_id = ?1 AND state <> 'deleted' AND id < ?3 \
+                 ORDER BY id DESC LIMIT ?2"
+            );
+            query_page(c, (&first, &next), project_id, page, backup_from_row)
+        })
+    }
+
+    async fn put_backup(&self, backup: &Backup) -> DomainResult<()> {
+        self.write("write the backup", |tx| upsert_backup(tx, backup).map(|()| ((), true)))
+    }
+
+    async fn get_restore(&self, id: &str) -> DomainResult<Option<Restore>> {
+        self.read("read the restore", |c| {
+            c.prepare_cached(&format!("SELECT {RESTORE_COLS} FROM restores WHERE id = ?1"))?
+                .query_row([id], restore_from_row)
+                .optional()
+        })
+    }
+
+    async fn get_import(&self, id: &str) -> DomainResult<Option<Import>> {
+        self.read("read the import", |c| {
+            c.prepare_cached(&format!("SELECT {IMPORT_COLS} FROM imports WHERE id = ?1"))?
+                .query_row([id], import_from_row)
+                .optional()
         })
     }
 

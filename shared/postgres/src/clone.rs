@@ -20,26 +20,17 @@
 //!   synchronized snapshot and takes only ACCESS SHARE locks, so the source's
 //!   sessions, open transactions included, go on untouched (DDL on a table
 //!   waits for the dump to finish).
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use capydb_domain::ports::{CloneStrategy, ProviderError, ProviderResult};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::cluster::{is_executable, LocalCluster};
 use crate::error::from_pg;
 use crate::provider::{advisory_lock, open_admin, PgProvider};
 use crate::sql::quote_ident;
-
-/// Debian/Ubuntu put each major version's client tools here.
-const VERSIONED_BIN_ROOT: &str = "/usr/lib/postgresql";
-/// pg_dump gives up instead of queueing behind a client's ACCESS EXCLUSIVE
-/// lock for longer than this (same budget as the admin session's DDL).
-const DUMP_LOCK_WAIT: &str = "30s";
-/// How much of a failed tool's stderr an error message carries.
-const STDERR_TAIL_LINES: usize = 8;
+use crate::tools::{drop_database, jobs, lock_target, run_tool, WorkDir, DUMP_LOCK_WAIT};
 
 /// How the template copy ended.
 enum TemplateOutcome {
@@ -79,17 +70,9 @@ impl PgProvider {
         // admin connection every other provider call would queue behind it.
         let session = open_admin(&self.admin).await?;
         let what = format!("clone database {source} into {target}");
-        // Two clones into one target would drop each other's work. Session
-        // level, so it is released when this function returns and `session`
-        // is dropped, whatever the outcome.
-        let locked: bool = session
-            .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&format!("capydb clone {target}")])
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| from_pg(&what, &e))?;
-        if !locked {
-            return Err(ProviderError::Retryable(format!("{what}: another clone into {target} is running")));
-        }
+        // Two clones (or a clone and a restore) into one target would drop
+        // each other's work.
+        lock_target(&session, target, &what).await?;
         self.check_clone_roles(&session, source, source_owner, owner, &what).await?;
         drop_database(&session, target, &what).await?;
 
@@ -172,7 +155,7 @@ impl PgProvider {
 
     /// The REVOKE/GRANT of `ensure_database`, which also creates the database
     /// when it is missing (the dump/restore path relies on that).
-    async fn ensure_database_secured(&self, database: &str, owner: &str) -> ProviderResult<()> {
+    pub(crate) async fn ensure_database_secured(&self, database: &str, owner: &str) -> ProviderResult<()> {
         capydb_domain::ports::DatabaseProvider::ensure_database(self, database, owner).await
     }
 
@@ -221,20 +204,14 @@ impl PgProvider {
     /// into a new `target`. `--no-owner --no-privileges`: the copy's objects
     /// are created by `owner` itself and carry no grants to other roles.
     async fn dump_restore(&self, source: &str, target: &str, owner: &str, what: &str) -> ProviderResult<()> {
-        let bin = find_dump_tools(&self.pg_version).ok_or_else(|| {
-            ProviderError::Permanent(format!(
-                "{what}: pg_dump not found (looked in {VERSIONED_BIN_ROOT}/{}/bin, next to initdb and on PATH); \
-                 install the PostgreSQL client tools",
-                self.pg_version
-            ))
-        })?;
+        let bin = self.dump_tools(what)?;
         let jobs = jobs().to_string();
-        let work = WorkDir::create(&self.work_dir, target)
+        let work = WorkDir::create(&self.work_dir, &format!("clone-{target}"))
             .map_err(|e| ProviderError::Permanent(format!("{what}: could not create a work dir: {e}")))?;
-        let dump = work.0.join("dump");
+        let dump = work.path().join("dump");
 
         let started = Instant::now();
-        let mut pg_dump = self.tool(&bin, "pg_dump");
+        let mut pg_dump = self.admin_tool(&bin, "pg_dump", "capydb-clone");
         pg_dump
             .args(["--format=directory", "--jobs", &jobs, "--no-owner", "--no-privileges"])
             // Uncompressed: the dump lives for one restore on a local disk,
@@ -247,7 +224,7 @@ impl PgProvider {
         let dumped = started.elapsed();
 
         self.ensure_database_secured(target, owner).await?;
-        let mut pg_restore = self.tool(&bin, "pg_restore");
+        let mut pg_restore = self.admin_tool(&bin, "pg_restore", "capydb-clone");
         pg_restore
             .args(["--jobs", &jobs, "--no-owner", "--no-privileges", "--exit-on-error"])
             .arg(format!("--role={owner}"))
@@ -263,36 +240,6 @@ impl PgProvider {
         );
         drop(work);
         Ok(())
-    }
-
-    /// A pg_dump/pg_restore invocation reaching the server as the admin. The
-    /// password travels in the child's environment, never in argv (which
-    /// `ps` shows to every user).
-    fn tool(&self, bin: &Path, name: &str) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(bin.join(name));
-        // Our own PG* variables (PGDATABASE, PGOPTIONS, PGSERVICE...) must
-        // not change what the tool connects to.
-        for (key, _) in std::env::vars_os() {
-            if key.to_str().is_some_and(|k| k.starts_with("PG")) {
-                cmd.env_remove(key);
-            }
-        }
-        if let Some(password) = self.admin.get_password() {
-            cmd.env("PGPASSWORD", String::from_utf8_lossy(password).as_ref());
-        }
-        cmd.env("PGSSLMODE", "disable")
-            .env("PGCONNECT_TIMEOUT", "5")
-            .env("PGAPPNAME", "capydb-clone")
-            // English messages, which `run_tool` quotes and classifies.
-            .env("LC_MESSAGES", "C")
-            .args(["--host", &self.host, "--port", &self.port.to_string(), "--username", &self.admin_user])
-            .arg("--no-password")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // A cancelled clone must not leave a dump running.
-            .kill_on_drop(true);
-        cmd
     }
 }
 
@@ -339,115 +286,5 @@ async fn template_copy(
         Ok(()) => Ok(TemplateOutcome::Copied),
         Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) => Ok(TemplateOutcome::SourceBusy),
         Err(e) => Err(from_pg(what, &e)),
-    }
-}
-
-async fn drop_database(session: &Client, database: &str, what: &str) -> ProviderResult<()> {
-    session
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(database)))
-        .await
-        .map_err(|e| from_pg(&format!("{what}: drop {database}"), &e))
-}
-
-/// One dump/restore worker per CPU, at least two.
-fn jobs() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
-}
-
-/// The directory holding pg_dump and pg_restore, preferring the server's
-/// major version: pg_dump refuses a server newer than itself.
-fn find_dump_tools(pg_version: &str) -> Option<PathBuf> {
-    let has_both = |dir: &Path| is_executable(&dir.join("pg_dump")) && is_executable(&dir.join("pg_restore"));
-    let versioned = Path::new(VERSIONED_BIN_ROOT).join(pg_version).join("bin");
-    let path = std::env::var_os("PATH");
-    std::iter::once(versioned)
-        .chain(LocalCluster::find_binaries().ok())
-        .chain(path.iter().flat_map(std::env::split_paths))
-        .find(|dir| has_both(dir))
-}
-
-/// Runs a tool to completion. A failure quotes the end of its stderr, which
-/// never holds the password (it is only in the environment).
-async fn run_tool(mut cmd: tokio::process::Command, name: &str, what: &str) -> ProviderResult<()> {
-    let output = cmd.output().await.map_err(|e| {
-        ProviderError::Permanent(format!(
-            "{what}: {name} not found or not runnable ({e}); install the PostgreSQL client tools"
-        ))
-    })?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
-    let message = format!("{what}: {name} failed ({}): {tail}", output.status);
-    // Conditions that go away by themselves; everything else is the request
-    // itself (a missing role, an object the owner may not create...).
-    let transient = ["could not obtain lock", "Connection refused", "the database system is", "too many clients"];
-    Err(if transient.iter().any(|t| stderr.contains(t)) {
-        ProviderError::Retryable(message)
-    } else {
-        ProviderError::Permanent(message)
-    })
-}
-
-/// A 0700 directory for one dump, removed with its contents when dropped,
-/// also when the clone fails or its future is cancelled.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn create(parent: &Path, target: &str) -> std::io::Result<WorkDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        let suffix: u32 = rand::random();
-        let path = parent.join(format!("capydb-clone-{target}-{suffix:08x}"));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(WorkDir(path))
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            tracing::warn!(path = %self.0.display(), error = %e, "could not remove a clone's dump");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn work_dirs_are_private_and_removed_when_dropped() {
-        use std::os::unix::fs::PermissionsExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = WorkDir::create(tmp.path(), "prj_x").unwrap();
-        let path = dir.0.clone();
-        std::fs::write(path.join("file"), "x").unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
-        drop(dir);
-        assert!(!path.exists());
-    }
-
-    #[test]
-    fn at_least_two_jobs() {
-        assert!(jobs() >= 2);
-    }
-
-    #[tokio::test]
-    async fn failed_tools_quote_the_end_of_stderr() {
-        let mut cmd = tokio::process::Command::new("sh");
-        cmd.args(["-c", "for i in $(seq 1 20); do echo line$i >&2; done; exit 3"]).stderr(Stdio::piped());
-        match run_tool(cmd, "pg_restore", "clone a into b").await {
-            Err(ProviderError::Permanent(m)) => {
-                assert!(m.contains("line20") && m.contains("line13") && !m.contains("line12"), "{m}");
-                assert!(m.starts_with("clone a into b: pg_restore failed"), "{m}");
-            }
-            other => panic!("expected a permanent error, got {other:?}"),
-        }
-        let missing = tokio::process::Command::new("/nonexistent/pg_dump");
-        assert!(
-            matches!(run_tool(missing, "pg_dump", "x").await, Err(ProviderError::Permanent(m)) if m.contains("pg_dump not found"))
-        );
     }
 }

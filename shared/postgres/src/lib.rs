@@ -5,11 +5,13 @@
 //! cluster `capydb-local` runs from the machine's own PostgreSQL binaries when
 //! it is given no server. Driver errors become `ProviderError::Retryable` or
 //! `Permanent` here and nowhere else, and no password reaches a log or an error.
+mod backup;
 mod clone;
 mod cluster;
 mod error;
 mod provider;
 mod sql;
+mod tools;
 
 pub use cluster::LocalCluster;
 pub use provider::PgProvider;

@@ -1,7 +1,7 @@
 //! `PgProvider`: the `DatabaseProvider` port on one PostgreSQL server, driven
 //! through a superuser connection.
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -288,6 +288,22 @@ impl DatabaseProvider for PgProvider {
         owner: &str,
     ) -> ProviderResult<CloneStrategy> {
         PgProvider::clone_database(self, source, source_owner, target, owner).await
+    }
+
+    async fn dump_database(&self, database: &str, dest: &Path) -> ProviderResult<()> {
+        PgProvider::dump_database(self, database, dest).await
+    }
+
+    async fn restore_database(&self, dump: &Path, target: &str, owner: &str) -> ProviderResult<()> {
+        PgProvider::restore_database(self, dump, target, owner).await
+    }
+
+    async fn import_database(&self, source_url: &str, target: &str, owner: &str) -> ProviderResult<()> {
+        PgProvider::import_database(self, source_url, target, owner).await
+    }
+
+    async fn replace_database(&self, live: &str, replacement: &str) -> ProviderResult<()> {
+        PgProvider::replace_database(self, live, replacement).await
     }
 
     async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()> {

@@ -2,6 +2,7 @@
 mod helpers;
 
 mod auth;
+mod backups;
 mod conventions;
 mod crash;
 mod failures;

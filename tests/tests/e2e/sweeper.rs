@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use capydb_domain::jobs::Disposition;
 use capydb_domain::model::{PreviewMode, PreviewState, Timestamp};
-use capydb_domain::ports::{Clock, DatabaseProvider, JobQueue, Page, SecretBox, Store};
+use capydb_domain::ports::{ArtifactStore, Clock, DatabaseProvider, JobQueue, Page, SecretBox, Store};
 use capydb_domain::previews::{CreatePreview, UpdatePreview};
 use capydb_domain::projects::CreateProject;
 use capydb_domain::{App, AppParts, Settings};
-use capydb_embedded::{KeyFileSecretBox, SqliteQueue, SqliteStore};
+use capydb_embedded::{FileArtifactStore, KeyFileSecretBox, SqliteQueue, SqliteStore};
 use capydb_postgres::PgProvider;
 
 use crate::helpers::*;
 
-struct ManualClock(Mutex<Timestamp>);
+pub struct ManualClock(Mutex<Timestamp>);
 
 impl ManualClock {
     fn advance(&self, d: chrono::Duration) {
@@ -32,7 +32,7 @@ impl Clock for ManualClock {
 }
 
 /// Runs queued jobs until the queue is empty, as the worker loop would.
-async fn drain(app: &App) {
+pub async fn drain(app: &App) {
     for _ in 0..100 {
         let messages = app.queue.receive(10, Duration::from_secs(60)).await.expect("receive");
         if messages.is_empty() {
@@ -50,9 +50,12 @@ async fn drain(app: &App) {
     panic!("the queue did not drain");
 }
 
-#[tokio::test]
-async fn expired_previews_are_deleted_and_extended_ones_are_kept() {
-    let dir = temp_dir("sweeper");
+/// The app of capydb-local, in this process, with a manual clock and the
+/// given artifact store.
+pub async fn in_process_app(
+    dir: &std::path::Path,
+    artifacts: Arc<dyn ArtifactStore>,
+) -> (App, Arc<ManualClock>, Arc<PgProvider>) {
     let db = dir.join("capydb.sqlite3");
     let clock = Arc::new(ManualClock(Mutex::new(chrono::Utc::now())));
     let secrets = Arc::new(KeyFileSecretBox::open_or_create(&dir.join("secret.key")).unwrap());
@@ -62,9 +65,18 @@ async fn expired_previews_are_deleted_and_extended_ones_are_kept() {
         queue: Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap()) as Arc<dyn JobQueue>,
         provider: provider.clone() as Arc<dyn DatabaseProvider>,
         secrets: secrets as Arc<dyn SecretBox>,
+        artifacts,
         clock: clock.clone() as Arc<dyn Clock>,
         settings: Settings::default(),
     });
+    (app, clock, provider)
+}
+
+#[tokio::test]
+async fn expired_previews_are_deleted_and_extended_ones_are_kept() {
+    let dir = temp_dir("sweeper");
+    let artifacts = Arc::new(FileArtifactStore::open(&dir.join("backups")).unwrap());
+    let (app, clock, provider) = in_process_app(&dir, artifacts).await;
     let (org, key) =
         capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "sweep", None).await.unwrap();
     let p = app.authenticate_api_key(&key, None).await.unwrap();
@@ -117,6 +129,64 @@ async fn expired_previews_are_deleted_and_extended_ones_are_kept() {
     drain(&app).await;
     assert!(!provider.database_exists(&kept.database_name).await.unwrap());
 
+    app.delete_project(&p, &project.id).await.unwrap();
+    drain(&app).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An artifact store whose writes fail, as on a full disk.
+struct FullDisk(FileArtifactStore);
+
+#[async_trait::async_trait]
+impl ArtifactStore for FullDisk {
+    async fn staging_path(&self, key: &str) -> capydb_domain::DomainResult<std::path::PathBuf> {
+        self.0.staging_path(key).await
+    }
+    async fn put(
+        &self,
+        _key: &str,
+        staged: &std::path::Path,
+    ) -> capydb_domain::DomainResult<capydb_domain::ports::ArtifactInfo> {
+        let _ = std::fs::remove_file(staged);
+        Err(capydb_domain::DomainError::Internal(
+            "could not write artifacts/bkp: No space left on device (os error 28)".into(),
+        ))
+    }
+    async fn fetch(&self, key: &str) -> capydb_domain::DomainResult<std::path::PathBuf> {
+        self.0.fetch(key).await
+    }
+    async fn delete(&self, key: &str) -> capydb_domain::DomainResult<()> {
+        self.0.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_backup_fails_cleanly_when_the_artifact_write_fails() {
+    use capydb_domain::backups::CreateBackup;
+    use capydb_domain::model::{BackupState, JobState};
+    let dir = temp_dir("fulldisk");
+    let artifacts = Arc::new(FullDisk(FileArtifactStore::open(&dir.join("backups")).unwrap()));
+    let (app, _clock, _provider) = in_process_app(&dir, artifacts).await;
+    let (_org, key) =
+        capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "disk", None).await.unwrap();
+    let p = app.authenticate_api_key(&key, None).await.unwrap();
+    let project = app
+        .create_project(&p, CreateProject { name: "full".into(), region: None, pg_version: None })
+        .await
+        .unwrap()
+        .project;
+    drain(&app).await;
+    let started = app.create_backup(&p, &project.id, CreateBackup { name: None }).await.unwrap();
+    drain(&app).await;
+    let job = app.get_job(&p, &started.job.id).await.unwrap();
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert!(job.error.as_deref().unwrap_or_default().contains("No space left on device"), "{job:?}");
+    let backup = app.store.get_backup(&started.backup.id).await.unwrap().unwrap();
+    assert_eq!(backup.state, BackupState::Failed);
+    assert!(!dir.join("backups/artifacts").join(&backup.id).exists(), "no partial artifact");
+    assert!(!dir.join("backups/staging").join(&backup.id).exists(), "no staging leftovers");
+    // The project is unaffected and can still be backed up once space returns.
+    assert_eq!(app.get_project(&p, &project.id).await.unwrap().state, capydb_domain::model::ProjectState::Ready);
     app.delete_project(&p, &project.id).await.unwrap();
     drain(&app).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -10,9 +10,9 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::helpers::TestCluster;
 
-const PW: &str = "pw";
+pub const PW: &str = "pw";
 
-async fn connect(p: &PgProvider, database: &str, role: &str) -> Client {
+pub async fn connect(p: &PgProvider, database: &str, role: &str) -> Client {
     let uri = p.connection_info(database, role, PW).uri;
     let (client, connection) =
         tokio_postgres::connect(&uri, NoTls).await.unwrap_or_else(|e| panic!("{role} connects to {database}: {e}"));
@@ -20,7 +20,7 @@ async fn connect(p: &PgProvider, database: &str, role: &str) -> Client {
     client
 }
 
-async fn admin(t: &TestCluster, database: &str) -> Client {
+pub async fn admin(t: &TestCluster, database: &str) -> Client {
     let mut config: tokio_postgres::Config = t.cluster.admin_url().parse().unwrap();
     config.dbname(database);
     let (client, connection) = config.connect(NoTls).await.expect("the admin connects");
@@ -55,7 +55,7 @@ async fn source_project(t: &TestCluster, rows: i64) -> PgProvider {
 }
 
 /// A closed session stays in pg_stat_activity until its backend has exited.
-async fn wait_until_idle(t: &TestCluster, database: &str) {
+pub async fn wait_until_idle(t: &TestCluster, database: &str) {
     let a = admin(t, "postgres").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -69,11 +69,11 @@ async fn wait_until_idle(t: &TestCluster, database: &str) {
     }
 }
 
-async fn count(c: &Client, sql: &str) -> i64 {
+pub async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
 }
 
-async fn db_owner(t: &TestCluster, database: &str) -> String {
+pub async fn db_owner(t: &TestCluster, database: &str) -> String {
     admin(t, "postgres")
         .await
         .query_one("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1", &[&database])
@@ -82,7 +82,7 @@ async fn db_owner(t: &TestCluster, database: &str) -> String {
         .get(0)
 }
 
-fn assert_permanent<T: std::fmt::Debug>(result: Result<T, ProviderError>, what: &str) -> String {
+pub fn assert_permanent<T: std::fmt::Debug>(result: Result<T, ProviderError>, what: &str) -> String {
     match result {
         Err(ProviderError::Permanent(m)) => m,
         other => panic!("{what}: expected a permanent error, got {other:?}"),

@@ -1,0 +1,366 @@
+//! Backups (pg_dump artifacts), restores (into a new preview, or over the
+//! project in place after a safety backup) and imports from another server.
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::{parse_name, random_password, App};
+use crate::error::{DomainError, DomainResult};
+use crate::jobs::StartedJob;
+use crate::model::{
+    Backup, BackupKind, BackupState, Import, Job, JobKind, JobState, OperationState, Preview, PreviewMode,
+    PreviewState, Project, ProjectState, ResourceRef, Restore, RestoreMode,
+};
+use crate::ports::{Page, ResourceWrite};
+use crate::principal::Principal;
+use crate::scopes::Scope;
+use crate::{ids, previews};
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBackup {
+    /// Defaults to `backup-<time>`.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BackupJob {
+    pub backup: Backup,
+    pub job: Job,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRestore {
+    /// A completed backup of this project.
+    pub backup_id: String,
+    pub mode: RestoreMode,
+    /// Name of the new preview (`preview` mode); defaults to `restore-<backup id suffix>`.
+    pub preview_name: Option<String>,
+    /// TTL of the new preview (`preview` mode), 1..=720, default 72.
+    pub ttl_hours: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RestoreJob {
+    pub restore: Restore,
+    pub job: Job,
+    /// The preview being created (`preview` mode).
+    pub preview: Option<Preview>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateImport {
+    /// `postgres://user:password@host:port/database`. Its password is never stored or echoed.
+    pub source_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ImportJob {
+    pub import: Import,
+    pub job: Job,
+}
+
+/// Job parameters.
+pub(crate) const RESTORE_ID: &str = "restore_id";
+pub(crate) const IMPORT_ID: &str = "import_id";
+pub(crate) const SOURCE_BACKUP_ID: &str = "backup_id";
+pub(crate) const SAFETY_BACKUP_ID: &str = "safety_backup_id";
+pub(crate) const SOURCE_URL_SEALED: &str = "source_url_sealed";
+
+/// Name of the scratch database a restore or import fills before the swap.
+pub(crate) fn scratch_database(project: &Project, kind: JobKind) -> String {
+    let suffix = if kind == JobKind::Import { "import" } else { "restore" };
+    format!("{}_{suffix}", project.database_name)
+}
+
+/// Checks a `postgres://` URL and answers it without its password.
+pub fn redact_source_url(raw: &str) -> DomainResult<String> {
+    let bad = || DomainError::invalid("source_url must be postgres://user:password@host:port/database");
+    let url = url::Url::parse(raw.trim()).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(bad());
+    }
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+    let db = url.path().trim_start_matches('/');
+    if db.is_empty() || url.username().is_empty() {
+        return Err(bad());
+    }
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Ok(format!("postgres://{}@{host}{port}/{db}", url.username()))
+}
+
+impl App {
+    fn backup_record(&self, project: &Project, name: String, kind: BackupKind) -> Backup {
+        Backup {
+            id: ids::new_id(ids::BACKUP),
+            organization_id: project.organization_id.clone(),
+            project_id: project.id.clone(),
+            name,
+            kind,
+            state: BackupState::Creating,
+            size_bytes: None,
+            sha256: None,
+            created_at: self.now(),
+            completed_at: None,
+        }
+    }
+
+    fn operation_job(&self, kind: JobKind, project: &Project, resource: ResourceRef, params: serde_json::Value) -> Job {
+        Job {
+            id: ids::new_id(ids::JOB),
+            kind,
+            state: JobState::Queued,
+            organization_id: project.organization_id.clone(),
+            project_id: Some(project.id.clone()),
+            resource,
+            attempt: 0,
+            step: 0,
+            created_at: self.now(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            version: 0,
+            lease_owner: None,
+            lease_expires_at: None,
+            params,
+        }
+    }
+
+    async fn ready_project(&self, p: &Principal, project_id: &str, action: &str) -> DomainResult<Project> {
+        let project = self.visible_project(p, project_id).await?;
+        if project.state != ProjectState::Ready {
+            return Err(DomainError::Conflict(format!(
+                "project {} is {}; {action} once it is ready",
+                project.id,
+                project.state.as_str()
+            )));
+        }
+        Ok(project)
+    }
+
+    pub async fn create_backup(&self, p: &Principal, project_id: &str, req: CreateBackup) -> DomainResult<BackupJob> {
+        p.require(Scope::BackupsWrite)?;
+        let project = self.ready_project(p, project_id, "it can be backed up").await?;
+        let name = match req.name {
+            Some(n) => parse_name("name", &n, 100)?,
+            None => format!("backup-{}", self.now().format("%Y%m%d-%H%M%S")),
+        };
+        let backup = self.backup_record(&project, name, BackupKind::Manual);
+        let resource = ResourceRef { kind: "backup".into(), id: backup.id.clone() };
+        let job = self.operation_job(JobKind::CreateBackup, &project, resource, serde_json::Value::Null);
+        let StartedJob { job } = self.start_job(job, ResourceWrite::Backup(backup.clone())).await?;
+        Ok(BackupJob { backup, job })
+    }
+
+    pub async fn list_backups(&self, p: &Principal, project_id: &str, page: &Page) -> DomainResult<Vec<Backup>> {
+        p.require(Scope::BackupsRead)?;
+        self.visible_project(p, project_id).await?;
+        self.store.list_backups(project_id, page).await
+    }
+
+    async fn visible_backup(&self, p: &Principal, backup_id: &str) -> DomainResult<Backup> {
+        let backup = self
+            .store
+            .get_backup(backup_id)
+            .await?
+            .filter(|b| b.state != BackupState::Deleted)
+            .ok_or_else(|| DomainError::not_found("backup", backup_id))?;
+        p.check_project(&backup.organization_id, Some(&backup.project_id), "backup", backup_id)?;
+        Ok(backup)
+    }
+
+    pub async fn get_backup(&self, p: &Principal, backup_id: &str) -> DomainResult<Backup> {
+        p.require(Scope::BackupsRead)?;
+        self.visible_backup(p, backup_id).await
+    }
+
+    /// Deletes the artifact and marks the backup deleted.
+    pub async fn delete_backup(&self, p: &Principal, backup_id: &str) -> DomainResult<Backup> {
+        p.require(Scope::BackupsWrite)?;
+        let mut backup = self.visible_backup(p, backup_id).await?;
+        if backup.state == BackupState::Creating {
+            return Err(DomainError::Conflict(format!("backup {} is still being created", backup.id)));
+        }
+        self.artifacts.delete(&backup.id).await?;
+        backup.state = BackupState::Deleted;
+        self.store.put_backup(&backup).await?;
+        tracing::info!(backup_id = %backup.id, "backup deleted");
+        Ok(backup)
+    }
+
+    pub async fn create_restore(
+        &self,
+        p: &Principal,
+        project_id: &str,
+        req: CreateRestore,
+    ) -> DomainResult<RestoreJob> {
+        p.require(Scope::BackupsWrite)?;
+        let project = self.ready_project(p, project_id, "it can be restored").await?;
+        let backup = self
+            .store
+            .get_backup(&req.backup_id)
+            .await?
+            .filter(|b| b.project_id == project.id && b.state != BackupState::Deleted)
+            .ok_or_else(|| {
+                DomainError::invalid(format!("backup_id {} is not a backup of project {}", req.backup_id, project.id))
+            })?;
+        if backup.state != BackupState::Completed {
+            return Err(DomainError::Conflict(format!(
+                "backup {} is {}; only a completed backup can be restored",
+                backup.id,
+                backup.state.as_str()
+            )));
+        }
+        let now = self.now();
+        let mut restore = Restore {
+            id: ids::new_id(ids::RESTORE),
+            organization_id: project.organization_id.clone(),
+            project_id: project.id.clone(),
+            backup_id: backup.id.clone(),
+            mode: req.mode,
+            state: OperationState::Running,
+            preview_id: None,
+            safety_backup_id: None,
+            job_id: String::new(),
+            created_at: now,
+            finished_at: None,
+        };
+        match req.mode {
+            RestoreMode::Overwrite => {
+                if req.preview_name.is_some() || req.ttl_hours.is_some() {
+                    return Err(DomainError::invalid("preview_name and ttl_hours apply to mode \"preview\" only"));
+                }
+                p.require_admin("overwrite a project with a backup")?;
+                let safety =
+                    self.backup_record(&project, format!("safety before restore {}", restore.id), BackupKind::Safety);
+                restore.safety_backup_id = Some(safety.id.clone());
+                let params = serde_json::json!({
+                    RESTORE_ID: restore.id, SOURCE_BACKUP_ID: backup.id, SAFETY_BACKUP_ID: safety.id,
+                });
+                let resource = ResourceRef { kind: "project".into(), id: project.id.clone() };
+                let job = self.operation_job(JobKind::Restore, &project, resource, params);
+                restore.job_id = job.id.clone();
+                let write =
+                    ResourceWrite::All(vec![ResourceWrite::Backup(safety), ResourceWrite::Restore(restore.clone())]);
+                let StartedJob { job } = self.start_job(job, write).await?;
+                Ok(RestoreJob { restore, job, preview: None })
+            }
+            RestoreMode::Preview => {
+                let default_name = format!("restore-{}", &backup.id[backup.id.len().saturating_sub(8)..]);
+                let preview = self
+                    .new_preview(
+                        &project,
+                        req.preview_name.as_deref().unwrap_or(&default_name),
+                        PreviewMode::Clone,
+                        req.ttl_hours,
+                    )
+                    .await?;
+                restore.preview_id = Some(preview.id.clone());
+                let params = serde_json::json!({ RESTORE_ID: restore.id, SOURCE_BACKUP_ID: backup.id });
+                let resource = ResourceRef { kind: "preview".into(), id: preview.id.clone() };
+                let job = self.operation_job(JobKind::Restore, &project, resource, params);
+                restore.job_id = job.id.clone();
+                let write = ResourceWrite::All(vec![
+                    ResourceWrite::Preview(preview.clone()),
+                    ResourceWrite::Restore(restore.clone()),
+                ]);
+                let StartedJob { job } = self.start_job(job, write).await?;
+                Ok(RestoreJob { restore, job, preview: Some(preview) })
+            }
+        }
+    }
+
+    /// A new preview record (state `creating`) with its own role and password.
+    pub(crate) async fn new_preview(
+        &self,
+        project: &Project,
+        name: &str,
+        mode: PreviewMode,
+        ttl_hours: Option<u32>,
+    ) -> DomainResult<Preview> {
+        let name = previews::parse_preview_name(name)?;
+        let ttl_hours = ttl_hours.unwrap_or(previews::DEFAULT_TTL_HOURS);
+        let ttl = previews::parse_ttl(ttl_hours)?;
+        let now = self.now();
+        let id = ids::new_id(ids::PREVIEW);
+        Ok(Preview {
+            database_name: id.clone(),
+            role_name: format!("{id}_owner"),
+            id,
+            organization_id: project.organization_id.clone(),
+            project_id: project.id.clone(),
+            name,
+            mode,
+            state: PreviewState::Creating,
+            ttl_hours,
+            expires_at: now + ttl,
+            created_at: now,
+            updated_at: now,
+            password_sealed: self.secrets.seal(&random_password()).await?,
+        })
+    }
+
+    pub async fn get_restore(&self, p: &Principal, restore_id: &str) -> DomainResult<Restore> {
+        p.require(Scope::BackupsRead)?;
+        let r =
+            self.store.get_restore(restore_id).await?.ok_or_else(|| DomainError::not_found("restore", restore_id))?;
+        p.check_project(&r.organization_id, Some(&r.project_id), "restore", restore_id)?;
+        Ok(r)
+    }
+
+    /// Copies another PostgreSQL database into the project, replacing its
+    /// data after a safety backup. The source URL is kept only sealed, in the
+    /// job, and shown nowhere with its password.
+    pub async fn create_import(&self, p: &Principal, project_id: &str, req: CreateImport) -> DomainResult<ImportJob> {
+        p.require(Scope::ProjectsWrite)?;
+        let source = redact_source_url(&req.source_url)?;
+        let project = self.ready_project(p, project_id, "it can import").await?;
+        let safety = self.backup_record(&project, "safety before import".into(), BackupKind::Safety);
+        let mut import = Import {
+            id: ids::new_id(ids::IMPORT),
+            organization_id: project.organization_id.clone(),
+            project_id: project.id.clone(),
+            source,
+            state: OperationState::Running,
+            safety_backup_id: Some(safety.id.clone()),
+            job_id: String::new(),
+            created_at: self.now(),
+            finished_at: None,
+        };
+        let sealed = self.secrets.seal(req.source_url.trim()).await?;
+        let params =
+            serde_json::json!({ IMPORT_ID: import.id, SAFETY_BACKUP_ID: safety.id, SOURCE_URL_SEALED: sealed });
+        let resource = ResourceRef { kind: "project".into(), id: project.id.clone() };
+        let job = self.operation_job(JobKind::Import, &project, resource, params);
+        import.job_id = job.id.clone();
+        let write = ResourceWrite::All(vec![ResourceWrite::Backup(safety), ResourceWrite::Import(import.clone())]);
+        let StartedJob { job } = self.start_job(job, write).await?;
+        Ok(ImportJob { import, job })
+    }
+
+    pub async fn get_import(&self, p: &Principal, import_id: &str) -> DomainResult<Import> {
+        p.require(Scope::ProjectsRead)?;
+        let i = self.store.get_import(import_id).await?.ok_or_else(|| DomainError::not_found("import", import_id))?;
+        p.check_project(&i.organization_id, Some(&i.project_id), "import", import_id)?;
+        Ok(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_urls_are_checked_and_redacted() {
+        assert_eq!(
+            redact_source_url("postgres://u:s3cret@db.example.com:6543/app").unwrap(),
+            "postgres://u@db.example.com:6543/app"
+        );
+        assert_eq!(redact_source_url("postgresql://u:p@h/d?sslmode=require").unwrap(), "postgres://u@h/d");
+        for bad in ["mysql://u:p@h/d", "postgres://u:p@h/", "postgres://h/d", "not a url", ""] {
+            let e = redact_source_url(bad).unwrap_err();
+            assert!(!e.to_string().contains('p') || !e.to_string().contains("u:p"), "{e}");
+        }
+    }
+}
