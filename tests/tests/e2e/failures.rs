@@ -71,3 +71,73 @@ async fn jobs_fail_cleanly_when_the_database_server_is_gone_and_recover_after() 
     assert!(pg_select1(&old_uri).await.is_err(), "deleted for real");
     assert_eq!(app.get("/v1/projects").await.expect(200), &json!([]));
 }
+
+/// The project's database vanished behind our back: clone, backup and
+/// overwrite-restore fail with a clear error, and the failed preview can be
+/// deleted.
+#[tokio::test]
+async fn data_jobs_fail_cleanly_when_the_source_database_vanished() {
+    let app = TestApp::spawn().await;
+    let project = app.completed_project("vanishing").await;
+    let backup = app.post(&format!("/v1/projects/{project}/backups"), json!({})).await;
+    let backup_job = app.wait_job(backup.expect(202)["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(backup_job["state"], "completed");
+    let backup_id = backup.body["backup"]["id"].as_str().unwrap().to_string();
+
+    let admin = shared_postgres_url();
+    let (c, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&format!("DROP DATABASE \"{project}\" WITH (FORCE)")).await.unwrap();
+
+    let r =
+        app.post(&format!("/v1/projects/{project}/preview-databases"), json!({"name": "pr-1", "mode": "clone"})).await;
+    let b = r.expect(202).clone();
+    let job = app.wait_job(b["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("copy_data"), "{job}");
+    let pv = b["preview"]["id"].as_str().unwrap();
+    assert_eq!(app.get(&format!("/v1/preview-databases/{pv}")).await.expect(200)["preview"]["state"], "failed");
+    app.get(&format!("/v1/preview-databases/{pv}/connections")).await.expect_error(409, "failed");
+    let del = app.delete(&format!("/v1/preview-databases/{pv}")).await;
+    assert_eq!(app.wait_job(del.expect(202)["job"]["id"].as_str().unwrap()).await["state"], "completed");
+
+    let r = app.post(&format!("/v1/projects/{project}/backups"), json!({})).await;
+    let b = r.expect(202).clone();
+    let job = app.wait_job(b["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let failed = app.get(&format!("/v1/backups/{}", b["backup"]["id"].as_str().unwrap())).await;
+    assert_eq!(failed.expect(200)["backup"]["state"], "failed");
+
+    // The safety backup cannot be taken: the overwrite stops before touching anything.
+    let r = app
+        .post(&format!("/v1/projects/{project}/restores"), json!({"backup_id": backup_id, "mode": "overwrite"}))
+        .await;
+    let job = app.wait_job(r.expect(202)["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().starts_with("prepare:"), "{job}");
+}
+
+/// A preview job whose provider calls fail (server down) retries, then fails;
+/// the preview is `failed` and nothing is left half-made once it is deleted.
+#[tokio::test]
+async fn preview_jobs_fail_cleanly_when_the_database_server_is_gone() {
+    let mut app = TestApp::spawn_with(Options {
+        pg: Pg::Private,
+        ..Options::args(&["--max-attempts", "2", "--retry-base-ms", "100"])
+    })
+    .await;
+    let project = app.completed_project("p").await;
+    kill_private_postmaster(&app);
+    let r =
+        app.post(&format!("/v1/projects/{project}/preview-databases"), json!({"name": "pr-9", "mode": "empty"})).await;
+    let b = r.expect(202).clone();
+    let job = app.wait_job(b["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["attempt"], 2);
+    let pv = b["preview"]["id"].as_str().unwrap().to_string();
+    app.kill9();
+    app.start().await;
+    let del = app.delete(&format!("/v1/preview-databases/{pv}")).await;
+    assert_eq!(app.wait_job(del.expect(202)["job"]["id"].as_str().unwrap()).await["state"], "completed");
+    app.get(&format!("/v1/preview-databases/{pv}")).await.expect_error(404, "not found");
+}

@@ -191,3 +191,102 @@ async fn a_backup_fails_cleanly_when_the_artifact_write_fails() {
     drain(&app).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs a finished job again from its first step, as a worker would after a
+/// crash that lost the job's progress: every step must find what the first
+/// run made and end in the same state.
+async fn run_again_from_scratch(app: &App, job_id: &str) {
+    let mut job = app.store.get_job(job_id).await.unwrap().unwrap();
+    let expected = job.version;
+    job.version += 1;
+    job.state = capydb_domain::model::JobState::Running;
+    job.step = 0;
+    job.finished_at = None;
+    job.lease_owner = None;
+    job.lease_expires_at = None;
+    assert!(app.store.update_job(&job, expected).await.unwrap());
+    let body = serde_json::json!({ "job_id": job_id }).to_string();
+    assert_eq!(app.run_job_message(&body, "second-worker").await, Disposition::Done);
+    let again = app.store.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!(
+        again.state,
+        capydb_domain::model::JobState::Completed,
+        "{} failed on its second run: {:?}",
+        again.kind.as_str(),
+        again.error
+    );
+}
+
+#[tokio::test]
+async fn every_job_kind_is_safe_to_run_twice() {
+    use capydb_domain::backups::{CreateBackup, CreateRestore};
+    use capydb_domain::model::RestoreMode;
+    let dir = temp_dir("twice");
+    let artifacts = Arc::new(FileArtifactStore::open(&dir.join("backups")).unwrap());
+    let (app, _clock, provider) = in_process_app(&dir, artifacts).await;
+    let (_org, key) =
+        capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "twice", None).await.unwrap();
+    let p = app.authenticate_api_key(&key, None).await.unwrap();
+
+    let created =
+        app.create_project(&p, CreateProject { name: "twice".into(), region: None, pg_version: None }).await.unwrap();
+    drain(&app).await;
+    run_again_from_scratch(&app, &created.job.id).await;
+    let project = app.get_project(&p, &created.project.id).await.unwrap();
+    let uri = app.project_connections(&p, &project.id).await.unwrap()[0].uri.clone();
+    let (c, conn) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);").await.unwrap();
+    drop(c);
+
+    let rot = app.rotate_credentials(&p, &project.id).await.unwrap();
+    drain(&app).await;
+    run_again_from_scratch(&app, &rot.job.id).await;
+
+    let pv = app
+        .create_preview(&p, &project.id, CreatePreview { name: "pr".into(), mode: PreviewMode::Clone, ttl_hours: None })
+        .await
+        .unwrap();
+    drain(&app).await;
+    run_again_from_scratch(&app, &pv.job.id).await;
+    let reset = app.reset_preview(&p, &pv.preview.id).await.unwrap();
+    drain(&app).await;
+    run_again_from_scratch(&app, &reset.job.id).await;
+
+    let bk = app.create_backup(&p, &project.id, CreateBackup { name: None }).await.unwrap();
+    drain(&app).await;
+    run_again_from_scratch(&app, &bk.job.id).await;
+    let restore = CreateRestore {
+        backup_id: bk.backup.id.clone(),
+        mode: RestoreMode::Overwrite,
+        preview_name: None,
+        ttl_hours: None,
+    };
+    let rs = app.create_restore(&p, &project.id, restore).await.unwrap();
+    drain(&app).await;
+    run_again_from_scratch(&app, &rs.job.id).await;
+
+    // Still one database and role each, and the data intact.
+    let uri = app.project_connections(&p, &project.id).await.unwrap()[0].uri.clone();
+    let (c, conn) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+    drop(c);
+    let pv_uri = app.preview_connections(&p, &pv.preview.id).await.unwrap()[0].uri.clone();
+    let (c, conn) = tokio_postgres::connect(&pv_uri, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+    drop(c);
+
+    let del_pv = app.delete_preview(&p, &pv.preview.id).await.unwrap();
+    drain(&app).await;
+    run_again_from_scratch(&app, &del_pv.job.id).await;
+    let del = app.delete_project(&p, &project.id).await.unwrap();
+    drain(&app).await;
+    run_again_from_scratch(&app, &del.job.id).await;
+    assert!(!provider.database_exists(&project.database_name).await.unwrap());
+    assert!(!provider.role_exists(&project.role_name).await.unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}
