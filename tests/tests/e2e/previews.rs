@@ -284,3 +284,46 @@ async fn cloning_a_busy_project_does_not_disturb_its_clients() {
     assert_ne!(first, "locked", "an uncommitted change leaked into the clone");
     assert!(app.wait_for_log("DumpRestore").await, "a busy project is copied by dump and restore");
 }
+
+/// The seed's quick tour, run as written with curl and jq against capydb-local.
+#[tokio::test]
+async fn the_seed_quick_tour_runs_verbatim_with_curl() {
+    let app = TestApp::spawn().await;
+    let project = app.completed_project("tour").await;
+    let script = r#"
+set -e
+# Who am I?
+curl -s -H "X-API-Key: $KEY" $BASE/v1/me
+echo
+# Create a clone preview and wait for it
+JOB=$(curl -s -X POST -H "X-API-Key: $KEY" -H "Content-Type: application/json" \
+-d '{"name":"pr-42","mode":"clone","ttl_hours":72}' \
+$BASE/v1/projects/$PROJECT/preview-databases | jq -r '.job.id')
+for i in $(seq 1 300); do
+  STATE=$(curl -s -H "X-API-Key: $KEY" $BASE/v1/jobs/$JOB | jq '.job.state')
+  [ "$STATE" = '"completed"' ] && break
+  sleep 0.1
+done
+echo "STATE=$STATE"
+PREVIEW=$(curl -s -H "X-API-Key: $KEY" $BASE/v1/projects/$PROJECT/preview-databases | jq -r '.[0].id')
+# Fetch its connection strings once ready
+curl -s -H "X-API-Key: $KEY" $BASE/v1/preview-databases/$PREVIEW/connections
+"#;
+    let out = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env("KEY", &app.key)
+        .env("BASE", format!("{}/api/capydb", app.base))
+        .env("PROJECT", &project)
+        .output()
+        .await
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the tour failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines = stdout.lines();
+    let me: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(me["principal"]["kind"], "api_key");
+    assert_eq!(lines.next(), Some("STATE=\"completed\""), "{stdout}");
+    let conns: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    pg_select1(conns[0]["uri"].as_str().unwrap()).await.expect("the preview from the tour is usable");
+}
