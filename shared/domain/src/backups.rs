@@ -7,8 +7,8 @@ use crate::app::{parse_name, random_password, App};
 use crate::error::{DomainError, DomainResult};
 use crate::jobs::StartedJob;
 use crate::model::{
-    Backup, BackupKind, BackupState, Import, Job, JobKind, JobState, OperationState, Preview, PreviewMode,
-    PreviewState, Project, ProjectState, ResourceRef, Restore, RestoreMode,
+    Backup, BackupKind, BackupState, Import, Job, JobKind, OperationState, Preview, PreviewMode, PreviewState, Project,
+    ResourceRef, Restore, RestoreMode,
 };
 use crate::ports::{Page, ResourceWrite};
 use crate::principal::Principal;
@@ -107,35 +107,12 @@ impl App {
     }
 
     fn operation_job(&self, kind: JobKind, project: &Project, resource: ResourceRef, params: serde_json::Value) -> Job {
-        Job {
-            id: ids::new_id(ids::JOB),
-            kind,
-            state: JobState::Queued,
-            organization_id: project.organization_id.clone(),
-            project_id: Some(project.id.clone()),
-            resource,
-            attempt: 0,
-            step: 0,
-            created_at: self.now(),
-            started_at: None,
-            finished_at: None,
-            error: None,
-            version: 0,
-            lease_owner: None,
-            lease_expires_at: None,
-            params,
-        }
+        self.queued_job(kind, (&project.organization_id, &project.id), resource, params)
     }
 
     async fn ready_project(&self, p: &Principal, project_id: &str, action: &str) -> DomainResult<Project> {
         let project = self.visible_project(p, project_id).await?;
-        if project.state != ProjectState::Ready {
-            return Err(DomainError::Conflict(format!(
-                "project {} is {}; {action} once it is ready",
-                project.id,
-                project.state.as_str()
-            )));
-        }
+        project.require_ready(action)?;
         Ok(project)
     }
 

@@ -9,8 +9,8 @@ use crate::backups::{scratch_database, IMPORT_ID, RESTORE_ID, SAFETY_BACKUP_ID, 
 use crate::error::{DomainError, DomainResult};
 use crate::ids;
 use crate::model::{
-    Backup, BackupState, Event, Job, JobKind, JobState, OperationState, Preview, PreviewMode, PreviewState, Project,
-    ProjectState, Timestamp,
+    Backup, BackupState, ConnectionInfo, Event, Job, JobKind, JobState, OperationState, Preview, PreviewMode,
+    PreviewState, Project, ProjectState, ResourceRef, Timestamp,
 };
 use crate::ports::{Page, ProviderError, ResourceWrite};
 use crate::principal::Principal;
@@ -122,6 +122,47 @@ impl App {
         if let Err(e) = self.queue.send(&body, delay).await {
             tracing::error!(job_id, error = %e, "could not enqueue job; the sweeper will re-drive it");
         }
+    }
+
+    /// A new `queued` job of a project's resource.
+    pub(crate) fn queued_job(
+        &self,
+        kind: JobKind,
+        (organization_id, project_id): (&str, &str),
+        resource: ResourceRef,
+        params: serde_json::Value,
+    ) -> Job {
+        Job {
+            id: ids::new_id(ids::JOB),
+            kind,
+            state: JobState::Queued,
+            organization_id: organization_id.to_string(),
+            project_id: Some(project_id.to_string()),
+            resource,
+            attempt: 0,
+            step: 0,
+            created_at: self.now(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            version: 0,
+            lease_owner: None,
+            lease_expires_at: None,
+            params,
+        }
+    }
+
+    /// The owner-role connection details of a database, for `/connections`.
+    pub(crate) async fn owner_connection(
+        &self,
+        database: &str,
+        role: &str,
+        password_sealed: &str,
+    ) -> DomainResult<Vec<ConnectionInfo>> {
+        let password = self.secrets.open(password_sealed).await?;
+        let mut info = self.provider.connection_info(database, role, &password);
+        info.role = "owner".into();
+        Ok(vec![info])
     }
 
     pub async fn get_job(&self, p: &Principal, job_id: &str) -> DomainResult<Job> {

@@ -8,9 +8,7 @@ use crate::app::{parse_name, random_password, App};
 use crate::error::{DomainError, DomainResult};
 use crate::ids;
 use crate::jobs::StartedJob;
-use crate::model::{
-    ConnectionInfo, Job, JobKind, JobState, Preview, PreviewMode, PreviewState, Project, ProjectState, ResourceRef,
-};
+use crate::model::{ConnectionInfo, Job, JobKind, Preview, PreviewMode, PreviewState, ResourceRef};
 use crate::ports::{Page, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
@@ -74,35 +72,8 @@ impl App {
     }
 
     fn preview_job(&self, kind: JobKind, preview: &Preview) -> Job {
-        Job {
-            id: ids::new_id(ids::JOB),
-            kind,
-            state: JobState::Queued,
-            organization_id: preview.organization_id.clone(),
-            project_id: Some(preview.project_id.clone()),
-            resource: ResourceRef { kind: "preview".into(), id: preview.id.clone() },
-            attempt: 0,
-            step: 0,
-            created_at: self.now(),
-            started_at: None,
-            finished_at: None,
-            error: None,
-            version: 0,
-            lease_owner: None,
-            lease_expires_at: None,
-            params: serde_json::Value::Null,
-        }
-    }
-
-    fn require_ready_project(project: &Project, action: &str) -> DomainResult<()> {
-        if project.state != ProjectState::Ready {
-            return Err(DomainError::Conflict(format!(
-                "project {} is {}; {action} once it is ready",
-                project.id,
-                project.state.as_str()
-            )));
-        }
-        Ok(())
+        let resource = ResourceRef { kind: "preview".into(), id: preview.id.clone() };
+        self.queued_job(kind, (&preview.organization_id, &preview.project_id), resource, serde_json::Value::Null)
     }
 
     pub async fn create_preview(
@@ -116,7 +87,7 @@ impl App {
         let name = parse_preview_name(&req.name)?;
         let ttl_hours = req.ttl_hours.unwrap_or(DEFAULT_TTL_HOURS);
         let ttl = parse_ttl(ttl_hours)?;
-        Self::require_ready_project(&project, "previews can be created")?;
+        project.require_ready("previews can be created")?;
         let now = self.now();
         let id = ids::new_id(ids::PREVIEW);
         let preview = Preview {
@@ -179,7 +150,7 @@ impl App {
             )));
         }
         let project = self.visible_project(p, &preview.project_id).await?;
-        Self::require_ready_project(&project, "previews can be reset")?;
+        project.require_ready("previews can be reset")?;
         let now = self.now();
         preview.state = PreviewState::Resetting;
         preview.expires_at = now + parse_ttl(preview.ttl_hours)?;
@@ -218,10 +189,7 @@ impl App {
                 preview.state.as_str()
             )));
         }
-        let password = self.secrets.open(&preview.password_sealed).await?;
-        let mut info = self.provider.connection_info(&preview.database_name, &preview.role_name, &password);
-        info.role = "owner".into();
-        Ok(vec![info])
+        self.owner_connection(&preview.database_name, &preview.role_name, &preview.password_sealed).await
     }
 
     /// The sweeper's part for previews: every expired one gets a

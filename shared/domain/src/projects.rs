@@ -35,6 +35,20 @@ pub struct ProjectJob {
     pub job: Job,
 }
 
+impl Project {
+    /// 409 unless the project is ready: "project prj_... is provisioning; <action> once it is ready".
+    pub fn require_ready(&self, action: &str) -> DomainResult<()> {
+        if self.state != ProjectState::Ready {
+            return Err(DomainError::Conflict(format!(
+                "project {} is {}; {action} once it is ready",
+                self.id,
+                self.state.as_str()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Sealed parameters of a credential rotation job.
 pub(crate) const NEW_PASSWORD_PARAM: &str = "new_password_sealed";
 
@@ -155,29 +169,14 @@ impl App {
     pub async fn project_connections(&self, p: &Principal, project_id: &str) -> DomainResult<Vec<ConnectionInfo>> {
         p.require(Scope::CredentialsRead)?;
         let project = self.visible_project(p, project_id).await?;
-        if project.state != ProjectState::Ready {
-            return Err(DomainError::Conflict(format!(
-                "project {} is {}; connections are available once it is ready",
-                project.id,
-                project.state.as_str()
-            )));
-        }
-        let password = self.secrets.open(&project.password_sealed).await?;
-        let mut info = self.provider.connection_info(&project.database_name, &project.role_name, &password);
-        info.role = "owner".into();
-        Ok(vec![info])
+        project.require_ready("connections are available")?;
+        self.owner_connection(&project.database_name, &project.role_name, &project.password_sealed).await
     }
 
     pub async fn rotate_credentials(&self, p: &Principal, project_id: &str) -> DomainResult<ProjectJob> {
         p.require(Scope::ProjectsWrite)?;
         let project = self.visible_project(p, project_id).await?;
-        if project.state != ProjectState::Ready {
-            return Err(DomainError::Conflict(format!(
-                "project {} is {}; credentials can be rotated once it is ready",
-                project.id,
-                project.state.as_str()
-            )));
-        }
+        project.require_ready("credentials can be rotated")?;
         let sealed = self.secrets.seal(&random_password()).await?;
         let job = self.new_job(JobKind::RotateCredentials, &project, serde_json::json!({ NEW_PASSWORD_PARAM: sealed }));
         let StartedJob { job } = self.start_job(job, ResourceWrite::Nothing).await?;
@@ -185,23 +184,7 @@ impl App {
     }
 
     pub(crate) fn new_job(&self, kind: JobKind, project: &Project, params: serde_json::Value) -> Job {
-        Job {
-            id: ids::new_id(ids::JOB),
-            kind,
-            state: crate::model::JobState::Queued,
-            organization_id: project.organization_id.clone(),
-            project_id: Some(project.id.clone()),
-            resource: ResourceRef { kind: "project".into(), id: project.id.clone() },
-            attempt: 0,
-            step: 0,
-            created_at: self.now(),
-            started_at: None,
-            finished_at: None,
-            error: None,
-            version: 0,
-            lease_owner: None,
-            lease_expires_at: None,
-            params,
-        }
+        let resource = ResourceRef { kind: "project".into(), id: project.id.clone() };
+        self.queued_job(kind, (&project.organization_id, &project.id), resource, params)
     }
 }
