@@ -1,5 +1,6 @@
 //! Start-up, the background loops, and shutdown.
 use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -132,10 +133,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         let record = serde_json::json!({ "organization_id": org.id });
         fs::write(dir.join(BOOTSTRAP_FILE), record.to_string())
             .map_err(|e| format!("cannot write {BOOTSTRAP_FILE}: {e}"))?;
-        // The only lines capydb-local writes to stdout, once per data dir.
-        println!("CAPYDB_BASE=http://{local_addr}/api/capydb");
-        println!("CAPYDB_ORG_ID={}", org.id);
-        println!("CAPYDB_API_KEY={key}");
+        // The only lines capydb-local writes to stdout, once per data dir. A
+        // closed stdout must not take the server down (println! would panic).
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "CAPYDB_BASE=http://{local_addr}/api/capydb")
+            .and_then(|()| writeln!(out, "CAPYDB_ORG_ID={}", org.id))
+            .and_then(|()| writeln!(out, "CAPYDB_API_KEY={key}"))
+            .and_then(|()| out.flush());
+        drop(out);
         tracing::info!(org_id = %org.id, "bootstrapped a new organization and admin API key");
     }
 

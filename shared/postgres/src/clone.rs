@@ -27,6 +27,7 @@ use capydb_domain::ports::{CloneStrategy, ProviderError, ProviderResult};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
+use crate::clone_stream::{StreamFailure, RESTORE_OPTIONS};
 use crate::error::from_pg;
 use crate::provider::{advisory_lock, open_admin, PgProvider};
 use crate::sql::quote_ident;
@@ -149,7 +150,15 @@ impl PgProvider {
                 }
             }
         }
-        self.dump_restore(source, target, owner, what).await?;
+        match self.stream_clone(source, target, owner, what).await {
+            Ok(()) => {}
+            Err(StreamFailure::Failed(e)) => return Err(e),
+            Err(StreamFailure::TryDump(e)) => {
+                tracing::warn!(source, target, error = %e, "streaming the data failed; dumping instead");
+                drop_database(session, target, what).await?;
+                self.dump_restore(source, target, owner, what).await?;
+            }
+        }
         Ok(CloneStrategy::DumpRestore)
     }
 
@@ -226,6 +235,7 @@ impl PgProvider {
         self.ensure_database_secured(target, owner).await?;
         let mut pg_restore = self.admin_tool(&bin, "pg_restore", "capydb-clone");
         pg_restore
+            .env("PGOPTIONS", RESTORE_OPTIONS)
             .args(["--jobs", &jobs, "--no-owner", "--no-privileges", "--exit-on-error"])
             .arg(format!("--role={owner}"))
             .args(["--dbname", target])

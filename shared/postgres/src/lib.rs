@@ -7,6 +7,7 @@
 //! `Permanent` here and nowhere else, and no password reaches a log or an error.
 mod backup;
 mod clone;
+mod clone_stream;
 mod cluster;
 mod error;
 mod provider;

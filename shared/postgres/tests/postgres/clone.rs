@@ -283,3 +283,56 @@ async fn clients_connecting_during_a_clone_are_never_refused() {
     assert_eq!(count(&c, "SELECT count(*) FROM items").await, 600_000);
     assert_handed_over(&t, &p).await;
 }
+
+#[tokio::test]
+async fn a_busy_clone_streams_large_tables_of_any_shape_and_keeps_everything_else() {
+    let t = TestCluster::start().await;
+    let p = source_project(&t, 10).await;
+    // ~25 MB, so it is streamed and split into page ranges; user-defined
+    // types (text COPY), a generated column, a dropped one, a name to quote.
+    let c = connect(&p, "prj_s", "prj_s_owner").await;
+    c.batch_execute(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+         CREATE DOMAIN positive AS int CHECK (VALUE > 0);
+         CREATE SCHEMA \"Odd.Schema\";
+         CREATE TABLE \"Odd.Schema\".\"Big \"\"T\"\"\" (
+             id bigint PRIMARY KEY, gone int, moods mood[], n positive, payload text,
+             twice bigint GENERATED ALWAYS AS (id * 2) STORED);
+         INSERT INTO \"Odd.Schema\".\"Big \"\"T\"\"\" (id, gone, moods, n, payload)
+             SELECT i, i, ARRAY['ok', 'happy']::mood[], i, repeat('x', 200) FROM generate_series(1, 100000) i;
+         ALTER TABLE \"Odd.Schema\".\"Big \"\"T\"\"\" DROP COLUMN gone;
+         CREATE SEQUENCE counter;
+         SELECT setval('counter', 4242);
+         CREATE MATERIALIZED VIEW item_stats AS SELECT count(*) AS n FROM items;
+         SELECT lo_from_bytea(0, 'a large object');",
+    )
+    .await
+    .expect("the source owner adds a large table");
+    let size = count(&c, "SELECT pg_relation_size('\"Odd.Schema\".\"Big \"\"T\"\"\"')").await;
+    assert!(size > 20 << 20, "the table is too small to be split: {size}");
+
+    let strategy = p.clone_database("prj_s", "prj_s_owner", "prj_c", "prj_c_owner").await.expect("clone");
+    assert_eq!(strategy, CloneStrategy::DumpRestore);
+    let d = connect(&p, "prj_c", "prj_c_owner").await;
+    let check = "SELECT (count(*) + sum(id) + sum(twice) + sum(n) + sum(length(payload)) \
+                         + sum(array_length(moods, 1)) + count(DISTINCT moods[2]))::bigint \
+                   FROM \"Odd.Schema\".\"Big \"\"T\"\"\"";
+    assert_eq!(count(&d, check).await, count(&c, check).await);
+    assert_eq!(count(&d, "SELECT count(*) FROM \"Odd.Schema\".\"Big \"\"T\"\"\"").await, 100_000);
+    assert_eq!(count(&d, "SELECT last_value FROM counter").await, 4242);
+    assert_eq!(count(&d, "SELECT n FROM item_stats").await, 10);
+    assert_eq!(count(&d, "SELECT count(*) FROM pg_largeobject_metadata").await, 1);
+    assert_eq!(
+        count(
+            &d,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'Odd.Schema' AND c.relowner <> 'prj_c_owner'::regrole"
+        )
+        .await,
+        0
+    );
+    d.batch_execute("INSERT INTO \"Odd.Schema\".\"Big \"\"T\"\"\" (id, n) VALUES (1, 1)")
+        .await
+        .expect_err("the primary key came along");
+    assert_handed_over(&t, &p).await;
+}
