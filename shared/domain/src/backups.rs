@@ -3,17 +3,17 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::{parse_name, random_password, App};
+use crate::app::{parse_name, App};
 use crate::error::{DomainError, DomainResult};
+use crate::ids;
 use crate::jobs::StartedJob;
 use crate::model::{
-    Backup, BackupKind, BackupState, Import, Job, JobKind, OperationState, Preview, PreviewMode, PreviewState, Project,
-    ResourceRef, Restore, RestoreMode,
+    Backup, BackupKind, BackupState, Import, Job, JobKind, OperationState, Preview, PreviewMode, Project, ResourceRef,
+    Restore, RestoreMode,
 };
 use crate::ports::{Page, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
-use crate::{ids, previews};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -246,36 +246,6 @@ impl App {
                 Ok(RestoreJob { restore, job, preview: Some(preview) })
             }
         }
-    }
-
-    /// A new preview record (state `creating`) with its own role and password.
-    pub(crate) async fn new_preview(
-        &self,
-        project: &Project,
-        name: &str,
-        mode: PreviewMode,
-        ttl_hours: Option<u32>,
-    ) -> DomainResult<Preview> {
-        let name = previews::parse_preview_name(name)?;
-        let ttl_hours = ttl_hours.unwrap_or(previews::DEFAULT_TTL_HOURS);
-        let ttl = previews::parse_ttl(ttl_hours)?;
-        let now = self.now();
-        let id = ids::new_id(ids::PREVIEW);
-        Ok(Preview {
-            database_name: id.clone(),
-            role_name: format!("{id}_owner"),
-            id,
-            organization_id: project.organization_id.clone(),
-            project_id: project.id.clone(),
-            name,
-            mode,
-            state: PreviewState::Creating,
-            ttl_hours,
-            expires_at: now + ttl,
-            created_at: now,
-            updated_at: now,
-            password_sealed: self.secrets.seal(&random_password()).await?,
-        })
     }
 
     pub async fn get_restore(&self, p: &Principal, restore_id: &str) -> DomainResult<Restore> {

@@ -8,7 +8,7 @@ use crate::app::{parse_name, random_password, App};
 use crate::error::{DomainError, DomainResult};
 use crate::ids;
 use crate::jobs::StartedJob;
-use crate::model::{ConnectionInfo, Job, JobKind, Preview, PreviewMode, PreviewState, ResourceRef};
+use crate::model::{ConnectionInfo, Job, JobKind, Preview, PreviewMode, PreviewState, Project, ResourceRef};
 use crate::ports::{Page, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
@@ -76,6 +76,36 @@ impl App {
         self.queued_job(kind, (&preview.organization_id, &preview.project_id), resource, serde_json::Value::Null)
     }
 
+    /// A new preview record (state `creating`) with its own role and password.
+    pub(crate) async fn new_preview(
+        &self,
+        project: &Project,
+        name: &str,
+        mode: PreviewMode,
+        ttl_hours: Option<u32>,
+    ) -> DomainResult<Preview> {
+        let name = parse_preview_name(name)?;
+        let ttl_hours = ttl_hours.unwrap_or(DEFAULT_TTL_HOURS);
+        let ttl = parse_ttl(ttl_hours)?;
+        let now = self.now();
+        let id = ids::new_id(ids::PREVIEW);
+        Ok(Preview {
+            database_name: id.clone(),
+            role_name: format!("{id}_owner"),
+            id,
+            organization_id: project.organization_id.clone(),
+            project_id: project.id.clone(),
+            name,
+            mode,
+            state: PreviewState::Creating,
+            ttl_hours,
+            expires_at: now + ttl,
+            created_at: now,
+            updated_at: now,
+            password_sealed: self.secrets.seal(&random_password()).await?,
+        })
+    }
+
     pub async fn create_preview(
         &self,
         p: &Principal,
@@ -84,27 +114,9 @@ impl App {
     ) -> DomainResult<PreviewJob> {
         p.require(Scope::ProjectsWrite)?;
         let project = self.visible_project(p, project_id).await?;
-        let name = parse_preview_name(&req.name)?;
-        let ttl_hours = req.ttl_hours.unwrap_or(DEFAULT_TTL_HOURS);
-        let ttl = parse_ttl(ttl_hours)?;
+        // Input errors (400) come before state errors (409).
+        let preview = self.new_preview(&project, &req.name, req.mode, req.ttl_hours).await?;
         project.require_ready("previews can be created")?;
-        let now = self.now();
-        let id = ids::new_id(ids::PREVIEW);
-        let preview = Preview {
-            database_name: id.clone(),
-            role_name: format!("{id}_owner"),
-            id,
-            organization_id: project.organization_id.clone(),
-            project_id: project.id.clone(),
-            name,
-            mode: req.mode,
-            state: PreviewState::Creating,
-            ttl_hours,
-            expires_at: now + ttl,
-            created_at: now,
-            updated_at: now,
-            password_sealed: self.secrets.seal(&random_password()).await?,
-        };
         let job = self.preview_job(JobKind::CreatePreview, &preview);
         let StartedJob { job } = self.start_job(job, ResourceWrite::Preview(preview.clone())).await?;
         Ok(PreviewJob { preview, job })
