@@ -57,8 +57,10 @@ fn deserialize_body<T: DeserializeOwned>(
     })
 }
 
-/// serde's data errors end with "at line 1 column 42"; keep the message and
-/// drop nothing else (it never contains the values themselves for our types).
+/// serde's data errors end with "at line 1 column 42"; drop that position.
+/// The message may quote a scalar the caller sent (e.g. "invalid type:
+/// string \"x\", expected u32"); it goes back to that caller only and is
+/// never logged.
 fn strip_position(e: &serde_json::Error) -> String {
     let s = e.to_string();
     match s.rfind(" at line ") {
