@@ -69,6 +69,17 @@ pub(crate) fn tool_command(bin: &Path, name: &str) -> tokio::process::Command {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // And killed when we die, SIGKILL included: a dump orphaned by a killed
+    // capydb-local would go on writing the file its restarted job rewrites.
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     cmd
 }
 
