@@ -63,23 +63,6 @@ pub enum ProjectState {
     Failed,
 }
 
-impl ProjectState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProjectState::Provisioning => "provisioning",
-            ProjectState::Ready => "ready",
-            ProjectState::Deleting => "deleting",
-            ProjectState::Deleted => "deleted",
-            ProjectState::Failed => "failed",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Provisioning, Self::Ready, Self::Deleting, Self::Deleted, Self::Failed]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Project {
     /// `prj_...`
@@ -112,18 +95,6 @@ pub enum PreviewMode {
     Empty,
 }
 
-impl PreviewMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PreviewMode::Clone => "clone",
-            PreviewMode::Empty => "empty",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Clone, Self::Empty].into_iter().find(|v| v.as_str() == s)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PreviewState {
@@ -135,24 +106,6 @@ pub enum PreviewState {
     Deleting,
     Deleted,
     Failed,
-}
-
-impl PreviewState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PreviewState::Creating => "creating",
-            PreviewState::Ready => "ready",
-            PreviewState::Resetting => "resetting",
-            PreviewState::Deleting => "deleting",
-            PreviewState::Deleted => "deleted",
-            PreviewState::Failed => "failed",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Creating, Self::Ready, Self::Resetting, Self::Deleting, Self::Deleted, Self::Failed]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-    }
 }
 
 /// A per-pull-request database: a clone of its project (or empty) with its
@@ -290,37 +243,6 @@ pub enum JobKind {
     Import,
 }
 
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Provision => "provision",
-            JobKind::DeleteProject => "delete_project",
-            JobKind::RotateCredentials => "rotate_credentials",
-            JobKind::CreatePreview => "create_preview",
-            JobKind::ResetPreview => "reset_preview",
-            JobKind::DeletePreview => "delete_preview",
-            JobKind::CreateBackup => "create_backup",
-            JobKind::Restore => "restore",
-            JobKind::Import => "import",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Provision,
-            Self::DeleteProject,
-            Self::RotateCredentials,
-            Self::CreatePreview,
-            Self::ResetPreview,
-            Self::DeletePreview,
-            Self::CreateBackup,
-            Self::Restore,
-            Self::Import,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -331,17 +253,6 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Completed => "completed",
-            JobState::Failed => "failed",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Queued, Self::Running, Self::Completed, Self::Failed].into_iter().find(|v| v.as_str() == s)
-    }
     pub fn is_terminal(self) -> bool {
         matches!(self, JobState::Completed | JobState::Failed)
     }
@@ -444,7 +355,93 @@ macro_rules! text_enum {
     };
 }
 
+text_enum!(ProjectState {
+    Provisioning => "provisioning",
+    Ready => "ready",
+    Deleting => "deleting",
+    Deleted => "deleted",
+    Failed => "failed",
+});
+text_enum!(PreviewMode { Clone => "clone", Empty => "empty" });
+text_enum!(PreviewState {
+    Creating => "creating",
+    Ready => "ready",
+    Resetting => "resetting",
+    Deleting => "deleting",
+    Deleted => "deleted",
+    Failed => "failed",
+});
+text_enum!(JobKind {
+    Provision => "provision",
+    DeleteProject => "delete_project",
+    RotateCredentials => "rotate_credentials",
+    CreatePreview => "create_preview",
+    ResetPreview => "reset_preview",
+    DeletePreview => "delete_preview",
+    CreateBackup => "create_backup",
+    Restore => "restore",
+    Import => "import",
+});
+text_enum!(JobState { Queued => "queued", Running => "running", Completed => "completed", Failed => "failed" });
 text_enum!(BackupKind { Manual => "manual", Safety => "safety" });
 text_enum!(BackupState { Creating => "creating", Completed => "completed", Failed => "failed", Deleted => "deleted" });
 text_enum!(RestoreMode { Overwrite => "overwrite", Preview => "preview" });
 text_enum!(OperationState { Running => "running", Completed => "completed", Failed => "failed" });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored text of each value is its JSON name, and parses back.
+    fn agrees<T: Copy + PartialEq + std::fmt::Debug + Serialize>(
+        v: T,
+        as_str: fn(T) -> &'static str,
+        parse: fn(&str) -> Option<T>,
+    ) {
+        assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{}\"", as_str(v)));
+        assert_eq!(parse(as_str(v)), Some(v));
+    }
+
+    #[test]
+    fn stored_names_match_api_names() {
+        use JobKind::*;
+        for k in [
+            Provision,
+            DeleteProject,
+            RotateCredentials,
+            CreatePreview,
+            ResetPreview,
+            DeletePreview,
+            CreateBackup,
+            Restore,
+            Import,
+        ] {
+            agrees(k, JobKind::as_str, JobKind::parse);
+        }
+        for s in [JobState::Queued, JobState::Running, JobState::Completed, JobState::Failed] {
+            agrees(s, JobState::as_str, JobState::parse);
+        }
+        for s in [
+            ProjectState::Provisioning,
+            ProjectState::Ready,
+            ProjectState::Deleting,
+            ProjectState::Deleted,
+            ProjectState::Failed,
+        ] {
+            agrees(s, ProjectState::as_str, ProjectState::parse);
+        }
+        for s in [
+            PreviewState::Creating,
+            PreviewState::Ready,
+            PreviewState::Resetting,
+            PreviewState::Deleting,
+            PreviewState::Deleted,
+            PreviewState::Failed,
+        ] {
+            agrees(s, PreviewState::as_str, PreviewState::parse);
+        }
+        agrees(PreviewMode::Clone, PreviewMode::as_str, PreviewMode::parse);
+        agrees(PreviewMode::Empty, PreviewMode::as_str, PreviewMode::parse);
+        assert_eq!(JobKind::parse("nope"), None);
+    }
+}
