@@ -17,10 +17,6 @@ use crate::principal::Principal;
 use crate::projects::NEW_PASSWORD_PARAM;
 use crate::scopes::Scope;
 
-fn unreachable_data_job() -> DomainResult<(ResourceWrite, serde_json::Value)> {
-    Err(DomainError::internal("data jobs are finished by finish_data_job"))
-}
-
 /// Job parameter: ids of the previews a project deletion dropped.
 const DROPPED_PREVIEWS: &str = "dropped_previews";
 
@@ -671,11 +667,6 @@ impl App {
         job.error = Some(error.to_string());
         job.lease_owner = None;
         job.lease_expires_at = None;
-        if matches!(job.kind, JobKind::CreateBackup | JobKind::Restore | JobKind::Import) {
-            let (write, events) = self.finish_data_job(&job, false).await?;
-            self.store.finish_job(&job, expected, &write, &events).await?;
-            return Ok(());
-        }
         let (write, data) = match job.kind {
             JobKind::Provision | JobKind::DeleteProject => {
                 let mut project = self.job_project(&job).await.map_err(step_err)?;
@@ -688,7 +679,11 @@ impl App {
                 let project = self.job_project(&job).await.map_err(step_err)?;
                 (ResourceWrite::Nothing, serde_json::json!({ "job": job, "project": project }))
             }
-            JobKind::CreateBackup | JobKind::Restore | JobKind::Import => unreachable_data_job()?,
+            JobKind::CreateBackup | JobKind::Restore | JobKind::Import => {
+                let (write, events) = self.finish_data_job(&job, false).await?;
+                self.store.finish_job(&job, expected, &write, &events).await?;
+                return Ok(());
+            }
             JobKind::CreatePreview | JobKind::ResetPreview | JobKind::DeletePreview => {
                 let mut preview = self.job_preview(&job).await.map_err(step_err)?;
                 preview.state = PreviewState::Failed;
