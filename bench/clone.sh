@@ -3,10 +3,12 @@
 # database (scale 70) in a private cluster started here:
 #   1. idle source: our clone (CREATE DATABASE ... TEMPLATE, FILE_COPY) vs
 #      `createdb -T` (PG15 default strategy, WAL_LOG) and `createdb -T -S file_copy`;
-#   2. busy source (pgbench -c 2 -R 50 running on it): our clone (parallel
-#      pg_dump -Fd / pg_restore -j) vs a single-job `pg_dump -Fc | pg_restore`.
+#   2. busy source (pgbench -c 2 -R 50 running on it): our clone (snapshot
+#      stream of the large tables in parallel page ranges, pg_dump/pg_restore
+#      for the rest) vs a single-job `pg_dump -Fc | pg_restore`.
 # Targets: idle clone <= 1.2x createdb -T; busy clone >= 1.5x faster than the pipe.
 # Usage: bench/clone.sh [scale=70]
+# CAPYDB_LOG=capydb_postgres=debug also prints the phases of our busy clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${1:-70}
