@@ -66,10 +66,22 @@ pub struct ServeArgs {
     /// Runs of a job before a retryable error fails it.
     #[arg(long, default_value_t = 8)]
     pub max_attempts: u32,
+    /// Refuse webhook URLs that are, or resolve to, loopback, private,
+    /// link-local or metadata addresses (the deployed shape always does).
+    /// By default capydb-local allows them, so a webhook can point at localhost.
+    #[arg(long)]
+    pub deny_private_webhooks: bool,
+    /// Concurrent webhook deliveries.
+    #[arg(long, default_value_t = 8)]
+    pub webhook_workers: usize,
     /// Test hook: sleep this long before every database-provider operation,
     /// so tests can interrupt a job between its steps.
     #[arg(long, default_value_t = 0, hide = true)]
     pub debug_provider_delay_ms: u64,
+    /// Test hook: the webhook retry delays in milliseconds, comma-separated,
+    /// instead of 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    #[arg(long, value_delimiter = ',', hide = true)]
+    pub debug_webhook_retry_ms: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,9 +9,13 @@ use std::time::Duration;
 
 use capydb_domain::api_keys::{mint_api_key, CreateApiKey};
 use capydb_domain::jobs::Disposition;
-use capydb_domain::ports::{ArtifactStore, Clock, DatabaseProvider, JobQueue, SecretBox, Store, SystemClock};
+use capydb_domain::ports::{
+    ArtifactStore, Clock, DatabaseProvider, EventBus, JobQueue, SecretBox, Store, SystemClock, WebhookSender,
+};
+use capydb_domain::webhooks::WebhookSettings;
 use capydb_domain::{App, AppParts, JobSettings, Settings};
-use capydb_embedded::{CachedStore, FileArtifactStore, KeyFileSecretBox, SqliteQueue, SqliteStore};
+use capydb_egress::HttpWebhookSender;
+use capydb_embedded::{CachedStore, FileArtifactStore, KeyFileSecretBox, QueueEventBus, SqliteQueue, SqliteStore};
 use capydb_postgres::{LocalCluster, PgProvider};
 use tokio::sync::watch;
 
@@ -22,6 +26,7 @@ const SECRET_KEY_FILE: &str = "secret.key";
 const BOOTSTRAP_FILE: &str = "bootstrap.json";
 const CLUSTER_DIR: &str = "postgres";
 const JOB_QUEUE: &str = "jobs";
+const WEBHOOK_QUEUE: &str = "webhooks";
 /// Receives of one job message before it goes to the dead-letter queue.
 const MAX_RECEIVES: u32 = 20;
 const REGION: &str = "local";
@@ -60,6 +65,7 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
 struct Adapters {
     store: Arc<CachedStore<SqliteStore>>,
     queue: Arc<SqliteQueue>,
+    webhook_queue: Arc<SqliteQueue>,
     secrets: Arc<KeyFileSecretBox>,
 }
 
@@ -68,9 +74,15 @@ fn open_adapters(dir: &Path) -> Result<Adapters, String> {
     let db = dir.join(DB_FILE);
     let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
     let queue = SqliteQueue::open(&db, JOB_QUEUE, MAX_RECEIVES).map_err(|e| e.to_string())?;
+    let webhook_queue = SqliteQueue::open(&db, WEBHOOK_QUEUE, MAX_RECEIVES).map_err(|e| e.to_string())?;
     // This process holds the data dir's lock, so every write to the cached
     // records goes through this one store value: the cache stays exact.
-    Ok(Adapters { store: Arc::new(CachedStore::new(store)), queue: Arc::new(queue), secrets: Arc::new(secrets) })
+    Ok(Adapters {
+        store: Arc::new(CachedStore::new(store)),
+        queue: Arc::new(queue),
+        webhook_queue: Arc::new(webhook_queue),
+        secrets: Arc::new(secrets),
+    })
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
@@ -108,10 +120,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             max_attempts: args.max_attempts.max(1),
             ..JobSettings::default()
         },
+        webhooks: match &args.debug_webhook_retry_ms {
+            Some(ms) => WebhookSettings {
+                retry_schedule: ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+                jitter: 0.0,
+                ..WebhookSettings::default()
+            },
+            None => WebhookSettings::default(),
+        },
     };
+    let sender = HttpWebhookSender::new(!args.deny_private_webhooks)?;
     let app = App::new(AppParts {
         store: adapters.store.clone() as Arc<dyn Store>,
         queue: adapters.queue.clone() as Arc<dyn JobQueue>,
+        webhook_queue: adapters.webhook_queue.clone() as Arc<dyn JobQueue>,
+        bus: Arc::new(QueueEventBus::new(adapters.webhook_queue.clone())) as Arc<dyn EventBus>,
+        webhook_sender: Arc::new(sender) as Arc<dyn WebhookSender>,
         provider: match args.debug_provider_delay_ms {
             0 => Arc::new(provider) as Arc<dyn DatabaseProvider>,
             ms => Arc::new(crate::slow::SlowProvider::new(provider, Duration::from_millis(ms))),
@@ -150,12 +174,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     if resumed > 0 {
         tracing::info!(jobs = resumed, "resuming unfinished jobs");
     }
+    // Likewise for webhook messages a dead process had received, and events
+    // it wrote but did not get to publish.
+    let released = adapters.webhook_queue.release_in_flight().map_err(|e| e.to_string())?;
+    let republished = app.republish_events().await.map_err(|e| e.to_string())?;
+    if released + republished > 0 {
+        tracing::info!(messages = released, events = republished, "resuming webhook deliveries");
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let worker_prefix = capydb_domain::ids::new_id("wrk");
     for n in 0..args.workers {
         tasks.push(tokio::spawn(worker_loop(app.clone(), format!("{worker_prefix}-{n}"), stop_rx.clone())));
+    }
+    for _ in 0..args.webhook_workers.max(1) {
+        tasks.push(tokio::spawn(webhook_loop(app.clone(), stop_rx.clone())));
     }
     tasks.push(tokio::spawn(sweeper_loop(
         app.clone(),
@@ -230,6 +264,40 @@ async fn worker_loop(app: App, worker: String, mut stop: watch::Receiver<bool>) 
     }
 }
 
+/// Delivers webhooks: fans published events out into deliveries and makes
+/// the attempts. Separate from the job workers, so a slow receiver never
+/// holds up a job (nor a request: nothing here runs on the request path).
+async fn webhook_loop(app: App, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let messages = match app.webhook_queue.receive(1, app.settings.webhooks.visibility).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook queue receive failed");
+                Vec::new()
+            }
+        };
+        if messages.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        for m in messages {
+            let outcome = match app.handle_webhook_message(&m.body).await {
+                Disposition::Done => app.webhook_queue.delete(&m.receipt).await,
+                Disposition::RetryAfter(d) => app.webhook_queue.change_visibility(&m.receipt, d).await,
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(error = %e, "could not settle a webhook message; it will be redelivered");
+            }
+        }
+    }
+}
+
 async fn sweeper_loop(app: App, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -245,6 +313,16 @@ async fn sweeper_loop(app: App, every: Duration, mut stop: watch::Receiver<bool>
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "sweeper re-drove stuck jobs"),
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        match app.republish_events().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "sweeper published events left unpublished"),
+            Err(e) => tracing::warn!(error = %e, "event republish failed"),
+        }
+        match app.send_due_deliveries().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "sweeper queued due webhook retries"),
+            Err(e) => tracing::warn!(error = %e, "webhook retry sweep failed"),
         }
     }
 }

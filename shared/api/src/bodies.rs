@@ -1,5 +1,7 @@
 //! Response envelopes: a single resource is wrapped by its type name.
-use capydb_domain::model::{ApiKey, Backup, Import, Job, Organization, Preview, Project, Restore};
+use capydb_domain::model::{
+    ApiKey, Backup, Delivery, Import, Job, Organization, Preview, Project, Restore, WebhookEndpoint,
+};
 use capydb_domain::principal::PrincipalView;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -47,4 +49,14 @@ pub struct RestoreBody {
 #[derive(Serialize, ToSchema)]
 pub struct ImportBody {
     pub import: Import,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookBody {
+    pub webhook: WebhookEndpoint,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryBody {
+    pub delivery: Delivery,
 }

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod organizations;
 pub mod previews;
 pub mod projects;
+pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -30,12 +31,14 @@ pub fn group(name: &str) -> Option<Router<App>> {
         "previews" => previews::router(),
         "backups" => backups::router(),
         "jobs" => jobs::router(),
+        "webhooks" => webhooks::router(),
         "openapi" => openapi::router(),
         _ => return None,
     })
 }
 
-pub const GROUPS: [&str; 7] = ["identity", "organizations", "projects", "previews", "backups", "jobs", "openapi"];
+pub const GROUPS: [&str; 8] =
+    ["identity", "organizations", "projects", "previews", "backups", "jobs", "webhooks", "openapi"];
 
 /// Every route group on one router, answering on `/v1/...` and `/api/capydb/v1/...`.
 pub fn router(app: App) -> Router {

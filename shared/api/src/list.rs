@@ -16,6 +16,8 @@ macro_rules! has_id {
 }
 has_id!(
     capydb_domain::model::Project,
+    capydb_domain::model::WebhookEndpoint,
+    capydb_domain::model::Delivery,
     capydb_domain::model::Preview,
     capydb_domain::model::Backup,
     capydb_domain::model::Job,

@@ -64,6 +64,15 @@ pub struct PageParams {
         crate::backups::create_import,
         crate::backups::get_import,
         crate::jobs::get_job,
+        crate::webhooks::list_webhooks,
+        crate::webhooks::create_webhook,
+        crate::webhooks::get_webhook,
+        crate::webhooks::update_webhook,
+        crate::webhooks::delete_webhook,
+        crate::webhooks::rotate_secret,
+        crate::webhooks::ping_webhook,
+        crate::webhooks::list_deliveries,
+        crate::webhooks::redeliver,
         openapi_json,
     ),
     components(schemas(ErrorBody)),
@@ -76,6 +85,7 @@ pub struct PageParams {
         (name = "previews", description = "Per-pull-request preview databases with a TTL"),
         (name = "backups", description = "Backups, restores and imports"),
         (name = "jobs", description = "Asynchronous lifecycle jobs"),
+        (name = "webhooks", description = "Signed event deliveries (Standard Webhooks)"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{DomainError, DomainResult};
 use crate::model::Timestamp;
-use crate::ports::{ArtifactStore, Clock, DatabaseProvider, JobQueue, SecretBox, Store};
+use crate::ports::{ArtifactStore, Clock, DatabaseProvider, EventBus, JobQueue, SecretBox, Store, WebhookSender};
 
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -38,6 +38,7 @@ impl Default for JobSettings {
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub jobs: JobSettings,
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// The application. Cheap to clone (one `Arc`): the HTTP layer clones it per request.
@@ -54,6 +55,10 @@ impl std::ops::Deref for App {
 pub struct AppParts {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn JobQueue>,
+    /// Published events and webhook attempts (a second queue of the same kind).
+    pub webhook_queue: Arc<dyn JobQueue>,
+    pub bus: Arc<dyn EventBus>,
+    pub webhook_sender: Arc<dyn WebhookSender>,
     pub provider: Arc<dyn DatabaseProvider>,
     pub secrets: Arc<dyn SecretBox>,
     pub artifacts: Arc<dyn ArtifactStore>,

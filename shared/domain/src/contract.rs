@@ -215,6 +215,8 @@ pub async fn run_store_contract(store: &dyn Store) {
     store_finish_job(store).await;
     store_stuck_jobs(store).await;
     store_outbox(store).await;
+    store_webhooks(store).await;
+    store_deliveries(store).await;
 }
 
 /// Organizations: create with the first key atomically, get, update.
@@ -930,6 +932,198 @@ pub async fn store_outbox(store: &dyn Store) {
     }
     let pending = ours(ok(store.list_unpublished_events(10_000).await, "list_unpublished_events"));
     assert!(pending.is_empty(), "every published event must leave the unpublished list");
+}
+
+fn webhook(org_id: &str, id: String, now: Timestamp) -> WebhookEndpoint {
+    WebhookEndpoint {
+        id,
+        organization_id: org_id.to_string(),
+        url: "https://hooks.example.com/capydb".into(),
+        events: vec!["project.ready".into(), "job.failed".into()],
+        project_id: None,
+        description: Some("ci".into()),
+        enabled: true,
+        disabled_reason: None,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+        secret_sealed: "sealed-secret".into(),
+        previous_secret_sealed: None,
+        previous_secret_expires_at: None,
+    }
+}
+
+fn delivery(w: &WebhookEndpoint, id: String, event_id: &str, now: Timestamp) -> Delivery {
+    Delivery {
+        id,
+        webhook_id: w.id.clone(),
+        organization_id: w.organization_id.clone(),
+        event_id: event_id.to_string(),
+        event_type: "project.ready".into(),
+        state: DeliveryState::Pending,
+        attempt_count: 0,
+        next_attempt_at: Some(now),
+        created_at: now,
+        updated_at: now,
+        payload: r#"{"type":"project.ready","timestamp":"2026-01-01T00:00:00Z","data":{}}"#.into(),
+        attempts: Vec::new(),
+        round_attempts: 0,
+        lease_until: None,
+    }
+}
+
+/// Webhook endpoints: insert, get (scoped to the organization), list newest
+/// first, update (secrets included), health, disable, delete.
+pub async fn store_webhooks(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let (other, _) = new_org(store, now).await;
+    let wids = ordered_ids(ids::WEBHOOK, 3);
+    let hooks: Vec<WebhookEndpoint> = wids.iter().map(|id| webhook(&org.id, id.clone(), now)).collect();
+    for h in &hooks {
+        ok(store.insert_webhook(h).await, "insert_webhook");
+    }
+    assert!(store.insert_webhook(&hooks[0]).await.is_err(), "insert_webhook must refuse a duplicate id");
+    assert_eq!(ok(store.get_webhook(&org.id, &wids[0]).await, "get_webhook"), Some(hooks[0].clone()));
+    assert_eq!(
+        ok(store.get_webhook(&other.id, &wids[0]).await, "get_webhook"),
+        None,
+        "get_webhook must not find another organization's endpoint"
+    );
+    let first = ok(store.list_webhooks(&org.id, &Page::first(2)).await, "list_webhooks");
+    assert_eq!(first, vec![hooks[2].clone(), hooks[1].clone()], "list_webhooks: newest first, limited");
+    let next =
+        ok(store.list_webhooks(&org.id, &Page { limit: 2, before: Some(wids[1].clone()) }).await, "list_webhooks");
+    assert_eq!(next, vec![hooks[0].clone()], "list_webhooks must continue after the cursor");
+
+    let mut changed = hooks[1].clone();
+    changed.url = "https://other.example.com/".into();
+    changed.events = vec!["*".into()];
+    changed.project_id = Some("prj_x".into());
+    changed.previous_secret_sealed = Some("old-sealed".into());
+    changed.previous_secret_expires_at = Some(plus_ms(now, 86_400_000));
+    changed.secret_sealed = "new-sealed".into();
+    changed.updated_at = plus_ms(now, 5);
+    assert!(ok(store.update_webhook(&changed).await, "update_webhook"));
+    assert_eq!(ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook"), Some(changed.clone()));
+    let ghost = webhook(&org.id, new_id(ids::WEBHOOK), now);
+    assert!(!ok(store.update_webhook(&ghost).await, "update_webhook"), "update_webhook of a missing endpoint is false");
+    assert_eq!(ok(store.get_webhook(&org.id, &ghost.id).await, "get_webhook"), None, "and must not create it");
+
+    let t1 = plus_ms(now, 10);
+    let t2 = plus_ms(now, 20);
+    assert_eq!(ok(store.set_webhook_health(&org.id, &wids[1], false, t1).await, "set_webhook_health"), Some(t1));
+    assert_eq!(
+        ok(store.set_webhook_health(&org.id, &wids[1], false, t2).await, "set_webhook_health"),
+        Some(t1),
+        "a second failure must keep the first failure's time"
+    );
+    assert_eq!(ok(store.set_webhook_health(&org.id, &wids[1], true, t2).await, "set_webhook_health"), None);
+    ok(store.set_webhook_health(&org.id, &wids[1], false, t2).await, "set_webhook_health");
+    ok(store.disable_webhook(&org.id, &wids[1], "gone", t2).await, "disable_webhook");
+    let disabled = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
+    assert!(!disabled.enabled);
+    assert_eq!(disabled.disabled_reason.as_deref(), Some("gone"));
+    assert_eq!(disabled.failing_since, Some(t2));
+    assert_eq!(disabled.url, changed.url, "disable_webhook must change nothing else");
+
+    assert!(!ok(store.delete_webhook(&other.id, &wids[0]).await, "delete_webhook"), "not another org's endpoint");
+    assert!(ok(store.delete_webhook(&org.id, &wids[0]).await, "delete_webhook"));
+    assert!(!ok(store.delete_webhook(&org.id, &wids[0]).await, "delete_webhook"), "a second delete is false");
+    assert_eq!(ok(store.get_webhook(&org.id, &wids[0]).await, "get_webhook"), None);
+}
+
+/// Deliveries: idempotent creation per (endpoint, event), claims with
+/// leases, attempts recorded with the delivery, due listing, deletion with
+/// the endpoint.
+pub async fn store_deliveries(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let w = webhook(&org.id, new_id(ids::WEBHOOK), now);
+    ok(store.insert_webhook(&w).await, "insert_webhook");
+    let eids = ordered_ids(ids::EVENT, 2);
+    let dids = ordered_ids(ids::DELIVERY, 3);
+    let d0 = delivery(&w, dids[0].clone(), &eids[0], now);
+    assert_eq!(ok(store.create_delivery(&d0).await, "create_delivery"), d0);
+    let again = delivery(&w, dids[2].clone(), &eids[0], now);
+    assert_eq!(
+        ok(store.create_delivery(&again).await, "create_delivery"),
+        d0,
+        "a second delivery of the same event to the same endpoint must return the first"
+    );
+    assert_eq!(ok(store.get_delivery(&dids[2]).await, "get_delivery"), None, "and must not be stored");
+    let d1 = delivery(&w, dids[1].clone(), &eids[1], plus_ms(now, 1000));
+    ok(store.create_delivery(&d1).await, "create_delivery");
+
+    // Not yet due: no claim.
+    assert_eq!(ok(store.claim_delivery(&d1.id, now, plus_ms(now, 500)).await, "claim_delivery"), None);
+    let lease = plus_ms(now, 30_000);
+    let claimed = ok(store.claim_delivery(&d0.id, now, lease).await, "claim_delivery").expect("a due delivery");
+    assert_eq!(claimed.lease_until, Some(lease));
+    assert_eq!(
+        ok(store.claim_delivery(&d0.id, plus_ms(now, 1), lease).await, "claim_delivery"),
+        None,
+        "a leased delivery must not be claimed again before the lease ends"
+    );
+    let due = ok(store.list_due_deliveries(plus_ms(now, 5000), plus_ms(now, 1), 100).await, "list_due_deliveries");
+    let due: Vec<&str> = due.iter().map(|d| d.id.as_str()).filter(|id| dids.iter().any(|d| d == id)).collect();
+    assert_eq!(due, vec![d1.id.as_str()], "list_due_deliveries must skip leased ones");
+    let after_lease = plus_ms(now, 30_001);
+    assert!(
+        ok(store.claim_delivery(&d0.id, after_lease, plus_ms(now, 60_000)).await, "claim_delivery").is_some(),
+        "an expired lease must not block a claim"
+    );
+
+    let mut failed = claimed.clone();
+    failed.attempt_count = 1;
+    failed.round_attempts = 1;
+    failed.lease_until = None;
+    failed.next_attempt_at = Some(plus_ms(now, 5000));
+    failed.updated_at = plus_ms(now, 40);
+    let a1 = DeliveryAttempt {
+        number: 1,
+        attempted_at: plus_ms(now, 30),
+        status_code: Some(500),
+        latency_ms: 12,
+        response_body: Some("boom".into()),
+        error: None,
+    };
+    ok(store.record_attempt(&failed, &a1).await, "record_attempt");
+    let mut done = failed.clone();
+    done.attempt_count = 2;
+    done.round_attempts = 2;
+    done.state = DeliveryState::Succeeded;
+    done.next_attempt_at = None;
+    let a2 = DeliveryAttempt {
+        number: 2,
+        attempted_at: plus_ms(now, 5030),
+        status_code: None,
+        latency_ms: 3,
+        response_body: None,
+        error: Some("connection refused".into()),
+    };
+    ok(store.record_attempt(&done, &a2).await, "record_attempt");
+    assert_eq!(ok(store.get_delivery(&d0.id).await, "get_delivery"), Some(done.clone()), "get_delivery: no attempts");
+    let listed = ok(store.list_deliveries(&w.id, &Page::first(10)).await, "list_deliveries");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, d1.id, "list_deliveries: newest first");
+    assert_eq!(listed[1], Delivery { attempts: vec![a1, a2], ..done.clone() }, "with their attempts, oldest first");
+    assert_eq!(
+        ok(store.claim_delivery(&d0.id, plus_ms(now, 99_000), plus_ms(now, 99_999)).await, "claim"),
+        None,
+        "a finished delivery must not be claimed"
+    );
+
+    let mut redo = done.clone();
+    redo.state = DeliveryState::Pending;
+    redo.next_attempt_at = Some(now);
+    redo.round_attempts = 0;
+    ok(store.update_delivery(&redo).await, "update_delivery");
+    assert_eq!(ok(store.get_delivery(&d0.id).await, "get_delivery"), Some(redo));
+
+    assert!(ok(store.delete_webhook(&org.id, &w.id).await, "delete_webhook"));
+    assert_eq!(ok(store.get_delivery(&d0.id).await, "get_delivery"), None, "deliveries go with their endpoint");
+    assert!(ok(store.list_deliveries(&w.id, &Page::first(10)).await, "list_deliveries").is_empty());
 }
 
 // ---------------------------------------------------------------------------

@@ -109,6 +109,7 @@ impl App {
             )));
         }
         tracing::info!(job_id = %job.id, kind = job.kind.as_str(), resource = %job.resource.id, "job queued");
+        self.publish_events(events).await;
         self.enqueue(&job.id, Duration::ZERO).await;
         Ok(StartedJob { job })
     }
@@ -641,6 +642,7 @@ impl App {
         };
         if self.store.finish_job(&job, expected, &write, &events).await? {
             tracing::info!("job completed");
+            self.publish_events(&events).await;
         }
         Ok(())
     }
@@ -681,7 +683,9 @@ impl App {
             }
             JobKind::CreateBackup | JobKind::Restore | JobKind::Import => {
                 let (write, events) = self.finish_data_job(&job, false).await?;
-                self.store.finish_job(&job, expected, &write, &events).await?;
+                if self.store.finish_job(&job, expected, &write, &events).await? {
+                    self.publish_events(&events).await;
+                }
                 return Ok(());
             }
             JobKind::CreatePreview | JobKind::ResetPreview | JobKind::DeletePreview => {
@@ -693,7 +697,9 @@ impl App {
             }
         };
         let events = [self.event("job.failed", &job, data)];
-        self.store.finish_job(&job, expected, &write, &events).await?;
+        if self.store.finish_job(&job, expected, &write, &events).await? {
+            self.publish_events(&events).await;
+        }
         Ok(())
     }
 

@@ -17,6 +17,7 @@ pub mod principal;
 pub mod projects;
 pub mod scopes;
 pub mod ts;
+pub mod webhooks;
 
 pub use app::{App, AppParts, JobSettings, Settings};
 pub use error::{DomainError, DomainResult};

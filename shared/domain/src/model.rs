@@ -325,6 +325,104 @@ pub struct Event {
     pub published_at: Option<DateTime<Utc>>,
 }
 
+/// A webhook endpoint of an organization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookEndpoint {
+    /// `whk_...`
+    pub id: String,
+    pub organization_id: String,
+    pub url: String,
+    /// Event types sent to this endpoint; `["*"]` is every type.
+    pub events: Vec<String>,
+    /// Only events of this project (and organization-wide `webhook.ping`) when set.
+    pub project_id: Option<String>,
+    pub description: Option<String>,
+    pub enabled: bool,
+    /// Why the endpoint was disabled, when CapyDB disabled it (`410 Gone`, or
+    /// failing for 5 days). Cleared when it is enabled again.
+    pub disabled_reason: Option<String>,
+    /// Since when every attempt to this endpoint has failed; `null` after a success.
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
+    pub failing_since: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub updated_at: DateTime<Utc>,
+    /// The signing secret (`whsec_...`), sealed by the secret box.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub secret_sealed: String,
+    /// The secret before the last rotation, sealed; it keeps signing until
+    /// `previous_secret_expires_at`.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub previous_secret_sealed: Option<String>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+/// One message to one endpoint, and its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    /// `dlv_...`
+    pub id: String,
+    pub webhook_id: String,
+    pub organization_id: String,
+    /// The event delivered; also the `webhook-id` header, the same on every attempt.
+    pub event_id: String,
+    pub event_type: String,
+    pub state: DeliveryState,
+    /// Attempts made so far.
+    pub attempt_count: u32,
+    /// When the next attempt is due (`pending` only).
+    #[serde(serialize_with = "crate::ts::serialize_opt")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub updated_at: DateTime<Utc>,
+    /// The exact body sent on every attempt: `{"type", "timestamp", "data"}`.
+    pub payload: String,
+    /// Attempts, oldest first (filled in when listed).
+    #[serde(default)]
+    pub attempts: Vec<DeliveryAttempt>,
+    /// Attempts in the current round: a redelivery starts the retry schedule again.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub round_attempts: u32,
+    /// A worker holds the delivery for an attempt until then.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Succeeded,
+    /// Every scheduled attempt failed, the endpoint answered `410`, or it was
+    /// disabled or deleted before the delivery succeeded.
+    Failed,
+}
+
+/// One HTTP attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryAttempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub attempted_at: DateTime<Utc>,
+    /// The HTTP status, when a response came back.
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    /// The first 1 KiB of the response body.
+    pub response_body: Option<String>,
+    /// Why no usable response came back (refused address, timeout, connection error).
+    pub error: Option<String>,
+}
+
 /// What a caller may see of a database connection. Built on request from the
 /// sealed password; never stored in this form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -387,6 +485,7 @@ text_enum!(BackupKind { Manual => "manual", Safety => "safety" });
 text_enum!(BackupState { Creating => "creating", Completed => "completed", Failed => "failed", Deleted => "deleted" });
 text_enum!(RestoreMode { Overwrite => "overwrite", Preview => "preview" });
 text_enum!(OperationState { Running => "running", Completed => "completed", Failed => "failed" });
+text_enum!(DeliveryState { Pending => "pending", Succeeded => "succeeded", Failed => "failed" });
 
 #[cfg(test)]
 mod tests {
@@ -442,6 +541,9 @@ mod tests {
         }
         agrees(PreviewMode::Clone, PreviewMode::as_str, PreviewMode::parse);
         agrees(PreviewMode::Empty, PreviewMode::as_str, PreviewMode::parse);
+        for s in [DeliveryState::Pending, DeliveryState::Succeeded, DeliveryState::Failed] {
+            agrees(s, DeliveryState::as_str, DeliveryState::parse);
+        }
         assert_eq!(JobKind::parse("nope"), None);
     }
 }

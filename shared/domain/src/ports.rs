@@ -117,8 +117,103 @@ pub trait Store: Send + Sync {
     async fn list_unpublished_events(&self, limit: usize) -> DomainResult<Vec<Event>>;
     /// Idempotent; an unknown id is a no-op.
     async fn mark_event_published(&self, id: &str, at: Timestamp) -> DomainResult<()>;
-    /// Events of an organization, newest first (used by tests and, later, webhooks).
+    /// Events of an organization, newest first.
     async fn list_events(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Event>>;
+
+    // webhook endpoints
+    async fn insert_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<()>;
+    async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>>;
+    /// Endpoints of the organization, newest first.
+    async fn list_webhooks(&self, org_id: &str, page: &Page) -> DomainResult<Vec<WebhookEndpoint>>;
+    /// Replaces the endpoint row; false when it no longer exists.
+    async fn update_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<bool>;
+    /// Records the outcome of an attempt on the endpoint: a success clears
+    /// `failing_since`, a failure sets it unless set. Returns it as stored.
+    async fn set_webhook_health(
+        &self,
+        org_id: &str,
+        id: &str,
+        ok: bool,
+        at: Timestamp,
+    ) -> DomainResult<Option<Timestamp>>;
+    /// Disables the endpoint, saying why (nothing else of it changes).
+    async fn disable_webhook(&self, org_id: &str, id: &str, reason: &str, at: Timestamp) -> DomainResult<()>;
+    /// Deletes the endpoint and its deliveries; false when there was none.
+    async fn delete_webhook(&self, org_id: &str, id: &str) -> DomainResult<bool>;
+
+    // webhook deliveries
+    /// Inserts the delivery unless one of the same event to the same endpoint
+    /// exists; returns the stored one either way.
+    async fn create_delivery(&self, delivery: &Delivery) -> DomainResult<Delivery>;
+    /// The delivery without its attempts.
+    async fn get_delivery(&self, id: &str) -> DomainResult<Option<Delivery>>;
+    /// Deliveries of an endpoint, newest first, each with its attempts.
+    async fn list_deliveries(&self, webhook_id: &str, page: &Page) -> DomainResult<Vec<Delivery>>;
+    /// Takes the delivery for one attempt: sets `lease_until` and returns it
+    /// only if it is `pending`, due (`next_attempt_at <= now`) and not leased
+    /// by someone else (`lease_until` unset or `< now`).
+    async fn claim_delivery(&self, id: &str, now: Timestamp, lease_until: Timestamp) -> DomainResult<Option<Delivery>>;
+    /// Appends the attempt and replaces the delivery (state, counts, next
+    /// attempt, lease) in one transaction.
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &DeliveryAttempt) -> DomainResult<()>;
+    /// Replaces the delivery row (a redelivery, or a failure without an attempt).
+    async fn update_delivery(&self, delivery: &Delivery) -> DomainResult<()>;
+    /// `pending` deliveries with `next_attempt_at <= due_before` and no live
+    /// lease at `now`, oldest due first.
+    async fn list_due_deliveries(
+        &self,
+        due_before: Timestamp,
+        now: Timestamp,
+        limit: usize,
+    ) -> DomainResult<Vec<Delivery>>;
+}
+
+/// Where published events go: EventBridge deployed, the webhook queue locally.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// At least once; on error some events may have been published.
+    async fn publish(&self, events: &[Event]) -> DomainResult<()>;
+}
+
+/// A signed webhook request, ready to send.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub timeout: Duration,
+}
+
+/// What came back from a webhook request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookResponse {
+    pub status: u16,
+    /// `Retry-After`, in seconds or as an HTTP date, as a duration from now.
+    pub retry_after: Option<Duration>,
+    /// The first 1 KiB of the body (lossy UTF-8).
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookSendError {
+    /// The egress guard refused the target: it is, or resolves to, a
+    /// non-public address. Nothing was sent.
+    #[error("{0}")]
+    Refused(String),
+    /// No response: DNS failure, connection error, TLS error, timeout.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Sends webhook requests through the egress guard: the host is resolved,
+/// non-public addresses are refused (unless private targets are allowed),
+/// the checked address is the one connected to, and redirects are not followed.
+#[async_trait]
+pub trait WebhookSender: Send + Sync {
+    async fn send(&self, request: &WebhookRequest) -> Result<WebhookResponse, WebhookSendError>;
+    /// Checks a target URL before it is saved: its host must resolve, and
+    /// only to addresses the guard allows. The message says why not.
+    async fn check_target(&self, url: &url::Url) -> Result<(), String>;
 }
 
 /// A message received from the job queue.

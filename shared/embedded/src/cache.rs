@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
-use capydb_domain::model::{ApiKey, Backup, Event, Import, Job, Organization, Preview, Project, Restore, Timestamp};
+use capydb_domain::model::{
+    ApiKey, Backup, Delivery, DeliveryAttempt, Event, Import, Job, Organization, Preview, Project, Restore, Timestamp,
+    WebhookEndpoint,
+};
 use capydb_domain::ports::{Page, ResourceWrite, Store};
 use capydb_domain::DomainResult;
 
@@ -250,5 +253,59 @@ impl<S: Store> Store for CachedStore<S> {
     }
     async fn list_events(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Event>> {
         self.inner.list_events(org_id, page).await
+    }
+    // Webhooks and deliveries are not cached: they are read off the request's hot path.
+    async fn insert_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<()> {
+        self.inner.insert_webhook(webhook).await
+    }
+    async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>> {
+        self.inner.get_webhook(org_id, id).await
+    }
+    async fn list_webhooks(&self, org_id: &str, page: &Page) -> DomainResult<Vec<WebhookEndpoint>> {
+        self.inner.list_webhooks(org_id, page).await
+    }
+    async fn update_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<bool> {
+        self.inner.update_webhook(webhook).await
+    }
+    async fn set_webhook_health(
+        &self,
+        org_id: &str,
+        id: &str,
+        ok: bool,
+        at: Timestamp,
+    ) -> DomainResult<Option<Timestamp>> {
+        self.inner.set_webhook_health(org_id, id, ok, at).await
+    }
+    async fn disable_webhook(&self, org_id: &str, id: &str, reason: &str, at: Timestamp) -> DomainResult<()> {
+        self.inner.disable_webhook(org_id, id, reason, at).await
+    }
+    async fn delete_webhook(&self, org_id: &str, id: &str) -> DomainResult<bool> {
+        self.inner.delete_webhook(org_id, id).await
+    }
+    async fn create_delivery(&self, delivery: &Delivery) -> DomainResult<Delivery> {
+        self.inner.create_delivery(delivery).await
+    }
+    async fn get_delivery(&self, id: &str) -> DomainResult<Option<Delivery>> {
+        self.inner.get_delivery(id).await
+    }
+    async fn list_deliveries(&self, webhook_id: &str, page: &Page) -> DomainResult<Vec<Delivery>> {
+        self.inner.list_deliveries(webhook_id, page).await
+    }
+    async fn claim_delivery(&self, id: &str, now: Timestamp, lease_until: Timestamp) -> DomainResult<Option<Delivery>> {
+        self.inner.claim_delivery(id, now, lease_until).await
+    }
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &DeliveryAttempt) -> DomainResult<()> {
+        self.inner.record_attempt(delivery, attempt).await
+    }
+    async fn update_delivery(&self, delivery: &Delivery) -> DomainResult<()> {
+        self.inner.update_delivery(delivery).await
+    }
+    async fn list_due_deliveries(
+        &self,
+        due_before: Timestamp,
+        now: Timestamp,
+        limit: usize,
+    ) -> DomainResult<Vec<Delivery>> {
+        self.inner.list_due_deliveries(due_before, now, limit).await
     }
 }

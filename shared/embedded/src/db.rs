@@ -196,6 +196,56 @@ CREATE TABLE imports (
     finished_at      INTEGER
 );
 "#,
+    r#"
+CREATE TABLE webhooks (
+    id                         TEXT PRIMARY KEY,
+    organization_id            TEXT NOT NULL REFERENCES organizations(id),
+    url                        TEXT NOT NULL,
+    events                     TEXT NOT NULL, -- JSON array
+    project_id                 TEXT,
+    description                TEXT,
+    enabled                    INTEGER NOT NULL,
+    disabled_reason            TEXT,
+    failing_since              INTEGER,
+    created_at                 INTEGER NOT NULL,
+    updated_at                 INTEGER NOT NULL,
+    secret_sealed              TEXT NOT NULL,
+    previous_secret_sealed     TEXT,
+    previous_secret_expires_at INTEGER
+);
+CREATE INDEX webhooks_org ON webhooks(organization_id, id);
+
+CREATE TABLE deliveries (
+    id              TEXT PRIMARY KEY,
+    webhook_id      TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    event_id        TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempt_count   INTEGER NOT NULL,
+    next_attempt_at INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    payload         TEXT NOT NULL,
+    round_attempts  INTEGER NOT NULL,
+    lease_until     INTEGER
+);
+-- One delivery of an event per endpoint, however often the event is handled.
+CREATE UNIQUE INDEX deliveries_event ON deliveries(webhook_id, event_id);
+CREATE INDEX deliveries_webhook ON deliveries(webhook_id, id);
+CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state = 'pending';
+
+CREATE TABLE delivery_attempts (
+    delivery_id   TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    number        INTEGER NOT NULL,
+    attempted_at  INTEGER NOT NULL,
+    status_code   INTEGER,
+    latency_ms    INTEGER NOT NULL,
+    response_body TEXT,
+    error         TEXT,
+    PRIMARY KEY (delivery_id, number)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Opens the read-write connection, switches the file to WAL and brings the

@@ -9,9 +9,12 @@
 //!   pool of read-only connections on a WAL database.
 //! - [`SqliteQueue`] implements `JobQueue` with SQS semantics in tables of its
 //!   own, so it can share the store's database file.
+//! - [`QueueEventBus`] implements `EventBus` on a second `SqliteQueue`,
+//!   the webhook queue.
 //! - [`KeyFileSecretBox`] implements `SecretBox` with AES-256-GCM and a key
 //!   kept in a `0600` file.
 mod artifacts;
+mod bus;
 mod cache;
 mod db;
 mod queue;
@@ -19,6 +22,7 @@ mod secret;
 mod store;
 
 pub use artifacts::FileArtifactStore;
+pub use bus::QueueEventBus;
 pub use cache::CachedStore;
 pub use queue::SqliteQueue;
 pub use secret::KeyFileSecretBox;

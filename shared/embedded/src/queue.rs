@@ -169,6 +169,20 @@ impl SqliteQueue {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
+    /// Makes every received-but-unsettled message visible now. For a process
+    /// that knows it is the queue's only consumer (capydb-local holds its
+    /// data dir's lock) at start-up: those receives belonged to a process
+    /// that died, and waiting out their visibility timeout only delays them.
+    pub fn release_in_flight(&self) -> DomainResult<usize> {
+        let now = now_nanos();
+        let conn = db::lock(&self.conn);
+        conn.prepare_cached(
+            "UPDATE queue_messages SET visible_at = ?2, receipt = NULL WHERE queue = ?1 AND receipt IS NOT NULL AND visible_at > ?2",
+        )
+        .and_then(|mut s| s.execute(params![self.name, now]))
+        .map_err(sql_err("release in-flight messages"))
+    }
+
     /// True when no message waits in the queue.
     pub fn is_empty(&self) -> DomainResult<bool> {
         self.len().map(|n| n == 0)

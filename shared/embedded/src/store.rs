@@ -585,6 +585,139 @@ fn insert_event(conn: &Connection, e: &Event) -> DomainResult<()> {
         .map_err(sql_err("insert the event"))
 }
 
+macro_rules! webhook_cols {
+    () => {
+        "id, organization_id, url, events, project_id, description, enabled, disabled_reason, failing_since, \
+         created_at, updated_at, secret_sealed, previous_secret_sealed, previous_secret_expires_at"
+    };
+}
+macro_rules! delivery_cols {
+    () => {
+        "id, webhook_id, organization_id, event_id, event_type, state, attempt_count, next_attempt_at, \
+         created_at, updated_at, payload, round_attempts, lease_until"
+    };
+}
+
+fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookEndpoint> {
+    let events: String = r.get(3)?;
+    Ok(WebhookEndpoint {
+        id: r.get(0)?,
+        organization_id: r.get(1)?,
+        url: r.get(2)?,
+        events: serde_json::from_str(&events).map_err(|_| invalid_column(3, "events is not a JSON array"))?,
+        project_id: r.get(4)?,
+        description: r.get(5)?,
+        enabled: r.get(6)?,
+        disabled_reason: r.get(7)?,
+        failing_since: get_opt_ts(r, 8)?,
+        created_at: get_ts(r, 9)?,
+        updated_at: get_ts(r, 10)?,
+        secret_sealed: r.get(11)?,
+        previous_secret_sealed: r.get(12)?,
+        previous_secret_expires_at: get_opt_ts(r, 13)?,
+    })
+}
+
+fn upsert_webhook(conn: &Connection, w: &WebhookEndpoint, insert_only: bool) -> DomainResult<usize> {
+    let verb = if insert_only { "INSERT" } else { "REPLACE" };
+    let events = serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into());
+    conn.prepare_cached(&format!(
+        "{verb} INTO webhooks ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        webhook_cols!()
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            w.id,
+            w.organization_id,
+            w.url,
+            events,
+            w.project_id,
+            w.description,
+            w.enabled,
+            w.disabled_reason,
+            opt_ts(&w.failing_since),
+            ts(&w.created_at),
+            ts(&w.updated_at),
+            w.secret_sealed,
+            w.previous_secret_sealed,
+            opt_ts(&w.previous_secret_expires_at),
+        ])
+    })
+    .map_err(sql_err("write the webhook"))
+}
+
+fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let state: String = r.get(5)?;
+    Ok(Delivery {
+        id: r.get(0)?,
+        webhook_id: r.get(1)?,
+        organization_id: r.get(2)?,
+        event_id: r.get(3)?,
+        event_type: r.get(4)?,
+        state: DeliveryState::parse(&state).ok_or_else(|| invalid_column(5, "unknown delivery state"))?,
+        attempt_count: r.get(6)?,
+        next_attempt_at: get_opt_ts(r, 7)?,
+        created_at: get_ts(r, 8)?,
+        updated_at: get_ts(r, 9)?,
+        payload: r.get(10)?,
+        attempts: Vec::new(),
+        round_attempts: r.get(11)?,
+        lease_until: get_opt_ts(r, 12)?,
+    })
+}
+
+/// Inserts the delivery, or updates what changes over its life. Not `INSERT
+/// OR REPLACE`: a replace deletes the row first, and its attempts with it.
+fn upsert_delivery(conn: &Connection, d: &Delivery) -> DomainResult<()> {
+    conn.prepare_cached(concat!(
+        "INSERT INTO deliveries (",
+        delivery_cols!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempt_count = excluded.attempt_count, \
+         next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at, \
+         round_attempts = excluded.round_attempts, lease_until = excluded.lease_until"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            d.id,
+            d.webhook_id,
+            d.organization_id,
+            d.event_id,
+            d.event_type,
+            d.state.as_str(),
+            d.attempt_count,
+            opt_ts(&d.next_attempt_at),
+            ts(&d.created_at),
+            ts(&d.updated_at),
+            d.payload,
+            d.round_attempts,
+            opt_ts(&d.lease_until),
+        ])
+    })
+    .map(drop)
+    .map_err(sql_err("write the delivery"))
+}
+
+fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<DeliveryAttempt> {
+    Ok(DeliveryAttempt {
+        number: r.get(0)?,
+        attempted_at: get_ts(r, 1)?,
+        status_code: r.get(2)?,
+        latency_ms: r.get::<_, i64>(3)?.max(0) as u64,
+        response_body: r.get(4)?,
+        error: r.get(5)?,
+    })
+}
+
+fn list_attempts(conn: &Connection, delivery_id: &str) -> rusqlite::Result<Vec<DeliveryAttempt>> {
+    conn.prepare_cached(
+        "SELECT number, attempted_at, status_code, latency_ms, response_body, error \
+         FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY number",
+    )?
+    .query_map([delivery_id], attempt_from_row)?
+    .collect()
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn has_organizations(&self) -> DomainResult<bool> {
@@ -891,6 +1024,202 @@ impl Store for SqliteStore {
     async fn list_events(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Event>> {
         self.read("list events", |c| {
             query_page(c, paged!(event_cols!(), "events", "organization_id = ?1"), org_id, page, event_from_row)
+        })
+    }
+
+    async fn insert_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<()> {
+        self.write("create the webhook", |tx| upsert_webhook(tx, webhook, true).map(|_| ((), true)))
+    }
+
+    async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>> {
+        self.read("read the webhook", |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                webhook_cols!(),
+                " FROM webhooks WHERE id = ?1 AND organization_id = ?2"
+            ))?
+            .query_row([id, org_id], webhook_from_row)
+            .optional()
+        })
+    }
+
+    async fn list_webhooks(&self, org_id: &str, page: &Page) -> DomainResult<Vec<WebhookEndpoint>> {
+        self.read("list webhooks", |c| {
+            query_page(c, paged!(webhook_cols!(), "webhooks", "organization_id = ?1"), org_id, page, webhook_from_row)
+        })
+    }
+
+    async fn update_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<bool> {
+        self.write("update the webhook", |tx| {
+            let exists: bool = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM webhooks WHERE id = ?1 AND organization_id = ?2)")
+                .and_then(|mut s| s.query_row([&webhook.id, &webhook.organization_id], |r| r.get(0)))
+                .map_err(sql_err("update the webhook"))?;
+            if !exists {
+                return Ok((false, false));
+            }
+            upsert_webhook(tx, webhook, false)?;
+            Ok((true, true))
+        })
+    }
+
+    async fn set_webhook_health(
+        &self,
+        org_id: &str,
+        id: &str,
+        ok: bool,
+        at: Timestamp,
+    ) -> DomainResult<Option<Timestamp>> {
+        self.write("record the webhook's health", |tx| {
+            let sql = if ok {
+                "UPDATE webhooks SET failing_since = NULL WHERE id = ?1 AND organization_id = ?2 AND ?3 IS NOT NULL"
+            } else {
+                "UPDATE webhooks SET failing_since = COALESCE(failing_since, ?3) WHERE id = ?1 AND organization_id = ?2"
+            };
+            tx.prepare_cached(sql)
+                .and_then(|mut s| s.execute(params![id, org_id, ts(&at)]))
+                .map_err(sql_err("record the webhook's health"))?;
+            let since: Option<Option<i64>> = tx
+                .prepare_cached("SELECT failing_since FROM webhooks WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                .map_err(sql_err("record the webhook's health"))?;
+            Ok((since.flatten().map(chrono::DateTime::<chrono::Utc>::from_timestamp_nanos), true))
+        })
+    }
+
+    async fn disable_webhook(&self, org_id: &str, id: &str, reason: &str, at: Timestamp) -> DomainResult<()> {
+        self.execute(
+            "disable the webhook",
+            "UPDATE webhooks SET enabled = 0, disabled_reason = ?3, updated_at = ?4 WHERE id = ?1 AND organization_id = ?2",
+            params![id, org_id, reason, ts(&at)],
+        )
+        .map(drop)
+    }
+
+    async fn delete_webhook(&self, org_id: &str, id: &str) -> DomainResult<bool> {
+        self.write("delete the webhook", |tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM webhooks WHERE id = ?1 AND organization_id = ?2")
+                .and_then(|mut s| s.execute([id, org_id]))
+                .map_err(sql_err("delete the webhook"))?;
+            if n == 0 {
+                return Ok((false, false));
+            }
+            tx.prepare_cached(
+                "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE webhook_id = ?1)",
+            )
+            .and_then(|mut s| s.execute([id]))
+            .and_then(|_| tx.prepare_cached("DELETE FROM deliveries WHERE webhook_id = ?1")?.execute([id]))
+            .map_err(sql_err("delete the webhook's deliveries"))?;
+            Ok((true, true))
+        })
+    }
+
+    async fn create_delivery(&self, delivery: &Delivery) -> DomainResult<Delivery> {
+        self.write("create the delivery", |tx| {
+            let existing = tx
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    delivery_cols!(),
+                    " FROM deliveries WHERE webhook_id = ?1 AND event_id = ?2"
+                ))
+                .and_then(|mut s| s.query_row([&delivery.webhook_id, &delivery.event_id], delivery_from_row).optional())
+                .map_err(sql_err("create the delivery"))?;
+            if let Some(d) = existing {
+                return Ok((d, false));
+            }
+            upsert_delivery(tx, delivery)?;
+            Ok((delivery.clone(), true))
+        })
+    }
+
+    async fn get_delivery(&self, id: &str) -> DomainResult<Option<Delivery>> {
+        self.read("read the delivery", |c| {
+            c.prepare_cached(concat!("SELECT ", delivery_cols!(), " FROM deliveries WHERE id = ?1"))?
+                .query_row([id], delivery_from_row)
+                .optional()
+        })
+    }
+
+    async fn list_deliveries(&self, webhook_id: &str, page: &Page) -> DomainResult<Vec<Delivery>> {
+        self.read("list deliveries", |c| {
+            let mut out = query_page(
+                c,
+                paged!(delivery_cols!(), "deliveries", "webhook_id = ?1"),
+                webhook_id,
+                page,
+                delivery_from_row,
+            )?;
+            for d in &mut out {
+                d.attempts = list_attempts(c, &d.id)?;
+            }
+            Ok(out)
+        })
+    }
+
+    async fn claim_delivery(&self, id: &str, now: Timestamp, lease_until: Timestamp) -> DomainResult<Option<Delivery>> {
+        self.write("claim the delivery", |tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE deliveries SET lease_until = ?3 WHERE id = ?1 AND state = 'pending' \
+                     AND next_attempt_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2)",
+                )
+                .and_then(|mut s| s.execute(params![id, ts(&now), ts(&lease_until)]))
+                .map_err(sql_err("claim the delivery"))?;
+            if n == 0 {
+                return Ok((None, false));
+            }
+            let d = tx
+                .prepare_cached(concat!("SELECT ", delivery_cols!(), " FROM deliveries WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([id], delivery_from_row))
+                .map_err(sql_err("claim the delivery"))?;
+            Ok((Some(d), true))
+        })
+    }
+
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &DeliveryAttempt) -> DomainResult<()> {
+        self.write("record the attempt", |tx| {
+            upsert_delivery(tx, delivery)?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO delivery_attempts \
+                 (delivery_id, number, attempted_at, status_code, latency_ms, response_body, error) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    delivery.id,
+                    attempt.number,
+                    ts(&attempt.attempted_at),
+                    attempt.status_code,
+                    i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX),
+                    attempt.response_body,
+                    attempt.error,
+                ])
+            })
+            .map_err(sql_err("record the attempt"))?;
+            Ok(((), true))
+        })
+    }
+
+    async fn update_delivery(&self, delivery: &Delivery) -> DomainResult<()> {
+        self.write("update the delivery", |tx| upsert_delivery(tx, delivery).map(|()| ((), true)))
+    }
+
+    async fn list_due_deliveries(
+        &self,
+        due_before: Timestamp,
+        now: Timestamp,
+        limit: usize,
+    ) -> DomainResult<Vec<Delivery>> {
+        self.read("list due deliveries", |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                delivery_cols!(),
+                " FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?1 \
+                  AND (lease_until IS NULL OR lease_until < ?2) ORDER BY next_attempt_at LIMIT ?3"
+            ))?
+            .query_map(params![ts(&due_before), ts(&now), sql_limit(limit)], delivery_from_row)?
+            .collect()
         })
     }
 }

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use capydb_domain::jobs::Disposition;
 use capydb_domain::model::{PreviewMode, PreviewState, Timestamp};
-use capydb_domain::ports::{ArtifactStore, Clock, DatabaseProvider, JobQueue, Page, SecretBox, Store};
+use capydb_domain::ports::{
+    ArtifactStore, Clock, DatabaseProvider, EventBus, JobQueue, Page, SecretBox, Store, WebhookSender,
+};
 use capydb_domain::previews::{CreatePreview, UpdatePreview};
 use capydb_domain::projects::CreateProject;
 use capydb_domain::{App, AppParts, Settings};
-use capydb_embedded::{FileArtifactStore, KeyFileSecretBox, SqliteQueue, SqliteStore};
+use capydb_egress::HttpWebhookSender;
+use capydb_embedded::{FileArtifactStore, KeyFileSecretBox, QueueEventBus, SqliteQueue, SqliteStore};
 use capydb_postgres::PgProvider;
 
 use crate::helpers::*;
@@ -60,9 +63,13 @@ pub async fn in_process_app(
     let clock = Arc::new(ManualClock(Mutex::new(chrono::Utc::now())));
     let secrets = Arc::new(KeyFileSecretBox::open_or_create(&dir.join("secret.key")).unwrap());
     let provider = Arc::new(PgProvider::connect(&shared_postgres_url(), "local").await.expect("provider"));
+    let webhook_queue = Arc::new(SqliteQueue::open(&db, "webhooks", 5).unwrap()) as Arc<dyn JobQueue>;
     let app = App::new(AppParts {
         store: Arc::new(SqliteStore::open(&db).unwrap()) as Arc<dyn Store>,
         queue: Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap()) as Arc<dyn JobQueue>,
+        webhook_queue: webhook_queue.clone(),
+        bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,
+        webhook_sender: Arc::new(HttpWebhookSender::new(true).unwrap()) as Arc<dyn WebhookSender>,
         provider: provider.clone() as Arc<dyn DatabaseProvider>,
         secrets: secrets as Arc<dyn SecretBox>,
         artifacts,

@@ -1,0 +1,243 @@
+//! Outbound HTTP for webhooks, behind the egress guard: the target's host is
+//! resolved here, every address it resolves to is checked against
+//! [`guard::non_public_reason`], the connection goes to those checked
+//! addresses (there is no second lookup an attacker's DNS could answer
+//! differently), redirects are never followed, proxies from the environment
+//! are ignored, and each request has a deadline.
+pub mod guard;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use capydb_domain::ports::{WebhookRequest, WebhookResponse, WebhookSendError, WebhookSender};
+use capydb_domain::webhooks::RESPONSE_KEEP_BYTES;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// The `WebhookSender` of both shapes. `allow_private` lets a developer point
+/// a webhook at their own machine (capydb-local's default); the deployed
+/// shape never sets it.
+#[derive(Clone)]
+pub struct HttpWebhookSender {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl HttpWebhookSender {
+    pub fn new(allow_private: bool) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(2)
+            .build()
+            .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))?;
+        Ok(HttpWebhookSender { client, allow_private })
+    }
+
+    /// Checks an address given literally in a URL (the resolver is not asked for those).
+    fn check_literal(&self, host: Option<url::Host<&str>>) -> Result<(), String> {
+        let ip: IpAddr = match host {
+            Some(url::Host::Ipv4(v4)) => v4.into(),
+            Some(url::Host::Ipv6(v6)) => v6.into(),
+            _ => return Ok(()),
+        };
+        match guard::non_public_reason(ip) {
+            Some(why) if !self.allow_private => Err(format!("{ip} is {why}; webhooks only go to public addresses")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Resolves with the system resolver, then refuses the name if any address
+/// is not public: a name that mixes public and private answers is refused
+/// as a whole rather than trusted for its public half.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+async fn resolve_checked(host: &str, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host((host, 0)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    if !allow_private {
+        if let Some((ip, why)) = addrs.iter().find_map(|a| guard::non_public_reason(a.ip()).map(|w| (a.ip(), w))) {
+            return Err(format!("{host} resolves to {ip}, {why}; webhooks only go to public addresses"));
+        }
+    }
+    Ok(addrs)
+}
+
+/// The error the guard's refusal travels in through reqwest, so that it can
+/// be told apart from a connection error.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            match resolve_checked(name.as_str(), allow_private).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
+                Err(e) => Err(Box::new(Refused(e)) as Box<dyn std::error::Error + Send + Sync>),
+            }
+        })
+    }
+}
+
+/// The innermost error's message, and whether the guard raised it.
+fn describe(e: &reqwest::Error) -> WebhookSendError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<Refused>() {
+            return if refused.0.contains("only go to public addresses") {
+                WebhookSendError::Refused(refused.0.clone())
+            } else {
+                WebhookSendError::Failed(refused.0.clone())
+            };
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        return WebhookSendError::Failed("timed out waiting for the endpoint".into());
+    }
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    WebhookSendError::Failed(message)
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.to_utc() - chrono::Utc::now()).to_std().ok()
+}
+
+#[async_trait]
+impl WebhookSender for HttpWebhookSender {
+    async fn send(&self, request: &WebhookRequest) -> Result<WebhookResponse, WebhookSendError> {
+        let url = url::Url::parse(&request.url).map_err(|e| WebhookSendError::Failed(format!("bad url: {e}")))?;
+        self.check_literal(url.host()).map_err(WebhookSendError::Refused)?;
+        let mut builder = self.client.post(url).timeout(request.timeout).body(request.body.clone());
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        let mut response = builder.send().await.map_err(|e| describe(&e))?;
+        let status = response.status().as_u16();
+        let retry_after =
+            response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
+        // Only the start of the body is kept; the rest is not even read.
+        let mut body = Vec::new();
+        while body.len() < RESPONSE_KEEP_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        body.truncate(RESPONSE_KEEP_BYTES);
+        let mut body = String::from_utf8_lossy(&body).into_owned();
+        if body.ends_with('\u{FFFD}') {
+            // A character cut in half by the truncation.
+            body.pop();
+        }
+        Ok(WebhookResponse { status, retry_after, body })
+    }
+
+    async fn check_target(&self, url: &url::Url) -> Result<(), String> {
+        self.check_literal(url.host())?;
+        if self.allow_private {
+            return Ok(());
+        }
+        match url.host() {
+            Some(url::Host::Domain(host)) => match resolve_checked(host, false).await {
+                Err(e) if e.contains("only go to public addresses") => Err(e),
+                // A name that does not resolve yet is accepted: deliveries
+                // check again, and fail, until it does.
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(retry_after("120"), Some(Duration::from_secs(120)));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(600)).to_rfc2822().replace("+0000", "GMT");
+        let d = retry_after(&later).unwrap();
+        assert!(d > Duration::from_secs(590) && d <= Duration::from_secs(600), "{d:?}");
+        assert_eq!(retry_after("soon"), None);
+    }
+
+    fn request(url: &str) -> WebhookRequest {
+        WebhookRequest { url: url.into(), headers: vec![], body: "{}".into(), timeout: Duration::from_secs(2) }
+    }
+
+    #[tokio::test]
+    async fn private_targets_are_refused_before_anything_is_sent() {
+        let sender = HttpWebhookSender::new(false).unwrap();
+        for url in ["http://127.0.0.1:9/", "http://2130706433/", "http://[::1]/", "http://localhost/"] {
+            match sender.send(&request(url)).await {
+                Err(WebhookSendError::Refused(why)) => assert!(why.contains("public addresses"), "{why}"),
+                other => panic!("{url}: {other:?}"),
+            }
+            let err = sender.check_target(&url::Url::parse(url).unwrap()).await.unwrap_err();
+            assert!(err.contains("public addresses"), "{err}");
+        }
+    }
+
+    /// A local receiver that redirects: the redirect comes back as the
+    /// attempt's response (a failure), and is not followed.
+    #[tokio::test]
+    async fn redirects_are_not_followed_and_bodies_are_cut_at_1_kib() {
+        use axum::routing::post;
+        let app = axum::Router::new()
+            .route("/redirect", post(|| async { (axum::http::StatusCode::FOUND, [("location", "/big")], "") }))
+            .route("/big", post(|| async { "é".repeat(4000) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let sender = HttpWebhookSender::new(true).unwrap();
+        let r = sender.send(&request(&format!("http://{addr}/redirect"))).await.unwrap();
+        assert_eq!(r.status, 302);
+        let r = sender.send(&request(&format!("http://{addr}/big"))).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body.len() <= RESPONSE_KEEP_BYTES && r.body.len() >= RESPONSE_KEEP_BYTES - 1, "{}", r.body.len());
+        assert!(r.body.chars().all(|c| c == 'é'));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_failure_not_a_refusal() {
+        let sender = HttpWebhookSender::new(true).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        match sender.send(&request(&format!("http://{addr}/"))).await {
+            Err(WebhookSendError::Failed(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
