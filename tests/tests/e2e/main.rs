@@ -9,3 +9,4 @@ mod failures;
 mod previews;
 mod projects;
 mod sweeper;
+mod webhooks;
