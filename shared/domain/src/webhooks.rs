@@ -230,6 +230,18 @@ fn jittered(d: Duration, jitter: f64) -> Duration {
     d.mul_f64(rand::thread_rng().gen_range((1.0 - jitter)..=(1.0 + jitter)))
 }
 
+/// The wait before the next attempt after `attempts` failed ones in this
+/// round, or `None` when the schedule is used up. A `Retry-After` longer than
+/// the schedule's delay wins, up to `max_retry_after`.
+fn next_delay(settings: &WebhookSettings, attempts: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    let delay = *settings.retry_schedule.get((attempts as usize).checked_sub(1)?)?;
+    let delay = jittered(delay, settings.jitter);
+    Some(match retry_after {
+        Some(asked) => delay.max(asked.min(settings.max_retry_after)),
+        None => delay,
+    })
+}
+
 impl App {
     /// Checks a URL given for an endpoint and returns it normalized.
     async fn parse_target(&self, raw: &str) -> DomainResult<String> {
@@ -650,11 +662,7 @@ impl App {
             d.state = DeliveryState::Succeeded;
         } else if disable.is_some() {
             d.state = DeliveryState::Failed;
-        } else if let Some(delay) = settings.retry_schedule.get(d.round_attempts as usize - 1) {
-            let mut delay = jittered(*delay, settings.jitter);
-            if let Some(asked) = retry_after {
-                delay = delay.max(asked.min(settings.max_retry_after));
-            }
+        } else if let Some(delay) = next_delay(settings, d.round_attempts, retry_after) {
             next = Some(delay);
         } else {
             d.state = DeliveryState::Failed;
@@ -776,6 +784,25 @@ mod tests {
             assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110), "{d:?}");
         }
         assert_eq!(jittered(Duration::ZERO, 0.1), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_schedule_is_eight_attempts_and_retry_after_can_only_lengthen_a_wait() {
+        let settings = WebhookSettings { jitter: 0.0, ..WebhookSettings::default() };
+        let secs = |attempts, ra: Option<u64>| {
+            next_delay(&settings, attempts, ra.map(Duration::from_secs)).map(|d| d.as_secs())
+        };
+        let waits: Vec<Option<u64>> = (1..=8).map(|n| secs(n, None)).collect();
+        assert_eq!(
+            waits,
+            [Some(5), Some(300), Some(1800), Some(7200), Some(18_000), Some(36_000), Some(36_000), None],
+            "immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight attempts"
+        );
+        assert_eq!(secs(1, Some(120)), Some(120), "Retry-After beyond the schedule's delay is honoured");
+        assert_eq!(secs(2, Some(10)), Some(300), "a shorter Retry-After does not hurry the schedule");
+        assert_eq!(secs(1, Some(10 * 86_400)), Some(86_400), "Retry-After is capped");
+        assert_eq!(secs(8, Some(60)), None, "Retry-After does not extend a finished schedule");
+        assert_eq!(secs(0, None), None);
     }
 
     #[test]

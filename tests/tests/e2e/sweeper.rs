@@ -21,7 +21,7 @@ use crate::helpers::*;
 pub struct ManualClock(Mutex<Timestamp>);
 
 impl ManualClock {
-    fn advance(&self, d: chrono::Duration) {
+    pub fn advance(&self, d: chrono::Duration) {
         if let Ok(mut t) = self.0.lock() {
             *t += d;
         }
@@ -59,6 +59,15 @@ pub async fn in_process_app(
     dir: &std::path::Path,
     artifacts: Arc<dyn ArtifactStore>,
 ) -> (App, Arc<ManualClock>, Arc<PgProvider>) {
+    in_process_app_with(dir, artifacts, Settings::default()).await
+}
+
+/// `in_process_app` with other settings.
+pub async fn in_process_app_with(
+    dir: &std::path::Path,
+    artifacts: Arc<dyn ArtifactStore>,
+    settings: Settings,
+) -> (App, Arc<ManualClock>, Arc<PgProvider>) {
     let db = dir.join("capydb.sqlite3");
     let clock = Arc::new(ManualClock(Mutex::new(chrono::Utc::now())));
     let secrets = Arc::new(KeyFileSecretBox::open_or_create(&dir.join("secret.key")).unwrap());
@@ -74,7 +83,7 @@ pub async fn in_process_app(
         secrets: secrets as Arc<dyn SecretBox>,
         artifacts,
         clock: clock.clone() as Arc<dyn Clock>,
-        settings: Settings::default(),
+        settings,
     });
     (app, clock, provider)
 }

@@ -397,3 +397,78 @@ async fn pending_deliveries_survive_sigkill() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Handles webhook-queue messages until none is left, as the delivery loop would.
+async fn deliver_all(app: &capydb_domain::App) {
+    use capydb_domain::jobs::Disposition;
+    for _ in 0..200 {
+        let messages = app.webhook_queue.receive(10, Duration::from_secs(30)).await.expect("receive");
+        if messages.is_empty() {
+            return;
+        }
+        for m in messages {
+            match app.handle_webhook_message(&m.body).await {
+                Disposition::Done => app.webhook_queue.delete(&m.receipt).await.expect("delete"),
+                Disposition::RetryAfter(d) => panic!("a delivery asked to come back after {d:?}"),
+            }
+        }
+    }
+    panic!("the webhook queue did not drain");
+}
+
+/// With an injected clock: failures spread over five days disable the
+/// endpoint, and its pending delivery fails instead of being retried.
+#[tokio::test]
+async fn an_endpoint_failing_for_five_days_is_disabled() {
+    use capydb_domain::webhooks::{CreateWebhook, WebhookSettings};
+    use capydb_domain::Settings;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dir = temp_dir("five-days");
+    let artifacts = Arc::new(capydb_embedded::FileArtifactStore::open(&dir.join("backups")).unwrap());
+    let settings = Settings {
+        webhooks: WebhookSettings { retry_schedule: vec![Duration::ZERO; 3], jitter: 0.0, ..Default::default() },
+        ..Default::default()
+    };
+    let (app, clock, _) = crate::sweeper::in_process_app_with(&dir, artifacts, settings).await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { (StatusCode::INTERNAL_SERVER_ERROR, "down") }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let (org, key) =
+        capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "hooks", None).await.unwrap();
+    let p = app.authenticate_api_key(&key, None).await.unwrap();
+    let create = CreateWebhook { url, events: vec!["*".into()], project_id: None, description: None };
+    let w = app.create_webhook(&p, &org.id, create).await.unwrap().webhook;
+
+    // Day 0: four attempts, all failing; the endpoint stays enabled.
+    let first = app.ping_webhook(&p, &org.id, &w.id).await.unwrap();
+    deliver_all(&app).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    let after = app.get_webhook(&p, &org.id, &w.id).await.unwrap();
+    assert!(after.enabled);
+    let since = after.failing_since.expect("failing_since is set");
+    let d = app.store.get_delivery(&first.id).await.unwrap().unwrap();
+    assert_eq!((d.state.as_str(), d.attempt_count), ("failed", 4));
+
+    // Five days later, still failing: disabled after this attempt, no retry.
+    clock.advance(chrono::Duration::days(5) + chrono::Duration::seconds(1));
+    let second = app.ping_webhook(&p, &org.id, &w.id).await.unwrap();
+    deliver_all(&app).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 5);
+    let after = app.get_webhook(&p, &org.id, &w.id).await.unwrap();
+    assert!(!after.enabled, "{after:?}");
+    assert_eq!(after.failing_since, Some(since));
+    assert!(after.disabled_reason.as_deref().unwrap_or_default().contains("5 days"), "{after:?}");
+    let d = app.store.get_delivery(&second.id).await.unwrap().unwrap();
+    assert_eq!((d.state.as_str(), d.attempt_count), ("failed", 1));
+}
