@@ -1004,10 +1004,19 @@ pub async fn store_webhooks(store: &dyn Store) {
     changed.previous_secret_expires_at = Some(plus_ms(now, 86_400_000));
     changed.secret_sealed = "new-sealed".into();
     changed.updated_at = plus_ms(now, 5);
-    assert!(ok(store.update_webhook(&changed).await, "update_webhook"));
+    assert!(ok(store.update_webhook(&changed, now).await, "update_webhook"));
+    assert_eq!(ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook"), Some(changed.clone()));
+    let stale = WebhookEndpoint { url: "https://stale.example.com/".into(), ..changed.clone() };
+    assert!(
+        !ok(store.update_webhook(&stale, now).await, "update_webhook"),
+        "update_webhook must refuse a write based on an outdated read"
+    );
     assert_eq!(ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook"), Some(changed.clone()));
     let ghost = webhook(&org.id, new_id(ids::WEBHOOK), now);
-    assert!(!ok(store.update_webhook(&ghost).await, "update_webhook"), "update_webhook of a missing endpoint is false");
+    assert!(
+        !ok(store.update_webhook(&ghost, now).await, "update_webhook"),
+        "update_webhook of a missing endpoint is false"
+    );
     assert_eq!(ok(store.get_webhook(&org.id, &ghost.id).await, "get_webhook"), None, "and must not create it");
 
     let t1 = plus_ms(now, 10);
@@ -1026,6 +1035,17 @@ pub async fn store_webhooks(store: &dyn Store) {
     assert_eq!(disabled.disabled_reason.as_deref(), Some("gone"));
     assert_eq!(disabled.failing_since, Some(t2));
     assert_eq!(disabled.url, changed.url, "disable_webhook must change nothing else");
+    let edited = WebhookEndpoint { description: Some("edit".into()), failing_since: None, ..disabled.clone() };
+    assert!(!ok(store.update_webhook(&edited, changed.updated_at).await, "update_webhook"), "a disable is a change");
+    let t3 = plus_ms(now, 30);
+    let edited = WebhookEndpoint { updated_at: t3, ..edited };
+    assert!(ok(store.update_webhook(&edited, disabled.updated_at).await, "update_webhook"));
+    let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
+    assert_eq!(got.failing_since, Some(t2), "an edit that leaves it disabled keeps failing_since");
+    let enabled = WebhookEndpoint { enabled: true, disabled_reason: None, updated_at: plus_ms(now, 31), ..got.clone() };
+    assert!(ok(store.update_webhook(&enabled, t3).await, "update_webhook"));
+    let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
+    assert_eq!((got.enabled, got.failing_since), (true, None), "enabling clears failing_since");
 
     assert!(!ok(store.delete_webhook(&other.id, &wids[0]).await, "delete_webhook"), "not another org's endpoint");
     assert!(ok(store.delete_webhook(&org.id, &wids[0]).await, "delete_webhook"));

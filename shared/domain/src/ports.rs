@@ -125,8 +125,12 @@ pub trait Store: Send + Sync {
     async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>>;
     /// Endpoints of the organization, newest first.
     async fn list_webhooks(&self, org_id: &str, page: &Page) -> DomainResult<Vec<WebhookEndpoint>>;
-    /// Replaces the endpoint row; false when it no longer exists.
-    async fn update_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<bool>;
+    /// Writes the endpoint if its stored `updated_at` is still
+    /// `expected_updated_at` (nobody changed or disabled it since it was
+    /// read); false otherwise, or when it no longer exists. `failing_since`
+    /// is not written: it is kept, and cleared when the write enables a
+    /// disabled endpoint.
+    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected_updated_at: Timestamp) -> DomainResult<bool>;
     /// Records the outcome of an attempt on the endpoint: a success clears
     /// `failing_since`, a failure sets it unless set. Returns it as stored.
     async fn set_webhook_health(

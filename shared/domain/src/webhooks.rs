@@ -363,11 +363,20 @@ impl App {
             }
             w.enabled = enabled;
         }
+        let read_at = w.updated_at;
         w.updated_at = self.now();
-        if !self.store.update_webhook(&w).await? {
-            return Err(DomainError::NotFound(format!("no webhook {id}")));
+        self.write_webhook(&w, read_at).await?;
+        self.load_webhook(org_id, id).await
+    }
+
+    /// Writes an edited endpoint unless it changed since it was read (a
+    /// concurrent edit or rotation, or a disable by the delivery loop).
+    async fn write_webhook(&self, w: &WebhookEndpoint, read_at: Timestamp) -> DomainResult<()> {
+        if self.store.update_webhook(w, read_at).await? {
+            return Ok(());
         }
-        Ok(w)
+        self.load_webhook(&w.organization_id, &w.id).await?;
+        Err(DomainError::Conflict(format!("webhook {} changed while this request ran; read it again and retry", w.id)))
     }
 
     pub async fn delete_webhook(&self, p: &Principal, org_id: &str, id: &str) -> DomainResult<()> {
@@ -393,10 +402,9 @@ impl App {
         let now = self.now();
         w.previous_secret_sealed = Some(std::mem::replace(&mut w.secret_sealed, self.secrets.seal(&secret).await?));
         w.previous_secret_expires_at = Some(add(now, self.settings.webhooks.previous_secret_grace));
+        let read_at = w.updated_at;
         w.updated_at = now;
-        if !self.store.update_webhook(&w).await? {
-            return Err(DomainError::NotFound(format!("no webhook {id}")));
-        }
+        self.write_webhook(&w, read_at).await?;
         tracing::info!(webhook_id = %id, "webhook secret rotated");
         Ok(WebhookWithSecret { webhook: w, secret })
     }

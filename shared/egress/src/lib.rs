@@ -98,8 +98,8 @@ impl Resolve for GuardedResolver {
 }
 
 /// The innermost error's message, and whether the guard raised it.
-fn describe(e: &reqwest::Error) -> WebhookSendError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+fn describe(e: reqwest::Error) -> WebhookSendError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
         if let Some(refused) = s.downcast_ref::<Refused>() {
             return if refused.0.contains("only go to public addresses") {
@@ -110,6 +110,8 @@ fn describe(e: &reqwest::Error) -> WebhookSendError {
         }
         source = s.source();
     }
+    // reqwest's messages name the URL, which may hold a receiver's token.
+    let e = &e.without_url();
     if e.is_timeout() {
         return WebhookSendError::Failed("timed out waiting for the endpoint".into());
     }
@@ -141,7 +143,7 @@ impl WebhookSender for HttpWebhookSender {
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
-        let mut response = builder.send().await.map_err(|e| describe(&e))?;
+        let mut response = builder.send().await.map_err(describe)?;
         let status = response.status().as_u16();
         let retry_after =
             response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);

@@ -264,8 +264,8 @@ impl<S: Store> Store for CachedStore<S> {
     async fn list_webhooks(&self, org_id: &str, page: &Page) -> DomainResult<Vec<WebhookEndpoint>> {
         self.inner.list_webhooks(org_id, page).await
     }
-    async fn update_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<bool> {
-        self.inner.update_webhook(webhook).await
+    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected_updated_at: Timestamp) -> DomainResult<bool> {
+        self.inner.update_webhook(webhook, expected_updated_at).await
     }
     async fn set_webhook_health(
         &self,

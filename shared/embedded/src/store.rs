@@ -618,11 +618,10 @@ fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookEndpoint> {
     })
 }
 
-fn upsert_webhook(conn: &Connection, w: &WebhookEndpoint, insert_only: bool) -> DomainResult<usize> {
-    let verb = if insert_only { "INSERT" } else { "REPLACE" };
+fn insert_webhook(conn: &Connection, w: &WebhookEndpoint) -> DomainResult<usize> {
     let events = serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into());
     conn.prepare_cached(&format!(
-        "{verb} INTO webhooks ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT INTO webhooks ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         webhook_cols!()
     ))
     .and_then(|mut s| {
@@ -1028,7 +1027,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<()> {
-        self.write("create the webhook", |tx| upsert_webhook(tx, webhook, true).map(|_| ((), true)))
+        self.write("create the webhook", |tx| insert_webhook(tx, webhook).map(|_| ((), true)))
     }
 
     async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>> {
@@ -1049,18 +1048,33 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn update_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<bool> {
-        self.write("update the webhook", |tx| {
-            let exists: bool = tx
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM webhooks WHERE id = ?1 AND organization_id = ?2)")
-                .and_then(|mut s| s.query_row([&webhook.id, &webhook.organization_id], |r| r.get(0)))
-                .map_err(sql_err("update the webhook"))?;
-            if !exists {
-                return Ok((false, false));
-            }
-            upsert_webhook(tx, webhook, false)?;
-            Ok((true, true))
-        })
+    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected_updated_at: Timestamp) -> DomainResult<bool> {
+        let w = webhook;
+        let events = serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into());
+        let n = self.execute(
+            "update the webhook",
+            "UPDATE webhooks SET url = ?3, events = ?4, project_id = ?5, description = ?6, \
+             failing_since = CASE WHEN ?7 AND NOT enabled THEN NULL ELSE failing_since END, \
+             enabled = ?7, disabled_reason = ?8, updated_at = ?9, secret_sealed = ?10, \
+             previous_secret_sealed = ?11, previous_secret_expires_at = ?12 \
+             WHERE id = ?1 AND organization_id = ?2 AND updated_at = ?13",
+            params![
+                w.id,
+                w.organization_id,
+                w.url,
+                events,
+                w.project_id,
+                w.description,
+                w.enabled,
+                w.disabled_reason,
+                ts(&w.updated_at),
+                w.secret_sealed,
+                w.previous_secret_sealed,
+                opt_ts(&w.previous_secret_expires_at),
+                ts(&expected_updated_at),
+            ],
+        )?;
+        Ok(n == 1)
     }
 
     async fn set_webhook_health(
