@@ -233,49 +233,51 @@ async fn shutdown_signal() {
 /// How long an idle worker waits before asking the queue again.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-async fn worker_loop(app: App, worker: String, mut stop: watch::Receiver<bool>) {
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let messages = match app.queue.receive(1, app.settings.jobs.visibility).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "job queue receive failed");
-                Vec::new()
-            }
-        };
-        if messages.is_empty() {
-            tokio::select! {
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                _ = stop.changed() => return,
-            }
-            continue;
-        }
-        for m in messages {
-            let outcome = match app.run_job_message(&m.body, &worker).await {
-                Disposition::Done => app.queue.delete(&m.receipt).await,
-                Disposition::RetryAfter(d) => app.queue.change_visibility(&m.receipt, d).await,
-            };
-            if let Err(e) = outcome {
-                tracing::warn!(error = %e, "could not settle a job message; it will be redelivered");
-            }
-        }
-    }
+/// Job worker: runs one job message at a time.
+async fn worker_loop(app: App, worker: String, stop: watch::Receiver<bool>) {
+    let queue = app.queue.clone();
+    let visibility = app.settings.jobs.visibility;
+    consume(queue, visibility, "job", stop, |body| {
+        let (app, worker) = (app.clone(), worker.clone());
+        async move { app.run_job_message(&body, &worker).await }
+    })
+    .await
 }
 
 /// Delivers webhooks: fans published events out into deliveries and makes
 /// the attempts. Separate from the job workers, so a slow receiver never
 /// holds up a job (nor a request: nothing here runs on the request path).
-async fn webhook_loop(app: App, mut stop: watch::Receiver<bool>) {
+async fn webhook_loop(app: App, stop: watch::Receiver<bool>) {
+    let queue = app.webhook_queue.clone();
+    let visibility = app.settings.webhooks.visibility;
+    consume(queue, visibility, "webhook", stop, |body| {
+        let app = app.clone();
+        async move { app.handle_webhook_message(&body).await }
+    })
+    .await
+}
+
+/// Receives one message at a time from `queue` until `stop`, hands its body
+/// to `handle`, and settles it as `handle` says: deleted when done, made
+/// visible again after the delay it asks for.
+async fn consume<F, Fut>(
+    queue: Arc<dyn JobQueue>,
+    visibility: Duration,
+    what: &'static str,
+    mut stop: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Disposition>,
+{
     loop {
         if *stop.borrow() {
             return;
         }
-        let messages = match app.webhook_queue.receive(1, app.settings.webhooks.visibility).await {
+        let messages = match queue.receive(1, visibility).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "webhook queue receive failed");
+                tracing::warn!(error = %e, queue = what, "queue receive failed");
                 Vec::new()
             }
         };
@@ -287,12 +289,12 @@ async fn webhook_loop(app: App, mut stop: watch::Receiver<bool>) {
             continue;
         }
         for m in messages {
-            let outcome = match app.handle_webhook_message(&m.body).await {
-                Disposition::Done => app.webhook_queue.delete(&m.receipt).await,
-                Disposition::RetryAfter(d) => app.webhook_queue.change_visibility(&m.receipt, d).await,
+            let outcome = match handle(m.body).await {
+                Disposition::Done => queue.delete(&m.receipt).await,
+                Disposition::RetryAfter(d) => queue.change_visibility(&m.receipt, d).await,
             };
             if let Err(e) = outcome {
-                tracing::warn!(error = %e, "could not settle a webhook message; it will be redelivered");
+                tracing::warn!(error = %e, queue = what, "could not settle a message; it will be redelivered");
             }
         }
     }

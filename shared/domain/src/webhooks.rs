@@ -492,21 +492,24 @@ impl App {
         self.webhook_queue.send(&WebhookMessage::Delivery(delivery_id.to_string()).to_body(), delay).await
     }
 
-    /// Publishes events that were written with a state change; marks those
-    /// published. A failure leaves them for the sweeper to publish again.
+    /// Publishes the events, then marks them published.
+    async fn publish_and_mark(&self, events: &[Event]) -> DomainResult<()> {
+        self.bus.publish(events).await?;
+        let now = self.now();
+        for event in events {
+            self.store.mark_event_published(&event.id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes events that were written with a state change. A failure
+    /// leaves them (or some of them) unpublished, for the sweeper to publish again.
     pub async fn publish_events(&self, events: &[Event]) {
         if events.is_empty() {
             return;
         }
-        if let Err(e) = self.bus.publish(events).await {
+        if let Err(e) = self.publish_and_mark(events).await {
             tracing::warn!(error = %e, "could not publish events; the sweeper will retry");
-            return;
-        }
-        let now = self.now();
-        for event in events {
-            if let Err(e) = self.store.mark_event_published(&event.id, now).await {
-                tracing::warn!(error = %e, event_id = %event.id, "could not mark an event published");
-            }
         }
     }
 
@@ -519,11 +522,7 @@ impl App {
             if events.is_empty() {
                 return Ok(total);
             }
-            self.bus.publish(&events).await?;
-            let now = self.now();
-            for event in &events {
-                self.store.mark_event_published(&event.id, now).await?;
-            }
+            self.publish_and_mark(&events).await?;
             total += events.len();
         }
     }

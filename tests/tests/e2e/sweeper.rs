@@ -36,21 +36,31 @@ impl Clock for ManualClock {
 
 /// Runs queued jobs until the queue is empty, as the worker loop would.
 pub async fn drain(app: &App) {
+    drain_queue(app.queue.as_ref(), "job", |body| async move { app.run_job_message(&body, "test-worker").await }).await
+}
+
+/// Handles `queue`'s messages with `handle` until none is left; every
+/// message must be done at once (the tests expect no retry).
+pub async fn drain_queue<F, Fut>(queue: &dyn JobQueue, what: &str, handle: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Disposition>,
+{
     for _ in 0..100 {
-        let messages = app.queue.receive(10, Duration::from_secs(60)).await.expect("receive");
+        let messages = queue.receive(10, Duration::from_secs(60)).await.expect("receive");
         if messages.is_empty() {
             return;
         }
         for m in messages {
-            match app.run_job_message(&m.body, "test-worker").await {
-                Disposition::Done => app.queue.delete(&m.receipt).await.expect("delete"),
+            match handle(m.body).await {
+                Disposition::Done => queue.delete(&m.receipt).await.expect("delete"),
                 Disposition::RetryAfter(d) => {
-                    panic!("a job asked to retry after {d:?}; the test expects jobs to succeed")
+                    panic!("a {what} message asked to come back after {d:?}; the test expects it done at once")
                 }
             }
         }
     }
-    panic!("the queue did not drain");
+    panic!("the {what} queue did not drain");
 }
 
 /// The app of capydb-local, in this process, with a manual clock and the

@@ -400,20 +400,10 @@ async fn pending_deliveries_survive_sigkill() {
 
 /// Handles webhook-queue messages until none is left, as the delivery loop would.
 async fn deliver_all(app: &capydb_domain::App) {
-    use capydb_domain::jobs::Disposition;
-    for _ in 0..200 {
-        let messages = app.webhook_queue.receive(10, Duration::from_secs(30)).await.expect("receive");
-        if messages.is_empty() {
-            return;
-        }
-        for m in messages {
-            match app.handle_webhook_message(&m.body).await {
-                Disposition::Done => app.webhook_queue.delete(&m.receipt).await.expect("delete"),
-                Disposition::RetryAfter(d) => panic!("a delivery asked to come back after {d:?}"),
-            }
-        }
-    }
-    panic!("the webhook queue did not drain");
+    crate::sweeper::drain_queue(app.webhook_queue.as_ref(), "webhook", |body| async move {
+        app.handle_webhook_message(&body).await
+    })
+    .await
 }
 
 /// With an injected clock: failures spread over five days disable the
