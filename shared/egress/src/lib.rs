@@ -58,32 +58,43 @@ struct GuardedResolver {
     allow_private: bool,
 }
 
-async fn resolve_checked(host: &str, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
-    let addrs: Vec<SocketAddr> =
-        tokio::net::lookup_host((host, 0)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+/// Why a name gave no address to connect to. It travels through reqwest as
+/// the resolver's error, so a refusal can be told apart from a DNS failure.
+#[derive(Debug)]
+enum ResolveError {
+    /// The guard refused an address the name resolves to.
+    Refused(String),
+    /// The name did not resolve.
+    Unresolved(String),
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::Refused(m) | ResolveError::Unresolved(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+async fn resolve_checked(host: &str, allow_private: bool) -> Result<Vec<SocketAddr>, ResolveError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| ResolveError::Unresolved(format!("cannot resolve {host}: {e}")))?
+        .collect();
     if addrs.is_empty() {
-        return Err(format!("{host} resolves to no address"));
+        return Err(ResolveError::Unresolved(format!("{host} resolves to no address")));
     }
     if !allow_private {
         if let Some((ip, why)) = addrs.iter().find_map(|a| guard::non_public_reason(a.ip()).map(|w| (a.ip(), w))) {
-            return Err(format!("{host} resolves to {ip}, {why}; webhooks only go to public addresses"));
+            return Err(ResolveError::Refused(format!(
+                "{host} resolves to {ip}, {why}; webhooks only go to public addresses"
+            )));
         }
     }
     Ok(addrs)
 }
-
-/// The error the guard's refusal travels in through reqwest, so that it can
-/// be told apart from a connection error.
-#[derive(Debug)]
-struct Refused(String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
@@ -91,7 +102,7 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             match resolve_checked(name.as_str(), allow_private).await {
                 Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
-                Err(e) => Err(Box::new(Refused(e)) as Box<dyn std::error::Error + Send + Sync>),
+                Err(e) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
             }
         })
     }
@@ -101,12 +112,10 @@ impl Resolve for GuardedResolver {
 fn describe(e: reqwest::Error) -> WebhookSendError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
-        if let Some(refused) = s.downcast_ref::<Refused>() {
-            return if refused.0.contains("only go to public addresses") {
-                WebhookSendError::Refused(refused.0.clone())
-            } else {
-                WebhookSendError::Failed(refused.0.clone())
-            };
+        match s.downcast_ref::<ResolveError>() {
+            Some(ResolveError::Refused(m)) => return WebhookSendError::Refused(m.clone()),
+            Some(ResolveError::Unresolved(m)) => return WebhookSendError::Failed(m.clone()),
+            None => {}
         }
         source = s.source();
     }
@@ -171,7 +180,7 @@ impl WebhookSender for HttpWebhookSender {
         }
         match url.host() {
             Some(url::Host::Domain(host)) => match resolve_checked(host, false).await {
-                Err(e) if e.contains("only go to public addresses") => Err(e),
+                Err(ResolveError::Refused(e)) => Err(e),
                 // A name that does not resolve yet is accepted: deliveries
                 // check again, and fail, until it does.
                 _ => Ok(()),
