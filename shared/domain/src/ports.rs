@@ -237,8 +237,12 @@ pub struct QueueMessage {
 pub trait JobQueue: Send + Sync {
     async fn send(&self, body: &str, delay: Duration) -> DomainResult<()>;
     async fn receive(&self, max: usize, visibility: Duration) -> DomainResult<Vec<QueueMessage>>;
-    /// Deleting with a stale receipt (the message was received again since) is a no-op.
+    /// Deleting with a stale receipt (the message was received again since)
+    /// does not fail. Whether it deletes the message is the queue's business
+    /// (the SQLite queue ignores it, SQS's emulator honours it): nothing may
+    /// rely on either.
     async fn delete(&self, receipt: &str) -> DomainResult<()>;
+    /// Like `delete`, a stale receipt does not fail and its effect is unspecified.
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> DomainResult<()>;
     /// Bodies of messages moved to the dead-letter queue, oldest first.
     async fn dead_letters(&self, max: usize) -> DomainResult<Vec<String>>;

@@ -25,5 +25,5 @@ pub use artifacts::FileArtifactStore;
 pub use bus::QueueEventBus;
 pub use cache::CachedStore;
 pub use queue::SqliteQueue;
-pub use secret::KeyFileSecretBox;
+pub use secret::{aead_open, aead_seal, KeyFileSecretBox};
 pub use store::SqliteStore;

@@ -134,29 +134,39 @@ fn temp_path(path: &Path) -> PathBuf {
 #[async_trait]
 impl SecretBox for KeyFileSecretBox {
     async fn seal(&self, plaintext: &str) -> DomainResult<String> {
-        let mut nonce = [0u8; NONCE_LEN];
-        OsRng.fill_bytes(&mut nonce);
-        let ciphertext = self
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes())
-            .map_err(|_| DomainError::internal("secret could not be sealed"))?;
-        let mut raw = Vec::with_capacity(NONCE_LEN + ciphertext.len());
-        raw.extend_from_slice(&nonce);
-        raw.extend_from_slice(&ciphertext);
-        Ok(format!("{VERSION_PREFIX}{}", BASE64.encode(raw)))
+        Ok(format!("{VERSION_PREFIX}{}", BASE64.encode(aead_seal(&self.cipher, plaintext.as_bytes())?)))
     }
 
     async fn open(&self, sealed: &str) -> DomainResult<String> {
         let failed = || DomainError::internal(OPEN_FAILED);
-        let raw = sealed
-            .strip_prefix(VERSION_PREFIX)
-            .and_then(|b64| BASE64.decode(b64).ok())
-            .filter(|raw| raw.len() >= NONCE_LEN + TAG_LEN)
-            .ok_or_else(failed)?;
-        let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
-        let plaintext = self.cipher.decrypt(Nonce::from_slice(nonce), ciphertext).map_err(|_| failed())?;
+        let raw = sealed.strip_prefix(VERSION_PREFIX).and_then(|b64| BASE64.decode(b64).ok()).ok_or_else(failed)?;
+        let plaintext = aead_open(&self.cipher, &raw).ok_or_else(failed)?;
         String::from_utf8(plaintext).map_err(|_| failed())
     }
+}
+
+/// AES-256-GCM with a fresh random nonce: `nonce ‖ ciphertext ‖ tag`. Shared
+/// with the KMS secret box, which seals under a data key KMS hands out.
+pub fn aead_seal(cipher: &Aes256Gcm, plaintext: &[u8]) -> DomainResult<Vec<u8>> {
+    let mut nonce = [0u8; NONCE_LEN];
+    OsRng.fill_bytes(&mut nonce);
+    let ciphertext = cipher
+        .encrypt(Nonce::from_slice(&nonce), plaintext)
+        .map_err(|_| DomainError::internal("secret could not be sealed"))?;
+    let mut raw = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+    raw.extend_from_slice(&nonce);
+    raw.extend_from_slice(&ciphertext);
+    Ok(raw)
+}
+
+/// Opens what [`aead_seal`] made; `None` when it was tampered with,
+/// truncated, or sealed under another key.
+pub fn aead_open(cipher: &Aes256Gcm, raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.len() < NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
+    cipher.decrypt(Nonce::from_slice(nonce), ciphertext).ok()
 }
 
 #[cfg(test)]

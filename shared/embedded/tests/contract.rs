@@ -107,6 +107,15 @@ async fn key_file_secret_box_passes_the_secret_box_contract() {
     contract::secret_box_contract(&b).await;
 }
 
+#[tokio::test]
+async fn queue_event_bus_passes_the_event_bus_contract() {
+    let dir = TempDir::new();
+    let queue: Arc<dyn JobQueue> =
+        Arc::new(SqliteQueue::open(&dir.file("capydb.db"), "webhooks", 5).expect("open queue"));
+    let bus = capydb_embedded::QueueEventBus::new(Arc::clone(&queue));
+    contract::event_bus_contract(&bus, &*queue, str::to_string, TICK).await;
+}
+
 fn fixtures(now: Timestamp) -> (Organization, ApiKey, Project, Job) {
     let org = Organization { id: new_id(ids::ORG), name: "acme".into(), created_at: now, updated_at: now };
     let key = ApiKey {

@@ -1,0 +1,1048 @@
+//! The metadata store on one DynamoDB table (layout: `docs/data-model.md`).
+//!
+//! Every read on a request path is a `GetItem` or a `Query`; nothing scans.
+//! Reads of one item are strongly consistent; listings come from the two
+//! global secondary indexes and are eventually consistent (DynamoDB does not
+//! offer more on a GSI), which the API documents for list endpoints. What the
+//! SQLite store does in a transaction, this one does with `TransactWriteItems`
+//! and conditions; the port contract suites hold both to the same rules.
+pub mod item;
+pub mod records;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem,
+};
+use aws_sdk_dynamodb::Client;
+use capydb_domain::model::*;
+use capydb_domain::ports::{Page, ResourceWrite, Store};
+use capydb_domain::{DomainError, DomainResult};
+
+use item::{n, s, ts, Item};
+use records::*;
+
+/// Items of one transaction, at most this many (DynamoDB's limit).
+const MAX_TRANSACTION_ITEMS: usize = 100;
+/// Retries of a transaction that collided with a concurrent one on the same item.
+const CONFLICT_RETRIES: u32 = 4;
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+/// Translates an SDK error. Throttling, server errors and transport failures
+/// are `Unavailable` (the caller may retry); everything else is `Internal`.
+pub(crate) fn sdk_error<E, R>(what: &str, e: &SdkError<E, R>) -> DomainError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let retryable_codes = [
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+    ];
+    let transient = match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(_) => e.code().is_some_and(|c| retryable_codes.contains(&c)),
+        _ => false,
+    };
+    let msg = format!("{what}: {}", DisplayErrorContext(e));
+    if transient {
+        tracing::warn!(error = %msg, "DynamoDB unavailable");
+        DomainError::Unavailable(format!("{what}: the metadata store is unavailable; retry later"))
+    } else {
+        DomainError::Internal(msg)
+    }
+}
+
+/// The write operations of one `TransactWriteItems`, with what the store
+/// needs to interpret a cancellation.
+#[derive(Default)]
+struct Tx {
+    items: Vec<TransactWriteItem>,
+    /// Index of each item that takes a preview's name, with the name's key.
+    name_claims: Vec<(usize, Preview)>,
+    /// Previews written as deleted: their names are released after the commit.
+    released_names: Vec<Preview>,
+}
+
+enum TxOutcome {
+    Committed,
+    /// Cancelled: the reason of each item, in order.
+    Cancelled(Vec<CancellationReason>),
+}
+
+fn failed_at(reasons: &[CancellationReason], index: usize) -> bool {
+    reasons.get(index).and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+}
+
+fn build<T>(what: &str, r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> DomainResult<T> {
+    r.map_err(|e| DomainError::internal(format!("{what}: {e}")))
+}
+
+impl Tx {
+    fn put(
+        &mut self,
+        table: &str,
+        item: Item,
+        condition: Option<(&str, Vec<(&str, AttributeValue)>)>,
+    ) -> DomainResult<usize> {
+        let mut put = Put::builder().table_name(table).set_item(Some(item));
+        if let Some((expr, values)) = condition {
+            put = put
+                .condition_expression(expr)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            for (k, v) in values {
+                put = put.expression_attribute_values(k, v);
+            }
+        }
+        let put = build("build a transaction put", put.build())?;
+        self.items.push(TransactWriteItem::builder().put(put).build());
+        Ok(self.items.len() - 1)
+    }
+
+    fn delete(
+        &mut self,
+        table: &str,
+        pk: String,
+        sk: &str,
+        condition: Option<(&str, Vec<(&str, AttributeValue)>)>,
+    ) -> DomainResult<usize> {
+        let mut del = Delete::builder().table_name(table).key("pk", s(pk)).key("sk", s(sk));
+        if let Some((expr, values)) = condition {
+            del = del.condition_expression(expr);
+            for (k, v) in values {
+                del = del.expression_attribute_values(k, v);
+            }
+        }
+        let del = build("build a transaction delete", del.build())?;
+        self.items.push(TransactWriteItem::builder().delete(del).build());
+        Ok(self.items.len() - 1)
+    }
+
+    /// Adds the items of a resource write: the resource itself and, for a
+    /// preview, the claim on its name among the project's live previews.
+    fn resource(&mut self, table: &str, write: &ResourceWrite) -> DomainResult<()> {
+        match write {
+            ResourceWrite::Nothing => {}
+            ResourceWrite::Project(p) => {
+                self.put(table, project_item(p), None)?;
+            }
+            ResourceWrite::Preview(p) => self.preview(table, p, None)?,
+            ResourceWrite::Backup(b) => {
+                self.put(table, backup_item(b), None)?;
+            }
+            ResourceWrite::Restore(r) => {
+                self.put(table, restore_item(r), None)?;
+            }
+            ResourceWrite::Import(i) => {
+                self.put(table, import_item(i), None)?;
+            }
+            ResourceWrite::All(writes) => {
+                for w in writes {
+                    self.resource(table, w)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn preview(&mut self, table: &str, p: &Preview, condition: Option<&str>) -> DomainResult<()> {
+        self.put(table, preview_item(p), condition.map(|c| (c, vec![])))?;
+        if preview_holds_name(p) {
+            let i = self.put(
+                table,
+                preview_name_item(p),
+                Some(("attribute_not_exists(pk) OR preview_id = :pvw", vec![(":pvw", s(&p.id))])),
+            )?;
+            self.name_claims.push((i, p.clone()));
+        } else {
+            self.released_names.push(p.clone());
+        }
+        Ok(())
+    }
+
+    fn events(&mut self, table: &str, events: &[Event]) -> DomainResult<()> {
+        for e in events {
+            self.put(table, event_item(e), None)?;
+        }
+        Ok(())
+    }
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore { client, table: table.into() }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn get(&self, what: &str, pk: String, sk: &str) -> DomainResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(what, &e))?;
+        Ok(out.item().cloned())
+    }
+
+    async fn get_as<T>(
+        &self,
+        what: &str,
+        pk: String,
+        sk: &str,
+        parse: fn(&Item) -> DomainResult<T>,
+    ) -> DomainResult<Option<T>> {
+        self.get(what, pk, sk).await?.as_ref().map(parse).transpose()
+    }
+
+    /// Puts an item; `Ok(false)` when its condition did not hold.
+    async fn put_if(
+        &self,
+        what: &str,
+        item: Item,
+        condition: Option<(&str, Vec<(&str, AttributeValue)>)>,
+    ) -> DomainResult<bool> {
+        let mut req = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        if let Some((c, values)) = condition {
+            req = req.condition_expression(c);
+            for (k, v) in values {
+                req = req.expression_attribute_values(k, v);
+            }
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(sdk_error(what, &e)),
+        }
+    }
+
+    /// An `UpdateItem` answering the item as it is afterwards, or `None`
+    /// when its condition did not hold.
+    async fn update(&self, what: &str, pk: String, sk: &str, u: Update) -> DomainResult<Option<Item>> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression(u.expression())
+            .return_values(ReturnValue::AllNew)
+            .set_expression_attribute_names(Some(u.names));
+        if !u.values.is_empty() {
+            req = req.set_expression_attribute_values(Some(u.values));
+        }
+        if let Some(c) = u.condition {
+            req = req.condition_expression(c);
+        }
+        match req.send().await {
+            Ok(out) => Ok(Some(out.attributes().cloned().unwrap_or_default())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
+            Err(e) => Err(sdk_error(what, &e)),
+        }
+    }
+
+    async fn delete_item(
+        &self,
+        what: &str,
+        pk: String,
+        sk: &str,
+        condition: Option<(&str, &str, AttributeValue)>,
+    ) -> DomainResult<bool> {
+        let mut req = self.client.delete_item().table_name(&self.table).key("pk", s(pk)).key("sk", s(sk));
+        if let Some((expr, k, v)) = condition {
+            req = req.condition_expression(expr).expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(sdk_error(what, &e)),
+        }
+    }
+
+    async fn commit(&self, what: &str, tx: &Tx) -> DomainResult<TxOutcome> {
+        if tx.items.is_empty() {
+            return Ok(TxOutcome::Committed);
+        }
+        if tx.items.len() > MAX_TRANSACTION_ITEMS {
+            return Err(DomainError::internal(format!(
+                "{what}: {} items exceed DynamoDB's transaction limit of {MAX_TRANSACTION_ITEMS}",
+                tx.items.len()
+            )));
+        }
+        let mut tries = 0;
+        loop {
+            let result = self.client.transact_write_items().set_transact_items(Some(tx.items.clone())).send().await;
+            let e = match result {
+                Ok(_) => return Ok(TxOutcome::Committed),
+                Err(e) => e,
+            };
+            let reasons = e
+                .as_service_error()
+                .and_then(|s| match s {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                        Some(c.cancellation_reasons().to_vec())
+                    }
+                    _ => None,
+                });
+            match reasons {
+                // Another transaction touched one of our items at the same
+                // moment: nothing was written; try again shortly.
+                Some(r) if r.iter().any(|x| x.code() == Some("TransactionConflict")) && tries < CONFLICT_RETRIES => {}
+                Some(r) if r.iter().any(|x| x.code() == Some("ConditionalCheckFailed")) => {
+                    return Ok(TxOutcome::Cancelled(r));
+                }
+                _ if tries < CONFLICT_RETRIES && sdk_error(what, &e).to_string().contains("unavailable") => {}
+                _ => return Err(sdk_error(what, &e)),
+            }
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(20 << tries)).await;
+        }
+    }
+
+    /// Commits `tx`; when it was cancelled because a preview's name is taken,
+    /// frees the name if its holder no longer holds it (deleted, renamed or
+    /// gone: a release that did not happen after a crash) and tries once more,
+    /// else answers `Conflict`. Other cancellations are returned.
+    async fn commit_with_names(&self, what: &str, tx: &Tx) -> DomainResult<TxOutcome> {
+        for attempt in 0..2 {
+            let reasons = match self.commit(what, tx).await? {
+                TxOutcome::Committed => {
+                    for p in &tx.released_names {
+                        self.release_name(p).await;
+                    }
+                    return Ok(TxOutcome::Committed);
+                }
+                TxOutcome::Cancelled(r) => r,
+            };
+            let Some((i, p)) = tx.name_claims.iter().find(|(i, _)| failed_at(&reasons, *i)) else {
+                return Ok(TxOutcome::Cancelled(reasons));
+            };
+            let holder = reasons[*i].item().and_then(|it| it.get("preview_id")).and_then(|v| v.as_s().ok()).cloned();
+            let stale = match &holder {
+                None => true,
+                Some(id) => match self.get_preview(id).await? {
+                    None => true,
+                    Some(h) => !preview_holds_name(&h) || h.name != p.name || h.project_id != p.project_id,
+                },
+            };
+            if !stale || attempt == 1 {
+                return Err(DomainError::Conflict(format!(
+                    "project {} already has a live preview named {:?}",
+                    p.project_id, p.name
+                )));
+            }
+            if let Some(id) = holder {
+                let _ = self
+                    .delete_item(
+                        "free a stale preview name",
+                        preview_name_pk(&p.project_id, &p.name),
+                        PREVIEW_NAME_SK,
+                        Some(("preview_id = :h", ":h", s(id))),
+                    )
+                    .await?;
+            }
+        }
+        Err(DomainError::internal(format!("{what}: unreachable")))
+    }
+
+    /// Frees a deleted preview's name, if it still holds it. Best effort: a
+    /// name left behind is freed by the next preview that wants it.
+    async fn release_name(&self, p: &Preview) {
+        let result = self
+            .delete_item(
+                "release the preview name",
+                preview_name_pk(&p.project_id, &p.name),
+                PREVIEW_NAME_SK,
+                Some(("preview_id = :p", ":p", s(&p.id))),
+            )
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(preview_id = %p.id, error = %e, "could not release the preview's name; the next claim frees it");
+        }
+    }
+
+    /// Items of a gsi query, at most `limit` of those `keep` accepts.
+    async fn query(&self, what: &str, q: IndexQuery<'_>, keep: impl Fn(&Item) -> bool) -> DomainResult<Vec<Item>> {
+        let mut out = Vec::new();
+        if q.limit == 0 {
+            return Ok(out);
+        }
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let (cond, sk_value) = match &q.sk {
+                SortKey::Any => (format!("{0}pk = :pk", q.index), None),
+                SortKey::Lt(v) => (format!("{0}pk = :pk AND {0}sk < :sk", q.index), Some(v.clone())),
+                SortKey::Le(v) => (format!("{0}pk = :pk AND {0}sk <= :sk", q.index), Some(v.clone())),
+            };
+            let want = q.limit - out.len();
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(q.index)
+                .key_condition_expression(cond)
+                .expression_attribute_values(":pk", s(q.pk.clone()))
+                .scan_index_forward(q.forward)
+                .limit(i32::try_from(want.max(10)).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            if let Some(v) = sk_value {
+                req = req.expression_attribute_values(":sk", s(v));
+            }
+            let page = req.send().await.map_err(|e| sdk_error(what, &e))?;
+            for it in page.items() {
+                if out.len() < q.limit && keep(it) {
+                    out.push(it.clone());
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if out.len() < q.limit => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// A newest-first page of a parent's children from gsi1.
+    async fn page_of<T>(
+        &self,
+        what: &str,
+        pk: String,
+        page: &Page,
+        parse: fn(&Item) -> DomainResult<T>,
+    ) -> DomainResult<Vec<T>> {
+        let sk = match &page.before {
+            Some(b) => SortKey::Lt(b.clone()),
+            None => SortKey::Any,
+        };
+        let items =
+            self.query(what, IndexQuery { index: "gsi1", pk, sk, forward: false, limit: page.limit }, |_| true).await?;
+        items.iter().map(parse).collect()
+    }
+
+    async fn attempts_of(&self, delivery_id: &str) -> DomainResult<Vec<DeliveryAttempt>> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :att)")
+                .expression_attribute_values(":pk", s(delivery_pk(delivery_id)))
+                .expression_attribute_values(":att", s(ATTEMPT_SK_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("list the delivery's attempts", &e))?;
+            for it in page.items() {
+                out.push(attempt_from(it)?);
+            }
+            match page.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+enum SortKey {
+    Any,
+    Lt(String),
+    Le(String),
+}
+
+struct IndexQuery<'a> {
+    index: &'a str,
+    pk: String,
+    sk: SortKey,
+    forward: bool,
+    limit: usize,
+}
+
+/// An `UpdateItem` expression built field by field. Every attribute name goes
+/// through `#name` placeholders (several are DynamoDB reserved words).
+#[derive(Default)]
+struct Update {
+    sets: Vec<String>,
+    removes: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+    condition: Option<String>,
+}
+
+impl Update {
+    fn name(&mut self, attr: &str) -> String {
+        let key = format!("#{attr}");
+        self.names.insert(key.clone(), attr.to_string());
+        key
+    }
+
+    fn value(&mut self, v: AttributeValue) -> String {
+        let key = format!(":v{}", self.values.len());
+        self.values.insert(key.clone(), v);
+        key
+    }
+
+    fn set(mut self, attr: &str, v: AttributeValue) -> Self {
+        let (k, v) = (self.name(attr), self.value(v));
+        self.sets.push(format!("{k} = {v}"));
+        self
+    }
+
+    fn set_if_absent(mut self, attr: &str, v: AttributeValue) -> Self {
+        let (k, v) = (self.name(attr), self.value(v));
+        self.sets.push(format!("{k} = if_not_exists({k}, {v})"));
+        self
+    }
+
+    fn set_opt(self, attr: &str, v: Option<AttributeValue>) -> Self {
+        match v {
+            Some(v) => self.set(attr, v),
+            None => self.remove(attr),
+        }
+    }
+
+    fn remove(mut self, attr: &str) -> Self {
+        let k = self.name(attr);
+        self.removes.push(k);
+        self
+    }
+
+    /// `cond` may use `#attr` for any attribute passed in `attrs` and `:name` values from `values`.
+    fn when(mut self, cond: &str, attrs: &[&str], values: Vec<(&str, AttributeValue)>) -> Self {
+        for a in attrs {
+            self.name(a);
+        }
+        for (k, v) in values {
+            self.values.insert(k.to_string(), v);
+        }
+        self.condition = Some(format!("attribute_exists(pk) AND ({cond})"));
+        self
+    }
+
+    fn expression(&self) -> String {
+        let mut e = String::new();
+        if !self.sets.is_empty() {
+            e.push_str("SET ");
+            e.push_str(&self.sets.join(", "));
+        }
+        if !self.removes.is_empty() {
+            if !e.is_empty() {
+                e.push(' ');
+            }
+            e.push_str("REMOVE ");
+            e.push_str(&self.removes.join(", "));
+        }
+        e
+    }
+}
+
+fn opt_s(v: Option<&str>) -> Option<AttributeValue> {
+    v.map(s)
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn has_organizations(&self) -> DomainResult<bool> {
+        Ok(self.get("check for organizations", META_PK.into(), BOOTSTRAP_SK).await?.is_some())
+    }
+
+    async fn create_organization(&self, org: &Organization, first_key: &ApiKey) -> DomainResult<()> {
+        let t = &self.table;
+        let mut tx = Tx::default();
+        tx.put(t, org_item(org), Some(("attribute_not_exists(pk)", vec![])))?;
+        tx.put(t, key_item(first_key)?, Some(("attribute_not_exists(pk)", vec![])))?;
+        tx.put(t, key_hash_item(first_key), Some(("attribute_not_exists(pk)", vec![])))?;
+        // The marker `has_organizations` reads; every creation rewrites it.
+        tx.put(t, item::ItemBuilder::new(META_PK, BOOTSTRAP_SK).s("last_organization_id", &org.id).build(), None)?;
+        match self.commit("create the organization", &tx).await? {
+            TxOutcome::Committed => Ok(()),
+            TxOutcome::Cancelled(_) => {
+                Err(DomainError::Conflict(format!("organization {} or its first API key already exists", org.id)))
+            }
+        }
+    }
+
+    async fn get_organization(&self, id: &str) -> DomainResult<Option<Organization>> {
+        self.get_as("read the organization", org_pk(id), ORG_SK, org_from).await
+    }
+
+    async fn update_organization(&self, org: &Organization) -> DomainResult<()> {
+        if self.put_if("update the organization", org_item(org), Some(("attribute_exists(pk)", vec![]))).await? {
+            Ok(())
+        } else {
+            Err(DomainError::not_found("organization", &org.id))
+        }
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()> {
+        let mut tx = Tx::default();
+        tx.put(&self.table, key_item(key)?, Some(("attribute_not_exists(pk)", vec![])))?;
+        tx.put(&self.table, key_hash_item(key), Some(("attribute_not_exists(pk)", vec![])))?;
+        match self.commit("insert the API key", &tx).await? {
+            TxOutcome::Committed => Ok(()),
+            TxOutcome::Cancelled(_) => {
+                Err(DomainError::Conflict("an API key with this id or hash already exists".into()))
+            }
+        }
+    }
+
+    async fn get_api_key_by_hash(&self, hash: &str) -> DomainResult<Option<ApiKey>> {
+        let Some(pointer) = self.get("read the API key", key_hash_pk(hash), KEY_HASH_SK).await? else {
+            return Ok(None);
+        };
+        let key_id = item::Reader::new(&pointer, "api key hash").s("key_id")?;
+        Ok(self.get_as("read the API key", key_pk(&key_id), KEY_SK, key_from).await?.filter(|k| k.hash == hash))
+    }
+
+    async fn get_api_key(&self, org_id: &str, key_id: &str) -> DomainResult<Option<ApiKey>> {
+        Ok(self
+            .get_as("read the API key", key_pk(key_id), KEY_SK, key_from)
+            .await?
+            .filter(|k| k.organization_id == org_id))
+    }
+
+    async fn list_api_keys(&self, org_id: &str, page: &Page) -> DomainResult<Vec<ApiKey>> {
+        self.page_of("list API keys", keys_of_org(org_id), page, key_from).await
+    }
+
+    async fn revoke_api_key(&self, org_id: &str, key_id: &str, at: Timestamp) -> DomainResult<Option<ApiKey>> {
+        let u = Update::default().set_if_absent("revoked_at", ts(&at)).when(
+            "#organization_id = :org",
+            &["organization_id"],
+            vec![(":org", s(org_id))],
+        );
+        self.update("revoke the API key", key_pk(key_id), KEY_SK, u).await?.as_ref().map(key_from).transpose()
+    }
+
+    async fn touch_api_key(&self, key_id: &str, at: Timestamp, ip: Option<&str>) -> DomainResult<()> {
+        let u = Update::default().set("last_used_at", ts(&at)).set_opt("last_used_ip", opt_s(ip)).when(
+            "attribute_exists(pk)",
+            &[],
+            vec![],
+        );
+        self.update("record the API key's use", key_pk(key_id), KEY_SK, u).await.map(drop)
+    }
+
+    async fn get_project(&self, id: &str) -> DomainResult<Option<Project>> {
+        self.get_as("read the project", project_pk(id), PROJECT_SK, project_from).await
+    }
+
+    async fn list_projects(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Project>> {
+        self.page_of("list projects", projects_of_org(org_id), page, project_from).await
+    }
+
+    async fn update_project(&self, project: &Project) -> DomainResult<()> {
+        if self.put_if("update the project", project_item(project), Some(("attribute_exists(pk)", vec![]))).await? {
+            Ok(())
+        } else {
+            Err(DomainError::not_found("project", &project.id))
+        }
+    }
+
+    async fn get_preview(&self, id: &str) -> DomainResult<Option<Preview>> {
+        self.get_as("read the preview", preview_pk(id), PREVIEW_SK, preview_from).await
+    }
+
+    async fn list_previews(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Preview>> {
+        self.page_of("list previews", previews_of_project(project_id), page, preview_from).await
+    }
+
+    async fn update_preview(&self, preview: &Preview) -> DomainResult<()> {
+        let mut tx = Tx::default();
+        tx.preview(&self.table, preview, Some("attribute_exists(pk)"))?;
+        match self.commit_with_names("update the preview", &tx).await? {
+            TxOutcome::Committed => Ok(()),
+            TxOutcome::Cancelled(_) => Err(DomainError::not_found("preview", &preview.id)),
+        }
+    }
+
+    async fn list_expired_previews(&self, now: Timestamp, limit: usize) -> DomainResult<Vec<Preview>> {
+        let q = IndexQuery {
+            index: "gsi2",
+            pk: EXPIRING_PREVIEWS.into(),
+            sk: SortKey::Le(timed_upto(&now)),
+            forward: true,
+            limit,
+        };
+        self.query("list expired previews", q, |_| true).await?.iter().map(preview_from).collect()
+    }
+
+    async fn get_backup(&self, id: &str) -> DomainResult<Option<Backup>> {
+        self.get_as("read the backup", backup_pk(id), BACKUP_SK, backup_from).await
+    }
+
+    async fn list_backups(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Backup>> {
+        self.page_of("list backups", backups_of_project(project_id), page, backup_from).await
+    }
+
+    async fn put_backup(&self, backup: &Backup) -> DomainResult<()> {
+        self.put_if("write the backup", backup_item(backup), None).await.map(drop)
+    }
+
+    async fn get_restore(&self, id: &str) -> DomainResult<Option<Restore>> {
+        self.get_as("read the restore", restore_pk(id), RESTORE_SK, restore_from).await
+    }
+
+    async fn get_import(&self, id: &str) -> DomainResult<Option<Import>> {
+        self.get_as("read the import", import_pk(id), IMPORT_SK, import_from).await
+    }
+
+    async fn begin_job(&self, job: &Job, write: &ResourceWrite, events: &[Event]) -> DomainResult<Option<String>> {
+        let t = &self.table;
+        let mut tx = Tx::default();
+        let lock = tx.put(t, lock_item(job), Some(("attribute_not_exists(pk)", vec![])))?;
+        let job_at = tx.put(t, job_item(job), Some(("attribute_not_exists(pk)", vec![])))?;
+        tx.resource(t, write)?;
+        tx.events(t, events)?;
+        match self.commit_with_names("begin the job", &tx).await? {
+            TxOutcome::Committed => Ok(None),
+            TxOutcome::Cancelled(reasons) if failed_at(&reasons, lock) => {
+                let holder = reasons[lock].item().and_then(|it| it.get("job_id")).and_then(|v| v.as_s().ok()).cloned();
+                match holder {
+                    Some(h) => Ok(Some(h)),
+                    // The condition failed but no item came back: read it.
+                    None => {
+                        let it = self
+                            .get("read the resource lock", lock_pk(&job.resource.kind, &job.resource.id), LOCK_SK)
+                            .await?;
+                        let h = it.as_ref().map(|it| item::Reader::new(it, "lock").s("job_id")).transpose()?;
+                        Ok(Some(h.unwrap_or_default()))
+                    }
+                }
+            }
+            TxOutcome::Cancelled(reasons) if failed_at(&reasons, job_at) => {
+                Err(DomainError::Conflict(format!("job {} already exists", job.id)))
+            }
+            TxOutcome::Cancelled(_) => Err(DomainError::Conflict("a record of this job already exists".into())),
+        }
+    }
+
+    async fn get_job(&self, id: &str) -> DomainResult<Option<Job>> {
+        self.get_as("read the job", job_pk(id), JOB_SK, job_from).await
+    }
+
+    async fn list_project_jobs(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Job>> {
+        self.page_of("list the project's jobs", jobs_of_project(project_id), page, job_from).await
+    }
+
+    async fn update_job(&self, job: &Job, expected_version: u64) -> DomainResult<bool> {
+        check_version(job, expected_version)?;
+        self.put_if(
+            "update the job",
+            job_item(job),
+            Some(("version = :expected", vec![(":expected", n(expected_version))])),
+        )
+        .await
+    }
+
+    async fn finish_job(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        write: &ResourceWrite,
+        events: &[Event],
+    ) -> DomainResult<bool> {
+        check_version(job, expected_version)?;
+        let t = &self.table;
+        // Only this job's own lock: after a lost lease the resource may
+        // already be locked by the job that came next. The lock cannot
+        // change hands between this read and the commit while this job holds
+        // it, since only this job's finish releases it.
+        let lock_pk = lock_pk(&job.resource.kind, &job.resource.id);
+        let lock = self.get("read the resource lock", lock_pk.clone(), LOCK_SK).await?;
+        let ours =
+            lock.as_ref().and_then(|it| it.get("job_id")).and_then(|v| v.as_s().ok()).is_some_and(|h| *h == job.id);
+        let mut tx = Tx::default();
+        let job_at =
+            tx.put(t, job_item(job), Some(("version = :expected", vec![(":expected", n(expected_version))])))?;
+        if ours {
+            tx.delete(t, lock_pk, LOCK_SK, Some(("job_id = :job", vec![(":job", s(&job.id))])))?;
+        }
+        tx.resource(t, write)?;
+        tx.events(t, events)?;
+        match self.commit_with_names("finish the job", &tx).await? {
+            TxOutcome::Committed => Ok(true),
+            TxOutcome::Cancelled(reasons) if failed_at(&reasons, job_at) => Ok(false),
+            TxOutcome::Cancelled(_) => {
+                Err(DomainError::Unavailable("the job's lock changed while finishing it; retry".into()))
+            }
+        }
+    }
+
+    async fn list_stuck_jobs(&self, stale_before: Timestamp, limit: usize) -> DomainResult<Vec<Job>> {
+        let q = IndexQuery {
+            index: "gsi2",
+            pk: ACTIVE_JOBS.into(),
+            sk: SortKey::Lt(timed_before(&stale_before)),
+            forward: true,
+            limit,
+        };
+        let mut jobs: Vec<Job> =
+            self.query("list stuck jobs", q, |_| true).await?.iter().map(job_from).collect::<Result<_, _>>()?;
+        jobs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(jobs)
+    }
+
+    async fn list_unpublished_events(&self, limit: usize) -> DomainResult<Vec<Event>> {
+        let q = IndexQuery { index: "gsi2", pk: UNPUBLISHED_EVENTS.into(), sk: SortKey::Any, forward: true, limit };
+        self.query("list unpublished events", q, |_| true).await?.iter().map(event_from).collect()
+    }
+
+    async fn mark_event_published(&self, id: &str, at: Timestamp) -> DomainResult<()> {
+        let u = Update::default().set_if_absent("published_at", ts(&at)).remove("gsi2pk").remove("gsi2sk").when(
+            "attribute_exists(pk)",
+            &[],
+            vec![],
+        );
+        self.update("mark the event published", event_pk(id), EVENT_SK, u).await.map(drop)
+    }
+
+    async fn list_events(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Event>> {
+        self.page_of("list events", events_of_org(org_id), page, event_from).await
+    }
+
+    async fn insert_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<()> {
+        if self.put_if("insert the webhook", webhook_item(webhook)?, Some(("attribute_not_exists(pk)", vec![]))).await?
+        {
+            Ok(())
+        } else {
+            Err(DomainError::Conflict(format!("webhook {} already exists", webhook.id)))
+        }
+    }
+
+    async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>> {
+        Ok(self
+            .get_as("read the webhook", webhook_pk(id), WEBHOOK_SK, webhook_from)
+            .await?
+            .filter(|w| w.organization_id == org_id))
+    }
+
+    async fn list_webhooks(&self, org_id: &str, page: &Page) -> DomainResult<Vec<WebhookEndpoint>> {
+        self.page_of("list webhooks", webhooks_of_org(org_id), page, webhook_from).await
+    }
+
+    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected_updated_at: Timestamp) -> DomainResult<bool> {
+        let w = webhook;
+        let Some(current) = self.get_webhook(&w.organization_id, &w.id).await? else {
+            return Ok(false);
+        };
+        let events = serde_json::to_string(&w.events).map_err(DomainError::internal)?;
+        let mut u = Update::default()
+            .set("url", s(&w.url))
+            .set("events", s(events))
+            .set_opt("project_id", opt_s(w.project_id.as_deref()))
+            .set_opt("description", opt_s(w.description.as_deref()))
+            .set("enabled", AttributeValue::Bool(w.enabled))
+            .set_opt("disabled_reason", opt_s(w.disabled_reason.as_deref()))
+            .set("updated_at", ts(&w.updated_at))
+            .set("secret_sealed", s(&w.secret_sealed))
+            .set_opt("previous_secret_sealed", opt_s(w.previous_secret_sealed.as_deref()))
+            .set_opt("previous_secret_expires_at", w.previous_secret_expires_at.as_ref().map(ts));
+        if w.enabled && !current.enabled {
+            u = u.remove("failing_since");
+        }
+        // `enabled` is in the condition too: whether failing_since is
+        // cleared was decided on the state read above.
+        let u = u.when(
+            "#organization_id = :org AND #updated_at = :expected AND #enabled = :was_enabled",
+            &["organization_id"],
+            vec![
+                (":org", s(&w.organization_id)),
+                (":expected", ts(&expected_updated_at)),
+                (":was_enabled", AttributeValue::Bool(current.enabled)),
+            ],
+        );
+        Ok(self.update("update the webhook", webhook_pk(&w.id), WEBHOOK_SK, u).await?.is_some())
+    }
+
+    async fn set_webhook_health(
+        &self,
+        org_id: &str,
+        id: &str,
+        ok: bool,
+        at: Timestamp,
+    ) -> DomainResult<Option<Timestamp>> {
+        let u = if ok {
+            Update::default().remove("failing_since")
+        } else {
+            Update::default().set_if_absent("failing_since", ts(&at))
+        };
+        let u = u.when("#organization_id = :org", &["organization_id"], vec![(":org", s(org_id))]);
+        match self.update("record the webhook's health", webhook_pk(id), WEBHOOK_SK, u).await? {
+            Some(it) => item::Reader::new(&it, "webhook").ot("failing_since"),
+            None => Ok(None),
+        }
+    }
+
+    async fn disable_webhook(&self, org_id: &str, id: &str, reason: &str, at: Timestamp) -> DomainResult<()> {
+        let u = Update::default()
+            .set("enabled", AttributeValue::Bool(false))
+            .set("disabled_reason", s(reason))
+            .set("updated_at", ts(&at))
+            .when("#organization_id = :org", &["organization_id"], vec![(":org", s(org_id))]);
+        self.update("disable the webhook", webhook_pk(id), WEBHOOK_SK, u).await.map(drop)
+    }
+
+    async fn delete_webhook(&self, org_id: &str, id: &str) -> DomainResult<bool> {
+        if !self
+            .delete_item(
+                "delete the webhook",
+                webhook_pk(id),
+                WEBHOOK_SK,
+                Some(("organization_id = :org", ":org", s(org_id))),
+            )
+            .await?
+        {
+            return Ok(false);
+        }
+        // Not one transaction (an endpoint may have more deliveries than one
+        // can hold): a delivery left behind by a crash here is unreachable
+        // through the API, and its next attempt fails it (no endpoint).
+        loop {
+            let q = IndexQuery {
+                index: "gsi1",
+                pk: deliveries_of_webhook(id),
+                sk: SortKey::Any,
+                forward: true,
+                limit: 100,
+            };
+            let batch = self.query("list the webhook's deliveries", q, |_| true).await?;
+            if batch.is_empty() {
+                return Ok(true);
+            }
+            for it in &batch {
+                let d = delivery_from(it)?;
+                for a in self.attempts_of(&d.id).await? {
+                    self.delete_item("delete a delivery attempt", delivery_pk(&d.id), &attempt_sk(a.number), None)
+                        .await?;
+                }
+                self.delete_item(
+                    "delete the delivery key",
+                    delivery_key_pk(&d.webhook_id, &d.event_id),
+                    DELIVERY_KEY_SK,
+                    None,
+                )
+                .await?;
+                self.delete_item("delete the delivery", delivery_pk(&d.id), DELIVERY_SK, None).await?;
+            }
+        }
+    }
+
+    async fn create_delivery(&self, delivery: &Delivery) -> DomainResult<Delivery> {
+        let t = &self.table;
+        let mut tx = Tx::default();
+        let key = tx.put(t, delivery_key_item(delivery), Some(("attribute_not_exists(pk)", vec![])))?;
+        tx.put(t, delivery_item(delivery), None)?;
+        match self.commit("create the delivery", &tx).await? {
+            TxOutcome::Committed => Ok(Delivery { attempts: Vec::new(), ..delivery.clone() }),
+            TxOutcome::Cancelled(reasons) if failed_at(&reasons, key) => {
+                let pointer = self
+                    .get(
+                        "read the delivery key",
+                        delivery_key_pk(&delivery.webhook_id, &delivery.event_id),
+                        DELIVERY_KEY_SK,
+                    )
+                    .await?
+                    .ok_or_else(|| DomainError::Unavailable("the delivery was deleted meanwhile; retry".into()))?;
+                let id = item::Reader::new(&pointer, "delivery key").s("delivery_id")?;
+                self.get_delivery(&id)
+                    .await?
+                    .ok_or_else(|| DomainError::Unavailable("the delivery was deleted meanwhile; retry".into()))
+            }
+            TxOutcome::Cancelled(_) => Err(DomainError::internal("create the delivery: unexpected cancellation")),
+        }
+    }
+
+    async fn get_delivery(&self, id: &str) -> DomainResult<Option<Delivery>> {
+        self.get_as("read the delivery", delivery_pk(id), DELIVERY_SK, delivery_from).await
+    }
+
+    async fn list_deliveries(&self, webhook_id: &str, page: &Page) -> DomainResult<Vec<Delivery>> {
+        let mut out = self.page_of("list deliveries", deliveries_of_webhook(webhook_id), page, delivery_from).await?;
+        for d in &mut out {
+            d.attempts = self.attempts_of(&d.id).await?;
+        }
+        Ok(out)
+    }
+
+    async fn claim_delivery(&self, id: &str, now: Timestamp, lease_until: Timestamp) -> DomainResult<Option<Delivery>> {
+        let u = Update::default().set("lease_until", ts(&lease_until)).when(
+            "#state = :pending AND #next_attempt_at <= :now AND (attribute_not_exists(#lease_until) OR #lease_until < :now)",
+            &["state", "next_attempt_at"],
+            vec![(":pending", s(DeliveryState::Pending.as_str())), (":now", ts(&now))],
+        );
+        self.update("claim the delivery", delivery_pk(id), DELIVERY_SK, u)
+            .await?
+            .as_ref()
+            .map(delivery_from)
+            .transpose()
+    }
+
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &DeliveryAttempt) -> DomainResult<()> {
+        let mut tx = Tx::default();
+        tx.put(&self.table, delivery_item(delivery), None)?;
+        tx.put(&self.table, attempt_item(&delivery.id, attempt), None)?;
+        match self.commit("record the attempt", &tx).await? {
+            TxOutcome::Committed => Ok(()),
+            TxOutcome::Cancelled(_) => Err(DomainError::internal("record the attempt: unexpected cancellation")),
+        }
+    }
+
+    async fn update_delivery(&self, delivery: &Delivery) -> DomainResult<()> {
+        self.put_if("update the delivery", delivery_item(delivery), None).await.map(drop)
+    }
+
+    async fn list_due_deliveries(
+        &self,
+        due_before: Timestamp,
+        now: Timestamp,
+        limit: usize,
+    ) -> DomainResult<Vec<Delivery>> {
+        let q = IndexQuery {
+            index: "gsi2",
+            pk: PENDING_DELIVERIES.into(),
+            sk: SortKey::Le(timed_upto(&due_before)),
+            forward: true,
+            limit,
+        };
+        let now_ns = item::nanos(&now);
+        let unleased = |it: &Item| match item::Reader::new(it, "delivery").on::<i64>("lease_until") {
+            Ok(Some(until)) => until < now_ns,
+            _ => true,
+        };
+        self.query("list due deliveries", q, unleased).await?.iter().map(delivery_from).collect()
+    }
+}
+
+fn check_version(job: &Job, expected_version: u64) -> DomainResult<()> {
+    // A write that does not bump the version would let two writers both
+    // succeed against the same expected version; refuse it as the bug it is.
+    if Some(job.version) != expected_version.checked_add(1) {
+        return Err(DomainError::internal("job.version must be expected_version + 1"));
+    }
+    Ok(())
+}
