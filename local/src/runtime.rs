@@ -291,7 +291,7 @@ async fn consume<F, Fut>(
         for m in messages {
             let outcome = match handle(m.body).await {
                 Disposition::Done => queue.delete(&m.receipt).await,
-                Disposition::RetryAfter(d) => queue.change_visibility(&m.receipt, d).await,
+                Disposition::RetryAfter(d) | Disposition::Failed(d) => queue.change_visibility(&m.receipt, d).await,
             };
             if let Err(e) = outcome {
                 tracing::warn!(error = %e, queue = what, "could not settle a message; it will be redelivered");

@@ -13,5 +13,19 @@ pub mod sqs;
 pub use eventbridge::EventBridgeBus;
 pub use kms::KmsSecretBox;
 pub use sqs::SqsQueue;
+pub mod lambda;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+
+/// The SDK and Lambda crates at the versions and features this crate uses,
+/// for tests and tools that drive the adapters directly.
+pub mod sdk {
+    pub use aws_config;
+    pub use aws_lambda_events;
+    pub use aws_sdk_dynamodb as dynamodb;
+    pub use aws_sdk_eventbridge as eventbridge;
+    pub use aws_sdk_kms as kms;
+    pub use aws_sdk_sqs as sqs;
+    pub use aws_sdk_ssm as ssm;
+    pub use lambda_http;
+}

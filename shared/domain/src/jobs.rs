@@ -72,6 +72,10 @@ pub enum Disposition {
     Done,
     /// Make the message visible again after this delay.
     RetryAfter(Duration),
+    /// The message could not be handled (the store is unavailable, a record
+    /// is unreadable): like `RetryAfter`, but it counts toward the queue's
+    /// dead-letter limit, so a message that always fails ends there.
+    Failed(Duration),
 }
 
 /// The steps of each job kind, in order. A step is idempotent: running it
@@ -187,7 +191,7 @@ impl App {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(job_id = %msg.job_id, error = %e, "job run interrupted; will retry");
-                Disposition::RetryAfter(self.settings.jobs.backoff_base)
+                Disposition::Failed(self.settings.jobs.backoff_base)
             }
         }
     }
@@ -253,7 +257,19 @@ impl App {
                 Err(StepError::Retryable(msg) | StepError::Permanent(msg)) => {
                     job.version = expected;
                     tracing::error!(step, error = %msg, "job failed");
-                    self.fail_job(job, &format!("{step}: {msg}")).await?;
+                    if let Err(e) = self.fail_job(job.clone(), &format!("{step}: {msg}")).await {
+                        // The failure could not be recorded (its resource is
+                        // unreadable, the store is down): give the lease back
+                        // so the message's next delivery retries at once, and
+                        // let the error count toward the dead-letter limit.
+                        job.version = expected + 1;
+                        job.lease_owner = None;
+                        job.lease_expires_at = None;
+                        if let Err(e2) = self.store.update_job(&job, expected).await {
+                            tracing::warn!(error = %e2, "could not release the lease of a job that failed to fail");
+                        }
+                        return Err(e);
+                    }
                     return Ok(Disposition::Done);
                 }
             }
@@ -701,6 +717,41 @@ impl App {
             self.publish_events(&events).await;
         }
         Ok(())
+    }
+
+    /// Fails the job of a message the queue gave up on (it reached the
+    /// dead-letter queue): the job must not stay `running` forever. The
+    /// resource is marked failed as a failed step would; when even that
+    /// cannot be done (the resource is unreadable), the job alone is failed
+    /// and its lock released. False when the job is unknown or already over.
+    pub async fn abandon_job_message(&self, body: &str, why: &str) -> DomainResult<bool> {
+        let Ok(msg) = serde_json::from_str::<JobMessage>(body) else {
+            return Ok(false);
+        };
+        let Some(job) = self.store.get_job(&msg.job_id).await? else {
+            return Ok(false);
+        };
+        if job.state.is_terminal() {
+            return Ok(false);
+        }
+        tracing::error!(job_id = %job.id, reason = why, "abandoning a job whose message reached the dead-letter queue");
+        let error = format!("the job could not be run: {why}");
+        if let Err(e) = self.fail_job(job.clone(), &error).await {
+            tracing::warn!(job_id = %job.id, error = %e, "failing the job's resource failed; failing the job alone");
+            let mut failed = job;
+            let expected = failed.version;
+            failed.version += 1;
+            failed.state = JobState::Failed;
+            failed.finished_at = Some(self.now());
+            failed.error = Some(error);
+            failed.lease_owner = None;
+            failed.lease_expires_at = None;
+            let events = [self.event("job.failed", &failed, serde_json::json!({ "job": failed }))];
+            if self.store.finish_job(&failed, expected, &ResourceWrite::Nothing, &events).await? {
+                self.publish_events(&events).await;
+            }
+        }
+        Ok(true)
     }
 
     /// Sends a fresh message for every job that is not moving: queued with

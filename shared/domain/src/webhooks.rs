@@ -556,7 +556,7 @@ impl App {
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "webhook message failed; it will come back");
-            Disposition::RetryAfter(Duration::from_secs(5))
+            Disposition::Failed(Duration::from_secs(5))
         })
     }
 

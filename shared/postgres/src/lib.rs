@@ -15,4 +15,4 @@ mod sql;
 mod tools;
 
 pub use cluster::LocalCluster;
-pub use provider::PgProvider;
+pub use provider::{ClientEndpoint, PgProvider};

@@ -367,16 +367,42 @@ impl DatabaseProvider for PgProvider {
     }
 
     fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
-        ConnectionInfo {
-            role: "owner".to_string(),
-            host: self.host.clone(),
-            port: self.port,
-            database: database.to_string(),
-            user: role.to_string(),
-            password: password.to_string(),
-            sslmode: self.sslmode.to_string(),
-            uri: postgres_uri(role, password, &self.host, self.port, database, Some(self.sslmode)),
-        }
+        client_info(&self.host, self.port, self.sslmode, database, role, password)
+    }
+}
+
+fn client_info(host: &str, port: u16, sslmode: &str, database: &str, role: &str, password: &str) -> ConnectionInfo {
+    ConnectionInfo {
+        role: "owner".to_string(),
+        host: host.to_string(),
+        port,
+        database: database.to_string(),
+        user: role.to_string(),
+        password: password.to_string(),
+        sslmode: sslmode.to_string(),
+        uri: postgres_uri(role, password, host, port, database, Some(sslmode)),
+    }
+}
+
+/// Where clients of the server behind `admin_url` connect: what a
+/// `PgProvider` for that URL answers in `connection_info`, known without
+/// connecting (a Lambda answers connection strings before, or without, ever
+/// opening an admin connection).
+#[derive(Debug, Clone)]
+pub struct ClientEndpoint {
+    host: String,
+    port: u16,
+    sslmode: &'static str,
+}
+
+impl ClientEndpoint {
+    pub fn of_admin_url(admin_url: &str) -> ProviderResult<ClientEndpoint> {
+        let t = AdminTarget::parse(admin_url)?;
+        Ok(ClientEndpoint { sslmode: sslmode_for(&t.host), host: t.host, port: t.port })
+    }
+
+    pub fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        client_info(&self.host, self.port, self.sslmode, database, role, password)
     }
 }
 

@@ -2,6 +2,7 @@
 mod helpers;
 
 mod auth;
+mod aws_shape;
 mod backups;
 mod conventions;
 mod crash;

@@ -54,7 +54,7 @@ where
         for m in messages {
             match handle(m.body).await {
                 Disposition::Done => queue.delete(&m.receipt).await.expect("delete"),
-                Disposition::RetryAfter(d) => {
+                Disposition::RetryAfter(d) | Disposition::Failed(d) => {
                     panic!("a {what} message asked to come back after {d:?}; the test expects it done at once")
                 }
             }

@@ -14,10 +14,10 @@ use crate::helpers::*;
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
-struct Received {
-    path: String,
-    headers: HashMap<String, String>,
-    body: String,
+pub(crate) struct Received {
+    pub(crate) path: String,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: String,
 }
 
 #[derive(Default)]
@@ -30,13 +30,13 @@ struct ReceiverState {
 }
 
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     base: String,
     state: Arc<Mutex<ReceiverState>>,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let state = Arc::new(Mutex::new(ReceiverState::default()));
         let app = axum::Router::new().route("/{path}", axum::routing::post(receive)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the receiver");
@@ -45,7 +45,7 @@ impl Receiver {
         Receiver { base, state }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.base)
     }
 
@@ -57,12 +57,16 @@ impl Receiver {
         self.state.lock().unwrap().down = down;
     }
 
+    pub(crate) fn got_any(&self, path: &str, kind: &str) -> bool {
+        self.got(path).iter().any(|r| event_type(r) == kind)
+    }
+
     fn got(&self, path: &str) -> Vec<Received> {
         self.state.lock().unwrap().got.iter().filter(|r| r.path == path).cloned().collect()
     }
 
     /// Waits until `done` holds for what `path` received.
-    async fn wait(&self, path: &str, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub(crate) async fn wait(&self, path: &str, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let got = self.got(path);
@@ -90,7 +94,7 @@ async fn receive(
     (StatusCode::from_u16(status).unwrap(), "thanks")
 }
 
-fn event_type(r: &Received) -> String {
+pub(crate) fn event_type(r: &Received) -> String {
     serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["type"].as_str().map(str::to_string)).unwrap_or_default()
 }
 
@@ -109,7 +113,7 @@ fn python() -> PathBuf {
 
 /// Runs the independent verifier over `(secret, delivery, expected validity)`;
 /// returns how many verified.
-fn verify_independently(cases: &[(&str, &Received, bool)]) -> usize {
+pub(crate) fn verify_independently(cases: &[(&str, &Received, bool)]) -> usize {
     let file = temp_dir("webhook-verify").join("deliveries.json");
     let list: Vec<Value> = cases
         .iter()

@@ -1,0 +1,5 @@
+//! The identity and API-key routes: who am I, organizations, API keys.
+#[tokio::main]
+async fn main() -> Result<(), capydb_aws::lambda::Error> {
+    capydb_aws::lambda::serve_api("identity").await
+}

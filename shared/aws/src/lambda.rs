@@ -1,0 +1,494 @@
+//! What every function of the serverless bundle shares: configuration from
+//! the environment, the `App` on the AWS adapters, the HTTP entry point for
+//! a route group, and the SQS batch handler with partial failures.
+//!
+//! Start-up makes no network call (cold starts stay close to a bare
+//! `lambda_runtime` binary's): SDK clients connect on first use, and the
+//! PostgreSQL admin connection, with its password from SSM, is opened by the
+//! first job step that needs it.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use capydb_domain::jobs::Disposition;
+use capydb_domain::model::ConnectionInfo;
+use capydb_domain::ports::{
+    ArtifactInfo, ArtifactStore, Clock, CloneStrategy, DatabaseProvider, EventBus, JobQueue, ProviderError,
+    ProviderResult, SecretBox, Store, SystemClock, WebhookSender,
+};
+use capydb_domain::{App, AppParts, DomainError, DomainResult, Settings};
+use capydb_embedded::FileArtifactStore;
+use capydb_postgres::{ClientEndpoint, PgProvider};
+use tokio::sync::OnceCell;
+
+use crate::{DynamoStore, EventBridgeBus, KmsSecretBox, SqsQueue};
+
+/// The functions' configuration, from the environment `infra/template.yaml` sets.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub table: String,
+    pub jobs_queue_url: String,
+    pub jobs_dead_letter_url: Option<String>,
+    pub webhook_queue_url: String,
+    pub webhook_dead_letter_url: Option<String>,
+    pub event_bus: String,
+    pub kms_key_id: String,
+    /// `postgres://user@host:port/db`, without the password.
+    pub pg_admin_url: String,
+    /// SSM SecureString parameter holding the admin password.
+    pub pg_admin_password_param: Option<String>,
+    pub pg_version: String,
+    pub artifact_dir: PathBuf,
+    /// Receives of a job message before SQS moves it to the dead-letter
+    /// queue (the redrive policy's maxReceiveCount).
+    pub jobs_max_receives: u32,
+    /// Webhooks to private addresses: never when deployed; the Lambda-shape
+    /// tests deliver to a receiver on 127.0.0.1.
+    pub allow_private_webhooks: bool,
+    pub region: String,
+    /// Runs of a job before a retryable step error fails it.
+    pub job_max_attempts: u32,
+}
+
+fn var(name: &str) -> Result<String, String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| format!("{name} is not set"))
+}
+
+fn opt_var(name: &str) -> Option<String> {
+    var(name).ok()
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, String> {
+        let pg_admin_url = var("CAPYDB_PG_ADMIN_URL")?;
+        if url::Url::parse(&pg_admin_url).ok().and_then(|u| u.password().map(str::to_string)).is_some() {
+            return Err("CAPYDB_PG_ADMIN_URL must not hold the password; put it in the SSM parameter \
+                        CAPYDB_PG_ADMIN_PASSWORD_PARAM names"
+                .into());
+        }
+        let jobs_max_receives = match opt_var("CAPYDB_JOBS_MAX_RECEIVES") {
+            Some(v) => v.parse().map_err(|_| format!("CAPYDB_JOBS_MAX_RECEIVES must be a number, not {v:?}"))?,
+            None => 5,
+        };
+        Ok(Config {
+            table: var("CAPYDB_TABLE")?,
+            jobs_queue_url: var("CAPYDB_JOBS_QUEUE_URL")?,
+            jobs_dead_letter_url: opt_var("CAPYDB_JOBS_DLQ_URL"),
+            webhook_queue_url: var("CAPYDB_WEBHOOK_QUEUE_URL")?,
+            webhook_dead_letter_url: opt_var("CAPYDB_WEBHOOK_DLQ_URL"),
+            event_bus: var("CAPYDB_EVENT_BUS")?,
+            kms_key_id: var("CAPYDB_KMS_KEY_ID")?,
+            pg_admin_url,
+            pg_admin_password_param: opt_var("CAPYDB_PG_ADMIN_PASSWORD_PARAM"),
+            pg_version: opt_var("CAPYDB_PG_VERSION").unwrap_or_else(|| "15".into()),
+            artifact_dir: PathBuf::from(opt_var("CAPYDB_ARTIFACT_DIR").unwrap_or_else(|| "/mnt/artifacts".into())),
+            jobs_max_receives,
+            allow_private_webhooks: opt_var("CAPYDB_ALLOW_PRIVATE_WEBHOOKS").is_some_and(|v| v == "1" || v == "true"),
+            region: opt_var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+            job_max_attempts: match opt_var("CAPYDB_JOB_MAX_ATTEMPTS") {
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("CAPYDB_JOB_MAX_ATTEMPTS must be a positive number, not {v:?}"))?,
+                None => capydb_domain::JobSettings::default().max_attempts,
+            },
+        })
+    }
+}
+
+/// The application on the AWS adapters. No network call is made here.
+pub fn app(config: &Config, sdk: &SdkConfig) -> Result<App, String> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let endpoint = ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?;
+    let provider = LazyProvider {
+        admin_url: config.pg_admin_url.clone(),
+        password_param: config.pg_admin_password_param.clone(),
+        ssm: aws_sdk_ssm::Client::new(sdk),
+        region: config.region.clone(),
+        pg_version: config.pg_version.clone(),
+        endpoint,
+        provider: OnceCell::new(),
+    };
+    Ok(App::new(AppParts {
+        store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table)) as Arc<dyn Store>,
+        queue: Arc::new(SqsQueue::new(sqs.clone(), &config.jobs_queue_url, config.jobs_dead_letter_url.clone()))
+            as Arc<dyn JobQueue>,
+        webhook_queue: Arc::new(SqsQueue::new(sqs, &config.webhook_queue_url, config.webhook_dead_letter_url.clone()))
+            as Arc<dyn JobQueue>,
+        bus: Arc::new(EventBridgeBus::new(aws_sdk_eventbridge::Client::new(sdk), &config.event_bus))
+            as Arc<dyn EventBus>,
+        webhook_sender: Arc::new(capydb_egress::HttpWebhookSender::new(config.allow_private_webhooks)?)
+            as Arc<dyn WebhookSender>,
+        provider: Arc::new(provider) as Arc<dyn DatabaseProvider>,
+        secrets: Arc::new(KmsSecretBox::new(aws_sdk_kms::Client::new(sdk), &config.kms_key_id)) as Arc<dyn SecretBox>,
+        artifacts: Arc::new(LazyArtifacts { dir: config.artifact_dir.clone(), store: OnceCell::new() })
+            as Arc<dyn ArtifactStore>,
+        clock: Arc::new(SystemClock) as Arc<dyn Clock>,
+        settings: Settings {
+            jobs: capydb_domain::JobSettings { max_attempts: config.job_max_attempts, ..Default::default() },
+            ..Default::default()
+        },
+    }))
+}
+
+/// Logs as JSON lines (CloudWatch), filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .without_time() // CloudWatch stamps every line
+        .try_init();
+}
+
+pub use lambda_runtime::Error;
+use lambda_runtime::{service_fn, LambdaEvent};
+
+/// The config and app a function starts with.
+pub async fn start() -> Result<(Config, App), Error> {
+    init_tracing();
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let app = app(&config, &sdk)?;
+    Ok((config, app))
+}
+
+/// `main` of `worker`: the jobs queue's SQS event source.
+pub async fn run_worker() -> Result<(), Error> {
+    let (config, app) = start().await?;
+    let max = config.jobs_max_receives;
+    lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| {
+        let app = app.clone();
+        async move { Ok::<_, Error>(worker_batch(app, max, e.payload).await) }
+    }))
+    .await
+}
+
+/// `main` of `webhook-delivery`: the webhook queue's SQS event source.
+pub async fn run_webhook_delivery() -> Result<(), Error> {
+    let (_, app) = start().await?;
+    lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| {
+        let app = app.clone();
+        async move { Ok::<_, Error>(webhook_batch(app, e.payload).await) }
+    }))
+    .await
+}
+
+/// `main` of `sweeper`: the one-minute schedule (the event's content is not used).
+pub async fn run_sweeper() -> Result<(), Error> {
+    let (_, app) = start().await?;
+    lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
+        let app = app.clone();
+        async move { sweep(&app).await.map_err(Error::from) }
+    }))
+    .await
+}
+
+/// The router of the named route groups, as a function serves it.
+pub fn routes(app: App, groups: &[&str]) -> axum::Router {
+    let mut routes = axum::Router::new();
+    for g in groups {
+        routes = routes.merge(capydb_api::group(g).unwrap_or_else(|| panic!("unknown route group {g}")));
+    }
+    capydb_api::finish(routes, app)
+}
+
+/// The route-group functions and the groups each one serves (package name =
+/// function name = binary name; `infra/template.yaml` routes to them).
+pub const API_FUNCTIONS: [(&str, &[&str]); 7] = [
+    ("identity", &["identity", "organizations"]),
+    ("projects", &["projects"]),
+    ("previews", &["previews"]),
+    ("backups", &["backups"]),
+    ("jobs", &["jobs"]),
+    ("webhooks", &["webhooks"]),
+    ("openapi", &["openapi"]),
+];
+
+/// The route groups of an API function.
+pub fn groups_of(function: &str) -> Option<&'static [&'static str]> {
+    API_FUNCTIONS.iter().find(|(f, _)| *f == function).map(|(_, g)| *g)
+}
+
+/// `main` of a route-group function: serves its groups' routes from API
+/// Gateway HTTP API events.
+pub async fn serve_api(function: &str) -> Result<(), Error> {
+    let groups = groups_of(function).ok_or_else(|| format!("{function} is not an API function"))?;
+    let (_, app) = start().await?;
+    lambda_http::run(routes(app, groups)).await
+}
+
+/// What the worker does with one job message; `receive_count` is SQS's
+/// ApproximateReceiveCount.
+pub async fn handle_job_record(
+    app: &App,
+    config_max_receives: u32,
+    body: &str,
+    receive_count: u32,
+    worker: &str,
+) -> Disposition {
+    let d = app.run_job_message(body, worker).await;
+    if let Disposition::Failed(_) = d {
+        if receive_count >= config_max_receives {
+            // SQS moves the message to the dead-letter queue instead of
+            // delivering it again: fail its job now, or it stays running forever.
+            let why = format!("its queue message failed {receive_count} times and was moved to the dead-letter queue");
+            if let Err(e) = app.abandon_job_message(body, &why).await {
+                tracing::error!(error = %e, "could not fail the job of a dead-lettered message; the sweeper re-drives it");
+            }
+        }
+    }
+    d
+}
+
+/// Runs `handle` on every record of an SQS batch at once and answers the
+/// records to retry (`ReportBatchItemFailures`), so one bad message never
+/// makes Lambda retry the others:
+/// - `Done`: success; Lambda deletes the message.
+/// - `RetryAfter(d)`: a planned wait (a backoff, a lease held elsewhere). A
+///   fresh copy is queued with delay `d` and the record succeeds, so waiting
+///   never counts toward the dead-letter limit. If the copy cannot be
+///   queued, the record fails and comes back after the visibility timeout.
+/// - `Failed(d)`: the message's visibility is set to `d` and the record
+///   fails, counting toward the dead-letter limit.
+/// - A panic in `handle` fails only its record.
+pub async fn sqs_batch<F, Fut>(queue: Arc<dyn JobQueue>, event: SqsEvent, handle: F) -> SqsBatchResponse
+where
+    F: Fn(String, u32) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Disposition> + Send + 'static,
+{
+    let mut tasks = Vec::new();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let receipt = record.receipt_handle.clone().unwrap_or_default();
+        let body = record.body.clone().unwrap_or_default();
+        let count = record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
+        let handle = handle.clone();
+        let task = tokio::spawn(async move { handle(body.clone(), count).await });
+        tasks.push((id, receipt, record.body.unwrap_or_default(), task));
+    }
+    let mut response = SqsBatchResponse::default();
+    for (id, receipt, body, task) in tasks {
+        let ok = match task.await {
+            Ok(Disposition::Done) => true,
+            Ok(Disposition::RetryAfter(d)) => match queue.send(&body, d).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(message_id = %id, error = %e, "could not queue the retry; SQS redelivers the message");
+                    false
+                }
+            },
+            Ok(Disposition::Failed(d)) => {
+                if let Err(e) = queue.change_visibility(&receipt, d).await {
+                    tracing::warn!(message_id = %id, error = %e, "could not shorten the message's visibility");
+                }
+                false
+            }
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "the message's handler panicked");
+                false
+            }
+        };
+        if !ok {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// `DatabaseProvider` that connects on first use: the admin password comes
+/// from SSM then, so functions that only answer connection strings never fetch it.
+pub struct LazyProvider {
+    admin_url: String,
+    password_param: Option<String>,
+    ssm: aws_sdk_ssm::Client,
+    region: String,
+    pg_version: String,
+    endpoint: ClientEndpoint,
+    provider: OnceCell<PgProvider>,
+}
+
+impl LazyProvider {
+    async fn get(&self) -> ProviderResult<&PgProvider> {
+        self.provider
+            .get_or_try_init(|| async {
+                let mut url = url::Url::parse(&self.admin_url)
+                    .map_err(|e| ProviderError::Permanent(format!("invalid CAPYDB_PG_ADMIN_URL: {e}")))?;
+                if let Some(param) = &self.password_param {
+                    let out = self.ssm.get_parameter().name(param).with_decryption(true).send().await.map_err(|e| {
+                        ProviderError::Retryable(format!(
+                            "read the admin password parameter {param}: {}",
+                            aws_sdk_ssm::error::DisplayErrorContext(&e)
+                        ))
+                    })?;
+                    let password = out.parameter().and_then(|p| p.value()).unwrap_or_default();
+                    url.set_password(Some(password))
+                        .map_err(|()| ProviderError::Permanent("CAPYDB_PG_ADMIN_URL cannot carry a password".into()))?;
+                }
+                let provider = PgProvider::connect(url.as_str(), &self.region).await?;
+                let versions = provider.pg_versions();
+                if !versions.contains(&self.pg_version) {
+                    return Err(ProviderError::Permanent(format!(
+                        "CAPYDB_PG_VERSION is {} but the server runs PostgreSQL {}",
+                        self.pg_version,
+                        versions.join(", ")
+                    )));
+                }
+                Ok(provider)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl DatabaseProvider for LazyProvider {
+    fn region(&self) -> String {
+        self.region.clone()
+    }
+    fn pg_versions(&self) -> Vec<String> {
+        vec![self.pg_version.clone()]
+    }
+    async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()> {
+        self.get().await?.ensure_role(role, password).await
+    }
+    async fn ensure_database(&self, database: &str, owner: &str) -> ProviderResult<()> {
+        self.get().await?.ensure_database(database, owner).await
+    }
+    async fn clone_database(
+        &self,
+        source: &str,
+        source_owner: &str,
+        target: &str,
+        owner: &str,
+    ) -> ProviderResult<CloneStrategy> {
+        self.get().await?.clone_database(source, source_owner, target, owner).await
+    }
+    async fn dump_database(&self, database: &str, dest: &std::path::Path) -> ProviderResult<()> {
+        self.get().await?.dump_database(database, dest).await
+    }
+    async fn restore_database(&self, dump: &std::path::Path, target: &str, owner: &str) -> ProviderResult<()> {
+        self.get().await?.restore_database(dump, target, owner).await
+    }
+    async fn import_database(&self, source_url: &str, target: &str, owner: &str) -> ProviderResult<()> {
+        self.get().await?.import_database(source_url, target, owner).await
+    }
+    async fn replace_database(&self, live: &str, replacement: &str) -> ProviderResult<()> {
+        self.get().await?.replace_database(live, replacement).await
+    }
+    async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()> {
+        self.get().await?.check_connection(database, role, password).await
+    }
+    async fn drop_database(&self, database: &str) -> ProviderResult<()> {
+        self.get().await?.drop_database(database).await
+    }
+    async fn drop_role(&self, role: &str) -> ProviderResult<()> {
+        self.get().await?.drop_role(role).await
+    }
+    async fn database_exists(&self, database: &str) -> ProviderResult<bool> {
+        self.get().await?.database_exists(database).await
+    }
+    async fn role_exists(&self, role: &str) -> ProviderResult<bool> {
+        self.get().await?.role_exists(role).await
+    }
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        self.endpoint.connection_info(database, role, password)
+    }
+}
+
+/// The backup artifacts on the EFS mount, opened on first use: only the
+/// functions that mount it (worker, backups) ever touch it.
+pub struct LazyArtifacts {
+    dir: PathBuf,
+    store: OnceCell<FileArtifactStore>,
+}
+
+impl LazyArtifacts {
+    async fn get(&self) -> DomainResult<&FileArtifactStore> {
+        self.store
+            .get_or_try_init(|| async {
+                FileArtifactStore::open(&self.dir).map_err(|e| {
+                    DomainError::Unavailable(format!(
+                        "the backup store {} is not reachable from this function: {e}",
+                        self.dir.display()
+                    ))
+                })
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for LazyArtifacts {
+    async fn staging_path(&self, key: &str) -> DomainResult<PathBuf> {
+        self.get().await?.staging_path(key).await
+    }
+    async fn put(&self, key: &str, staged: &std::path::Path) -> DomainResult<ArtifactInfo> {
+        self.get().await?.put(key, staged).await
+    }
+    async fn fetch(&self, key: &str) -> DomainResult<PathBuf> {
+        self.get().await?.fetch(key).await
+    }
+    async fn delete(&self, key: &str) -> DomainResult<()> {
+        self.get().await?.delete(key).await
+    }
+}
+
+/// Handles the jobs queue's batches (`worker`).
+pub async fn worker_batch(app: App, max_receives: u32, event: SqsEvent) -> SqsBatchResponse {
+    let worker = format!("lambda-{}", std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| "local".into()));
+    let queue = Arc::clone(&app.queue);
+    sqs_batch(queue, event, move |body, count| {
+        let (app, worker) = (app.clone(), worker.clone());
+        async move { handle_job_record(&app, max_receives, &body, count, &worker).await }
+    })
+    .await
+}
+
+/// Handles the webhook queue's batches (`webhook-delivery`): published events
+/// (in EventBridge's envelope) and delivery attempts.
+pub async fn webhook_batch(app: App, event: SqsEvent) -> SqsBatchResponse {
+    let queue = Arc::clone(&app.webhook_queue);
+    sqs_batch(queue, event, move |body, _count| {
+        let app = app.clone();
+        async move { app.handle_webhook_message(&crate::eventbridge::unwrap_envelope(&body)).await }
+    })
+    .await
+}
+
+/// One sweep (`sweeper`, every minute): expired previews, stuck jobs,
+/// unpublished events, due webhook retries. Each part runs even if another fails;
+/// the invocation fails if any did, so the failure shows in the function's metrics.
+pub async fn sweep(app: &App) -> Result<serde_json::Value, String> {
+    let mut errors = Vec::new();
+    let mut note = |what: &str, r: DomainResult<usize>| match r {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(part = what, error = %e, "sweep part failed");
+            errors.push(format!("{what}: {e}"));
+            0
+        }
+    };
+    let expired = note("expire previews", app.expire_previews().await);
+    let redriven = note("re-drive stuck jobs", app.redrive_stuck_jobs(false).await);
+    let republished = note("republish events", app.republish_events().await);
+    let retried = note("send due webhook retries", app.send_due_deliveries().await);
+    let summary = serde_json::json!({
+        "expired_previews": expired,
+        "redriven_jobs": redriven,
+        "republished_events": republished,
+        "webhook_retries": retried,
+    });
+    tracing::info!(%summary, "sweep done");
+    if errors.is_empty() {
+        Ok(summary)
+    } else {
+        Err(errors.join("; "))
+    }
+}

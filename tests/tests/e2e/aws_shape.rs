@@ -1,0 +1,416 @@
+//! The deployed shape on the AWS emulator: the table, queues, bus and rule
+//! created from `infra/template.yaml`'s resource definitions (parsed), API
+//! Gateway HTTP API events (built from the `events/` fixtures) fed to the
+//! route-group functions' routers, the worker fed SQS batches read from the
+//! emulator's jobs queue, the webhook-delivery handler fed from the webhook
+//! queue that the EventBridge rule fills. Lambda's SQS event source mapping
+//! is emulated as AWS documents it: failed records stay, the others are deleted.
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use capydb_aws::lambda::{self, Config};
+use capydb_aws::sdk::aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use capydb_aws::sdk::{dynamodb, sqs, ssm};
+use capydb_aws::testkit::{self, QueuePair, Template};
+use capydb_domain::App;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::helpers::*;
+use crate::webhooks::{event_type, verify_independently, Receiver};
+
+struct Deployed {
+    app: App,
+    config: Config,
+    template: Template,
+    sqs: sqs::Client,
+    dynamodb: dynamodb::Client,
+    jobs: QueuePair,
+    webhooks: QueuePair,
+    key: String,
+    org_id: String,
+}
+
+/// Creates the stack's stateful resources on moto and the app the functions build.
+async fn deploy(job_max_attempts: u32) -> Deployed {
+    let sdk = testkit::sdk_config().await;
+    let template = Template::load();
+    let dynamodb = dynamodb::Client::new(&sdk);
+    let sqs = sqs::Client::new(&sdk);
+    let table = testkit::unique("capydb");
+    testkit::create_table(&dynamodb, &template, &table).await;
+    let jobs = testkit::create_queue_pair(&sqs, &template, "JobsQueue", None).await;
+    let webhooks = testkit::create_queue_pair(&sqs, &template, "WebhookQueue", None).await;
+    let bus =
+        testkit::create_bus_and_rule(&capydb_aws::sdk::eventbridge::Client::new(&sdk), &template, &webhooks.arn).await;
+    let kms_key = testkit::create_key(&capydb_aws::sdk::kms::Client::new(&sdk)).await;
+
+    // The admin URL without its password, which lives in SSM as in production.
+    let mut admin = url::Url::parse(&shared_postgres_url()).expect("admin url");
+    let password = admin.password().expect("the test cluster has an admin password").to_string();
+    admin.set_password(None).expect("strip the password");
+    let param = format!("/capydb/{}/pg-admin-password", testkit::unique("t"));
+    ssm::Client::new(&sdk)
+        .put_parameter()
+        .name(&param)
+        .value(password)
+        .r#type(ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("store the admin password");
+
+    let config = Config {
+        table,
+        jobs_queue_url: jobs.url.clone(),
+        jobs_dead_letter_url: Some(jobs.dead_letter_url.clone()),
+        webhook_queue_url: webhooks.url.clone(),
+        webhook_dead_letter_url: Some(webhooks.dead_letter_url.clone()),
+        event_bus: bus,
+        kms_key_id: kms_key,
+        pg_admin_url: admin.to_string(),
+        pg_admin_password_param: Some(param),
+        pg_version: "15".into(),
+        artifact_dir: temp_dir("aws-artifacts"),
+        jobs_max_receives: jobs.max_receives,
+        allow_private_webhooks: true,
+        region: "us-east-1".into(),
+        job_max_attempts,
+    };
+    let app = lambda::app(&config, &sdk).expect("the app builds without touching the network");
+    let (org, key) =
+        capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "aws shape", None)
+            .await
+            .expect("bootstrap an organization");
+    Deployed { app, config, template, sqs, dynamodb, jobs, webhooks, key, org_id: org.id }
+}
+
+fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+/// The function `infra/template.yaml` routes `method path` to (matching
+/// `{param}` segments), by its `BuildProperties.Binary`.
+fn function_for(template: &Template, method: &str, path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').collect();
+    for id in template.of_type("AWS::Serverless::Function") {
+        let f = template.resource(&id);
+        let events = f["Properties"]["Events"].as_object().cloned().unwrap_or_default();
+        for e in events.values().filter(|e| e["Type"] == "HttpApi") {
+            let (m, p) =
+                (e["Properties"]["Method"].as_str().unwrap_or(""), e["Properties"]["Path"].as_str().unwrap_or(""));
+            let psegs: Vec<&str> = p.split('/').collect();
+            let matches = m.eq_ignore_ascii_case(method)
+                && psegs.len() == segs.len()
+                && psegs.iter().zip(&segs).all(|(a, b)| a.starts_with('{') || a == b);
+            if matches {
+                return f["Metadata"]["BuildProperties"]["Binary"].as_str().expect("Binary").to_string();
+            }
+        }
+    }
+    panic!("infra/template.yaml routes no function for {method} {path}");
+}
+
+impl Deployed {
+    /// Sends one API Gateway HTTP API (payload 2.0) event through the router
+    /// of the function the template routes it to. The event is the
+    /// `events/projects.create.json` fixture with this request's method,
+    /// path, credential and body.
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut event: Value =
+            serde_json::from_slice(&std::fs::read(events_dir().join("projects.create.json")).expect("fixture"))
+                .expect("fixture JSON");
+        let route = format!("{method} {path}");
+        event["routeKey"] = json!(route);
+        event["rawPath"] = json!(path);
+        event["requestContext"]["routeKey"] = json!(route);
+        event["requestContext"]["http"]["method"] = json!(method);
+        event["requestContext"]["http"]["path"] = json!(path);
+        event["headers"]["authorization"] = json!(format!("Bearer {}", self.key));
+        event["pathParameters"] = json!({});
+        match body {
+            Some(b) => event["body"] = json!(b.to_string()),
+            None => {
+                event.as_object_mut().unwrap().remove("body");
+            }
+        }
+        let request =
+            capydb_aws::sdk::lambda_http::request::from_str(&event.to_string()).expect("a valid API GW event");
+        let function = function_for(&self.template, method, path);
+        let groups = lambda::groups_of(&function).expect("an API function");
+        let response = lambda::routes(self.app.clone(), groups).oneshot(request).await.expect("router");
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Reads up to 10 messages of `queue` as Lambda's event source mapping
+    /// would and builds the SQS event it hands the function.
+    async fn poll(&self, queue: &QueuePair) -> Option<SqsEvent> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&queue.url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive");
+        let records: Vec<Value> = out
+            .messages()
+            .iter()
+            .map(|m| {
+                let attrs: HashMap<String, String> = m
+                    .attributes()
+                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
+                    .unwrap_or_default();
+                json!({
+                    "messageId": m.message_id(),
+                    "receiptHandle": m.receipt_handle(),
+                    "body": m.body(),
+                    "attributes": attrs,
+                    "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body(),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": queue.arn,
+                    "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        if records.is_empty() {
+            return None;
+        }
+        Some(serde_json::from_value(json!({ "Records": records })).expect("an SQS event"))
+    }
+
+    /// What the event source mapping does with the function's answer:
+    /// deletes every record not reported as failed.
+    async fn settle(&self, queue: &QueuePair, event: &SqsEvent, response: &SqsBatchResponse) -> usize {
+        let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        for r in &event.records {
+            if !failed.contains(&r.message_id.as_deref().unwrap_or_default()) {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&queue.url)
+                    .receipt_handle(r.receipt_handle.clone().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
+        failed.len()
+    }
+
+    /// One worker invocation, if the jobs queue has messages.
+    async fn run_worker(&self) -> Option<SqsBatchResponse> {
+        let event = self.poll(&self.jobs).await?;
+        let response = lambda::worker_batch(self.app.clone(), self.config.jobs_max_receives, event.clone()).await;
+        self.settle(&self.jobs, &event, &response).await;
+        Some(response)
+    }
+
+    /// One webhook-delivery invocation, if the webhook queue has messages.
+    async fn run_webhook_delivery(&self) -> Option<SqsBatchResponse> {
+        let event = self.poll(&self.webhooks).await?;
+        let response = lambda::webhook_batch(self.app.clone(), event.clone()).await;
+        self.settle(&self.webhooks, &event, &response).await;
+        Some(response)
+    }
+
+    async fn job_state(&self, job_id: &str) -> Value {
+        let (status, job) = self.call("GET", &format!("/v1/jobs/{job_id}"), None).await;
+        assert_eq!(status, 200, "GET /v1/jobs/{job_id}: {job}");
+        job
+    }
+
+    /// Runs the worker until the job is terminal.
+    async fn finish(&self, job_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let job = self.job_state(job_id).await;
+            if matches!(job["job"]["state"].as_str(), Some("completed" | "failed")) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {job_id} did not finish: {job}");
+            if self.run_worker().await.is_none() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_project_goes_from_post_to_a_real_database_and_a_signed_webhook_on_the_aws_shape() {
+    let aws = deploy(capydb_domain::JobSettings::default().max_attempts).await;
+    let receiver = Receiver::start().await;
+
+    // A webhook endpoint, through the webhooks function.
+    let (status, created) = aws
+        .call(
+            "POST",
+            &format!("/v1/organizations/{}/webhooks", aws.org_id),
+            Some(json!({ "url": receiver.url("hook"), "events": ["*"] })),
+        )
+        .await;
+    assert_eq!(status, 201, "create the webhook endpoint: {created}");
+    let secret = created["secret"].as_str().expect("the secret, once").to_string();
+
+    // POST /v1/projects through the projects function: 202 and a queued job.
+    let (status, body) = aws.call("POST", "/v1/projects", Some(json!({ "name": "aws-shape" }))).await;
+    assert_eq!(status, 202, "create the project: {body}");
+    let project_id = body["project"]["id"].as_str().expect("project id").to_string();
+    let job_id = body["job"]["id"].as_str().expect("job id").to_string();
+
+    let job = aws.finish(&job_id).await;
+    assert_eq!(job["job"]["state"], "completed", "the provision job: {job}");
+
+    // A real database: the connection string the API hands out works.
+    let (status, conn) = aws.call("GET", &format!("/v1/projects/{project_id}/connections"), None).await;
+    assert_eq!(status, 200, "connections: {conn}");
+    let uri = conn[0]["uri"].as_str().unwrap_or_else(|| panic!("a connection URI in {conn}")).to_string();
+    let (client, connection) =
+        tokio_postgres::connect(&uri, tokio_postgres::NoTls).await.expect("connect as the project");
+    tokio::spawn(connection);
+    let one: i32 = client.query_one("SELECT 1", &[]).await.expect("SELECT 1").get(0);
+    assert_eq!(one, 1);
+
+    // The events went out on EventBridge; the rule filled the webhook queue;
+    // webhook-delivery fans them out and sends them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !receiver.got_any("hook", "project.ready") {
+        assert!(Instant::now() < deadline, "project.ready never arrived at the receiver");
+        if aws.run_webhook_delivery().await.is_none() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let got = receiver.wait("hook", "project.ready", |g| g.iter().any(|r| event_type(r) == "project.ready")).await;
+    let ready = got.iter().find(|r| event_type(r) == "project.ready").expect("project.ready");
+    let payload: Value = serde_json::from_str(&ready.body).expect("JSON payload");
+    assert_eq!(payload["data"]["project"]["id"], project_id.as_str());
+    assert!(!ready.body.contains(&uri), "a webhook must not carry the connection string");
+    // Verified by the standardwebhooks package, not by our own code.
+    let tampered = crate::webhooks::Received { body: ready.body.replace("ready", "READY"), ..ready.clone() };
+    assert_eq!(verify_independently(&[(&secret, ready, true), (&secret, &tampered, false)]), 1);
+}
+
+#[tokio::test]
+async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_job_failed_while_its_batch_succeeds() {
+    // One run per job before a retryable error fails it, so the poison
+    // message fails on every delivery instead of backing off first.
+    let aws = deploy(1).await;
+    let (s1, good) = aws.call("POST", "/v1/projects", Some(json!({ "name": "healthy" }))).await;
+    let (s2, bad) = aws.call("POST", "/v1/projects", Some(json!({ "name": "poison" }))).await;
+    assert_eq!((s1, s2), (202, 202), "{good} {bad}");
+    let good_job = good["job"]["id"].as_str().unwrap().to_string();
+    let bad_job = bad["job"]["id"].as_str().unwrap().to_string();
+    let bad_project = bad["project"]["id"].as_str().unwrap().to_string();
+
+    // The poison: the project's record as a newer release might write it,
+    // with a state this code does not know. Every run of its job fails to
+    // read it, and so does failing the job normally.
+    aws.dynamodb
+        .update_item()
+        .table_name(&aws.config.table)
+        .key("pk", dynamodb::types::AttributeValue::S(format!("PRJ#{bad_project}")))
+        .key("sk", dynamodb::types::AttributeValue::S("PRJ".into()))
+        .update_expression("SET #s = :s")
+        .expression_attribute_names("#s", "state")
+        .expression_attribute_values(":s", dynamodb::types::AttributeValue::S("hibernating".into()))
+        .send()
+        .await
+        .expect("corrupt the project");
+
+    // Both messages in one batch (as the event source mapping may batch
+    // them): the healthy one succeeds, only the poison is reported failed.
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while records.len() < 2 {
+        assert!(Instant::now() < deadline, "the jobs queue never delivered both messages");
+        if let Some(event) = aws.poll(&aws.jobs).await {
+            records.extend(event.records);
+        }
+    }
+    let mut event = SqsEvent::default();
+    event.records = records;
+    let response = lambda::worker_batch(aws.app.clone(), aws.config.jobs_max_receives, event.clone()).await;
+    aws.settle(&aws.jobs, &event, &response).await;
+    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    let poison_id = event
+        .records
+        .iter()
+        .find(|r| r.body.as_deref().unwrap_or_default().contains(&bad_job))
+        .and_then(|r| r.message_id.as_deref())
+        .expect("the poison message was in the batch");
+    assert_eq!(failed, [poison_id], "only the poison message fails its batch");
+    assert_eq!(aws.finish(&good_job).await["job"]["state"], "completed", "the healthy job completes");
+
+    // The poison keeps failing until SQS gives up on it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let dead = aws
+            .sqs
+            .receive_message()
+            .queue_url(&aws.jobs.dead_letter_url)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("peek at the DLQ");
+        if let Some(m) = dead.messages().first() {
+            assert!(m.body().unwrap_or_default().contains(&bad_job), "the poison message is the dead letter");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the poison message never reached the dead-letter queue");
+        if aws.run_worker().await.is_none() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let job = aws.job_state(&bad_job).await;
+    assert_eq!(job["job"]["state"], "failed", "the poison's job is failed, not left running: {job}");
+    assert!(
+        job["job"]["error"].as_str().unwrap_or_default().contains("dead-letter"),
+        "the job says why it failed: {job}"
+    );
+}
+
+#[tokio::test]
+async fn every_template_route_reaches_a_handler_of_its_function() {
+    // Each HttpApi route of infra/template.yaml, sent through its function's
+    // router, must reach a handler (a 401 without credentials), never the
+    // router's 404: the template and the routers agree.
+    let template = Template::load();
+    let app = in_memory_app().await;
+    let mut seen = 0;
+    for id in template.of_type("AWS::Serverless::Function") {
+        let f = template.resource(&id);
+        let binary = f["Metadata"]["BuildProperties"]["Binary"].as_str().expect("Binary").to_string();
+        let Some(groups) = lambda::groups_of(&binary) else { continue };
+        let events = f["Properties"]["Events"].as_object().cloned().unwrap_or_default();
+        for e in events.values().filter(|e| e["Type"] == "HttpApi") {
+            let (method, path) =
+                (e["Properties"]["Method"].as_str().unwrap(), e["Properties"]["Path"].as_str().unwrap());
+            if path == "$default" {
+                continue;
+            }
+            let concrete = path
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x_1".to_string() } else { s.to_string() })
+                .collect::<Vec<_>>()
+                .join("/");
+            let req = http::Request::builder().method(method).uri(&concrete).body(axum::body::Body::empty()).unwrap();
+            let resp = lambda::routes(app.clone(), groups).oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let expected = if path == "/v1/openapi.json" { 200 } else { 401 };
+            assert_eq!(status, expected, "{method} {path} on function {binary}");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 41, "every API operation is routed ({seen})");
+}
+
+/// An app on the in-process adapters, for routing checks that never reach a port.
+async fn in_memory_app() -> App {
+    let dir = temp_dir("aws-routes");
+    let artifacts = capydb_embedded::FileArtifactStore::open(&dir.join("backups")).expect("artifacts");
+    crate::sweeper::in_process_app(&dir, std::sync::Arc::new(artifacts)).await.0
+}
