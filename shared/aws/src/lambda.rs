@@ -492,3 +492,46 @@ pub async fn sweep(app: &App) -> Result<serde_json::Value, String> {
         Err(errors.join("; "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::event::sqs::SqsMessage;
+    use capydb_embedded::SqliteQueue;
+
+    fn record(id: &str, body: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.receipt_handle = Some(format!("receipt-{id}"));
+        m.body = Some(body.into());
+        m.attributes.insert("ApproximateReceiveCount".into(), "1".into());
+        m
+    }
+
+    #[tokio::test]
+    async fn a_batch_reports_only_its_failures_and_requeues_planned_waits() {
+        let dir = std::env::temp_dir().join(capydb_domain::ids::new_id("sqs-batch"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let queue: Arc<dyn JobQueue> = Arc::new(SqliteQueue::open(&dir.join("q.db"), "jobs", 5).unwrap());
+        let mut event = SqsEvent::default();
+        event.records = vec![record("1", "done"), record("2", "wait"), record("3", "fail"), record("4", "panic")];
+        let response = sqs_batch(Arc::clone(&queue), event, |body, count| async move {
+            assert_eq!(count, 1, "the receive count comes from the record's attributes");
+            match body.as_str() {
+                "done" => Disposition::Done,
+                "wait" => Disposition::RetryAfter(std::time::Duration::from_millis(200)),
+                "fail" => Disposition::Failed(std::time::Duration::from_secs(1)),
+                _ => panic!("a handler bug"),
+            }
+        })
+        .await;
+        let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, ["3", "4"], "only the failed and the panicked records are retried by SQS");
+        // The planned wait went back on the queue as a delayed copy.
+        assert!(queue.receive(10, std::time::Duration::from_secs(5)).await.unwrap().is_empty(), "delayed");
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let copies = queue.receive(10, std::time::Duration::from_secs(5)).await.unwrap();
+        assert_eq!(copies.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["wait"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
