@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Concurrent webhook deliveries.
     #[arg(long, default_value_t = 8)]
     pub webhook_workers: usize,
+    /// Requests per minute allowed from one client address (429 beyond,
+    /// with `Retry-After`); 0 turns rate limiting off.
+    #[arg(long, default_value_t = 6000, env = "CAPYDB_RATE_LIMIT_PER_MINUTE")]
+    pub rate_limit_per_minute: u32,
     /// Test hook: sleep this long before every database-provider operation,
     /// so tests can interrupt a job between its steps.
     #[arg(long, default_value_t = 0, hide = true)]

@@ -10,12 +10,15 @@ use std::time::Duration;
 use capydb_domain::api_keys::{mint_api_key, CreateApiKey};
 use capydb_domain::jobs::Disposition;
 use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseProvider, EventBus, JobQueue, SecretBox, Store, SystemClock, WebhookSender,
+    ArtifactStore, Clock, DatabaseProvider, EventBus, JobQueue, RateLimiter, SecretBox, Store, SystemClock,
+    WebhookSender,
 };
 use capydb_domain::webhooks::WebhookSettings;
-use capydb_domain::{App, AppParts, JobSettings, Settings};
+use capydb_domain::{App, AppParts, JobSettings, RateLimitSettings, Settings};
 use capydb_egress::HttpWebhookSender;
-use capydb_embedded::{CachedStore, FileArtifactStore, KeyFileSecretBox, QueueEventBus, SqliteQueue, SqliteStore};
+use capydb_embedded::{
+    CachedStore, FileArtifactStore, KeyFileSecretBox, MemoryRateLimiter, QueueEventBus, SqliteQueue, SqliteStore,
+};
 use capydb_postgres::{LocalCluster, PgProvider};
 use tokio::sync::watch;
 
@@ -128,6 +131,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             },
             None => WebhookSettings::default(),
         },
+        rate_limit: RateLimitSettings { limit: args.rate_limit_per_minute, window: Duration::from_secs(60) },
     };
     let sender = HttpWebhookSender::new(!args.deny_private_webhooks)?;
     let app = App::new(AppParts {
@@ -143,6 +147,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         secrets: adapters.secrets.clone() as Arc<dyn SecretBox>,
         artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).map_err(|e| e.to_string())?)
             as Arc<dyn ArtifactStore>,
+        rate_limiter: Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         settings,
     });

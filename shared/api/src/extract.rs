@@ -99,8 +99,21 @@ fn credential(parts: &Parts) -> Result<&str, ApiError> {
     Err(unauthorized("missing credential: send \"Authorization: Bearer <API key>\" or \"X-API-Key: <API key>\""))
 }
 
+/// The caller's address as the entry point knows it, when it is not the TCP
+/// peer: a Lambda behind API Gateway puts `requestContext.http.sourceIp` here.
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub std::net::IpAddr);
+
 fn client_ip(parts: &Parts) -> Option<String> {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip().to_string())
+    request_ip(&parts.extensions).map(|ip| ip.to_string())
+}
+
+/// The caller's address: what the entry point put in [`ClientIp`], else the TCP peer.
+pub fn request_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    if let Some(ip) = extensions.get::<ClientIp>() {
+        return Some(ip.0);
+    }
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip())
 }
 
 /// `?limit=` (1..=100, default 50) and `?cursor=` of list endpoints.

@@ -1,6 +1,7 @@
-//! Cross-cutting layers: the request id on every response and log line, and
-//! one log line per request (method, path, status, latency — never headers,
-//! bodies or query strings, which may hold credentials).
+//! Cross-cutting layers: the request id on every response and log line, one
+//! log line per request (method, path, status, latency — never headers,
+//! bodies or query strings, which may hold credentials), and the rate limit
+//! per client address.
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -48,5 +49,57 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }
+    res
+}
+
+pub const RATELIMIT_LIMIT: &str = "ratelimit-limit";
+pub const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
+pub const RATELIMIT_RESET: &str = "ratelimit-reset";
+
+/// Counts the request against its client address (fixed windows, see
+/// `RateLimitSettings`): over the limit it is answered `429` with
+/// `Retry-After`; every response carries `RateLimit-Limit`,
+/// `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the window
+/// ends). When the counters cannot be reached the request goes through:
+/// an outage of the limiter must not become an outage of the API.
+pub async fn rate_limit(
+    axum::extract::State(app): axum::extract::State<capydb_domain::App>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let settings = app.settings.rate_limit.clone();
+    let ip = crate::extract::request_ip(req.extensions());
+    let (Some(ip), true) = (ip, settings.limit > 0) else {
+        return next.run(req).await;
+    };
+    let now = app.now();
+    let window = match app.rate_limiter.hit(&format!("ip:{ip}"), settings.window, now).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "rate limiter unavailable; the request goes through");
+            return next.run(req).await;
+        }
+    };
+    let limit = u64::from(settings.limit);
+    let reset_ms = (window.resets_at - now).num_milliseconds().max(0) as u64;
+    let reset = reset_ms.div_ceil(1000).max(1);
+    let mut res = if window.count > limit {
+        let msg = format!(
+            "rate limit exceeded: at most {limit} requests per {} s from one address; retry after {reset} s",
+            settings.window.as_secs().max(1)
+        );
+        let mut r = axum::response::IntoResponse::into_response(crate::error::ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            msg,
+        ));
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(reset));
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = res.headers_mut();
+    h.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
+    h.insert(RATELIMIT_REMAINING, HeaderValue::from(limit.saturating_sub(window.count)));
+    h.insert(RATELIMIT_RESET, HeaderValue::from(reset));
     res
 }

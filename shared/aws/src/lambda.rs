@@ -50,6 +50,8 @@ pub struct Config {
     pub region: String,
     /// Runs of a job before a retryable step error fails it.
     pub job_max_attempts: u32,
+    /// Requests per minute from one client address; 0 is no limit.
+    pub rate_limit_per_minute: u32,
 }
 
 fn var(name: &str) -> Result<String, String> {
@@ -95,6 +97,12 @@ impl Config {
                     .ok_or_else(|| format!("CAPYDB_JOB_MAX_ATTEMPTS must be a positive number, not {v:?}"))?,
                 None => capydb_domain::JobSettings::default().max_attempts,
             },
+            rate_limit_per_minute: match opt_var("CAPYDB_RATE_LIMIT_PER_MINUTE") {
+                Some(v) => {
+                    v.parse().map_err(|_| format!("CAPYDB_RATE_LIMIT_PER_MINUTE must be a number, not {v:?}"))?
+                }
+                None => capydb_domain::RateLimitSettings::default().limit,
+            },
         })
     }
 }
@@ -126,9 +134,15 @@ pub fn app(config: &Config, sdk: &SdkConfig) -> Result<App, String> {
         secrets: Arc::new(KmsSecretBox::new(aws_sdk_kms::Client::new(sdk), &config.kms_key_id)) as Arc<dyn SecretBox>,
         artifacts: Arc::new(LazyArtifacts { dir: config.artifact_dir.clone(), store: OnceCell::new() })
             as Arc<dyn ArtifactStore>,
+        rate_limiter: Arc::new(crate::DynamoRateLimiter::new(aws_sdk_dynamodb::Client::new(sdk), &config.table))
+            as Arc<dyn capydb_domain::ports::RateLimiter>,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         settings: Settings {
             jobs: capydb_domain::JobSettings { max_attempts: config.job_max_attempts, ..Default::default() },
+            rate_limit: capydb_domain::RateLimitSettings {
+                limit: config.rate_limit_per_minute,
+                window: std::time::Duration::from_secs(60),
+            },
             ..Default::default()
         },
     }))
@@ -189,13 +203,28 @@ pub async fn run_sweeper() -> Result<(), Error> {
     .await
 }
 
-/// The router of the named route groups, as a function serves it.
+/// The router of the named route groups, as a function serves it. The
+/// caller's address comes from API Gateway's request context (there is no
+/// TCP peer to ask), for the keys' `last_used_ip`.
 pub fn routes(app: App, groups: &[&str]) -> axum::Router {
     let mut routes = axum::Router::new();
     for g in groups {
         routes = routes.merge(capydb_api::group(g).unwrap_or_else(|| panic!("unknown route group {g}")));
     }
-    capydb_api::finish(routes, app)
+    capydb_api::finish(routes, app).layer(axum::middleware::map_request(source_ip))
+}
+
+async fn source_ip(mut req: axum::extract::Request) -> axum::extract::Request {
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    let ip = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.as_deref().and_then(|ip| ip.parse().ok()),
+        _ => None,
+    };
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(capydb_api::extract::ClientIp(ip));
+    }
+    req
 }
 
 /// The route-group functions and the groups each one serves (package name =

@@ -8,10 +8,12 @@ pub mod dynamo;
 pub use dynamo::DynamoStore;
 pub mod eventbridge;
 pub mod kms;
+pub mod ratelimit;
 pub mod sqs;
 
 pub use eventbridge::EventBridgeBus;
 pub use kms::KmsSecretBox;
+pub use ratelimit::DynamoRateLimiter;
 pub use sqs::SqsQueue;
 pub mod lambda;
 #[cfg(feature = "testkit")]

@@ -55,3 +55,12 @@ async fn eventbridge_bus_passes_the_event_bus_contract() {
     let queue = SqsQueue::new(sqs, webhooks.url, Some(webhooks.dead_letter_url));
     contract::event_bus_contract(&bus, &queue, capydb_aws::eventbridge::unwrap_envelope, Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn dynamodb_rate_limiter_passes_the_rate_limiter_contract() {
+    let config = testkit::sdk_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = testkit::unique("capydb-rate");
+    testkit::create_table(&client, &Template::load(), &table).await;
+    contract::rate_limiter_contract(&capydb_aws::DynamoRateLimiter::new(client, table)).await;
+}

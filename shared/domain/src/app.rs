@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::error::{DomainError, DomainResult};
 use crate::model::Timestamp;
-use crate::ports::{ArtifactStore, Clock, DatabaseProvider, EventBus, JobQueue, SecretBox, Store, WebhookSender};
+use crate::ports::{
+    ArtifactStore, Clock, DatabaseProvider, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookSender,
+};
 
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -35,10 +37,26 @@ impl Default for JobSettings {
     }
 }
 
+/// Requests per client address allowed in each window.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Requests per window; 0 turns rate limiting off.
+    pub limit: u32,
+    pub window: Duration,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        // 100 requests a second per address, like Stripe's live mode.
+        RateLimitSettings { limit: 6000, window: Duration::from_secs(60) }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub jobs: JobSettings,
     pub webhooks: crate::webhooks::WebhookSettings,
+    pub rate_limit: RateLimitSettings,
 }
 
 /// The application. Cheap to clone (one `Arc`): the HTTP layer clones it per request.
@@ -62,6 +80,7 @@ pub struct AppParts {
     pub provider: Arc<dyn DatabaseProvider>,
     pub secrets: Arc<dyn SecretBox>,
     pub artifacts: Arc<dyn ArtifactStore>,
+    pub rate_limiter: Arc<dyn RateLimiter>,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
 }

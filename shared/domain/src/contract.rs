@@ -1393,6 +1393,64 @@ pub async fn event_bus_contract(
 }
 
 // ---------------------------------------------------------------------------
+// RateLimiter
+
+/// Every `RateLimiter` check: counts per key and window, windows aligned on
+/// the epoch, keys apart, and atomic under concurrent hits.
+pub async fn rate_limiter_contract(l: &dyn crate::ports::RateLimiter) {
+    let window = Duration::from_secs(60);
+    // A window of its own, far from any other run's, so a shared limiter is fine.
+    let start = at_secs(1_000_000_000 + 60 * rand::thread_rng().gen_range(0..10_000_000));
+    let start = Utc.timestamp_opt(start.timestamp() - start.timestamp() % 60, 0).single().expect("window start");
+    let end = start + chrono::Duration::seconds(60);
+    let key = format!("contract:{}", new_id("k"));
+    for n in 1..=3u64 {
+        let at = start + chrono::Duration::seconds(10 * n as i64);
+        let w = ok(l.hit(&key, window, at).await, "hit");
+        assert_eq!(w, crate::ports::RateWindow { count: n, resets_at: end }, "hit {n} must count within its window");
+    }
+    let other = ok(l.hit(&format!("{key}-other"), window, start).await, "hit");
+    assert_eq!(other.count, 1, "keys must be counted apart");
+    let last_ms = end - chrono::Duration::milliseconds(1);
+    assert_eq!(ok(l.hit(&key, window, last_ms).await, "hit").count, 4, "the window's last millisecond is in it");
+    let next = ok(l.hit(&key, window, end).await, "hit");
+    assert_eq!(next.count, 1, "a new window starts from zero");
+    assert_eq!(next.resets_at, end + chrono::Duration::seconds(60), "windows are aligned and back to back");
+
+    // Concurrent hits never lose a count.
+    let key = format!("contract:{}", new_id("k"));
+    let hits = (0..20).map(|_| l.hit(&key, window, start));
+    let mut counts: Vec<u64> =
+        futures_join_all(hits).await.into_iter().map(|r| ok(r, "concurrent hit").count).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=20).collect::<Vec<u64>>(), "concurrent hits must each get their own count");
+}
+
+/// `join_all` without a dependency: polls the futures together.
+async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|v| v.expect("every future finished")).collect()
+}
+
+// ---------------------------------------------------------------------------
 // SecretBox
 
 /// Every `SecretBox` check.

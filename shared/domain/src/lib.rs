@@ -19,7 +19,7 @@ pub mod scopes;
 pub mod ts;
 pub mod webhooks;
 
-pub use app::{App, AppParts, JobSettings, Settings};
+pub use app::{App, AppParts, JobSettings, RateLimitSettings, Settings};
 pub use error::{DomainError, DomainResult};
 
 #[cfg(feature = "testkit")]

@@ -354,6 +354,31 @@ pub trait ArtifactStore: Send + Sync {
     async fn delete(&self, key: &str) -> DomainResult<()>;
 }
 
+/// A fixed window of the rate limiter: how many requests a key made in it
+/// (the one just counted included) and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateWindow {
+    pub count: u64,
+    pub resets_at: Timestamp,
+}
+
+/// Request counters for rate limiting, in fixed windows aligned on the epoch
+/// (`[k·window, (k+1)·window)`). In memory locally; DynamoDB counters with a
+/// TTL deployed, so every Lambda instance counts in the same place.
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Counts one request of `key` in the window holding `now`, atomically.
+    async fn hit(&self, key: &str, window: Duration, now: Timestamp) -> DomainResult<RateWindow>;
+}
+
+/// The window of length `window` holding `now`: its start, and its end.
+pub fn rate_window(window: Duration, now: Timestamp) -> (i64, Timestamp) {
+    let len = window.as_millis().clamp(1, i64::MAX as u128) as i64;
+    let start = now.timestamp_millis().div_euclid(len) * len;
+    let end = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(start.saturating_add(len)).unwrap_or(now);
+    (start, end)
+}
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }

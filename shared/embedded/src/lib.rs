@@ -18,6 +18,7 @@ mod bus;
 mod cache;
 mod db;
 mod queue;
+mod ratelimit;
 mod secret;
 mod store;
 
@@ -25,5 +26,6 @@ pub use artifacts::FileArtifactStore;
 pub use bus::QueueEventBus;
 pub use cache::CachedStore;
 pub use queue::SqliteQueue;
+pub use ratelimit::MemoryRateLimiter;
 pub use secret::{aead_open, aead_seal, KeyFileSecretBox};
 pub use store::SqliteStore;

@@ -116,6 +116,11 @@ async fn queue_event_bus_passes_the_event_bus_contract() {
     contract::event_bus_contract(&bus, &*queue, str::to_string, TICK).await;
 }
 
+#[tokio::test]
+async fn memory_rate_limiter_passes_the_rate_limiter_contract() {
+    contract::rate_limiter_contract(&capydb_embedded::MemoryRateLimiter::new()).await;
+}
+
 fn fixtures(now: Timestamp) -> (Organization, ApiKey, Project, Job) {
     let org = Organization { id: new_id(ids::ORG), name: "acme".into(), created_at: now, updated_at: now };
     let key = ApiKey {

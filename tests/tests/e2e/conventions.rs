@@ -114,3 +114,35 @@ async fn openapi_document_is_served_without_auth_and_matches_the_committed_copy(
         "the served document differs from openapi.json; run `UPDATE_OPENAPI=1 cargo test -p capydb-api`"
     );
 }
+
+#[tokio::test]
+async fn requests_beyond_the_rate_limit_get_429_and_every_response_says_where_it_stands() {
+    let app = TestApp::spawn_with(Options::args(&["--rate-limit-per-minute", "10"])).await;
+    let mut limited = None;
+    let mut remaining_seen = Vec::new();
+    // 10 a minute: a 429 comes within 21 requests even if a window ends meanwhile.
+    for _ in 0..21 {
+        let r = app.get("/v1/me").await;
+        for h in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
+            assert!(r.header(h).is_some(), "{h} on every response (status {})", r.status);
+        }
+        assert_eq!(r.header("ratelimit-limit").as_deref(), Some("10"));
+        let reset: u64 = r.header("ratelimit-reset").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&reset), "RateLimit-Reset is seconds until the window ends: {reset}");
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        r.expect(200);
+        remaining_seen.push(r.header("ratelimit-remaining").unwrap().parse::<u64>().unwrap());
+    }
+    let r = limited.expect("the 11th request of a window is refused");
+    assert_eq!(r.header("ratelimit-remaining").as_deref(), Some("0"));
+    let retry: u64 = r.header("retry-after").expect("Retry-After on a 429").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(r.body["error"].as_str().unwrap().contains("rate limit"), "{}", r.text);
+    assert!(remaining_seen.windows(2).any(|w| w[1] < w[0]), "Remaining counts down: {remaining_seen:?}");
+    // Refused requests and errors carry the headers too.
+    let nf = app.get("/v1/no-such-route").await;
+    assert!(nf.header("ratelimit-limit").is_some() && nf.header("x-request-id").is_some());
+}

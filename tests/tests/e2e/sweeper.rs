@@ -92,6 +92,7 @@ pub async fn in_process_app_with(
         provider: provider.clone() as Arc<dyn DatabaseProvider>,
         secrets: secrets as Arc<dyn SecretBox>,
         artifacts,
+        rate_limiter: Arc::new(capydb_embedded::MemoryRateLimiter::new()),
         clock: clock.clone() as Arc<dyn Clock>,
         settings,
     });

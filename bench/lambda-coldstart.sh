@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Size and cold-start init time of every Lambda function, next to a
+# hello-world `lambda_runtime` binary (bench/lambda-hello) built the same way
+# (`--profile lambda`, see the workspace Cargo.toml).
+#
+# Init time: from spawning the binary to its first request for an invocation
+# on a local Lambda Runtime API (bench/lambda_init.py), the span Lambda bills
+# as the init phase; median and p90 of N runs after a warm-up. Each binary then
+# answers one event from events/ (API functions: an unknown route, which their
+# router answers 404 without touching a port).
+#
+# Targets (issue 5): init <= 1.5x the hello world's; stripped size <= 10 MB.
+# Measured on this machine's architecture (x86_64 here; Lambda runs arm64).
+# Usage: bench/lambda-coldstart.sh [runs=15] [profile=lambda]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-15}
+PROFILE=${2:-lambda}
+FUNCTIONS=(identity projects previews backups jobs webhooks openapi worker webhook-delivery sweeper)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+pkgs=(-p lambda-hello)
+for f in "${FUNCTIONS[@]}"; do pkgs+=(-p "$f"); done
+started=$(date +%s)
+cargo build -q --locked --profile "$PROFILE" "${pkgs[@]}"
+echo "build (--profile $PROFILE): $(( $(date +%s) - started )) s" >&2
+BIN="$CARGO_TARGET_DIR/$PROFILE"
+
+# Config the functions read at start-up; nothing is contacted during init.
+export CAPYDB_TABLE=bench CAPYDB_EVENT_BUS=bench CAPYDB_KMS_KEY_ID=alias/bench \
+  CAPYDB_JOBS_QUEUE_URL=http://127.0.0.1:9/000000000000/jobs \
+  CAPYDB_WEBHOOK_QUEUE_URL=http://127.0.0.1:9/000000000000/webhooks \
+  CAPYDB_PG_ADMIN_URL=postgres://capydb_admin@127.0.0.1:9/postgres \
+  CAPYDB_ARTIFACT_DIR=/tmp/capydb-bench-artifacts
+args=("hello=$BIN/lambda-hello=events/openapi.get.json")
+for f in "${FUNCTIONS[@]}"; do
+  case $f in
+    worker) ev=events/worker.one-job.json ;;
+    webhook-delivery) ev=events/webhook-delivery.retry.json ;;
+    sweeper) ev=events/sweeper.scheduled.json ;;
+    *) ev=events/openapi.unknown-route.json ;;
+  esac
+  args+=("$f=$BIN/$f=$ev")
+done
+out=$(python3 bench/lambda_init.py --runs "$RUNS" --event events/openapi.unknown-route.json "${args[@]}")
+echo "$out" | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+hello = next(r for r in rows if r["name"] == "hello")
+print(f"{\"binary\":<18}{\"size MB\":>9}{\"init ms (median)\":>18}{\"p90\":>8}{\"x hello\":>9}  answer")
+ok = True
+for r in rows:
+    ratio = r["init_ms_median"] / hello["init_ms_median"]
+    mb = r["size_bytes"] / 1e6
+    flag = ""
+    if r["name"] != "hello" and (ratio > 1.5 or mb > 10):
+        flag, ok = "  OVER TARGET", False
+    answer = r["answer"] + (f" {r[\"status_code\"]}" if r["status_code"] else "")
+    print(f"{r[\"name\"]:<18}{mb:>9.2f}{r[\"init_ms_median\"]:>18.2f}{r[\"init_ms_p90\"]:>8.2f}{ratio:>9.2f}  {answer}{flag}")
+print("targets (init <= 1.5x hello, size <= 10 MB):", "met" if ok else "NOT met")
+'

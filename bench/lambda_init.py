@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Cold-start init time of Lambda function binaries, against a local Lambda
+Runtime API (the HTTP interface a `provided.al2023` runtime polls).
+
+Lambda's init phase ends when the runtime first asks for an invocation
+(`GET /2018-06-01/runtime/invocation/next`); this measures, for each binary,
+the time from spawning it to that request, over several runs, then hands it
+one event and checks it answers (so a binary that starts fast by failing
+does not count). Usage:
+
+    lambda_init.py --runs 15 --event events/openapi.unknown-route.json NAME=PATH[=EVENT] ...
+
+Prints one JSON object per binary: size, median and p90 init time, and the
+status of the answer to the event.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Runtime:
+    """State shared with the HTTP handler for one run."""
+
+    def __init__(self, event):
+        self.event = event
+        self.first_next = None
+        self.answer = None
+        self.done = threading.Event()
+        self.served = False
+
+
+def make_handler(rt_ref):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            rt = rt_ref[0]
+            if self.path.endswith("/runtime/invocation/next"):
+                if rt.first_next is None:
+                    rt.first_next = time.monotonic()
+                if rt.served:
+                    # One invocation per run: hold the runtime until it is killed.
+                    rt.done.wait(30)
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                rt.served = True
+                body = rt.event.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Lambda-Runtime-Aws-Request-Id", "bench-request-1")
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30000))
+                self.send_header(
+                    "Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:bench"
+                )
+                self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        def do_POST(self):
+            rt = rt_ref[0]
+            length = int(self.headers.get("Content-Length") or 0)
+            payload = self.rfile.read(length) if length else b""
+            kind = "response" if self.path.endswith("/response") else "error"
+            rt.answer = (kind, payload.decode(errors="replace"))
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            rt.done.set()
+
+    return Handler
+
+
+def run_once(binary, env, rt_ref, event):
+    rt = Runtime(event)
+    rt_ref[0] = rt
+    start = time.monotonic()
+    proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        rt.done.wait(30)
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    if rt.first_next is None:
+        raise SystemExit(f"{binary} never asked for an invocation:\n{err.decode(errors='replace')[-2000:]}")
+    return (rt.first_next - start) * 1000.0, rt.answer
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--event", required=True, help="default event JSON handed to each binary once per run")
+    ap.add_argument("binaries", nargs="+", help="NAME=PATH[=EVENT]")
+    args = ap.parse_args()
+
+    rt_ref = [None]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(rt_ref))
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    env = dict(os.environ)
+    env.update(
+        {
+            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
+            "AWS_LAMBDA_FUNCTION_NAME": "bench",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bench",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            # Nothing listens here: a function that calls AWS during init fails loudly.
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "RUST_LOG": "warn",
+        }
+    )
+    for spec in args.binaries:
+        name, path, *rest = spec.split("=", 2)
+        event = open(rest[0] if rest else args.event).read()
+        times = []
+        answer = None
+        # One warm-up run (page cache), not counted.
+        for i in range(args.runs + 1):
+            ms, answer = run_once(path, env, rt_ref, event)
+            if i > 0:
+                times.append(ms)
+        times.sort()
+        status = None
+        if answer and answer[0] == "response":
+            try:
+                status = json.loads(answer[1]).get("statusCode")
+            except (ValueError, AttributeError):
+                status = None
+        print(
+            json.dumps(
+                {
+                    "name": name,
+                    "size_bytes": os.path.getsize(path),
+                    "init_ms_median": round(statistics.median(times), 2),
+                    "init_ms_p90": round(times[int(0.9 * (len(times) - 1))], 2),
+                    "answer": answer[0] if answer else None,
+                    "status_code": status,
+                }
+            ),
+            flush=True,
+        )
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
