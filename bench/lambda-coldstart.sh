@@ -41,20 +41,4 @@ for f in "${FUNCTIONS[@]}"; do
   esac
   args+=("$f=$BIN/$f=$ev")
 done
-out=$(python3 bench/lambda_init.py --runs "$RUNS" --event events/openapi.unknown-route.json "${args[@]}")
-echo "$out" | python3 -c '
-import json, sys
-rows = [json.loads(l) for l in sys.stdin if l.strip()]
-hello = next(r for r in rows if r["name"] == "hello")
-print(f"{\"binary\":<18}{\"size MB\":>9}{\"init ms (median)\":>18}{\"p90\":>8}{\"x hello\":>9}  answer")
-ok = True
-for r in rows:
-    ratio = r["init_ms_median"] / hello["init_ms_median"]
-    mb = r["size_bytes"] / 1e6
-    flag = ""
-    if r["name"] != "hello" and (ratio > 1.5 or mb > 10):
-        flag, ok = "  OVER TARGET", False
-    answer = r["answer"] + (f" {r[\"status_code\"]}" if r["status_code"] else "")
-    print(f"{r[\"name\"]:<18}{mb:>9.2f}{r[\"init_ms_median\"]:>18.2f}{r[\"init_ms_p90\"]:>8.2f}{ratio:>9.2f}  {answer}{flag}")
-print("targets (init <= 1.5x hello, size <= 10 MB):", "met" if ok else "NOT met")
-'
+python3 bench/lambda_init.py --runs "$RUNS" --event events/openapi.unknown-route.json "${args[@]}"

@@ -10,8 +10,9 @@ does not count). Usage:
 
     lambda_init.py --runs 15 --event events/openapi.unknown-route.json NAME=PATH[=EVENT] ...
 
-Prints one JSON object per binary: size, median and p90 init time, and the
-status of the answer to the event.
+Prints one JSON object per binary (size, median and p90 init time, the
+answer to the event), then a table against the binary named `hello`, with
+the targets: init <= 1.5x hello's, size <= 10 MB. Exits 1 when one is missed.
 """
 import argparse
 import json
@@ -110,6 +111,8 @@ def main():
 
     rt_ref = [None]
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(rt_ref))
+    # A killed runtime resets its long-poll connection: expected, not an error.
+    server.handle_error = lambda request, client_address: None
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
@@ -131,6 +134,7 @@ def main():
             "RUST_LOG": "warn",
         }
     )
+    rows = []
     for spec in args.binaries:
         name, path, *rest = spec.split("=", 2)
         event = open(rest[0] if rest else args.event).read()
@@ -148,20 +152,35 @@ def main():
                 status = json.loads(answer[1]).get("statusCode")
             except (ValueError, AttributeError):
                 status = None
-        print(
-            json.dumps(
-                {
-                    "name": name,
-                    "size_bytes": os.path.getsize(path),
-                    "init_ms_median": round(statistics.median(times), 2),
-                    "init_ms_p90": round(times[int(0.9 * (len(times) - 1))], 2),
-                    "answer": answer[0] if answer else None,
-                    "status_code": status,
-                }
-            ),
-            flush=True,
-        )
+        row = {
+            "name": name,
+            "size_bytes": os.path.getsize(path),
+            "init_ms_median": round(statistics.median(times), 2),
+            "init_ms_p90": round(times[int(0.9 * (len(times) - 1))], 2),
+            "answer": answer[0] if answer else None,
+            "status_code": status,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     server.shutdown()
+    return summary(rows)
+
+
+def summary(rows):
+    hello = next((r for r in rows if r["name"] == "hello"), rows[0])
+    print()
+    print(f"{'binary':<18}{'size MB':>9}{'init ms (median)':>18}{'p90':>8}{'x hello':>9}  answer")
+    ok = True
+    for r in rows:
+        ratio = r["init_ms_median"] / hello["init_ms_median"]
+        mb = r["size_bytes"] / 1e6
+        flag = ""
+        if r is not hello and (ratio > 1.5 or mb > 10):
+            flag, ok = "  OVER TARGET", False
+        answer = (r["answer"] or "none") + (f" {r['status_code']}" if r["status_code"] else "")
+        print(f"{r['name']:<18}{mb:>9.2f}{r['init_ms_median']:>18.2f}{r['init_ms_p90']:>8.2f}{ratio:>9.2f}  {answer}{flag}")
+    print("targets (init <= 1.5x hello, size <= 10 MB):", "met" if ok else "NOT met")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 //! The backup, restore and import routes.
 #[tokio::main]
 async fn main() -> Result<(), capydb_aws::lambda::Error> {
-    capydb_aws::lambda::serve_api("backups").await
+    capydb_aws::lambda::serve_api(capydb_aws::lambda::functions::BACKUPS).await
 }

@@ -107,34 +107,72 @@ impl Config {
     }
 }
 
-/// The application on the AWS adapters. No network call is made here.
-pub fn app(config: &Config, sdk: &SdkConfig) -> Result<App, String> {
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let endpoint = ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?;
-    let provider = LazyProvider {
-        admin_url: config.pg_admin_url.clone(),
-        password_param: config.pg_admin_password_param.clone(),
-        ssm: aws_sdk_ssm::Client::new(sdk),
+/// What a function needs beyond the adapters every function has. Chosen by
+/// each function's entry point, so a binary links only what it uses: the
+/// PostgreSQL provider (tokio-postgres, the clone and dump code) only in the
+/// worker, the webhook HTTP client only where webhooks are checked or sent.
+pub struct Role {
+    pub provider: Arc<dyn DatabaseProvider>,
+    pub webhook_sender: Arc<dyn WebhookSender>,
+}
+
+impl Role {
+    /// Answers connection strings; manages no database, sends no webhook.
+    pub fn api(config: &Config) -> Result<Role, String> {
+        Ok(Role { provider: Arc::new(endpoint_provider(config)?), webhook_sender: Arc::new(NoWebhooks) })
+    }
+
+    /// Checks and sends webhooks through the egress guard.
+    pub fn webhooks(config: &Config) -> Result<Role, String> {
+        Ok(Role {
+            provider: Arc::new(endpoint_provider(config)?),
+            webhook_sender: Arc::new(capydb_egress::HttpWebhookSender::new(config.allow_private_webhooks)?),
+        })
+    }
+
+    /// Runs job steps against the PostgreSQL server.
+    pub fn worker(config: &Config, sdk: &SdkConfig) -> Result<Role, String> {
+        Ok(Role {
+            provider: Arc::new(LazyProvider {
+                admin_url: config.pg_admin_url.clone(),
+                password_param: config.pg_admin_password_param.clone(),
+                ssm: aws_sdk_ssm::Client::new(sdk),
+                region: config.region.clone(),
+                pg_version: config.pg_version.clone(),
+                endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
+                provider: OnceCell::new(),
+            }),
+            webhook_sender: Arc::new(NoWebhooks),
+        })
+    }
+}
+
+fn endpoint_provider(config: &Config) -> Result<EndpointProvider, String> {
+    Ok(EndpointProvider {
         region: config.region.clone(),
         pg_version: config.pg_version.clone(),
-        endpoint,
-        provider: OnceCell::new(),
-    };
-    Ok(App::new(AppParts {
-        store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table)) as Arc<dyn Store>,
+        endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
+    })
+}
+
+/// The application on the AWS adapters. No network call is made here.
+pub fn app(config: &Config, sdk: &SdkConfig, role: Role) -> App {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    App::new(AppParts {
+        store: Arc::new(DynamoStore::new(dynamodb.clone(), &config.table)) as Arc<dyn Store>,
         queue: Arc::new(SqsQueue::new(sqs.clone(), &config.jobs_queue_url, config.jobs_dead_letter_url.clone()))
             as Arc<dyn JobQueue>,
         webhook_queue: Arc::new(SqsQueue::new(sqs, &config.webhook_queue_url, config.webhook_dead_letter_url.clone()))
             as Arc<dyn JobQueue>,
         bus: Arc::new(EventBridgeBus::new(aws_sdk_eventbridge::Client::new(sdk), &config.event_bus))
             as Arc<dyn EventBus>,
-        webhook_sender: Arc::new(capydb_egress::HttpWebhookSender::new(config.allow_private_webhooks)?)
-            as Arc<dyn WebhookSender>,
-        provider: Arc::new(provider) as Arc<dyn DatabaseProvider>,
+        webhook_sender: role.webhook_sender,
+        provider: role.provider,
         secrets: Arc::new(KmsSecretBox::new(aws_sdk_kms::Client::new(sdk), &config.kms_key_id)) as Arc<dyn SecretBox>,
         artifacts: Arc::new(LazyArtifacts { dir: config.artifact_dir.clone(), store: OnceCell::new() })
             as Arc<dyn ArtifactStore>,
-        rate_limiter: Arc::new(crate::DynamoRateLimiter::new(aws_sdk_dynamodb::Client::new(sdk), &config.table))
+        rate_limiter: Arc::new(crate::DynamoRateLimiter::new(dynamodb, &config.table))
             as Arc<dyn capydb_domain::ports::RateLimiter>,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         settings: Settings {
@@ -145,16 +183,98 @@ pub fn app(config: &Config, sdk: &SdkConfig) -> Result<App, String> {
             },
             ..Default::default()
         },
-    }))
+    })
 }
 
-/// Logs as JSON lines (CloudWatch), filtered by `RUST_LOG` (default `info`).
+/// `WebhookSender` of the functions that never send webhooks: an attempt
+/// through it is a bug in the wiring, reported as a failed attempt.
+struct NoWebhooks;
+
+#[async_trait]
+impl WebhookSender for NoWebhooks {
+    async fn send(
+        &self,
+        _: &capydb_domain::ports::WebhookRequest,
+    ) -> Result<capydb_domain::ports::WebhookResponse, capydb_domain::ports::WebhookSendError> {
+        Err(capydb_domain::ports::WebhookSendError::Failed("this function does not send webhooks".into()))
+    }
+    async fn check_target(&self, _: &url::Url) -> Result<(), String> {
+        Err("this function does not check webhook targets".into())
+    }
+}
+
+/// `DatabaseProvider` of the functions that only answer about databases
+/// (versions, region, connection strings); the worker manages them.
+struct EndpointProvider {
+    region: String,
+    pg_version: String,
+    endpoint: ClientEndpoint,
+}
+
+fn not_here() -> ProviderError {
+    ProviderError::Permanent("this function does not manage databases; the worker does".into())
+}
+
+#[async_trait]
+impl DatabaseProvider for EndpointProvider {
+    fn region(&self) -> String {
+        self.region.clone()
+    }
+    fn pg_versions(&self) -> Vec<String> {
+        vec![self.pg_version.clone()]
+    }
+    async fn ensure_role(&self, _: &str, _: &str) -> ProviderResult<()> {
+        Err(not_here())
+    }
+    async fn ensure_database(&self, _: &str, _: &str) -> ProviderResult<()> {
+        Err(not_here())
+    }
+    async fn clone_database(&self, _: &str, _: &str, _: &str, _: &str) -> ProviderResult<CloneStrategy> {
+        Err(not_here())
+    }
+    async fn dump_database(&self, _: &str, _: &std::path::Path) -> ProviderResult<()> {
+        Err(not_here())
+    }
+    async fn restore_database(&self, _: &std::path::Path, _: &str, _: &str) -> ProviderResult<()> {
+        Err(not_here())
+    }
+    async fn import_database(&self, _: &str, _: &str, _: &str) -> ProviderResult<()> {
+        Err(not_here())
+    }
+    async fn replace_database(&self, _: &str, _: &str) -> ProviderResult<()> {
+        Err(not_here())
+    }
+    async fn check_connection(&self, _: &str, _: &str, _: &str) -> ProviderResult<()> {
+        Err(not_here())
+    }
+    async fn drop_database(&self, _: &str) -> ProviderResult<()> {
+        Err(not_here())
+    }
+    async fn drop_role(&self, _: &str) -> ProviderResult<()> {
+        Err(not_here())
+    }
+    async fn database_exists(&self, _: &str) -> ProviderResult<bool> {
+        Err(not_here())
+    }
+    async fn role_exists(&self, _: &str) -> ProviderResult<bool> {
+        Err(not_here())
+    }
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        self.endpoint.connection_info(database, role, password)
+    }
+}
+
+/// Logs as JSON lines (CloudWatch) at the level `RUST_LOG` names (`error`,
+/// `warn`, `info` (default), `debug`, `trace`; per-target filters are not
+/// supported in the functions).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.split(',').next().and_then(|l| l.trim().parse::<tracing::Level>().ok()))
+        .unwrap_or(tracing::Level::INFO);
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_current_span(false)
         .without_time() // CloudWatch stamps every line
         .try_init();
@@ -163,18 +283,49 @@ pub fn init_tracing() {
 pub use lambda_runtime::Error;
 use lambda_runtime::{service_fn, LambdaEvent};
 
-/// The config and app a function starts with.
-pub async fn start() -> Result<(Config, App), Error> {
+/// The roots AWS's service endpoints chain to (Amazon Trust Services). The
+/// SDK trusts these instead of reading the system's whole store at start-up,
+/// which was most of a function's cold start.
+const AMAZON_ROOTS: &[u8] = include_bytes!("../certs/amazon-trust-services.pem");
+
+/// The SDK configuration of a function: region and credentials from the
+/// Lambda environment, HTTPS with rustls (aws-lc-rs) trusting Amazon's roots.
+pub async fn sdk_config() -> Result<SdkConfig, Error> {
+    use aws_smithy_http_client::tls;
+    let trust = tls::TrustStore::empty().with_native_roots(false).with_pem_certificate(AMAZON_ROOTS);
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+        .tls_context(tls::TlsContext::builder().with_trust_store(trust).build()?)
+        .build_https();
+    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await)
+}
+
+/// The config and app a function starts with; `role` picks the
+/// function-specific adapters.
+pub async fn start(role: fn(&Config, &SdkConfig) -> Result<Role, String>) -> Result<(Config, App), Error> {
+    let t0 = std::time::Instant::now();
     init_tracing();
+    let t1 = std::time::Instant::now();
     let config = Config::from_env()?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let app = app(&config, &sdk)?;
+    let sdk = sdk_config().await?;
+    let t2 = std::time::Instant::now();
+    let role = role(&config, &sdk)?;
+    let t3 = std::time::Instant::now();
+    let app = app(&config, &sdk, role);
+    let us = |a: std::time::Instant, b: std::time::Instant| (b - a).as_micros() as u64;
+    tracing::debug!(
+        tracing_us = us(t0, t1),
+        sdk_config_us = us(t1, t2),
+        role_us = us(t2, t3),
+        app_us = us(t3, std::time::Instant::now()),
+        "start-up phases"
+    );
     Ok((config, app))
 }
 
 /// `main` of `worker`: the jobs queue's SQS event source.
 pub async fn run_worker() -> Result<(), Error> {
-    let (config, app) = start().await?;
+    let (config, app) = start(Role::worker).await?;
     let max = config.jobs_max_receives;
     lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| {
         let app = app.clone();
@@ -185,7 +336,7 @@ pub async fn run_worker() -> Result<(), Error> {
 
 /// `main` of `webhook-delivery`: the webhook queue's SQS event source.
 pub async fn run_webhook_delivery() -> Result<(), Error> {
-    let (_, app) = start().await?;
+    let (_, app) = start(|c, _| Role::webhooks(c)).await?;
     lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| {
         let app = app.clone();
         async move { Ok::<_, Error>(webhook_batch(app, e.payload).await) }
@@ -195,7 +346,7 @@ pub async fn run_webhook_delivery() -> Result<(), Error> {
 
 /// `main` of `sweeper`: the one-minute schedule (the event's content is not used).
 pub async fn run_sweeper() -> Result<(), Error> {
-    let (_, app) = start().await?;
+    let (_, app) = start(|c, _| Role::api(c)).await?;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
         let app = app.clone();
         async move { sweep(&app).await.map_err(Error::from) }
@@ -206,10 +357,10 @@ pub async fn run_sweeper() -> Result<(), Error> {
 /// The router of the named route groups, as a function serves it. The
 /// caller's address comes from API Gateway's request context (there is no
 /// TCP peer to ask), for the keys' `last_used_ip`.
-pub fn routes(app: App, groups: &[&str]) -> axum::Router {
+pub fn routes(app: App, groups: &[Group]) -> axum::Router {
     let mut routes = axum::Router::new();
     for g in groups {
-        routes = routes.merge(capydb_api::group(g).unwrap_or_else(|| panic!("unknown route group {g}")));
+        routes = routes.merge(g());
     }
     capydb_api::finish(routes, app).layer(axum::middleware::map_request(source_ip))
 }
@@ -227,28 +378,50 @@ async fn source_ip(mut req: axum::extract::Request) -> axum::extract::Request {
     req
 }
 
-/// The route-group functions and the groups each one serves (package name =
-/// function name = binary name; `infra/template.yaml` routes to them).
-pub const API_FUNCTIONS: [(&str, &[&str]); 7] = [
-    ("identity", &["identity", "organizations"]),
-    ("projects", &["projects"]),
-    ("previews", &["previews"]),
-    ("backups", &["backups"]),
-    ("jobs", &["jobs"]),
-    ("webhooks", &["webhooks"]),
-    ("openapi", &["openapi"]),
+/// A route group's router.
+pub type Group = fn() -> axum::Router<App>;
+
+/// The route groups of each API function (package name = function name =
+/// binary name; `infra/template.yaml` routes to them). Each `main.rs` names
+/// its own list, so its binary links only those routers.
+pub mod functions {
+    use super::Group;
+    use capydb_api::*;
+    pub const IDENTITY: &[Group] = &[me::router, organizations::router];
+    pub const PROJECTS: &[Group] = &[projects::router];
+    pub const PREVIEWS: &[Group] = &[previews::router];
+    pub const BACKUPS: &[Group] = &[backups::router];
+    pub const JOBS: &[Group] = &[jobs::router];
+    pub const WEBHOOKS: &[Group] = &[webhooks::router];
+    pub const OPENAPI: &[Group] = &[openapi::router];
+}
+
+/// Every API function by name, for tests and tools.
+pub const API_FUNCTIONS: [(&str, &[Group]); 7] = [
+    ("identity", functions::IDENTITY),
+    ("projects", functions::PROJECTS),
+    ("previews", functions::PREVIEWS),
+    ("backups", functions::BACKUPS),
+    ("jobs", functions::JOBS),
+    ("webhooks", functions::WEBHOOKS),
+    ("openapi", functions::OPENAPI),
 ];
 
 /// The route groups of an API function.
-pub fn groups_of(function: &str) -> Option<&'static [&'static str]> {
+pub fn groups_of(function: &str) -> Option<&'static [Group]> {
     API_FUNCTIONS.iter().find(|(f, _)| *f == function).map(|(_, g)| *g)
 }
 
 /// `main` of a route-group function: serves its groups' routes from API
 /// Gateway HTTP API events.
-pub async fn serve_api(function: &str) -> Result<(), Error> {
-    let groups = groups_of(function).ok_or_else(|| format!("{function} is not an API function"))?;
-    let (_, app) = start().await?;
+pub async fn serve_api(groups: &[Group]) -> Result<(), Error> {
+    let (_, app) = start(|c, _| Role::api(c)).await?;
+    lambda_http::run(routes(app, groups)).await
+}
+
+/// `serve_api` for the webhooks function, which checks webhook targets.
+pub async fn serve_webhooks_api(groups: &[Group]) -> Result<(), Error> {
+    let (_, app) = start(|c, _| Role::webhooks(c)).await?;
     lambda_http::run(routes(app, groups)).await
 }
 
@@ -535,6 +708,13 @@ mod tests {
         m.body = Some(body.into());
         m.attributes.insert("ApproximateReceiveCount".into(), "1".into());
         m
+    }
+
+    #[tokio::test]
+    async fn the_sdk_config_builds_with_amazons_roots_only() {
+        assert_eq!(String::from_utf8_lossy(AMAZON_ROOTS).matches("BEGIN CERTIFICATE").count(), 5);
+        let sdk = sdk_config().await.expect("the SDK's HTTPS client builds from the embedded roots");
+        assert!(sdk.http_client().is_some());
     }
 
     #[tokio::test]

@@ -21,8 +21,12 @@ use tower::ServiceExt;
 use crate::helpers::*;
 use crate::webhooks::{event_type, verify_independently, Receiver};
 
+/// One app per function role, as deployed: the API functions' (no database
+/// management, no webhook egress), the webhooks functions', the worker's.
 struct Deployed {
-    app: App,
+    api: App,
+    webhooks_app: App,
+    worker: App,
     config: Config,
     template: Template,
     sqs: sqs::Client,
@@ -83,12 +87,15 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32) -> Deplo
         job_max_attempts,
         rate_limit_per_minute,
     };
-    let app = lambda::app(&config, &sdk).expect("the app builds without touching the network");
+    let api = lambda::app(&config, &sdk, lambda::Role::api(&config).expect("api role"));
+    let webhooks_app = lambda::app(&config, &sdk, lambda::Role::webhooks(&config).expect("webhooks role"));
+    let worker = lambda::app(&config, &sdk, lambda::Role::worker(&config, &sdk).expect("worker role"));
+    let app = api.clone();
     let (org, key) =
         capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "aws shape", None)
             .await
             .expect("bootstrap an organization");
-    Deployed { app, config, template, sqs, dynamodb, jobs, webhooks, key, org_id: org.id }
+    Deployed { api, webhooks_app, worker, config, template, sqs, dynamodb, jobs, webhooks, key, org_id: org.id }
 }
 
 fn events_dir() -> PathBuf {
@@ -159,7 +166,9 @@ impl Deployed {
             capydb_aws::sdk::lambda_http::request::from_str(&event.to_string()).expect("a valid API GW event");
         let function = function_for(&self.template, method, path);
         let groups = lambda::groups_of(&function).expect("an API function");
-        let response = lambda::routes(self.app.clone(), groups).oneshot(request).await.expect("router");
+        // The webhooks function alone checks webhook targets (and so has the egress client).
+        let app = if function == "webhooks" { &self.webhooks_app } else { &self.api };
+        let response = lambda::routes(app.clone(), groups).oneshot(request).await.expect("router");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
@@ -226,7 +235,7 @@ impl Deployed {
     /// One worker invocation, if the jobs queue has messages.
     async fn run_worker(&self) -> Option<SqsBatchResponse> {
         let event = self.poll(&self.jobs).await?;
-        let response = lambda::worker_batch(self.app.clone(), self.config.jobs_max_receives, event.clone()).await;
+        let response = lambda::worker_batch(self.worker.clone(), self.config.jobs_max_receives, event.clone()).await;
         self.settle(&self.jobs, &event, &response).await;
         Some(response)
     }
@@ -234,7 +243,7 @@ impl Deployed {
     /// One webhook-delivery invocation, if the webhook queue has messages.
     async fn run_webhook_delivery(&self) -> Option<SqsBatchResponse> {
         let event = self.poll(&self.webhooks).await?;
-        let response = lambda::webhook_batch(self.app.clone(), event.clone()).await;
+        let response = lambda::webhook_batch(self.webhooks_app.clone(), event.clone()).await;
         self.settle(&self.webhooks, &event, &response).await;
         Some(response)
     }
@@ -367,7 +376,7 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_job_failed_while
     }
     let mut event = SqsEvent::default();
     event.records = records;
-    let response = lambda::worker_batch(aws.app.clone(), aws.config.jobs_max_receives, event.clone()).await;
+    let response = lambda::worker_batch(aws.worker.clone(), aws.config.jobs_max_receives, event.clone()).await;
     aws.settle(&aws.jobs, &event, &response).await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     let poison_id = event
