@@ -16,13 +16,13 @@ pub const SOURCE: &str = "capydb";
 const BATCH: usize = 10;
 
 pub struct EventBridgeBus {
-    client: Client,
+    client: crate::client::ClientCell<Client>,
     bus: String,
 }
 
 impl EventBridgeBus {
-    pub fn new(client: Client, bus: impl Into<String>) -> Self {
-        EventBridgeBus { client, bus: bus.into() }
+    pub fn new(client: impl Into<crate::client::ClientCell<Client>>, bus: impl Into<String>) -> Self {
+        EventBridgeBus { client: client.into(), bus: bus.into() }
     }
 }
 
@@ -41,7 +41,7 @@ impl EventBus for EventBridgeBus {
                         .build()
                 })
                 .collect();
-            let out = self.client.put_events().set_entries(Some(entries)).send().await.map_err(|e| {
+            let out = self.client.get().await?.put_events().set_entries(Some(entries)).send().await.map_err(|e| {
                 let msg = DisplayErrorContext(&e).to_string();
                 tracing::warn!(error = %msg, "EventBridge PutEvents failed");
                 DomainError::Unavailable("publish events: the event bus is unavailable; retry later".into())

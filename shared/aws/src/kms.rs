@@ -24,13 +24,13 @@ const OPEN_FAILED: &str = "sealed secret could not be opened";
 const CONTEXT: (&str, &str) = ("purpose", "capydb-secret-box");
 
 pub struct KmsSecretBox {
-    client: Client,
+    client: crate::client::ClientCell<Client>,
     key_id: String,
 }
 
 impl KmsSecretBox {
-    pub fn new(client: Client, key_id: impl Into<String>) -> Self {
-        KmsSecretBox { client, key_id: key_id.into() }
+    pub fn new(client: impl Into<crate::client::ClientCell<Client>>, key_id: impl Into<String>) -> Self {
+        KmsSecretBox { client: client.into(), key_id: key_id.into() }
     }
 }
 
@@ -64,6 +64,8 @@ impl SecretBox for KmsSecretBox {
     async fn seal(&self, plaintext: &str) -> DomainResult<String> {
         let out = self
             .client
+            .get()
+            .await?
             .generate_data_key()
             .key_id(&self.key_id)
             .key_spec(DataKeySpec::Aes256)
@@ -92,6 +94,8 @@ impl SecretBox for KmsSecretBox {
         let (wrapped, sealed) = rest.split_at_checked(len).ok_or_else(failed)?;
         let out = match self
             .client
+            .get()
+            .await?
             .decrypt()
             .key_id(&self.key_id)
             .ciphertext_blob(Blob::new(wrapped))

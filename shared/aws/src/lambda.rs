@@ -23,6 +23,7 @@ use capydb_embedded::FileArtifactStore;
 use capydb_postgres::{ClientEndpoint, PgProvider};
 use tokio::sync::OnceCell;
 
+use crate::client::{ClientCell, SdkCell};
 use crate::{DynamoStore, EventBridgeBus, KmsSecretBox, SqsQueue};
 
 /// The functions' configuration, from the environment `infra/template.yaml` sets.
@@ -131,12 +132,12 @@ impl Role {
     }
 
     /// Runs job steps against the PostgreSQL server.
-    pub fn worker(config: &Config, sdk: &SdkConfig) -> Result<Role, String> {
+    pub fn worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
         Ok(Role {
             provider: Arc::new(LazyProvider {
                 admin_url: config.pg_admin_url.clone(),
                 password_param: config.pg_admin_password_param.clone(),
-                ssm: aws_sdk_ssm::Client::new(sdk),
+                ssm: ClientCell::lazy(sdk, aws_sdk_ssm::Client::new),
                 region: config.region.clone(),
                 pg_version: config.pg_version.clone(),
                 endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
@@ -155,24 +156,26 @@ fn endpoint_provider(config: &Config) -> Result<EndpointProvider, String> {
     })
 }
 
-/// The application on the AWS adapters. No network call is made here.
-pub fn app(config: &Config, sdk: &SdkConfig, role: Role) -> App {
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+/// The application on the AWS adapters. No network call is made here, and
+/// no SDK client is made: each is made on first use from `sdk`.
+pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
+    let dynamodb = || ClientCell::lazy(sdk, aws_sdk_dynamodb::Client::new);
+    let sqs = || ClientCell::lazy(sdk, aws_sdk_sqs::Client::new);
     App::new(AppParts {
-        store: Arc::new(DynamoStore::new(dynamodb.clone(), &config.table)) as Arc<dyn Store>,
-        queue: Arc::new(SqsQueue::new(sqs.clone(), &config.jobs_queue_url, config.jobs_dead_letter_url.clone()))
+        store: Arc::new(DynamoStore::new(dynamodb(), &config.table)) as Arc<dyn Store>,
+        queue: Arc::new(SqsQueue::new(sqs(), &config.jobs_queue_url, config.jobs_dead_letter_url.clone()))
             as Arc<dyn JobQueue>,
-        webhook_queue: Arc::new(SqsQueue::new(sqs, &config.webhook_queue_url, config.webhook_dead_letter_url.clone()))
+        webhook_queue: Arc::new(SqsQueue::new(sqs(), &config.webhook_queue_url, config.webhook_dead_letter_url.clone()))
             as Arc<dyn JobQueue>,
-        bus: Arc::new(EventBridgeBus::new(aws_sdk_eventbridge::Client::new(sdk), &config.event_bus))
+        bus: Arc::new(EventBridgeBus::new(ClientCell::lazy(sdk, aws_sdk_eventbridge::Client::new), &config.event_bus))
             as Arc<dyn EventBus>,
         webhook_sender: role.webhook_sender,
         provider: role.provider,
-        secrets: Arc::new(KmsSecretBox::new(aws_sdk_kms::Client::new(sdk), &config.kms_key_id)) as Arc<dyn SecretBox>,
+        secrets: Arc::new(KmsSecretBox::new(ClientCell::lazy(sdk, aws_sdk_kms::Client::new), &config.kms_key_id))
+            as Arc<dyn SecretBox>,
         artifacts: Arc::new(LazyArtifacts { dir: config.artifact_dir.clone(), store: OnceCell::new() })
             as Arc<dyn ArtifactStore>,
-        rate_limiter: Arc::new(crate::DynamoRateLimiter::new(dynamodb, &config.table))
+        rate_limiter: Arc::new(crate::DynamoRateLimiter::new(dynamodb(), &config.table))
             as Arc<dyn capydb_domain::ports::RateLimiter>,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         settings: Settings {
@@ -302,24 +305,16 @@ pub async fn sdk_config() -> Result<SdkConfig, Error> {
 
 /// The config and app a function starts with; `role` picks the
 /// function-specific adapters.
-pub async fn start(role: fn(&Config, &SdkConfig) -> Result<Role, String>) -> Result<(Config, App), Error> {
+pub async fn start(role: fn(&Config, &Arc<SdkCell>) -> Result<Role, String>) -> Result<(Config, App), Error> {
     let t0 = std::time::Instant::now();
     init_tracing();
     let t1 = std::time::Instant::now();
     let config = Config::from_env()?;
-    let sdk = sdk_config().await?;
-    let t2 = std::time::Instant::now();
+    let sdk = SdkCell::lazy(|| async { sdk_config().await.map_err(|e| e.to_string()) });
     let role = role(&config, &sdk)?;
-    let t3 = std::time::Instant::now();
     let app = app(&config, &sdk, role);
     let us = |a: std::time::Instant, b: std::time::Instant| (b - a).as_micros() as u64;
-    tracing::debug!(
-        tracing_us = us(t0, t1),
-        sdk_config_us = us(t1, t2),
-        role_us = us(t2, t3),
-        app_us = us(t3, std::time::Instant::now()),
-        "start-up phases"
-    );
+    tracing::debug!(tracing_us = us(t0, t1), app_us = us(t1, std::time::Instant::now()), "start-up phases");
     Ok((config, app))
 }
 
@@ -510,7 +505,7 @@ where
 pub struct LazyProvider {
     admin_url: String,
     password_param: Option<String>,
-    ssm: aws_sdk_ssm::Client,
+    ssm: ClientCell<aws_sdk_ssm::Client>,
     region: String,
     pg_version: String,
     endpoint: ClientEndpoint,
@@ -524,7 +519,8 @@ impl LazyProvider {
                 let mut url = url::Url::parse(&self.admin_url)
                     .map_err(|e| ProviderError::Permanent(format!("invalid CAPYDB_PG_ADMIN_URL: {e}")))?;
                 if let Some(param) = &self.password_param {
-                    let out = self.ssm.get_parameter().name(param).with_decryption(true).send().await.map_err(|e| {
+                    let ssm = self.ssm.get().await.map_err(|e| ProviderError::Retryable(e.to_string()))?;
+                    let out = ssm.get_parameter().name(param).with_decryption(true).send().await.map_err(|e| {
                         ProviderError::Retryable(format!(
                             "read the admin password parameter {param}: {}",
                             aws_sdk_ssm::error::DisplayErrorContext(&e)

@@ -3,6 +3,7 @@
 //! the Lambda glue the functions of the serverless bundle share.
 //!
 //! SDK errors are translated into `DomainError` here and nowhere else.
+pub mod client;
 pub mod dynamo;
 
 pub use dynamo::DynamoStore;

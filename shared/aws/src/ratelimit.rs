@@ -13,13 +13,13 @@ use capydb_domain::ports::{rate_window, RateLimiter, RateWindow};
 use capydb_domain::{DomainError, DomainResult};
 
 pub struct DynamoRateLimiter {
-    client: Client,
+    client: crate::client::ClientCell<Client>,
     table: String,
 }
 
 impl DynamoRateLimiter {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoRateLimiter { client, table: table.into() }
+    pub fn new(client: impl Into<crate::client::ClientCell<Client>>, table: impl Into<String>) -> Self {
+        DynamoRateLimiter { client: client.into(), table: table.into() }
     }
 }
 
@@ -31,6 +31,8 @@ impl RateLimiter for DynamoRateLimiter {
         let expires = resets_at.timestamp() + 3600;
         let out = self
             .client
+            .get()
+            .await?
             .update_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(format!("RATE#{key}#{start}")))

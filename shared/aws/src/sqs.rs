@@ -16,7 +16,7 @@ pub const MAX_DELAY: Duration = Duration::from_secs(900);
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 
 pub struct SqsQueue {
-    client: Client,
+    client: crate::client::ClientCell<Client>,
     url: String,
     dead_letter_url: Option<String>,
 }
@@ -58,8 +58,12 @@ fn secs_up(d: Duration) -> i32 {
 }
 
 impl SqsQueue {
-    pub fn new(client: Client, url: impl Into<String>, dead_letter_url: Option<String>) -> Self {
-        SqsQueue { client, url: url.into(), dead_letter_url }
+    pub fn new(
+        client: impl Into<crate::client::ClientCell<Client>>,
+        url: impl Into<String>,
+        dead_letter_url: Option<String>,
+    ) -> Self {
+        SqsQueue { client: client.into(), url: url.into(), dead_letter_url }
     }
 
     pub fn url(&self) -> &str {
@@ -75,6 +79,8 @@ impl SqsQueue {
 impl JobQueue for SqsQueue {
     async fn send(&self, body: &str, delay: Duration) -> DomainResult<()> {
         self.client
+            .get()
+            .await?
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
@@ -89,6 +95,8 @@ impl JobQueue for SqsQueue {
         let max = max.clamp(1, 10);
         let out = self
             .client
+            .get()
+            .await?
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max as i32)
@@ -113,7 +121,7 @@ impl JobQueue for SqsQueue {
     }
 
     async fn delete(&self, receipt: &str) -> DomainResult<()> {
-        match self.client.delete_message().queue_url(&self.url).receipt_handle(receipt).send().await {
+        match self.client.get().await?.delete_message().queue_url(&self.url).receipt_handle(receipt).send().await {
             Ok(_) => Ok(()),
             Err(e) if Self::is_receipt_error(&e) => Ok(()),
             Err(e) => Err(sqs_error("delete a queue message", &e)),
@@ -123,6 +131,8 @@ impl JobQueue for SqsQueue {
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> DomainResult<()> {
         let req = self
             .client
+            .get()
+            .await?
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(receipt)
@@ -142,6 +152,8 @@ impl JobQueue for SqsQueue {
         };
         let out = self
             .client
+            .get()
+            .await?
             .receive_message()
             .queue_url(dlq)
             .max_number_of_messages(max.clamp(1, 10) as i32)

@@ -87,6 +87,7 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32) -> Deplo
         job_max_attempts,
         rate_limit_per_minute,
     };
+    let sdk = capydb_aws::client::SdkCell::ready(sdk);
     let api = lambda::app(&config, &sdk, lambda::Role::api(&config).expect("api role"));
     let webhooks_app = lambda::app(&config, &sdk, lambda::Role::webhooks(&config).expect("webhooks role"));
     let worker = lambda::app(&config, &sdk, lambda::Role::worker(&config, &sdk).expect("worker role"));

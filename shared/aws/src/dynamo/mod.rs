@@ -32,7 +32,7 @@ const MAX_TRANSACTION_ITEMS: usize = 100;
 const CONFLICT_RETRIES: u32 = 4;
 
 pub struct DynamoStore {
-    client: Client,
+    client: crate::client::ClientCell<Client>,
     table: String,
 }
 
@@ -182,12 +182,8 @@ impl Tx {
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoStore { client, table: table.into() }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
+    pub fn new(client: impl Into<crate::client::ClientCell<Client>>, table: impl Into<String>) -> Self {
+        DynamoStore { client: client.into(), table: table.into() }
     }
 
     pub fn table(&self) -> &str {
@@ -197,6 +193,8 @@ impl DynamoStore {
     async fn get(&self, what: &str, pk: String, sk: &str) -> DomainResult<Option<Item>> {
         let out = self
             .client
+            .get()
+            .await?
             .get_item()
             .table_name(&self.table)
             .key("pk", s(pk))
@@ -225,7 +223,7 @@ impl DynamoStore {
         item: Item,
         condition: Option<(&str, Vec<(&str, AttributeValue)>)>,
     ) -> DomainResult<bool> {
-        let mut req = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let mut req = self.client.get().await?.put_item().table_name(&self.table).set_item(Some(item));
         if let Some((c, values)) = condition {
             req = req.condition_expression(c);
             for (k, v) in values {
@@ -244,6 +242,8 @@ impl DynamoStore {
     async fn update(&self, what: &str, pk: String, sk: &str, u: Update) -> DomainResult<Option<Item>> {
         let mut req = self
             .client
+            .get()
+            .await?
             .update_item()
             .table_name(&self.table)
             .key("pk", s(pk))
@@ -271,7 +271,7 @@ impl DynamoStore {
         sk: &str,
         condition: Option<(&str, &str, AttributeValue)>,
     ) -> DomainResult<bool> {
-        let mut req = self.client.delete_item().table_name(&self.table).key("pk", s(pk)).key("sk", s(sk));
+        let mut req = self.client.get().await?.delete_item().table_name(&self.table).key("pk", s(pk)).key("sk", s(sk));
         if let Some((expr, k, v)) = condition {
             req = req.condition_expression(expr).expression_attribute_values(k, v);
         }
@@ -294,7 +294,8 @@ impl DynamoStore {
         }
         let mut tries = 0;
         loop {
-            let result = self.client.transact_write_items().set_transact_items(Some(tx.items.clone())).send().await;
+            let result =
+                self.client.get().await?.transact_write_items().set_transact_items(Some(tx.items.clone())).send().await;
             let e = match result {
                 Ok(_) => return Ok(TxOutcome::Committed),
                 Err(e) => e,
@@ -400,6 +401,8 @@ impl DynamoStore {
             let want = q.limit - out.len();
             let mut req = self
                 .client
+                .get()
+                .await?
                 .query()
                 .table_name(&self.table)
                 .index_name(q.index)
@@ -447,6 +450,8 @@ impl DynamoStore {
         loop {
             let page = self
                 .client
+                .get()
+                .await?
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :att)")
