@@ -411,7 +411,10 @@ pub fn groups_of(function: &str) -> Option<&'static [Group]> {
 /// Gateway HTTP API events.
 pub async fn serve_api(groups: &[Group]) -> Result<(), Error> {
     let (_, app) = start(|c, _| Role::api(c)).await?;
-    lambda_http::run(routes(app, groups)).await
+    let t = std::time::Instant::now();
+    let router = routes(app, groups);
+    tracing::debug!(routes_us = t.elapsed().as_micros() as u64, "routes built");
+    lambda_http::run(router).await
 }
 
 /// `serve_api` for the webhooks function, which checks webhook targets.
