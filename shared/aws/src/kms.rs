@@ -7,7 +7,7 @@
 use aes_gcm::aead::KeyInit;
 use aes_gcm::Aes256Gcm;
 use async_trait::async_trait;
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use aws_sdk_kms::Client;
@@ -39,20 +39,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let transient = match e {
-        SdkError::ServiceError(_) => e.code().is_some_and(|c| {
-            ["ThrottlingException", "KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException"]
-                .contains(&c)
-        }),
-        _ => true,
-    };
-    let msg = format!("{what}: {}", DisplayErrorContext(e));
-    if transient {
-        tracing::warn!(error = %msg, "KMS unavailable");
-        DomainError::Unavailable(format!("{what}: the key service is unavailable; retry later"))
-    } else {
-        DomainError::Internal(msg)
-    }
+    crate::error::sdk_error(&crate::error::KMS, what, e)
 }
 
 fn cipher(key: &[u8]) -> DomainResult<Aes256Gcm> {

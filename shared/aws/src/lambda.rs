@@ -466,11 +466,10 @@ where
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let receipt = record.receipt_handle.clone().unwrap_or_default();
-        let body = record.body.clone().unwrap_or_default();
+        let body = record.body.unwrap_or_default();
         let count = record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
-        let handle = handle.clone();
-        let task = tokio::spawn(async move { handle(body.clone(), count).await });
-        tasks.push((id, receipt, record.body.unwrap_or_default(), task));
+        let task = tokio::spawn(handle.clone()(body.clone(), count));
+        tasks.push((id, receipt, body, task));
     }
     let mut response = SqsBatchResponse::default();
     for (id, receipt, body, task) in tasks {

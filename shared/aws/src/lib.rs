@@ -5,6 +5,7 @@
 //! SDK errors are translated into `DomainError` here and nowhere else.
 pub mod client;
 pub mod dynamo;
+mod error;
 
 pub use dynamo::DynamoStore;
 pub mod eventbridge;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use aws_sdk_sqs::Client;
 use capydb_domain::ports::{JobQueue, QueueMessage};
@@ -35,20 +35,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let msg = format!("{what}: {}", DisplayErrorContext(e));
-    match e {
-        SdkError::ServiceError(_)
-            if !e.code().is_some_and(|c| {
-                c.contains("Throttl") || c.contains("InternalError") || c.contains("ServiceUnavailable")
-            }) =>
-        {
-            DomainError::Internal(msg)
-        }
-        _ => {
-            tracing::warn!(error = %msg, "SQS unavailable");
-            DomainError::Unavailable(format!("{what}: the queue is unavailable; retry later"))
-        }
-    }
+    crate::error::sdk_error(&crate::error::SQS, what, e)
 }
 
 /// Whole seconds, rounded up: a delay must never end early.
@@ -64,10 +51,6 @@ impl SqsQueue {
         dead_letter_url: Option<String>,
     ) -> Self {
         SqsQueue { client: client.into(), url: url.into(), dead_letter_url }
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     fn is_receipt_error<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
@@ -177,14 +160,6 @@ impl JobQueue for SqsQueue {
         msgs.sort_by_key(|(sent, _)| *sent);
         Ok(msgs.into_iter().map(|(_, b)| b).collect())
     }
-}
-
-/// The URL of the queue named in a redrive policy's ARN
-/// (`arn:aws:sqs:<region>:<account>:<name>`), as SQS answers it.
-pub async fn url_of_arn(client: &Client, arn: &str) -> DomainResult<String> {
-    let name = arn.rsplit(':').next().unwrap_or(arn);
-    let out = client.get_queue_url().queue_name(name).send().await.map_err(|e| sqs_error("look up a queue", &e))?;
-    out.queue_url().map(str::to_string).ok_or_else(|| DomainError::internal("SQS answered no queue URL"))
 }
 
 /// The ARN of a queue, for redrive policies and EventBridge targets.

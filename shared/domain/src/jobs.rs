@@ -78,6 +78,19 @@ pub enum Disposition {
     Failed(Duration),
 }
 
+/// Makes `job` the failed job to store (a new version, no lease) and answers
+/// the version it replaces.
+fn mark_failed(job: &mut Job, error: &str, now: Timestamp) -> u64 {
+    let expected = job.version;
+    job.version += 1;
+    job.state = JobState::Failed;
+    job.finished_at = Some(now);
+    job.error = Some(error.to_string());
+    job.lease_owner = None;
+    job.lease_expires_at = None;
+    expected
+}
+
 /// The steps of each job kind, in order. A step is idempotent: running it
 /// again after a crash finds what the previous run made and carries on.
 pub fn steps(kind: JobKind) -> &'static [&'static str] {
@@ -678,13 +691,7 @@ impl App {
                 tracing::error!(error = %e, "could not restore the previous password after a failed rotation");
             }
         }
-        let expected = job.version;
-        job.version += 1;
-        job.state = JobState::Failed;
-        job.finished_at = Some(now);
-        job.error = Some(error.to_string());
-        job.lease_owner = None;
-        job.lease_expires_at = None;
+        let expected = mark_failed(&mut job, error, now);
         let (write, data) = match job.kind {
             JobKind::Provision | JobKind::DeleteProject => {
                 let mut project = self.job_project(&job).await.map_err(step_err)?;
@@ -739,13 +746,7 @@ impl App {
         if let Err(e) = self.fail_job(job.clone(), &error).await {
             tracing::warn!(job_id = %job.id, error = %e, "failing the job's resource failed; failing the job alone");
             let mut failed = job;
-            let expected = failed.version;
-            failed.version += 1;
-            failed.state = JobState::Failed;
-            failed.finished_at = Some(self.now());
-            failed.error = Some(error);
-            failed.lease_owner = None;
-            failed.lease_expires_at = None;
+            let expected = mark_failed(&mut failed, &error, self.now());
             let events = [self.event("job.failed", &failed, serde_json::json!({ "job": failed }))];
             if self.store.finish_job(&failed, expected, &ResourceWrite::Nothing, &events).await? {
                 self.publish_events(&events).await;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem,
@@ -36,34 +36,12 @@ pub struct DynamoStore {
     table: String,
 }
 
-/// Translates an SDK error. Throttling, server errors and transport failures
-/// are `Unavailable` (the caller may retry); everything else is `Internal`.
 pub(crate) fn sdk_error<E, R>(what: &str, e: &SdkError<E, R>) -> DomainError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let retryable_codes = [
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        "TransactionInProgressException",
-    ];
-    let transient = match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(_) => e.code().is_some_and(|c| retryable_codes.contains(&c)),
-        _ => false,
-    };
-    let msg = format!("{what}: {}", DisplayErrorContext(e));
-    if transient {
-        tracing::warn!(error = %msg, "DynamoDB unavailable");
-        DomainError::Unavailable(format!("{what}: the metadata store is unavailable; retry later"))
-    } else {
-        DomainError::Internal(msg)
-    }
+    crate::error::sdk_error(&crate::error::DYNAMODB, what, e)
 }
 
 /// The write operations of one `TransactWriteItems`, with what the store
@@ -184,10 +162,6 @@ impl Tx {
 impl DynamoStore {
     pub fn new(client: impl Into<crate::client::ClientCell<Client>>, table: impl Into<String>) -> Self {
         DynamoStore { client: client.into(), table: table.into() }
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
     }
 
     async fn get(&self, what: &str, pk: String, sk: &str) -> DomainResult<Option<Item>> {
