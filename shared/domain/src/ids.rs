@@ -21,18 +21,35 @@ pub const DELIVERY: &str = "dlv";
 pub const USER: &str = "usr";
 pub const REQUEST: &str = "req";
 
-/// A new id with the given prefix, e.g. `new_id(ids::PROJECT)`.
+/// A new id with the given prefix, e.g. `new_id(ids::PROJECT)`. Within a
+/// process, ids are strictly increasing: two made in the same millisecond
+/// still sort in the order they were made (the second is the first plus one,
+/// as ULID's monotonic mode does), so "newest first" holds for them too.
 pub fn new_id(prefix: &str) -> String {
-    new_id_at(prefix, chrono::Utc::now().timestamp_millis() as u64)
+    static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+    let fresh = random_value(chrono::Utc::now().timestamp_millis() as u64);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let value = if fresh > *last { fresh } else { *last + 1 };
+    *last = value;
+    encode(prefix, value)
 }
 
 pub fn new_id_at(prefix: &str, millis: u64) -> String {
+    encode(prefix, random_value(millis))
+}
+
+/// 48 bits of milliseconds, then 80 random bits.
+fn random_value(millis: u64) -> u128 {
     let mut random = [0u8; 10];
     rand::thread_rng().fill_bytes(&mut random);
     let mut value: u128 = (millis as u128 & 0xFFFF_FFFF_FFFF) << 80;
     for (i, b) in random.iter().enumerate() {
         value |= (*b as u128) << (8 * (9 - i));
     }
+    value
+}
+
+fn encode(prefix: &str, value: u128) -> String {
     let mut out = String::with_capacity(prefix.len() + 27);
     out.push_str(prefix);
     out.push('_');
@@ -64,5 +81,12 @@ mod tests {
         assert!(is_valid(PROJECT, &a));
         assert!(!is_valid(ORG, &a));
         assert!(!is_valid(PROJECT, "prj_../../etc"));
+    }
+
+    #[test]
+    fn ids_made_in_the_same_millisecond_still_sort_in_creation_order() {
+        let ids: Vec<String> = (0..2_000).map(|_| new_id(PROJECT)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "new_id must be strictly increasing within a process");
+        assert!(ids.iter().all(|id| is_valid(PROJECT, id)));
     }
 }
