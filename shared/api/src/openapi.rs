@@ -29,7 +29,7 @@ pub struct PageParams {
     info(
         title = "CapyDB control plane API",
         version = "1.0.0",
-        description = "Organizations, projects (a PostgreSQL database each), per-pull-request preview databases, backups, restores, imports, API keys and the asynchronous jobs that provision, clone, back up, restore, rotate and delete databases. Errors are always `{\"error\": \"message\"}`; lists are bare JSON arrays, newest first, paginated with `?limit=&cursor=` and a `Link: <...>; rel=\"next\"` header; every response carries `X-Request-Id`."
+        description = "Organizations, projects (a PostgreSQL database each), per-pull-request preview databases, backups, restores, imports, API keys and the asynchronous jobs that provision, clone, back up, restore, rotate and delete databases. Errors are always `{\"error\": \"message\"}`; lists are bare JSON arrays, newest first, paginated with `?limit=&cursor=` and a `Link: <...>; rel=\"next\"` header; every response carries `X-Request-Id`. Requests are rate-limited per client address in one-minute windows: every response carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the window ends), and a request over the limit is answered `429` with `Retry-After`."
     ),
     paths(
         crate::me::me,
@@ -128,6 +128,25 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
+fn integer_header(description: &str) -> utoipa::openapi::header::Header {
+    utoipa::openapi::header::HeaderBuilder::new()
+        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Integer))
+        .description(Some(description))
+        .build()
+}
+
+/// `429`, which any operation can answer (the limit counts every request
+/// from one address, authenticated or not).
+fn rate_limited_response() -> utoipa::openapi::Response {
+    let mut r =
+        error_response("Too many requests from this address in the current window; retry after `Retry-After` seconds");
+    r.headers.insert("Retry-After".into(), integer_header("Seconds until the window ends"));
+    r.headers.insert("RateLimit-Limit".into(), integer_header("Requests allowed per window"));
+    r.headers.insert("RateLimit-Remaining".into(), integer_header("Requests left in this window (0 here)"));
+    r.headers.insert("RateLimit-Reset".into(), integer_header("Seconds until the window ends"));
+    r
+}
+
 fn declare_errors(op: &mut Operation, path: &str, public: bool) {
     let has_body = op.request_body.is_some();
     let has_query =
@@ -154,6 +173,7 @@ fn declare_errors(op: &mut Operation, path: &str, public: bool) {
         add("503", "A dependency is briefly unavailable; retry");
     }
     add("500", "Internal error (details are logged, never returned)");
+    op.responses.responses.entry("429".to_string()).or_insert_with(|| rate_limited_response().into());
     if !public {
         op.security = Some(vec![
             SecurityRequirement::new("bearer", Vec::<String>::new()),

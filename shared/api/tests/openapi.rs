@@ -30,6 +30,10 @@ fn every_route_is_documented_with_its_errors() {
         for (method, op) in methods.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();
             assert!(responses.contains_key("500"), "{method} {path} does not declare 500");
+            // The rate limit applies to every route, the public one included.
+            let limited = &responses["429"]["headers"];
+            assert!(limited["Retry-After"].is_object(), "{method} {path} does not declare 429 with Retry-After");
+            assert!(limited["RateLimit-Reset"].is_object(), "{method} {path}: 429 without RateLimit-Reset");
             if !path.ends_with("openapi.json") {
                 for code in ["401", "403"] {
                     assert!(responses.contains_key(code), "{method} {path} does not declare {code}");
