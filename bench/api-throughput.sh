@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Authenticated GET /v1/projects/{id} on capydb-local (release build) next to
+# Authenticated GET /v1/projects/{id} on capydb-local (`server` profile build) next to
 # a bare axum hello-world, in the same run on the same machine:
 #   1. closed-loop maximum throughput of each, and the ratio;
 #   2. open-loop latency at a fixed rate (default 1,000 requests/s): p50/p99.
@@ -12,8 +12,8 @@ RATE=${2:-1000}
 CONNS=${CONNS:-16}
 # capydb-local logs as it does by default (info: one line per request) to a file.
 
-cargo build --release -q -p capydb-local -p capydb-loadgen
-BIN=target/release
+cargo build --profile server -q -p capydb-local -p capydb-loadgen
+BIN=target/server
 WORK=$(mktemp -d /tmp/capydb-bench-XXXXXX)
 API_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 HELLO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 SCALE=${1:-70}
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo build --release -q -p capydb-postgres --example clone_bench
-CLONE="$CARGO_TARGET_DIR/release/examples/clone_bench"
+cargo build --profile server -q -p capydb-postgres --example clone_bench
+CLONE="$CARGO_TARGET_DIR/server/examples/clone_bench"
 
 WORK=$(mktemp -d /tmp/capydb-clone-bench-XXXXXX)
 chmod 755 "$WORK"

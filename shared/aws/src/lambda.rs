@@ -741,4 +741,23 @@ mod tests {
         assert_eq!(copies.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["wait"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// `sam build` runs `cargo lambda build --release`, which sets
+    /// `panic = "abort"` unless the release profile says otherwise; with
+    /// abort, the panicking record above would take its whole batch down.
+    #[test]
+    fn the_release_profile_keeps_unwinding_for_the_batch_handler() {
+        let manifest = include_str!("../../../Cargo.toml");
+        let release: Vec<&str> = manifest
+            .lines()
+            .skip_while(|l| l.trim() != "[profile.release]")
+            .skip(1)
+            .take_while(|l| !l.trim_start().starts_with('['))
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        assert!(!release.is_empty(), "the workspace Cargo.toml has a [profile.release] section");
+        assert!(release.contains(&r#"panic = "unwind""#), "[profile.release] must say panic = \"unwind\": {release:?}");
+        assert!(release.contains(&"strip = true"), "{release:?}");
+    }
 }
