@@ -52,20 +52,28 @@ impl SdkCell {
 type Source<C> = (Arc<SdkCell>, fn(&SdkConfig) -> C);
 
 /// A service client: given, or made from the [`SdkCell`] on first use.
+/// Clones share the one client (adapters of the same service, such as the
+/// store and the rate limiter on DynamoDB, make it once between them).
 pub struct ClientCell<C> {
-    cell: OnceCell<C>,
+    cell: Arc<OnceCell<C>>,
     source: Option<Source<C>>,
+}
+
+impl<C> Clone for ClientCell<C> {
+    fn clone(&self) -> Self {
+        ClientCell { cell: Arc::clone(&self.cell), source: self.source.clone() }
+    }
 }
 
 impl<C> ClientCell<C> {
     pub fn ready(client: C) -> Self {
         let cell = OnceCell::new();
         let _ = cell.set(client);
-        ClientCell { cell, source: None }
+        ClientCell { cell: Arc::new(cell), source: None }
     }
 
     pub fn lazy(sdk: &Arc<SdkCell>, make: fn(&SdkConfig) -> C) -> Self {
-        ClientCell { cell: OnceCell::new(), source: Some((Arc::clone(sdk), make)) }
+        ClientCell { cell: Arc::new(OnceCell::new()), source: Some((Arc::clone(sdk), make)) }
     }
 
     pub async fn get(&self) -> DomainResult<&C> {
@@ -104,6 +112,13 @@ mod tests {
         assert_eq!(*b.get().await.unwrap(), 8);
         assert_eq!(*a.get().await.unwrap(), 7);
         assert_eq!(LOADS.load(Ordering::SeqCst), 1, "one load serves every client");
+
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        let shared: ClientCell<usize> = ClientCell::lazy(&sdk, |_| MADE.fetch_add(1, Ordering::SeqCst) + 10);
+        let twin = shared.clone();
+        assert_eq!(*twin.get().await.unwrap(), 10);
+        assert_eq!(*shared.get().await.unwrap(), 10);
+        assert_eq!(MADE.load(Ordering::SeqCst), 1, "clones share the one client");
 
         let broken = SdkCell::lazy(|| async { Err("no region".to_string()) });
         let c: ClientCell<usize> = ClientCell::lazy(&broken, |_| 9);

@@ -159,13 +159,13 @@ fn endpoint_provider(config: &Config) -> Result<EndpointProvider, String> {
 /// The application on the AWS adapters. No network call is made here, and
 /// no SDK client is made: each is made on first use from `sdk`.
 pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
-    let dynamodb = || ClientCell::lazy(sdk, aws_sdk_dynamodb::Client::new);
-    let sqs = || ClientCell::lazy(sdk, aws_sdk_sqs::Client::new);
+    let dynamodb = ClientCell::lazy(sdk, aws_sdk_dynamodb::Client::new);
+    let sqs = ClientCell::lazy(sdk, aws_sdk_sqs::Client::new);
     App::new(AppParts {
-        store: Arc::new(DynamoStore::new(dynamodb(), &config.table)) as Arc<dyn Store>,
-        queue: Arc::new(SqsQueue::new(sqs(), &config.jobs_queue_url, config.jobs_dead_letter_url.clone()))
+        store: Arc::new(DynamoStore::new(dynamodb.clone(), &config.table)) as Arc<dyn Store>,
+        queue: Arc::new(SqsQueue::new(sqs.clone(), &config.jobs_queue_url, config.jobs_dead_letter_url.clone()))
             as Arc<dyn JobQueue>,
-        webhook_queue: Arc::new(SqsQueue::new(sqs(), &config.webhook_queue_url, config.webhook_dead_letter_url.clone()))
+        webhook_queue: Arc::new(SqsQueue::new(sqs, &config.webhook_queue_url, config.webhook_dead_letter_url.clone()))
             as Arc<dyn JobQueue>,
         bus: Arc::new(EventBridgeBus::new(ClientCell::lazy(sdk, aws_sdk_eventbridge::Client::new), &config.event_bus))
             as Arc<dyn EventBus>,
@@ -175,7 +175,7 @@ pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
             as Arc<dyn SecretBox>,
         artifacts: Arc::new(LazyArtifacts { dir: config.artifact_dir.clone(), store: OnceCell::new() })
             as Arc<dyn ArtifactStore>,
-        rate_limiter: Arc::new(crate::DynamoRateLimiter::new(dynamodb(), &config.table))
+        rate_limiter: Arc::new(crate::DynamoRateLimiter::new(dynamodb, &config.table))
             as Arc<dyn capydb_domain::ports::RateLimiter>,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         settings: Settings {
