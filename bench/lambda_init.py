@@ -36,7 +36,7 @@ class Runtime:
         self.served = False
 
 
-def make_handler(rt_ref):
+def make_handler(rt):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -44,7 +44,6 @@ def make_handler(rt_ref):
             pass
 
         def do_GET(self):
-            rt = rt_ref[0]
             if self.path.endswith("/runtime/invocation/next"):
                 if rt.first_next is None:
                     rt.first_next = time.monotonic()
@@ -74,7 +73,6 @@ def make_handler(rt_ref):
                 self.end_headers()
 
         def do_POST(self):
-            rt = rt_ref[0]
             length = int(self.headers.get("Content-Length") or 0)
             payload = self.rfile.read(length) if length else b""
             kind = "response" if self.path.endswith("/response") else "error"
@@ -91,7 +89,7 @@ def run_once(binary, env, event):
     """One cold start, on a Runtime API server of its own: a request still in
     flight from the previous (killed) process cannot reach this run."""
     rt = Runtime(event)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler([rt]))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(rt))
     # A killed runtime resets its long-poll connection: expected, not an error.
     server.handle_error = lambda request, client_address: None
     threading.Thread(target=server.serve_forever, args=(0.005,), daemon=True).start()
