@@ -90,10 +90,39 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// A fresh directory under this test binary's scratch root. The root (the
+/// shared cluster's data dir included) is removed when the binary exits, so a
+/// run leaves nothing behind in the system temp dir; a failed `TestApp` moves
+/// its own dir out first (see its `Drop`) to keep its logs.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("capydb-e2e-{tag}-{}", capydb_domain::ids::new_id("t")));
+    let dir = scratch_root().join(format!("{tag}-{}", capydb_domain::ids::new_id("t")));
     fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+static SCRATCH_ROOT: OnceLock<PathBuf> = OnceLock::new();
+static CLUSTER_TO_STOP: OnceLock<capydb_postgres::LocalCluster> = OnceLock::new();
+
+fn scratch_root() -> &'static Path {
+    SCRATCH_ROOT.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("capydb-e2e-{}", capydb_domain::ids::new_id("run")));
+        fs::create_dir_all(&root).expect("scratch root");
+        // Runs when the test binary exits (libtest returns from main, or
+        // calls exit with 101 when a test failed): stop the shared cluster
+        // and delete it (a relocated cluster lives outside the root), then
+        // remove everything under the root.
+        extern "C" fn clean_up() {
+            if let Some(c) = CLUSTER_TO_STOP.get() {
+                let _ = c.destroy();
+            }
+            if let Some(root) = SCRATCH_ROOT.get() {
+                let _ = fs::remove_dir_all(root);
+            }
+        }
+        // SAFETY: registering a plain extern "C" fn with no captured state.
+        unsafe { libc::atexit(clean_up) };
+        root
+    })
 }
 
 /// The PostgreSQL server shared by the tests of this binary.
@@ -121,20 +150,11 @@ fn start_private_cluster_for_tests() -> String {
             .await
             .expect("a PostgreSQL cluster for the tests (set CAPYDB_TEST_POSTGRES_URL to use an existing server)");
         let url = cluster.admin_url();
-        // Stop it when the test binary exits.
+        // Stopped when the test binary exits (see `scratch_root`).
         CLUSTER_TO_STOP.set(cluster).ok();
-        extern "C" fn stop_cluster() {
-            if let Some(c) = CLUSTER_TO_STOP.get() {
-                let _ = c.stop_immediate();
-            }
-        }
-        // SAFETY: registering a plain extern "C" fn with no captured state.
-        unsafe { libc::atexit(stop_cluster) };
         url
     })
 }
-
-static CLUSTER_TO_STOP: OnceLock<capydb_postgres::LocalCluster> = OnceLock::new();
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
@@ -362,7 +382,15 @@ impl Drop for TestApp {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if !std::thread::panicking() {
+        if std::thread::panicking() {
+            // Keep the failed test's data dir and logs past the scratch
+            // root's removal at exit.
+            let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let kept = std::env::temp_dir().join(format!("capydb-e2e-failed-{name}"));
+            if fs::rename(&self.dir, &kept).is_ok() {
+                eprintln!("capydb-local's data dir and stderr.log kept in {}", kept.display());
+            }
+        } else {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
