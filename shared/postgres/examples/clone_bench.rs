@@ -20,5 +20,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let strategy = provider.clone_database(source, source_owner, target, owner).await?;
     println!("{strategy:?} {:.2}", started.elapsed().as_secs_f64());
+    // Where the CPU went on our side: this process (the stream relay) and
+    // the pg_dump/pg_restore it ran. The servers' share is the rest.
+    let (own, tools) = (cpu_seconds(libc::RUSAGE_SELF), cpu_seconds(libc::RUSAGE_CHILDREN));
+    eprintln!("cpu: clone_bench {own:.2} s, pg_dump/pg_restore {tools:.2} s");
     Ok(())
+}
+
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we hand it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }

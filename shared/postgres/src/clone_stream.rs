@@ -17,7 +17,9 @@
 //!    then `pg_restore -j N --section=post-data` builds the indexes and
 //!    constraints, with a larger `maintenance_work_mem`.
 //!
-//! Each streaming worker reads in a transaction that imported the snapshot,
+//! Each streaming worker reads through a `SourceSession` (`copy_source.rs`:
+//! the rows arrive as raw bytes, not one driver message each) in a
+//! transaction that imported the snapshot,
 //! so the clone is the source at one instant, and writes as the new owner
 //! (`SET ROLE`, as pg_restore does), so nothing the tenant defined (a CHECK
 //! constraint's function, say) ever runs as the admin on the target.
@@ -25,13 +27,13 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::BytesMut;
 use capydb_domain::ports::{ProviderError, ProviderResult};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio_postgres::{Client, Config};
 
+use crate::copy_source::{SourceError, SourceSession};
 use crate::error::from_pg;
-use crate::provider::{open_admin, PgProvider};
+use crate::provider::{open_admin, PgProvider, CONNECT_TIMEOUT, LOCK_TIMEOUT};
 use crate::sql::{quote_ident, quote_literal};
 use crate::tools::{jobs, run_tool, WorkDir, DUMP_LOCK_WAIT};
 
@@ -353,15 +355,20 @@ async fn stream_chunks(
 /// copying chunks until none is left.
 async fn stream_worker(setup: &WorkerSetup) -> ProviderResult<()> {
     let what = &setup.what;
-    let reader = open_admin(&setup.source).await?;
+    let mut reader = SourceSession::connect(&setup.source, CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| e.into_provider(&format!("{what}: connect to the source")))?;
+    // The admin session's lock timeout (see `open_admin`): a client's DDL
+    // queued behind the coordinator's lock would otherwise hold this
+    // session's ACCESS SHARE request, and the clone, for good.
     reader
-        .batch_execute(&format!(
-            "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
+        .execute(&format!(
+            "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET lock_timeout = '{LOCK_TIMEOUT}'; \
              BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
             quote_literal(&setup.snapshot)?
         ))
         .await
-        .map_err(|e| from_pg(&format!("{what}: import the snapshot"), &e))?;
+        .map_err(|e| e.into_provider(&format!("{what}: import the snapshot")))?;
     let writer = open_admin(&setup.target).await?;
     writer
         .batch_execute(&format!(
@@ -371,11 +378,20 @@ async fn stream_worker(setup: &WorkerSetup) -> ProviderResult<()> {
         .await
         .map_err(|e| from_pg(&format!("{what}: prepare the target session"), &e))?;
     while let Some(chunk) = setup.next() {
-        copy_chunk(&reader, &writer, &chunk)
-            .await
-            .map_err(|e| from_pg(&format!("{what}: copy the data of {}", chunk.table.name), &e))?;
+        copy_chunk(&mut reader, &writer, &chunk).await.map_err(|e| {
+            let what = format!("{what}: copy the data of {}", chunk.table.name);
+            match e {
+                CopyError::Source(e) => e.into_provider(&what),
+                CopyError::Target(e) => from_pg(&what, &e),
+            }
+        })?;
     }
-    reader.batch_execute("COMMIT").await.map_err(|e| from_pg(&format!("{what}: end the snapshot"), &e))
+    reader.execute("COMMIT").await.map_err(|e| e.into_provider(&format!("{what}: end the snapshot")))
+}
+
+enum CopyError {
+    Source(SourceError),
+    Target(tokio_postgres::Error),
 }
 
 /// The COPY statements of one chunk: out of the source, into the target.
@@ -393,22 +409,16 @@ pub(crate) fn copy_statements(chunk: &Chunk) -> (String, String) {
     )
 }
 
-async fn copy_chunk(reader: &Client, writer: &Client, chunk: &Chunk) -> Result<(), tokio_postgres::Error> {
+async fn copy_chunk(reader: &mut SourceSession, writer: &Client, chunk: &Chunk) -> Result<(), CopyError> {
     let (out_sql, in_sql) = copy_statements(chunk);
-    let rows = reader.copy_out(&out_sql).await?;
-    let sink = writer.copy_in::<_, bytes::Bytes>(&in_sql).await?;
-    futures_util::pin_mut!(rows, sink);
-    let mut batch = BytesMut::with_capacity(2 * COPY_BATCH);
-    while let Some(row) = rows.next().await {
-        batch.extend_from_slice(&row?);
-        if batch.len() >= COPY_BATCH {
-            sink.send(batch.split().freeze()).await?;
-        }
+    let mut rows = reader.copy_out(&out_sql).await.map_err(CopyError::Source)?;
+    let sink = writer.copy_in::<_, bytes::Bytes>(&in_sql).await.map_err(CopyError::Target)?;
+    futures_util::pin_mut!(sink);
+    // Dropping the sink unfinished aborts the target's COPY.
+    while let Some(batch) = rows.next_batch(COPY_BATCH).await.map_err(CopyError::Source)? {
+        sink.send(batch).await.map_err(CopyError::Target)?;
     }
-    if !batch.is_empty() {
-        sink.send(batch.freeze()).await?;
-    }
-    sink.as_mut().finish().await?;
+    sink.as_mut().finish().await.map_err(CopyError::Target)?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod backup;
 mod clone;
 mod clone_stream;
 mod cluster;
+pub mod copy_source;
 mod error;
 mod provider;
 mod sql;

@@ -19,10 +19,10 @@ use crate::sql::{password_literal, quote_ident, quote_literal, validate_name, va
 
 /// Budget for opening a connection (TCP, startup, SCRAM) and, in
 /// `check_connection`, for the whole probe.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// DDL waiting on a lock gives up after this with 55P03 (retryable) instead of
 /// holding a job worker indefinitely.
-const LOCK_TIMEOUT: &str = "30s";
+pub(crate) const LOCK_TIMEOUT: &str = "30s";
 /// Backstop for a server that stops answering mid-statement.
 const STATEMENT_BUDGET: Duration = Duration::from_secs(120);
 

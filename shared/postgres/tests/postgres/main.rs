@@ -3,5 +3,6 @@
 mod backup;
 mod clone;
 mod cluster;
+mod copy_source;
 mod helpers;
 mod provider;
