@@ -39,6 +39,8 @@ ADMIN_URL="postgres://capydb_admin@127.0.0.1:$PORT/postgres"
 psql() { "$PGBIN/psql" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
+# CPU seconds the whole machine has spent busy (all cores, /proc/stat).
+busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {print ($2 + $3 + $4 + $7 + $8) / hz}' /proc/stat; }
 
 psql -c "CREATE ROLE src_owner LOGIN" -c "CREATE ROLE dst_owner LOGIN" -c "CREATE DATABASE src OWNER src_owner"
 echo "pgbench -i -s $SCALE ..."
@@ -63,14 +65,16 @@ echo "== busy source (pgbench -c 2 -R 50)"
 "$PGBIN/pgbench" -n -c 2 -R 50 -T 3600 -P 5 -U src_owner src >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!
 sleep 2
+C0=$(busy)
 read -r STRATEGY OURS_BUSY < <("$CLONE" "$ADMIN_URL" src src_owner busy_ours dst_owner)
-echo "ours ($STRATEGY): $OURS_BUSY s"
+C1=$(busy)
+echo "ours ($STRATEGY): $OURS_BUSY s, machine busy $(secs "$C0" "$C1") CPU s"
 psql -c "CREATE DATABASE busy_pipe OWNER dst_owner"
-T0=$(now)
+T0=$(now); C0=$(busy)
 "$PGBIN/pg_dump" -Fc --no-owner --no-privileges src | "$PGBIN/pg_restore" --no-owner --no-privileges --role=dst_owner -d busy_pipe
-T1=$(now)
+T1=$(now); C1=$(busy)
 PIPE_BUSY=$(secs "$T0" "$T1")
-echo "pg_dump -Fc | pg_restore: $PIPE_BUSY s"
+echo "pg_dump -Fc | pg_restore: $PIPE_BUSY s, machine busy $(secs "$C0" "$C1") CPU s"
 kill "$LOAD_PID"; wait "$LOAD_PID" 2>/dev/null || true; LOAD_PID=
 echo "pgbench progress during the busy clones (latency of the source's clients):"
 grep -E "^progress" "$WORK/pgbench.log" | sed 's/^/  /'
