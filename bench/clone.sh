@@ -39,6 +39,10 @@ ADMIN_URL="postgres://capydb_admin@127.0.0.1:$PORT/postgres"
 psql() { "$PGBIN/psql" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
+# Every timed step starts from the same state: no dirty pages of an earlier
+# step still being written back (the idle clones write 3 GB; whichever step
+# ran next would pay for their writeback) and a fresh checkpoint.
+settle() { sync; psql -c CHECKPOINT; sync; }
 # CPU seconds the whole machine has spent busy (all cores, /proc/stat).
 busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {print ($2 + $3 + $4 + $7 + $8) / hz}' /proc/stat; }
 
@@ -49,27 +53,31 @@ echo "source size: $(psql -c "SELECT pg_size_pretty(pg_database_size('src'))")"
 echo "work dir: $WORK, $(nproc) CPUs"
 
 echo "== idle source"
-psql -c CHECKPOINT
+settle
 read -r STRATEGY OURS_IDLE < <("$CLONE" "$ADMIN_URL" src src_owner idle_ours dst_owner)
 echo "ours ($STRATEGY): $OURS_IDLE s"
-psql -c CHECKPOINT
+settle
 T0=$(now); "$PGBIN/createdb" -T src -O dst_owner idle_createdb; T1=$(now)
 CREATEDB_IDLE=$(secs "$T0" "$T1")
 echo "createdb -T (WAL_LOG): $CREATEDB_IDLE s"
-psql -c CHECKPOINT
+settle
 T0=$(now); "$PGBIN/createdb" -T src -S file_copy -O dst_owner idle_createdb_fc; T1=$(now)
 CREATEDB_FC_IDLE=$(secs "$T0" "$T1")
 echo "createdb -T -S file_copy: $CREATEDB_FC_IDLE s"
 
 echo "== busy source (pgbench -c 2 -R 50)"
+# The idle copies are done with: 3 GB the busy steps need not share the cluster with.
+psql -c "DROP DATABASE idle_ours" -c "DROP DATABASE idle_createdb" -c "DROP DATABASE idle_createdb_fc"
 "$PGBIN/pgbench" -n -c 2 -R 50 -T 3600 -P 5 -U src_owner src >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!
 sleep 2
+settle
 C0=$(busy)
 read -r STRATEGY OURS_BUSY < <("$CLONE" "$ADMIN_URL" src src_owner busy_ours dst_owner)
 C1=$(busy)
 echo "ours ($STRATEGY): $OURS_BUSY s, machine busy $(secs "$C0" "$C1") CPU s"
 psql -c "CREATE DATABASE busy_pipe OWNER dst_owner"
+settle
 T0=$(now); C0=$(busy)
 "$PGBIN/pg_dump" -Fc --no-owner --no-privileges src | "$PGBIN/pg_restore" --no-owner --no-privileges --role=dst_owner -d busy_pipe
 T1=$(now); C1=$(busy)
