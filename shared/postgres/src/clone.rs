@@ -48,6 +48,17 @@ impl PgProvider {
         self.work_dir = dir;
     }
 
+    /// How a busy clone streams a large table: in page ranges over several
+    /// workers (`true`), or whole, into a table truncated in the same
+    /// transaction, with `COPY ... FREEZE` (`false`). The default is page
+    /// ranges with more than 2 CPUs. On 2 they are no faster (`bench/clone.sh`):
+    /// one stream's source and target backends already keep both cores busy.
+    /// A frozen table needs no hint bits set and written back by the index
+    /// builds or the clone's first readers, and no freezing VACUUM later.
+    pub fn set_page_range_streams(&mut self, on: bool) {
+        self.page_range_streams = on;
+    }
+
     /// Makes `target`, owned by `owner` and reachable only by it (like
     /// `ensure_database`), a copy of `source` at this moment with every object
     /// inside owned by `owner`. A `target` left by an interrupted attempt is

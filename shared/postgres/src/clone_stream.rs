@@ -17,6 +17,11 @@
 //!    then `pg_restore -j N --section=post-data` builds the indexes and
 //!    constraints, with a larger `maintenance_work_mem`.
 //!
+//! A large table goes either in page ranges over all workers, or, where the
+//! CPUs are too few for that to pay (`PgProvider::set_page_range_streams`),
+//! whole, into the target table truncated in the same transaction with
+//! `COPY ... FREEZE`: loaded frozen, it needs no hint-bit writes later.
+//!
 //! Each streaming worker reads through a `SourceSession` (`copy_source.rs`:
 //! the rows arrive as raw bytes, not one driver message each) in a
 //! transaction that imported the snapshot,
@@ -172,7 +177,7 @@ impl PgProvider {
         let created = started.elapsed();
 
         let workers = jobs.min(MAX_STREAM_WORKERS);
-        let chunks = plan_chunks(tables, workers, self.tid_range_scans());
+        let chunks = plan_chunks(tables, workers, self.page_range_streams && self.tid_range_scans());
         let mut target_config = self.admin.clone();
         target_config.dbname(target);
         let streams = async {
@@ -395,11 +400,19 @@ enum CopyError {
 }
 
 /// The COPY statements of one chunk: out of the source, into the target.
+/// A whole table is copied as a table (`COPY t TO` reads only `t`, not its
+/// children, and skips the executor a query needs) into a table truncated in
+/// the same transaction (`whole_table_setup`), so it can load frozen.
 pub(crate) fn copy_statements(chunk: &Chunk) -> (String, String) {
     let table = &chunk.table;
     let format = if table.binary { "binary" } else { "text" };
     let range = match (chunk.from, chunk.to) {
-        (0, None) => String::new(),
+        (0, None) => {
+            return (
+                format!("COPY {} ({}) TO STDOUT (FORMAT {format})", table.name, table.columns),
+                format!("COPY {} ({}) FROM STDIN (FORMAT {format}, FREEZE)", table.name, table.columns),
+            )
+        }
         (from, None) => format!(" WHERE ctid >= '({from},0)'"),
         (from, Some(to)) => format!(" WHERE ctid >= '({from},0)' AND ctid < '({to},0)'"),
     };
@@ -409,8 +422,21 @@ pub(crate) fn copy_statements(chunk: &Chunk) -> (String, String) {
     )
 }
 
+/// What a whole-table chunk's target session runs before its COPY: `FREEZE`
+/// needs a table created or truncated in the same transaction. The table is
+/// new and empty (pre-data made it, nothing else writes to it), has no
+/// triggers and no foreign keys yet (post-data), and the session acts as its
+/// owner, so TRUNCATE is allowed and changes nothing.
+fn whole_table_setup(chunk: &Chunk) -> Option<String> {
+    (chunk.from == 0 && chunk.to.is_none()).then(|| format!("BEGIN; TRUNCATE ONLY {}", chunk.table.name))
+}
+
 async fn copy_chunk(reader: &mut SourceSession, writer: &Client, chunk: &Chunk) -> Result<(), CopyError> {
     let (out_sql, in_sql) = copy_statements(chunk);
+    let setup = whole_table_setup(chunk);
+    if let Some(sql) = &setup {
+        writer.batch_execute(sql).await.map_err(CopyError::Target)?;
+    }
     let mut rows = reader.copy_out(&out_sql).await.map_err(CopyError::Source)?;
     let sink = writer.copy_in::<_, bytes::Bytes>(&in_sql).await.map_err(CopyError::Target)?;
     futures_util::pin_mut!(sink);
@@ -419,6 +445,9 @@ async fn copy_chunk(reader: &mut SourceSession, writer: &Client, chunk: &Chunk) 
         sink.send(batch).await.map_err(CopyError::Target)?;
     }
     sink.as_mut().finish().await.map_err(CopyError::Target)?;
+    if setup.is_some() {
+        writer.batch_execute("COMMIT").await.map_err(CopyError::Target)?;
+    }
     Ok(())
 }
 
@@ -473,7 +502,10 @@ mod tests {
         assert_eq!(into, "COPY \"s\".\"T\" (\"a\", \"b\") FROM STDIN (FORMAT text)");
         let (out, _) = copy_statements(&Chunk { table: Arc::clone(&t), from: 2048, to: None });
         assert!(out.ends_with("WHERE ctid >= '(2048,0)') TO STDOUT (FORMAT text)"), "{out}");
-        let (out, _) = copy_statements(&Chunk { table: t, from: 0, to: None });
-        assert!(!out.contains("WHERE"), "{out}");
+        let whole = Chunk { table: t, from: 0, to: None };
+        let (out, into) = copy_statements(&whole);
+        assert_eq!(out, "COPY \"s\".\"T\" (\"a\", \"b\") TO STDOUT (FORMAT text)");
+        assert_eq!(into, "COPY \"s\".\"T\" (\"a\", \"b\") FROM STDIN (FORMAT text, FREEZE)");
+        assert_eq!(whole_table_setup(&whole).as_deref(), Some("BEGIN; TRUNCATE ONLY \"s\".\"T\""));
     }
 }

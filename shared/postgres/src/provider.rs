@@ -55,6 +55,9 @@ pub struct PgProvider {
     conn: Mutex<Option<Arc<Client>>>,
     /// Where `clone_database` writes its temporary dumps.
     pub(crate) work_dir: PathBuf,
+    /// Whether a busy clone splits large tables into page ranges (see
+    /// `clone_stream.rs`); otherwise each table is one frozen stream.
+    pub(crate) page_range_streams: bool,
 }
 
 impl std::fmt::Debug for PgProvider {
@@ -109,6 +112,7 @@ impl PgProvider {
             port: target.port,
             conn: Mutex::new(Some(Arc::new(client))),
             work_dir: std::env::temp_dir(),
+            page_range_streams: crate::tools::jobs() > 2,
         })
     }
 

@@ -287,8 +287,8 @@ async fn clients_connecting_during_a_clone_are_never_refused() {
 #[tokio::test]
 async fn a_busy_clone_streams_large_tables_of_any_shape_and_keeps_everything_else() {
     let t = TestCluster::start().await;
-    let p = source_project(&t, 10).await;
-    // ~25 MB, so it is streamed and split into page ranges; user-defined
+    let mut p = source_project(&t, 10).await;
+    // ~25 MB, so it is streamed (split into page ranges in that mode); user-defined
     // types (text COPY), a generated column, a dropped one, a name to quote.
     let c = connect(&p, "prj_s", "prj_s_owner").await;
     c.batch_execute(
@@ -311,28 +311,58 @@ async fn a_busy_clone_streams_large_tables_of_any_shape_and_keeps_everything_els
     let size = count(&c, "SELECT pg_relation_size('\"Odd.Schema\".\"Big \"\"T\"\"\"')").await;
     assert!(size > 20 << 20, "the table is too small to be split: {size}");
 
-    let strategy = p.clone_database("prj_s", "prj_s_owner", "prj_c", "prj_c_owner").await.expect("clone");
-    assert_eq!(strategy, CloneStrategy::DumpRestore);
-    let d = connect(&p, "prj_c", "prj_c_owner").await;
-    let check = "SELECT (count(*) + sum(id) + sum(twice) + sum(n) + sum(length(payload)) \
-                         + sum(array_length(moods, 1)) + count(DISTINCT moods[2]))::bigint \
-                   FROM \"Odd.Schema\".\"Big \"\"T\"\"\"";
-    assert_eq!(count(&d, check).await, count(&c, check).await);
-    assert_eq!(count(&d, "SELECT count(*) FROM \"Odd.Schema\".\"Big \"\"T\"\"\"").await, 100_000);
-    assert_eq!(count(&d, "SELECT last_value FROM counter").await, 4242);
-    assert_eq!(count(&d, "SELECT n FROM item_stats").await, 10);
-    assert_eq!(count(&d, "SELECT count(*) FROM pg_largeobject_metadata").await, 1);
-    assert_eq!(
-        count(
-            &d,
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE n.nspname = 'Odd.Schema' AND c.relowner <> 'prj_c_owner'::regrole"
-        )
-        .await,
-        0
-    );
-    d.batch_execute("INSERT INTO \"Odd.Schema\".\"Big \"\"T\"\"\" (id, n) VALUES (1, 1)")
-        .await
-        .expect_err("the primary key came along");
-    assert_handed_over(&t, &p).await;
+    // Both ways a busy clone can stream a table: page ranges over workers,
+    // and whole tables loaded frozen (the default on 2 CPUs). The second
+    // clone replaces the first.
+    for page_ranges in [true, false] {
+        p.set_page_range_streams(page_ranges);
+        let strategy = p.clone_database("prj_s", "prj_s_owner", "prj_c", "prj_c_owner").await.expect("clone");
+        assert_eq!(strategy, CloneStrategy::DumpRestore);
+        let d = connect(&p, "prj_c", "prj_c_owner").await;
+        let check = "SELECT (count(*) + sum(id) + sum(twice) + sum(n) + sum(length(payload)) \
+                             + sum(array_length(moods, 1)) + count(DISTINCT moods[2]))::bigint \
+                       FROM \"Odd.Schema\".\"Big \"\"T\"\"\"";
+        assert_eq!(count(&d, check).await, count(&c, check).await);
+        assert_eq!(count(&d, "SELECT count(*) FROM \"Odd.Schema\".\"Big \"\"T\"\"\"").await, 100_000);
+        assert_eq!(count(&d, "SELECT last_value FROM counter").await, 4242);
+        assert_eq!(count(&d, "SELECT n FROM item_stats").await, 10);
+        assert_eq!(count(&d, "SELECT count(*) FROM pg_largeobject_metadata").await, 1);
+        assert_eq!(
+            count(
+                &d,
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = 'Odd.Schema' AND c.relowner <> 'prj_c_owner'::regrole"
+            )
+            .await,
+            0
+        );
+        d.batch_execute("INSERT INTO \"Odd.Schema\".\"Big \"\"T\"\"\" (id, n) VALUES (1, 1)")
+            .await
+            .expect_err("the primary key came along");
+        assert_handed_over(&t, &p).await;
+        // Frozen as loaded, or left for the hint bits and a later VACUUM.
+        let a = admin(&t, "prj_c").await;
+        a.batch_execute("CREATE EXTENSION pg_visibility").await.expect("pg_visibility");
+        let (pages, frozen) = {
+            let row = a
+                .query_one(
+                    "SELECT pg_relation_size('\"Odd.Schema\".\"Big \"\"T\"\"\"') / 8192, all_frozen
+                       FROM pg_visibility_map_summary('\"Odd.Schema\".\"Big \"\"T\"\"\"')",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0), row.get::<_, i64>(1))
+        };
+        if page_ranges {
+            assert_eq!(frozen, 0, "page-range streams do not freeze");
+        } else {
+            // COPY FREEZE marks each page it fills in one go; the last,
+            // partly filled page is left to VACUUM.
+            assert!(
+                frozen >= pages - 1 && pages > 3000,
+                "a whole-table stream loads its pages frozen: {frozen} of {pages}"
+            );
+        }
+    }
 }
