@@ -71,8 +71,14 @@ pub(crate) struct StreamTable {
     pub columns: String,
     /// Every column's type is built in and has binary I/O. Binary COPY of
     /// an array or composite carries type OIDs, which differ in the target
-    /// for types the tenant created; those tables go as text.
+    /// for types the tenant created, and a `reg*` value (`regclass`, ...) is
+    /// an OID itself; those tables go as text, which names the objects.
     pub binary: bool,
+    /// A partition: its whole-table stream is not truncated and frozen
+    /// (`whole_table_setup`). pg_restore may load rows of its siblings
+    /// through the partition root into it (pg_dump loads hash partitions on
+    /// an enum that way), and a TRUNCATE would delete them.
+    pub partition: bool,
     pub pages: i64,
 }
 
@@ -224,13 +230,15 @@ async fn stream_tables(coordinator: &Client, what: &str) -> ProviderResult<Vec<S
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname),
                     pg_relation_size(c.oid) / current_setting('block_size')::bigint,
-                    a.columns, a.binary
+                    a.columns, a.binary, c.relispartition
                FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
                CROSS JOIN LATERAL (
                    SELECT array_agg(a.attname::text ORDER BY a.attnum) AS columns,
-                          bool_and(t.oid < 16384 AND t.typsend <> 0 AND t.typreceive <> 0) AS binary
+                          bool_and(t.oid < 16384 AND t.typsend <> 0 AND t.typreceive <> 0
+                                   AND coalesce(e.typname, t.typname) NOT LIKE 'reg%') AS binary
                      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                     LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') a
               WHERE c.relkind = 'r' AND c.relpersistence <> 't'
                 AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
@@ -252,6 +260,7 @@ async fn stream_tables(coordinator: &Client, what: &str) -> ProviderResult<Vec<S
                 pages: row.try_get(1)?,
                 columns: columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "),
                 binary: row.try_get(3)?,
+                partition: row.try_get(4)?,
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()
@@ -278,6 +287,15 @@ pub(crate) fn plan_chunks(tables: Vec<StreamTable>, workers: usize, split: bool)
     chunks.sort_by_key(|c| std::cmp::Reverse(c.pages()));
     chunks
 }
+
+/// How text COPY writes and reads values, pinned on both sides as pg_dump
+/// and pg_restore pin them. The tenant owns the source database and may have
+/// set any of these on it (`ALTER DATABASE ... SET`), and they apply to our
+/// sessions too: a day-month DateStyle, a sql_standard IntervalStyle (the
+/// sign of `-1 2:00:00`) or fewer float digits would change values silently,
+/// and an empty search_path makes `regclass` values print qualified.
+const VALUE_FORMAT: &str = "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; \
+                            SET search_path = '';";
 
 /// What each streaming worker needs; cloned into its thread.
 #[derive(Clone)]
@@ -369,7 +387,7 @@ async fn stream_worker(setup: &WorkerSetup) -> ProviderResult<()> {
     reader
         .execute(&format!(
             "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET lock_timeout = '{LOCK_TIMEOUT}'; \
-             BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+             {VALUE_FORMAT} BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
             quote_literal(&setup.snapshot)?
         ))
         .await
@@ -377,7 +395,7 @@ async fn stream_worker(setup: &WorkerSetup) -> ProviderResult<()> {
     let writer = open_admin(&setup.target).await?;
     writer
         .batch_execute(&format!(
-            "SET statement_timeout = 0; SET synchronous_commit = off; SET ROLE {}",
+            "SET statement_timeout = 0; SET synchronous_commit = off; {VALUE_FORMAT} SET ROLE {}",
             quote_ident(&setup.owner)
         ))
         .await
@@ -408,10 +426,11 @@ pub(crate) fn copy_statements(chunk: &Chunk) -> (String, String) {
     let format = if table.binary { "binary" } else { "text" };
     let range = match (chunk.from, chunk.to) {
         (0, None) => {
+            let freeze = if table.partition { "" } else { ", FREEZE" };
             return (
                 format!("COPY {} ({}) TO STDOUT (FORMAT {format})", table.name, table.columns),
-                format!("COPY {} ({}) FROM STDIN (FORMAT {format}, FREEZE)", table.name, table.columns),
-            )
+                format!("COPY {} ({}) FROM STDIN (FORMAT {format}{freeze})", table.name, table.columns),
+            );
         }
         (from, None) => format!(" WHERE ctid >= '({from},0)'"),
         (from, Some(to)) => format!(" WHERE ctid >= '({from},0)' AND ctid < '({to},0)'"),
@@ -426,18 +445,22 @@ pub(crate) fn copy_statements(chunk: &Chunk) -> (String, String) {
 /// needs a table created or truncated in the same transaction. The table is
 /// new and empty (pre-data made it, nothing else writes to it), has no
 /// triggers and no foreign keys yet (post-data), and the session acts as its
-/// owner, so TRUNCATE is allowed and changes nothing.
+/// owner, so TRUNCATE is allowed and changes nothing. Not for a partition
+/// (see `StreamTable::partition`).
 fn whole_table_setup(chunk: &Chunk) -> Option<String> {
-    (chunk.from == 0 && chunk.to.is_none()).then(|| format!("BEGIN; TRUNCATE ONLY {}", chunk.table.name))
+    (chunk.from == 0 && chunk.to.is_none() && !chunk.table.partition)
+        .then(|| format!("BEGIN; TRUNCATE ONLY {}", chunk.table.name))
 }
 
 async fn copy_chunk(reader: &mut SourceSession, writer: &Client, chunk: &Chunk) -> Result<(), CopyError> {
     let (out_sql, in_sql) = copy_statements(chunk);
+    // The source first: it may wait for its lock, and the target should not
+    // sit idle in a transaction holding the table meanwhile.
+    let mut rows = reader.copy_out(&out_sql).await.map_err(CopyError::Source)?;
     let setup = whole_table_setup(chunk);
     if let Some(sql) = &setup {
         writer.batch_execute(sql).await.map_err(CopyError::Target)?;
     }
-    let mut rows = reader.copy_out(&out_sql).await.map_err(CopyError::Source)?;
     let sink = writer.copy_in::<_, bytes::Bytes>(&in_sql).await.map_err(CopyError::Target)?;
     futures_util::pin_mut!(sink);
     // Dropping the sink unfinished aborts the target's COPY.
@@ -456,7 +479,13 @@ mod tests {
     use super::*;
 
     fn table(name: &str, pages: i64) -> StreamTable {
-        StreamTable { name: format!("\"public\".\"{name}\""), columns: "\"a\"".into(), binary: true, pages }
+        StreamTable {
+            name: format!("\"public\".\"{name}\""),
+            columns: "\"a\"".into(),
+            binary: true,
+            partition: false,
+            pages,
+        }
     }
 
     #[test]
@@ -491,6 +520,7 @@ mod tests {
             name: "\"s\".\"T\"".into(),
             columns: "\"a\", \"b\"".into(),
             binary: false,
+            partition: false,
             pages: 5000,
         });
         let (out, into) = copy_statements(&Chunk { table: Arc::clone(&t), from: 1024, to: Some(2048) });
@@ -507,5 +537,19 @@ mod tests {
         assert_eq!(out, "COPY \"s\".\"T\" (\"a\", \"b\") TO STDOUT (FORMAT text)");
         assert_eq!(into, "COPY \"s\".\"T\" (\"a\", \"b\") FROM STDIN (FORMAT text, FREEZE)");
         assert_eq!(whole_table_setup(&whole).as_deref(), Some("BEGIN; TRUNCATE ONLY \"s\".\"T\""));
+        // A partition is neither truncated nor frozen (see `StreamTable::partition`).
+        let part = Chunk {
+            table: Arc::new(StreamTable {
+                name: "\"s\".\"P\"".into(),
+                columns: "\"a\"".into(),
+                binary: true,
+                partition: true,
+                pages: 9,
+            }),
+            from: 0,
+            to: None,
+        };
+        assert_eq!(copy_statements(&part).1, "COPY \"s\".\"P\" (\"a\") FROM STDIN (FORMAT binary)");
+        assert_eq!(whole_table_setup(&part), None);
     }
 }

@@ -297,9 +297,13 @@ async fn a_busy_clone_streams_large_tables_of_any_shape_and_keeps_everything_els
          CREATE SCHEMA \"Odd.Schema\";
          CREATE TABLE \"Odd.Schema\".\"Big \"\"T\"\"\" (
              id bigint PRIMARY KEY, gone int, moods mood[], n positive, payload text,
-             twice bigint GENERATED ALWAYS AS (id * 2) STORED);
-         INSERT INTO \"Odd.Schema\".\"Big \"\"T\"\"\" (id, gone, moods, n, payload)
-             SELECT i, i, ARRAY['ok', 'happy']::mood[], i, repeat('x', 200) FROM generate_series(1, 100000) i;
+             twice bigint GENERATED ALWAYS AS (id * 2) STORED, f float8, iv interval, d date);
+         INSERT INTO \"Odd.Schema\".\"Big \"\"T\"\"\" (id, gone, moods, n, payload, f, iv, d)
+             SELECT i, i, ARRAY['ok', 'happy']::mood[], i, repeat('x', 200),
+                    i * 1.0001, interval '-1 day -2 hours' * (i % 3), date '2020-01-01' + i % 12
+               FROM generate_series(1, 100000) i;
+         CREATE TABLE refs (id bigint PRIMARY KEY, rel regclass, payload text);
+         INSERT INTO refs SELECT i, 'items'::regclass, repeat('y', 150) FROM generate_series(1, 60000) i;
          ALTER TABLE \"Odd.Schema\".\"Big \"\"T\"\"\" DROP COLUMN gone;
          CREATE SEQUENCE counter;
          SELECT setval('counter', 4242);
@@ -310,6 +314,18 @@ async fn a_busy_clone_streams_large_tables_of_any_shape_and_keeps_everything_els
     .expect("the source owner adds a large table");
     let size = count(&c, "SELECT pg_relation_size('\"Odd.Schema\".\"Big \"\"T\"\"\"')").await;
     assert!(size > 20 << 20, "the table is too small to be split: {size}");
+    assert!(count(&c, "SELECT pg_relation_size('refs')").await > 8 << 20, "refs is streamed too");
+    // The tenant owns the source database and sets how its values print;
+    // the clone's sessions must not take that (dates day-first, the
+    // interval sign standard-style, floats to 1 digit, regclass unqualified).
+    c.batch_execute(
+        "ALTER DATABASE prj_s SET DateStyle = 'SQL, DMY';
+         ALTER DATABASE prj_s SET IntervalStyle = 'sql_standard';
+         ALTER DATABASE prj_s SET extra_float_digits = -15;
+         ALTER DATABASE prj_s SET search_path = public;",
+    )
+    .await
+    .expect("the owner sets its database's formats");
 
     // Both ways a busy clone can stream a table: page ranges over workers,
     // and whole tables loaded frozen (the default on 2 CPUs). The second
@@ -320,9 +336,16 @@ async fn a_busy_clone_streams_large_tables_of_any_shape_and_keeps_everything_els
         assert_eq!(strategy, CloneStrategy::DumpRestore);
         let d = connect(&p, "prj_c", "prj_c_owner").await;
         let check = "SELECT (count(*) + sum(id) + sum(twice) + sum(n) + sum(length(payload)) \
-                             + sum(array_length(moods, 1)) + count(DISTINCT moods[2]))::bigint \
+                             + sum(array_length(moods, 1)) + count(DISTINCT moods[2]) \
+                             + sum(f * 10000)::bigint + sum(extract(epoch FROM iv))::bigint \
+                             + sum((d - date '2000-01-01') * id))::bigint \
                        FROM \"Odd.Schema\".\"Big \"\"T\"\"\"";
         assert_eq!(count(&d, check).await, count(&c, check).await);
+        assert_eq!(
+            count(&d, "SELECT count(*) FILTER (WHERE rel = 'public.items'::regclass) FROM refs").await,
+            60_000,
+            "regclass values name the target's own table"
+        );
         assert_eq!(count(&d, "SELECT count(*) FROM \"Odd.Schema\".\"Big \"\"T\"\"\"").await, 100_000);
         assert_eq!(count(&d, "SELECT last_value FROM counter").await, 4242);
         assert_eq!(count(&d, "SELECT n FROM item_stats").await, 10);
