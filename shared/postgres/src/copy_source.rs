@@ -27,6 +27,8 @@ use crate::error::sqlstate_is_retryable;
 
 /// Socket reads of this size: a few hundred rows' frames per read.
 const READ_BLOCK: usize = 256 * 1024;
+/// TCP keepalive idle time, the admin sessions' (`PgProvider::connect`).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -47,6 +49,12 @@ impl From<io::Error> for SourceError {
     fn from(e: io::Error) -> Self {
         SourceError::Io(e)
     }
+}
+
+/// A message we could not even encode (a NUL byte in the SQL or the
+/// password): a request error, never worth a retry.
+fn encoding(e: io::Error) -> SourceError {
+    SourceError::Protocol(format!("could not encode a message: {e}"))
 }
 
 impl SourceError {
@@ -112,7 +120,7 @@ impl SourceSession {
             params.push(("application_name", name));
         }
         let mut out = BytesMut::new();
-        frontend::startup_message(params, &mut out)?;
+        frontend::startup_message(params, &mut out).map_err(encoding)?;
         self.send(&out).await?;
 
         let password = || {
@@ -121,6 +129,7 @@ impl SourceSession {
                 .ok_or_else(|| SourceError::Protocol("the server asks for a password and none is configured".into()))
         };
         let mut scram: Option<ScramSha256> = None;
+        let mut scram_verified = false;
         loop {
             let msg = self.next_message().await?;
             match msg.tag {
@@ -131,12 +140,18 @@ impl SourceSession {
                     }
                     let mut out = BytesMut::new();
                     match body.get_i32() {
+                        // After SCRAM, only once the server proved it knows
+                        // the password too (its final message, checked below).
+                        0 if scram.is_some() && !scram_verified => {
+                            return Err(SourceError::Protocol("the server ended SCRAM without proving itself".into()))
+                        }
                         0 => {}
-                        3 => frontend::password_message(password()?, &mut out)?,
-                        5 if body.len() >= 4 => {
+                        3 => frontend::password_message(password()?, &mut out).map_err(encoding)?,
+                        5 if body.len() < 4 => return Err(SourceError::Protocol("short md5 salt".into())),
+                        5 => {
                             let salt = [body[0], body[1], body[2], body[3]];
                             let hash = postgres_protocol::authentication::md5_hash(user.as_bytes(), password()?, salt);
-                            frontend::password_message(hash.as_bytes(), &mut out)?;
+                            frontend::password_message(hash.as_bytes(), &mut out).map_err(encoding)?;
                         }
                         10 => {
                             let offered = body.split(|b| *b == 0).any(|m| m == SCRAM_SHA_256.as_bytes());
@@ -146,7 +161,7 @@ impl SourceSession {
                                 ));
                             }
                             let s = ScramSha256::new(password()?, ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
+                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out).map_err(encoding)?;
                             scram = Some(s);
                         }
                         11 => {
@@ -154,12 +169,13 @@ impl SourceSession {
                                 .as_mut()
                                 .ok_or_else(|| SourceError::Protocol("SASL continue out of turn".into()))?;
                             s.update(&body).map_err(|e| SourceError::Protocol(format!("SCRAM: {e}")))?;
-                            frontend::sasl_response(s.message(), &mut out)?;
+                            frontend::sasl_response(s.message(), &mut out).map_err(encoding)?;
                         }
                         12 => {
                             let s =
                                 scram.as_mut().ok_or_else(|| SourceError::Protocol("SASL final out of turn".into()))?;
                             s.finish(&body).map_err(|e| SourceError::Protocol(format!("SCRAM: {e}")))?;
+                            scram_verified = true;
                         }
                         code => return Err(SourceError::Protocol(format!("unsupported authentication method {code}"))),
                     }
@@ -180,7 +196,7 @@ impl SourceSession {
     /// server to be ready again. Rows are not wanted and are dropped.
     pub async fn execute(&mut self, sql: &str) -> Result<()> {
         let mut out = BytesMut::new();
-        frontend::query(sql, &mut out)?;
+        frontend::query(sql, &mut out).map_err(encoding)?;
         self.send(&out).await?;
         let mut failed = None;
         loop {
@@ -203,7 +219,7 @@ impl SourceSession {
     /// Starts `COPY ... TO STDOUT`; its data is read with `CopyOut::next_batch`.
     pub async fn copy_out(&mut self, sql: &str) -> Result<CopyOut<'_>> {
         let mut out = BytesMut::new();
-        frontend::query(sql, &mut out)?;
+        frontend::query(sql, &mut out).map_err(encoding)?;
         self.send(&out).await?;
         loop {
             let msg = self.next_message().await?;
@@ -377,6 +393,10 @@ async fn open_stream(config: &Config) -> Result<Box<dyn Stream>> {
         let attempt: io::Result<Box<dyn Stream>> = match host {
             Host::Tcp(name) => tokio::net::TcpStream::connect((name.as_str(), port)).await.and_then(|s| {
                 s.set_nodelay(true)?;
+                // As the admin sessions do: a peer gone silent is found out
+                // instead of holding a clone worker for good.
+                socket2::SockRef::from(&s)
+                    .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE))?;
                 Ok(Box::new(s) as Box<dyn Stream>)
             }),
             #[cfg(unix)]
