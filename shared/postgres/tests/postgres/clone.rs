@@ -389,3 +389,46 @@ async fn a_busy_clone_streams_large_tables_of_any_shape_and_keeps_everything_els
         }
     }
 }
+
+#[tokio::test]
+async fn a_busy_clone_keeps_partitioned_tables_whole_hash_partitions_on_an_enum_included() {
+    let t = TestCluster::start().await;
+    let mut p = source_project(&t, 10).await;
+    let c = connect(&p, "prj_s", "prj_s_owner").await;
+    // A range-partitioned table with one large (streamed) partition and a
+    // small one, and a hash-partitioned table on an enum: pg_dump loads
+    // those through the partition root, and as enum OIDs differ in the
+    // target, rows may land in another partition than at the source.
+    c.batch_execute(
+        "CREATE TABLE events (id bigint, payload text) PARTITION BY RANGE (id);
+         CREATE TABLE events_old PARTITION OF events FOR VALUES FROM (0) TO (100000);
+         CREATE TABLE events_new PARTITION OF events FOR VALUES FROM (100000) TO (MAXVALUE);
+         INSERT INTO events SELECT i, repeat('e', 200) FROM generate_series(1, 100500) i;
+         CREATE TYPE colour AS ENUM ('red', 'green', 'blue', 'cyan', 'magenta');
+         CREATE TABLE paint (c colour, id bigint, payload text) PARTITION BY HASH (c);
+         CREATE TABLE paint_0 PARTITION OF paint FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+         CREATE TABLE paint_1 PARTITION OF paint FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+         INSERT INTO paint SELECT (enum_range(NULL::colour))[1 + i % 5], i, repeat('p', 200)
+           FROM generate_series(1, 160000) i;",
+    )
+    .await
+    .expect("partitioned tables");
+    assert!(count(&c, "SELECT pg_relation_size('events_old')").await > 8 << 20, "events_old is streamed");
+    let paint = "SELECT greatest(pg_relation_size('paint_0'), pg_relation_size('paint_1'))";
+    assert!(count(&c, paint).await > 8 << 20, "the larger paint partition is streamed");
+    let check = "SELECT ((SELECT count(*) + sum(id) + sum(length(payload)) FROM events)
+                      + (SELECT count(*) + sum(id * (c::text = 'blue')::int) + sum(length(payload)) FROM paint))::bigint";
+    let want = count(&c, check).await;
+    for page_ranges in [true, false] {
+        p.set_page_range_streams(page_ranges);
+        let strategy = p.clone_database("prj_s", "prj_s_owner", "prj_c", "prj_c_owner").await.expect("clone");
+        assert_eq!(strategy, CloneStrategy::DumpRestore);
+        let d = connect(&p, "prj_c", "prj_c_owner").await;
+        assert_eq!(count(&d, check).await, want, "page ranges: {page_ranges}");
+        assert_eq!(count(&d, "SELECT count(*) FROM events_old").await, 99_999);
+        assert_eq!(count(&d, "SELECT count(*) FROM paint").await, 160_000);
+        // Found through the target's own hashing of its own enum.
+        assert_eq!(count(&d, "SELECT count(*) FROM paint WHERE c = 'blue'").await, 32_000);
+        assert_handed_over(&t, &p).await;
+    }
+}
