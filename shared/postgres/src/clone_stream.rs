@@ -95,6 +95,17 @@ impl Chunk {
     fn pages(&self) -> i64 {
         self.to.unwrap_or(self.table.pages) - self.from
     }
+
+    fn whole(&self) -> bool {
+        self.from == 0 && self.to.is_none()
+    }
+
+    /// Loaded with `COPY ... FREEZE` into a table truncated first in the
+    /// same transaction (`whole_table_setup`): a whole table, not a partition
+    /// (see `StreamTable::partition`).
+    fn loads_frozen(&self) -> bool {
+        self.whole() && !self.table.partition
+    }
 }
 
 /// How the stream clone ended short.
@@ -424,16 +435,17 @@ enum CopyError {
 pub(crate) fn copy_statements(chunk: &Chunk) -> (String, String) {
     let table = &chunk.table;
     let format = if table.binary { "binary" } else { "text" };
-    let range = match (chunk.from, chunk.to) {
-        (0, None) => {
-            let freeze = if table.partition { "" } else { ", FREEZE" };
-            return (
-                format!("COPY {} ({}) TO STDOUT (FORMAT {format})", table.name, table.columns),
-                format!("COPY {} ({}) FROM STDIN (FORMAT {format}{freeze})", table.name, table.columns),
-            );
-        }
-        (from, None) => format!(" WHERE ctid >= '({from},0)'"),
-        (from, Some(to)) => format!(" WHERE ctid >= '({from},0)' AND ctid < '({to},0)'"),
+    if chunk.whole() {
+        let freeze = if chunk.loads_frozen() { ", FREEZE" } else { "" };
+        return (
+            format!("COPY {} ({}) TO STDOUT (FORMAT {format})", table.name, table.columns),
+            format!("COPY {} ({}) FROM STDIN (FORMAT {format}{freeze})", table.name, table.columns),
+        );
+    }
+    let from = chunk.from;
+    let range = match chunk.to {
+        None => format!(" WHERE ctid >= '({from},0)'"),
+        Some(to) => format!(" WHERE ctid >= '({from},0)' AND ctid < '({to},0)'"),
     };
     (
         format!("COPY (SELECT {} FROM ONLY {}{range}) TO STDOUT (FORMAT {format})", table.columns, table.name),
@@ -448,8 +460,7 @@ pub(crate) fn copy_statements(chunk: &Chunk) -> (String, String) {
 /// owner, so TRUNCATE is allowed and changes nothing. Not for a partition
 /// (see `StreamTable::partition`).
 fn whole_table_setup(chunk: &Chunk) -> Option<String> {
-    (chunk.from == 0 && chunk.to.is_none() && !chunk.table.partition)
-        .then(|| format!("BEGIN; TRUNCATE ONLY {}", chunk.table.name))
+    chunk.loads_frozen().then(|| format!("BEGIN; TRUNCATE ONLY {}", chunk.table.name))
 }
 
 async fn copy_chunk(reader: &mut SourceSession, writer: &Client, chunk: &Chunk) -> Result<(), CopyError> {

@@ -195,32 +195,13 @@ impl SourceSession {
     /// Runs `sql` (one or more statements, simple protocol) and waits for the
     /// server to be ready again. Rows are not wanted and are dropped.
     pub async fn execute(&mut self, sql: &str) -> Result<()> {
-        let mut out = BytesMut::new();
-        frontend::query(sql, &mut out).map_err(encoding)?;
-        self.send(&out).await?;
-        let mut failed = None;
-        loop {
-            // A FATAL error closes the connection after its ErrorResponse:
-            // report the server's error, not the closed socket.
-            let msg = match self.next_message().await {
-                Ok(msg) => msg,
-                Err(e) => return Err(failed.unwrap_or(e)),
-            };
-            match msg.tag {
-                b'E' => failed = Some(db_error(&msg.body)),
-                b'Z' => return failed.map_or(Ok(()), Err),
-                // Row description, data rows, command complete, empty query, notices, parameter status.
-                b'T' | b'D' | b'C' | b'I' | b'N' | b'S' | b'A' => {}
-                tag => return Err(unexpected(tag, "running a statement")),
-            }
-        }
+        self.send_query(sql).await?;
+        self.finish_command("running a statement").await
     }
 
     /// Starts `COPY ... TO STDOUT`; its data is read with `CopyOut::next_batch`.
     pub async fn copy_out(&mut self, sql: &str) -> Result<CopyOut<'_>> {
-        let mut out = BytesMut::new();
-        frontend::query(sql, &mut out).map_err(encoding)?;
-        self.send(&out).await?;
+        self.send_query(sql).await?;
         loop {
             let msg = self.next_message().await?;
             match msg.tag {
@@ -228,7 +209,7 @@ impl SourceSession {
                 b'E' => {
                     // Ready again, or closed after a FATAL one: either way
                     // the server's error is the answer.
-                    let _ = self.wait_ready().await;
+                    let _ = self.finish_command("starting COPY").await;
                     return Err(db_error(&msg.body));
                 }
                 b'N' | b'S' | b'A' => {}
@@ -237,10 +218,29 @@ impl SourceSession {
         }
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
+    async fn send_query(&mut self, sql: &str) -> Result<()> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).map_err(encoding)?;
+        self.send(&out).await
+    }
+
+    /// Reads up to ReadyForQuery, the end of the command under way, and
+    /// answers with the server's error if it sent one, also when a FATAL
+    /// error closed the connection after it: the server's error is the
+    /// answer, not the closed socket.
+    async fn finish_command(&mut self, doing: &str) -> Result<()> {
+        let mut failed = None;
         loop {
-            if self.next_message().await?.tag == b'Z' {
-                return Ok(());
+            let msg = match self.next_message().await {
+                Ok(msg) => msg,
+                Err(e) => return Err(failed.unwrap_or(e)),
+            };
+            match msg.tag {
+                b'E' => failed = Some(db_error(&msg.body)),
+                b'Z' => return failed.map_or(Ok(()), Err),
+                // Row description, data rows, command complete, empty query, notices, parameter status, notifications.
+                b'T' | b'D' | b'C' | b'I' | b'N' | b'S' | b'A' => {}
+                tag => return Err(failed.unwrap_or_else(|| unexpected(tag, doing))),
             }
         }
     }
@@ -265,20 +265,9 @@ impl SourceSession {
     }
 
     /// The length of the complete message at the front of the buffer, if any.
-    fn complete_message(&self) -> Result<Option<usize>> {
-        if self.buf.len() < 5 {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if len < 4 {
-            return Err(SourceError::Protocol(format!("invalid message length {len}")));
-        }
-        Ok((self.buf.len() > len).then_some(1 + len))
-    }
-
     async fn next_message(&mut self) -> Result<Message> {
         loop {
-            if let Some(total) = self.complete_message()? {
+            if let Some((_, total)) = frame(&self.buf)? {
                 let mut frame = self.buf.split_to(total);
                 let tag = frame[0];
                 frame.advance(5);
@@ -323,22 +312,8 @@ impl CopyOut<'_> {
                     if !batch.is_empty() {
                         return Ok(Some(batch.freeze()));
                     }
-                    let mut failed = None;
-                    loop {
-                        let msg = match self.session.next_message().await {
-                            Ok(msg) => msg,
-                            Err(e) => return Err(failed.unwrap_or(e)),
-                        };
-                        match msg.tag {
-                            b'E' => failed = Some(db_error(&msg.body)),
-                            b'Z' => break,
-                            _ => {}
-                        }
-                    }
                     self.state = CopyState::Finished;
-                    if let Some(e) = failed {
-                        return Err(e);
-                    }
+                    self.session.finish_command("ending COPY").await?;
                 }
                 CopyState::Finished => return Ok(None),
             }
@@ -351,21 +326,15 @@ impl CopyOut<'_> {
         let buf = &mut self.session.buf;
         let mut at = 0;
         let result = loop {
-            let rest = &buf[at..];
-            if rest.len() < 5 {
-                break Ok(());
-            }
-            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-            if len < 4 {
-                break Err(SourceError::Protocol(format!("invalid message length {len}")));
-            }
-            if rest.len() <= len {
-                break Ok(());
-            }
-            match rest[0] {
-                b'd' => batch.extend_from_slice(&rest[5..1 + len]),
+            let (tag, total) = match frame(&buf[at..]) {
+                Ok(Some(complete)) => complete,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            match tag {
+                b'd' => batch.extend_from_slice(&buf[at + 5..at + total]),
                 b'c' => {
-                    at += 1 + len;
+                    at += total;
                     self.state = CopyState::Done;
                     break Ok(());
                 }
@@ -377,7 +346,7 @@ impl CopyOut<'_> {
                 b'N' | b'S' | b'A' => {}
                 tag => break Err(unexpected(tag, "reading COPY data")),
             }
-            at += 1 + len;
+            at += total;
         };
         buf.advance(at);
         result
@@ -410,6 +379,17 @@ async fn open_stream(config: &Config) -> Result<Box<dyn Stream>> {
         }
     }
     Err(last.map_or_else(|| SourceError::Protocol("no host to connect to".into()), SourceError::Io))
+}
+
+/// The tag and the whole length (tag byte and length word included) of the
+/// message at the front of `buf`, once all of it is there.
+fn frame(buf: &[u8]) -> Result<Option<(u8, usize)>> {
+    let [tag, a, b, c, d, ..] = *buf else { return Ok(None) };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if len < 4 {
+        return Err(SourceError::Protocol(format!("invalid message length {len}")));
+    }
+    Ok((buf.len() > len).then_some((tag, 1 + len)))
 }
 
 /// An ErrorResponse's SQLSTATE (`C`) and message (`M`).
