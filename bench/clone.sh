@@ -40,8 +40,7 @@ psql() { "$PGBIN/psql" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
 # Every timed step starts from the same state: no dirty pages of an earlier
-# step still being written back (the idle clones write 3 GB; whichever step
-# ran next would pay for their writeback) and a fresh checkpoint.
+# step still waiting to be written back, and a fresh checkpoint.
 settle() { sync; psql -c CHECKPOINT; sync; }
 # CPU seconds the whole machine has spent busy (all cores, /proc/stat).
 busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {print ($2 + $3 + $4 + $7 + $8) / hz}' /proc/stat; }
