@@ -16,7 +16,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAPYDB_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
-    let provider = PgProvider::connect(url, "bench").await?;
+    // CAPYDB_PAGE_RANGES=1 (or 0): large tables in page ranges (or whole),
+    // whatever the CPU count would choose.
+    let page_ranges = match std::env::var("CAPYDB_PAGE_RANGES").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        Ok(other) => return Err(format!("CAPYDB_PAGE_RANGES must be 0 or 1, not {other:?}").into()),
+        Err(_) => None,
+    };
+    let mut provider = PgProvider::connect(url, "bench").await?;
+    if let Some(on) = page_ranges {
+        provider.set_page_range_streams(on);
+    }
     let started = Instant::now();
     let strategy = provider.clone_database(source, source_owner, target, owner).await?;
     println!("{strategy:?} {:.2}", started.elapsed().as_secs_f64());
