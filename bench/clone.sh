@@ -75,15 +75,14 @@ CREATEDB_FC_IDLE=$(secs "$T0" "$T1")
 echo "createdb -T -S file_copy: $CREATEDB_FC_IDLE s"
 psql -c "DROP DATABASE idle_createdb_fc"
 
-# For step 3, written now, untimed: each table's rows in binary files the
-# server reads back, and the schema.
+# For step 3, written now, untimed: each table's rows in a binary file the
+# server reads back (named after the table: pgbench's names need no quoting),
+# and the schema.
 mkdir "$WORK/rows"
 [ ${#AS[@]} -gt 0 ] && chown postgres "$WORK/rows"
 TABLES=$(psql -d src -c "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-n=0
 for t in $TABLES; do
-  n=$((n + 1))
-  psql -d src -c "COPY $t TO '$WORK/rows/$n.bin' (FORMAT binary)"
+  psql -d src -c "COPY $t TO '$WORK/rows/$t.bin' (FORMAT binary)"
 done
 "$PGBIN/pg_dump" -Fc --schema-only --no-owner --no-privileges -f "$WORK/schema.dump" src
 
@@ -112,11 +111,9 @@ psql -c "CREATE DATABASE busy_floor OWNER dst_owner"
 restore --section=pre-data
 settle
 T0=$(now); C0=$(busy)
-n=0
 for t in $TABLES; do
-  n=$((n + 1))
   PGOPTIONS="$RESTORE_OPTIONS" psql -d busy_floor \
-    -c "BEGIN; TRUNCATE ONLY $t; COPY $t FROM '$WORK/rows/$n.bin' (FORMAT binary, FREEZE); COMMIT"
+    -c "BEGIN; TRUNCATE ONLY $t; COPY $t FROM '$WORK/rows/$t.bin' (FORMAT binary, FREEZE); COMMIT"
 done
 restore --section=post-data --jobs="$(nproc)"
 T1=$(now); C1=$(busy)

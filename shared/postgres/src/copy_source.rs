@@ -264,7 +264,7 @@ impl SourceSession {
         Ok(())
     }
 
-    /// The length of the complete message at the front of the buffer, if any.
+    /// The next whole message, reading from the socket until it is there.
     async fn next_message(&mut self) -> Result<Message> {
         loop {
             if let Some((_, total)) = frame(&self.buf)? {
