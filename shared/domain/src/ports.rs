@@ -209,15 +209,24 @@ pub enum WebhookSendError {
     Failed(String),
 }
 
-/// Sends webhook requests through the egress guard: the host is resolved,
+/// Sends webhook requests through the egress policy: the host is resolved,
 /// non-public addresses are refused (unless private targets are allowed),
 /// the checked address is the one connected to, and redirects are not followed.
 #[async_trait]
 pub trait WebhookSender: Send + Sync {
     async fn send(&self, request: &WebhookRequest) -> Result<WebhookResponse, WebhookSendError>;
-    /// Checks a target URL before it is saved: its host must resolve, and
-    /// only to addresses the guard allows. The message says why not.
-    async fn check_target(&self, url: &url::Url) -> Result<(), String>;
+}
+
+/// The egress policy every outbound connection a caller can aim obeys
+/// (webhook URLs, import sources, a JWKS URL): use cases ask it before they
+/// save a target; the adapter that connects checks again at connect time.
+#[async_trait]
+pub trait Egress: Send + Sync {
+    /// May CapyDB connect where `url` points? The URL must say unambiguously
+    /// where its client connects, and when private targets are denied its
+    /// host must not be, or resolve to, a loopback, private, link-local or
+    /// metadata address. The message says why not (never the password).
+    async fn check_url(&self, url: &url::Url) -> Result<(), String>;
 }
 
 /// A message received from the job queue.
