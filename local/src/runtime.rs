@@ -119,6 +119,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     // One policy for every connection a caller aims: checked when webhooks
     // and imports are created, and again when they connect.
     let egress = EgressPolicy { allow_private: !args.deny_private_egress };
+    provider.set_egress_policy(egress);
 
     let settings = Settings {
         jobs: JobSettings {

@@ -149,6 +149,7 @@ impl Role {
                 region: config.region.clone(),
                 pg_version: config.pg_version.clone(),
                 endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
+                egress: config.egress(),
                 provider: OnceCell::new(),
             }),
             webhook_sender: Arc::new(NoWebhooks),
@@ -519,7 +520,21 @@ pub struct LazyProvider {
     region: String,
     pg_version: String,
     endpoint: ClientEndpoint,
+    /// Where imports may connect (the deployed policy denies private targets).
+    egress: EgressPolicy,
     provider: OnceCell<PgProvider>,
+}
+
+/// A failure to set the provider up (configuration, SSM): it reaches a
+/// job's `error`, so the detail goes to the log and a user reads a sentence.
+fn setup_error(retryable: bool, detail: String) -> ProviderError {
+    tracing::error!(error = %detail, "the worker could not set up its PostgreSQL provider");
+    let message = "CapyDB could not reach its database server; retry, or contact support if it persists".to_string();
+    if retryable {
+        ProviderError::Retryable(message)
+    } else {
+        ProviderError::Permanent(message)
+    }
 }
 
 impl LazyProvider {
@@ -527,27 +542,30 @@ impl LazyProvider {
         self.provider
             .get_or_try_init(|| async {
                 let mut url = url::Url::parse(&self.admin_url)
-                    .map_err(|e| ProviderError::Permanent(format!("invalid CAPYDB_PG_ADMIN_URL: {e}")))?;
+                    .map_err(|e| setup_error(false, format!("invalid CAPYDB_PG_ADMIN_URL: {e}")))?;
                 if let Some(param) = &self.password_param {
-                    let ssm = self.ssm.get().await.map_err(|e| ProviderError::Retryable(e.to_string()))?;
+                    let ssm = self.ssm.get().await.map_err(|e| setup_error(true, e.to_string()))?;
                     let out = ssm.get_parameter().name(param).with_decryption(true).send().await.map_err(|e| {
-                        ProviderError::Retryable(format!(
-                            "read the admin password parameter {param}: {}",
-                            aws_sdk_ssm::error::DisplayErrorContext(&e)
-                        ))
+                        let why = aws_sdk_ssm::error::DisplayErrorContext(&e);
+                        setup_error(true, format!("read the admin password parameter {param}: {why}"))
                     })?;
                     let password = out.parameter().and_then(|p| p.value()).unwrap_or_default();
                     url.set_password(Some(password))
-                        .map_err(|()| ProviderError::Permanent("CAPYDB_PG_ADMIN_URL cannot carry a password".into()))?;
+                        .map_err(|()| setup_error(false, "CAPYDB_PG_ADMIN_URL cannot carry a password".into()))?;
                 }
-                let provider = PgProvider::connect(url.as_str(), &self.region).await?;
+                // Its own errors are already a user's sentence, the detail logged.
+                let mut provider = PgProvider::connect(url.as_str(), &self.region).await?;
+                provider.set_egress_policy(self.egress);
                 let versions = provider.pg_versions();
                 if !versions.contains(&self.pg_version) {
-                    return Err(ProviderError::Permanent(format!(
-                        "CAPYDB_PG_VERSION is {} but the server runs PostgreSQL {}",
-                        self.pg_version,
-                        versions.join(", ")
-                    )));
+                    return Err(setup_error(
+                        false,
+                        format!(
+                            "CAPYDB_PG_VERSION is {} but the server runs PostgreSQL {}",
+                            self.pg_version,
+                            versions.join(", ")
+                        ),
+                    ));
                 }
                 Ok(provider)
             })

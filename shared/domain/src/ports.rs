@@ -257,7 +257,10 @@ pub trait JobQueue: Send + Sync {
     async fn dead_letters(&self, max: usize) -> DomainResult<Vec<String>>;
 }
 
-/// Why a provider operation failed, and whether trying again can help.
+/// Why a provider operation failed, and whether trying again can help. The
+/// message is shown to API users (the end of a failed job's `error`): it says
+/// why in general terms and what to do, and never quotes a host or port, a
+/// statement, a path or a tool's output; the provider logs those.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     /// The server is unreachable, busy, or the object is momentarily locked.
@@ -309,11 +312,12 @@ pub trait DatabaseProvider: Send + Sync {
     /// a dump made by `dump_database`, every restored object owned by `owner`.
     /// On failure `target` does not exist afterwards.
     async fn restore_database(&self, dump: &Path, target: &str, owner: &str) -> ProviderResult<()>;
-    /// Copies the database at `source_url` (any reachable PostgreSQL server)
-    /// into `target`, as `restore_database` would. The URL's password is
-    /// never logged, echoed, or put on a command line. An unreachable source,
-    /// a refused login or a missing database is `Permanent`, with a message
-    /// that names the host and database but not the password.
+    /// Copies the database at `source_url` (any reachable PostgreSQL server
+    /// the egress policy allows, checked again as it connects) into `target`,
+    /// as `restore_database` would. The URL's password is never logged,
+    /// echoed, or put on a command line. An unreachable source, a refused
+    /// login or a missing database is `Permanent`, all with one message, so
+    /// an import cannot tell an open port from a closed one.
     async fn import_database(&self, source_url: &str, target: &str, owner: &str) -> ProviderResult<()>;
     /// Puts `replacement` in the place of `live`, under `live`'s name (so
     /// connection strings are kept): ends `live`'s sessions, swaps, drops the
