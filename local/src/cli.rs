@@ -66,11 +66,19 @@ pub struct ServeArgs {
     /// Runs of a job before a retryable error fails it.
     #[arg(long, default_value_t = 8)]
     pub max_attempts: u32,
-    /// Refuse webhook URLs that are, or resolve to, loopback, private,
-    /// link-local or metadata addresses (the deployed shape always does).
-    /// By default capydb-local allows them, so a webhook can point at localhost.
-    #[arg(long)]
-    pub deny_private_webhooks: bool,
+    /// Refuse outbound connections a caller aims (webhook URLs, import
+    /// sources) at hosts that are, or resolve to, loopback, private,
+    /// link-local or metadata addresses, when they are created and again when
+    /// they connect (the deployed shape always does). By default
+    /// capydb-local allows them, so a webhook or an import can point at your
+    /// own machine. `--deny-private-webhooks` is the flag's former name.
+    #[arg(
+        long,
+        alias = "deny-private-webhooks",
+        env = "CAPYDB_DENY_PRIVATE_EGRESS",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub deny_private_egress: bool,
     /// Concurrent webhook deliveries.
     #[arg(long, default_value_t = 8)]
     pub webhook_workers: usize,

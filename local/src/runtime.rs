@@ -10,12 +10,12 @@ use std::time::Duration;
 use capydb_domain::api_keys::{mint_api_key, CreateApiKey};
 use capydb_domain::jobs::Disposition;
 use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseProvider, EventBus, JobQueue, RateLimiter, SecretBox, Store, SystemClock,
+    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, SystemClock,
     WebhookSender,
 };
 use capydb_domain::webhooks::WebhookSettings;
 use capydb_domain::{App, AppParts, JobSettings, RateLimitSettings, Settings};
-use capydb_egress::HttpWebhookSender;
+use capydb_egress::{EgressPolicy, HttpWebhookSender};
 use capydb_embedded::{
     CachedStore, FileArtifactStore, KeyFileSecretBox, MemoryRateLimiter, QueueEventBus, SqliteQueue, SqliteStore,
 };
@@ -116,6 +116,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .create(&work)
         .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     provider.set_work_dir(work);
+    // One policy for every connection a caller aims: checked when webhooks
+    // and imports are created, and again when they connect.
+    let egress = EgressPolicy { allow_private: !args.deny_private_egress };
+    provider.set_egress_policy(egress);
 
     let settings = Settings {
         jobs: JobSettings {
@@ -133,13 +137,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         rate_limit: RateLimitSettings { limit: args.rate_limit_per_minute, window: Duration::from_secs(60) },
     };
-    let sender = HttpWebhookSender::new(!args.deny_private_webhooks)?;
+    let sender = HttpWebhookSender::new(egress)?;
     let app = App::new(AppParts {
         store: adapters.store.clone() as Arc<dyn Store>,
         queue: adapters.queue.clone() as Arc<dyn JobQueue>,
         webhook_queue: adapters.webhook_queue.clone() as Arc<dyn JobQueue>,
         bus: Arc::new(QueueEventBus::new(adapters.webhook_queue.clone())) as Arc<dyn EventBus>,
         webhook_sender: Arc::new(sender) as Arc<dyn WebhookSender>,
+        egress: Arc::new(egress) as Arc<dyn Egress>,
         provider: match args.debug_provider_delay_ms {
             0 => Arc::new(provider) as Arc<dyn DatabaseProvider>,
             ms => Arc::new(crate::slow::SlowProvider::new(provider, Duration::from_millis(ms))),

@@ -15,10 +15,11 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use capydb_domain::jobs::Disposition;
 use capydb_domain::model::ConnectionInfo;
 use capydb_domain::ports::{
-    ArtifactInfo, ArtifactStore, Clock, CloneStrategy, DatabaseProvider, EventBus, JobQueue, ProviderError,
+    ArtifactInfo, ArtifactStore, Clock, CloneStrategy, DatabaseProvider, Egress, EventBus, JobQueue, ProviderError,
     ProviderResult, SecretBox, Store, SystemClock, WebhookSender,
 };
 use capydb_domain::{App, AppParts, DomainError, DomainResult, Settings};
+use capydb_egress::EgressPolicy;
 use capydb_embedded::FileArtifactStore;
 use capydb_postgres::{ClientEndpoint, PgProvider};
 use tokio::sync::OnceCell;
@@ -45,9 +46,10 @@ pub struct Config {
     /// Receives of a job message before SQS moves it to the dead-letter
     /// queue (the redrive policy's maxReceiveCount).
     pub jobs_max_receives: u32,
-    /// Webhooks to private addresses: never when deployed; the Lambda-shape
-    /// tests deliver to a receiver on 127.0.0.1.
-    pub allow_private_webhooks: bool,
+    /// Outbound connections a caller aims (webhooks, imports) to private
+    /// addresses: never when deployed (`from_env` always denies); the
+    /// Lambda-shape tests set it to deliver to a receiver on 127.0.0.1.
+    pub allow_private_egress: bool,
     pub region: String,
     /// Runs of a job before a retryable step error fails it.
     pub job_max_attempts: u32,
@@ -64,6 +66,11 @@ fn opt_var(name: &str) -> Option<String> {
 }
 
 impl Config {
+    /// The egress policy of every function.
+    pub fn egress(&self) -> EgressPolicy {
+        EgressPolicy { allow_private: self.allow_private_egress }
+    }
+
     pub fn from_env() -> Result<Config, String> {
         let pg_admin_url = var("CAPYDB_PG_ADMIN_URL")?;
         if url::Url::parse(&pg_admin_url).ok().and_then(|u| u.password().map(str::to_string)).is_some() {
@@ -88,7 +95,8 @@ impl Config {
             pg_version: opt_var("CAPYDB_PG_VERSION").unwrap_or_else(|| "15".into()),
             artifact_dir: PathBuf::from(opt_var("CAPYDB_ARTIFACT_DIR").unwrap_or_else(|| "/mnt/artifacts".into())),
             jobs_max_receives,
-            allow_private_webhooks: opt_var("CAPYDB_ALLOW_PRIVATE_WEBHOOKS").is_some_and(|v| v == "1" || v == "true"),
+            // No variable turns this on: a deployed function always denies.
+            allow_private_egress: false,
             region: opt_var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
             job_max_attempts: match opt_var("CAPYDB_JOB_MAX_ATTEMPTS") {
                 Some(v) => v
@@ -127,7 +135,7 @@ impl Role {
     pub fn webhooks(config: &Config) -> Result<Role, String> {
         Ok(Role {
             provider: Arc::new(endpoint_provider(config)?),
-            webhook_sender: Arc::new(capydb_egress::HttpWebhookSender::new(config.allow_private_webhooks)?),
+            webhook_sender: Arc::new(capydb_egress::HttpWebhookSender::new(config.egress())?),
         })
     }
 
@@ -141,6 +149,7 @@ impl Role {
                 region: config.region.clone(),
                 pg_version: config.pg_version.clone(),
                 endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
+                egress: config.egress(),
                 provider: OnceCell::new(),
             }),
             webhook_sender: Arc::new(NoWebhooks),
@@ -170,6 +179,9 @@ pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
         bus: Arc::new(EventBridgeBus::new(ClientCell::lazy(sdk, aws_sdk_eventbridge::Client::new), &config.event_bus))
             as Arc<dyn EventBus>,
         webhook_sender: role.webhook_sender,
+        // Every function that creates webhooks or imports checks them with
+        // the same policy the worker and the webhook sender connect under.
+        egress: Arc::new(config.egress()) as Arc<dyn Egress>,
         provider: role.provider,
         secrets: Arc::new(KmsSecretBox::new(ClientCell::lazy(sdk, aws_sdk_kms::Client::new), &config.kms_key_id))
             as Arc<dyn SecretBox>,
@@ -200,9 +212,6 @@ impl WebhookSender for NoWebhooks {
         _: &capydb_domain::ports::WebhookRequest,
     ) -> Result<capydb_domain::ports::WebhookResponse, capydb_domain::ports::WebhookSendError> {
         Err(capydb_domain::ports::WebhookSendError::Failed("this function does not send webhooks".into()))
-    }
-    async fn check_target(&self, _: &url::Url) -> Result<(), String> {
-        Err("this function does not check webhook targets".into())
     }
 }
 
@@ -511,7 +520,21 @@ pub struct LazyProvider {
     region: String,
     pg_version: String,
     endpoint: ClientEndpoint,
+    /// Where imports may connect (the deployed policy denies private targets).
+    egress: EgressPolicy,
     provider: OnceCell<PgProvider>,
+}
+
+/// A failure to set the provider up (configuration, SSM): it reaches a
+/// job's `error`, so the detail goes to the log and a user reads a sentence.
+fn setup_error(retryable: bool, detail: String) -> ProviderError {
+    tracing::error!(error = %detail, "the worker could not set up its PostgreSQL provider");
+    let message = "CapyDB could not reach its database server; retry, or contact support if it persists".to_string();
+    if retryable {
+        ProviderError::Retryable(message)
+    } else {
+        ProviderError::Permanent(message)
+    }
 }
 
 impl LazyProvider {
@@ -519,27 +542,30 @@ impl LazyProvider {
         self.provider
             .get_or_try_init(|| async {
                 let mut url = url::Url::parse(&self.admin_url)
-                    .map_err(|e| ProviderError::Permanent(format!("invalid CAPYDB_PG_ADMIN_URL: {e}")))?;
+                    .map_err(|e| setup_error(false, format!("invalid CAPYDB_PG_ADMIN_URL: {e}")))?;
                 if let Some(param) = &self.password_param {
-                    let ssm = self.ssm.get().await.map_err(|e| ProviderError::Retryable(e.to_string()))?;
+                    let ssm = self.ssm.get().await.map_err(|e| setup_error(true, e.to_string()))?;
                     let out = ssm.get_parameter().name(param).with_decryption(true).send().await.map_err(|e| {
-                        ProviderError::Retryable(format!(
-                            "read the admin password parameter {param}: {}",
-                            aws_sdk_ssm::error::DisplayErrorContext(&e)
-                        ))
+                        let why = aws_sdk_ssm::error::DisplayErrorContext(&e);
+                        setup_error(true, format!("read the admin password parameter {param}: {why}"))
                     })?;
                     let password = out.parameter().and_then(|p| p.value()).unwrap_or_default();
                     url.set_password(Some(password))
-                        .map_err(|()| ProviderError::Permanent("CAPYDB_PG_ADMIN_URL cannot carry a password".into()))?;
+                        .map_err(|()| setup_error(false, "CAPYDB_PG_ADMIN_URL cannot carry a password".into()))?;
                 }
-                let provider = PgProvider::connect(url.as_str(), &self.region).await?;
+                // Its own errors are already a user's sentence, the detail logged.
+                let mut provider = PgProvider::connect(url.as_str(), &self.region).await?;
+                provider.set_egress_policy(self.egress);
                 let versions = provider.pg_versions();
                 if !versions.contains(&self.pg_version) {
-                    return Err(ProviderError::Permanent(format!(
-                        "CAPYDB_PG_VERSION is {} but the server runs PostgreSQL {}",
-                        self.pg_version,
-                        versions.join(", ")
-                    )));
+                    return Err(setup_error(
+                        false,
+                        format!(
+                            "CAPYDB_PG_VERSION is {} but the server runs PostgreSQL {}",
+                            self.pg_version,
+                            versions.join(", ")
+                        ),
+                    ));
                 }
                 Ok(provider)
             })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{DomainError, DomainResult};
 use crate::model::Timestamp;
 use crate::ports::{
-    ArtifactStore, Clock, DatabaseProvider, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookSender,
+    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookSender,
 };
 
 #[derive(Debug, Clone)]
@@ -77,6 +77,8 @@ pub struct AppParts {
     pub webhook_queue: Arc<dyn JobQueue>,
     pub bus: Arc<dyn EventBus>,
     pub webhook_sender: Arc<dyn WebhookSender>,
+    /// Decides where outbound connections a caller aims may go.
+    pub egress: Arc<dyn Egress>,
     pub provider: Arc<dyn DatabaseProvider>,
     pub secrets: Arc<dyn SecretBox>,
     pub artifacts: Arc<dyn ArtifactStore>,

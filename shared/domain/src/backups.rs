@@ -74,9 +74,11 @@ pub(crate) fn scratch_database(project: &Project, kind: JobKind) -> String {
     format!("{}_{suffix}", project.database_name)
 }
 
+const SOURCE_URL_FORMAT: &str = "source_url must be postgres://user:password@host:port/database";
+
 /// Checks a `postgres://` URL and answers it without its password.
 pub fn redact_source_url(raw: &str) -> DomainResult<String> {
-    let bad = || DomainError::invalid("source_url must be postgres://user:password@host:port/database");
+    let bad = || DomainError::invalid(SOURCE_URL_FORMAT);
     let url = url::Url::parse(raw.trim()).map_err(|_| bad())?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(bad());
@@ -263,6 +265,10 @@ impl App {
         p.require(Scope::ProjectsWrite)?;
         let source = redact_source_url(&req.source_url)?;
         let project = self.ready_project(p, project_id, "it can import").await?;
+        // Checked here for a 400 now; the import checks again when it
+        // connects, since the name may resolve elsewhere by then.
+        let url = url::Url::parse(req.source_url.trim()).map_err(|_| DomainError::invalid(SOURCE_URL_FORMAT))?;
+        self.egress.check_url(&url).await.map_err(|e| DomainError::invalid(format!("source_url refused: {e}")))?;
         let safety = self.backup_record(&project, "safety before import".into(), BackupKind::Safety);
         let mut import = Import {
             id: ids::new_id(ids::IMPORT),

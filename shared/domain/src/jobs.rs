@@ -56,12 +56,46 @@ impl From<ProviderError> for StepError {
     }
 }
 
+/// What a job's `error` says when the store, the queue or the artifact store
+/// failed: their own words (paths, SQL, SDK errors) are only logged.
+const SERVICE_UNAVAILABLE: &str =
+    "a CapyDB service was unavailable; the job is retried, contact support if it keeps failing";
+
 impl From<DomainError> for StepError {
     fn from(e: DomainError) -> Self {
         match e {
-            DomainError::Unavailable(m) | DomainError::Internal(m) => StepError::Retryable(m),
+            DomainError::Unavailable(m) | DomainError::Internal(m) => {
+                // Inside the job's span: the entry carries the job id.
+                tracing::warn!(error = %m, "a job step's store or service call failed");
+                StepError::Retryable(SERVICE_UNAVAILABLE.into())
+            }
             other => StepError::Permanent(other.to_string()),
         }
+    }
+}
+
+/// What a step was doing, in a user's words: a failed job's `error` is
+/// `<step>: <this>: <why; what to do>`, the cause coming from the step
+/// (provider errors are written for users, see `ProviderError`).
+fn step_purpose(kind: JobKind, step: &str, into_preview: bool) -> &'static str {
+    match (kind, step) {
+        (JobKind::Provision, "create_role") => "the project's role could not be created",
+        (JobKind::Provision, "create_database") => "the project's database could not be created",
+        (JobKind::DeleteProject, "drop_previews") => "the project's previews could not be deleted",
+        (JobKind::DeleteProject | JobKind::DeletePreview, "drop_database") => "the database could not be dropped",
+        (JobKind::DeleteProject | JobKind::DeletePreview, "drop_role") => "the role could not be dropped",
+        (JobKind::RotateCredentials, "set_password") => "the new password could not be set",
+        (JobKind::CreatePreview, "create_role") => "the preview's role could not be created",
+        (JobKind::CreatePreview | JobKind::ResetPreview, "copy_data") => "the preview's data could not be made",
+        (JobKind::CreateBackup, "dump") => "the backup could not be taken",
+        (JobKind::Restore | JobKind::Import, "prepare") if into_preview => "the preview's role could not be created",
+        (JobKind::Restore, "prepare") => "the safety backup before the restore could not be taken",
+        (JobKind::Import, "prepare") => "the safety backup before the import could not be taken",
+        (JobKind::Restore, "copy_data") => "the backup could not be restored",
+        (JobKind::Import, "copy_data") => "the source database could not be imported",
+        (JobKind::Restore | JobKind::Import, "swap_database") => "the new copy could not take the project's place",
+        (_, "verify_connection") => "the database did not accept its owner's connection",
+        _ => "the step failed",
     }
 }
 
@@ -260,17 +294,19 @@ impl App {
                 }
                 Err(StepError::Retryable(msg)) if job.attempt < self.settings.jobs.max_attempts => {
                     let delay = self.backoff(job.attempt);
-                    tracing::warn!(step, error = %msg, retry_in_ms = delay.as_millis() as u64, "step failed; will retry");
+                    tracing::warn!(job_id = %job.id, step, error = %msg, retry_in_ms = delay.as_millis() as u64, "step failed; will retry");
                     job.lease_owner = None;
                     job.lease_expires_at = Some(add(now, delay));
-                    job.error = Some(format!("retrying after: {msg}"));
+                    let purpose = step_purpose(job.kind, step, job.resource.kind == "preview");
+                    job.error = Some(format!("retrying after: {step}: {purpose}: {msg}"));
                     self.store.update_job(&job, expected).await?;
                     return Ok(Disposition::RetryAfter(delay));
                 }
                 Err(StepError::Retryable(msg) | StepError::Permanent(msg)) => {
                     job.version = expected;
-                    tracing::error!(step, error = %msg, "job failed");
-                    if let Err(e) = self.fail_job(job.clone(), &format!("{step}: {msg}")).await {
+                    tracing::error!(job_id = %job.id, step, error = %msg, "job failed");
+                    let purpose = step_purpose(job.kind, step, job.resource.kind == "preview");
+                    if let Err(e) = self.fail_job(job.clone(), &format!("{step}: {purpose}: {msg}")).await {
                         // The failure could not be recorded (its resource is
                         // unreadable, the store is down): give the lease back
                         // so the message's next delivery retries at once, and
@@ -411,7 +447,12 @@ impl App {
         let info = self.artifacts.put(&backup.id, &staged).await.map_err(|e| match e {
             // A failed artifact write (disk full) will not heal by itself soon.
             DomainError::Internal(m) | DomainError::Unavailable(m) => {
-                StepError::Permanent(format!("could not store the backup: {m}"))
+                tracing::error!(backup_id = %backup.id, error = %m, "could not store a backup's artifact");
+                StepError::Permanent(
+                    "CapyDB could not store the backup file (its disk may be full); retry later, or contact \
+                     support if it persists"
+                        .into(),
+                )
             }
             other => StepError::from(other),
         })?;

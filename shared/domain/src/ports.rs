@@ -209,15 +209,24 @@ pub enum WebhookSendError {
     Failed(String),
 }
 
-/// Sends webhook requests through the egress guard: the host is resolved,
+/// Sends webhook requests through the egress policy: the host is resolved,
 /// non-public addresses are refused (unless private targets are allowed),
 /// the checked address is the one connected to, and redirects are not followed.
 #[async_trait]
 pub trait WebhookSender: Send + Sync {
     async fn send(&self, request: &WebhookRequest) -> Result<WebhookResponse, WebhookSendError>;
-    /// Checks a target URL before it is saved: its host must resolve, and
-    /// only to addresses the guard allows. The message says why not.
-    async fn check_target(&self, url: &url::Url) -> Result<(), String>;
+}
+
+/// The egress policy every outbound connection a caller can aim obeys
+/// (webhook URLs, import sources, a JWKS URL): use cases ask it before they
+/// save a target; the adapter that connects checks again at connect time.
+#[async_trait]
+pub trait Egress: Send + Sync {
+    /// May CapyDB connect where `url` points? The URL must say unambiguously
+    /// where its client connects, and when private targets are denied its
+    /// host must not be, or resolve to, a loopback, private, link-local or
+    /// metadata address. The message says why not (never the password).
+    async fn check_url(&self, url: &url::Url) -> Result<(), String>;
 }
 
 /// A message received from the job queue.
@@ -248,7 +257,10 @@ pub trait JobQueue: Send + Sync {
     async fn dead_letters(&self, max: usize) -> DomainResult<Vec<String>>;
 }
 
-/// Why a provider operation failed, and whether trying again can help.
+/// Why a provider operation failed, and whether trying again can help. The
+/// message is shown to API users (the end of a failed job's `error`): it says
+/// why in general terms and what to do, and never quotes a host or port, a
+/// statement, a path or a tool's output; the provider logs those.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     /// The server is unreachable, busy, or the object is momentarily locked.
@@ -300,11 +312,12 @@ pub trait DatabaseProvider: Send + Sync {
     /// a dump made by `dump_database`, every restored object owned by `owner`.
     /// On failure `target` does not exist afterwards.
     async fn restore_database(&self, dump: &Path, target: &str, owner: &str) -> ProviderResult<()>;
-    /// Copies the database at `source_url` (any reachable PostgreSQL server)
-    /// into `target`, as `restore_database` would. The URL's password is
-    /// never logged, echoed, or put on a command line. An unreachable source,
-    /// a refused login or a missing database is `Permanent`, with a message
-    /// that names the host and database but not the password.
+    /// Copies the database at `source_url` (any reachable PostgreSQL server
+    /// the egress policy allows, checked again as it connects) into `target`,
+    /// as `restore_database` would. The URL's password is never logged,
+    /// echoed, or put on a command line. An unreachable source, a refused
+    /// login or a missing database is `Permanent`, all with one message, so
+    /// an import cannot tell an open port from a closed one.
     async fn import_database(&self, source_url: &str, target: &str, owner: &str) -> ProviderResult<()>;
     /// Puts `replacement` in the place of `live`, under `live`'s name (so
     /// connection strings are kept): ends `live`'s sessions, swaps, drops the

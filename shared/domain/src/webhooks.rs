@@ -264,7 +264,7 @@ impl App {
         if url.fragment().is_some() {
             return Err(DomainError::invalid("url must not have a #fragment"));
         }
-        self.webhook_sender.check_target(&url).await.map_err(|e| DomainError::invalid(format!("url refused: {e}")))?;
+        self.egress.check_url(&url).await.map_err(|e| DomainError::invalid(format!("url refused: {e}")))?;
         Ok(url.to_string())
     }
 

@@ -6,8 +6,10 @@
 //! - `restore_database`: a fresh database secured like `ensure_database`,
 //!   filled by `pg_restore -j N --role=<owner>` so every object is the
 //!   owner's; dropped again on any failure.
-//! - `import_database`: `pg_dump -Fc` of any reachable server, the URL's
-//!   password only in the child's `PGPASSWORD`, then `restore_database`.
+//! - `import_database`: `pg_dump -Fc` of any reachable server the egress
+//!   policy allows, connected to the addresses it checked (the host is
+//!   resolved once, here), the URL's password only in the child's
+//!   `PGPASSWORD`, then `restore_database`.
 //! - `replace_database`: both renames in one transaction, then the old data
 //!   dropped; every state an interrupted call can leave is finished by the next.
 use std::ffi::OsString;
@@ -16,11 +18,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use capydb_domain::ports::{DatabaseProvider, ProviderError, ProviderResult};
+use capydb_egress::{EgressError, EgressPolicy};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
-use url::{Host, Url};
+use url::Url;
 
-use crate::error::from_pg;
+use crate::error::{failure, failure_as, from_pg, io_failure, mask_credentials, Cause};
 use crate::provider::{advisory_lock, open_admin, PgProvider};
 use crate::sql::{quote_ident, quote_literal, validate_name};
 use crate::tools::{
@@ -32,6 +35,11 @@ use crate::tools::{
 const SOURCE_URL_FORMAT: &str = "source_url must be postgres://user:password@host:port/database";
 /// libpq's `sslmode` values.
 const SSL_MODES: [&str; 6] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+/// libpq's `channel_binding` values.
+const CHANNEL_BINDINGS: [&str; 3] = ["disable", "prefer", "require"];
+/// At most this many of a source's addresses are tried, each for
+/// `SOURCE_CONNECT_TIMEOUT`.
+const SOURCE_MAX_ADDRESSES: usize = 4;
 /// Seconds pg_dump waits for an import source to answer, per address.
 const SOURCE_CONNECT_TIMEOUT: &str = "10";
 /// Suffix of the name the live database is parked under during a swap.
@@ -52,9 +60,8 @@ impl PgProvider {
             return Err(ProviderError::Permanent(format!("{what}: database {database} does not exist")));
         }
         let bin = self.dump_tools(&what)?;
-        let partial = PartialFile::create_next_to(dest).map_err(|e| {
-            ProviderError::Permanent(format!("{what}: could not create a file next to {}: {e}", dest.display()))
-        })?;
+        let partial = PartialFile::create_next_to(dest)
+            .map_err(|e| io_failure(&format!("{what}: create a file next to {}", dest.display()), &e))?;
         let started = Instant::now();
         let mut pg_dump = self.admin_tool(&bin, "pg_dump", "capydb-backup");
         // Owners and grants stay in the dump (it is a faithful backup);
@@ -64,9 +71,9 @@ impl PgProvider {
             .arg(&partial.path)
             .arg(database);
         run_tool(pg_dump, "pg_dump", &what).await?;
-        let bytes = partial.persist(dest).map_err(|e| {
-            ProviderError::Permanent(format!("{what}: could not move the dump to {}: {e}", dest.display()))
-        })?;
+        let bytes = partial
+            .persist(dest)
+            .map_err(|e| io_failure(&format!("{what}: move the dump to {}", dest.display()), &e))?;
         tracing::info!(database, dest = %dest.display(), bytes, elapsed_ms = started.elapsed().as_millis() as u64, "database dumped");
         Ok(())
     }
@@ -134,19 +141,31 @@ impl PgProvider {
         run_tool(pg_restore, "pg_restore", what).await
     }
 
+    /// Which targets an import may connect to (default: public addresses only).
+    pub fn set_egress_policy(&mut self, policy: EgressPolicy) {
+        self.egress = policy;
+    }
+
     /// Copies the database at `source_url` into `target` (as
     /// `restore_database` does): `pg_dump -Fc` into a private work dir, then
-    /// a restore. The URL's password reaches only the child's environment; an
-    /// unreachable source, a refused login or a missing database is
-    /// `Permanent`, with a message that names the host and database only.
+    /// a restore. The source's host is resolved once and every address
+    /// checked against the egress policy; pg_dump connects to those addresses
+    /// (`hostaddr`), the name kept for TLS. The URL's password reaches only
+    /// the child's environment. An unreachable source, a refused login or a
+    /// missing database is `Permanent`, all with the same message.
     pub async fn import_database(&self, source_url: &str, target: &str, owner: &str) -> ProviderResult<()> {
         self.check_tenant_database(target)?;
         self.check_tenant_role(owner)?;
         let source = SourceUrl::parse(source_url)?;
         let what = format!("import the database {} into {target}", source.describe());
+        let addresses = match self.egress.resolve(&source.host, source.port).await {
+            Ok(addresses) => addresses,
+            Err(EgressError::Refused(why)) => return Err(failure(Cause::SourceNotPublic, &what, &why)),
+            Err(EgressError::Unresolved(why)) => return Err(failure(Cause::SourceUnreachable, &what, &why)),
+        };
         let bin = self.dump_tools(&what)?;
         let work = WorkDir::create(&self.work_dir, &format!("import-{target}"))
-            .map_err(|e| ProviderError::Permanent(format!("{what}: could not create a work dir: {e}")))?;
+            .map_err(|e| io_failure(&format!("{what}: create a work dir"), &e))?;
         let dump = work.path().join("source.dump");
         // Held through the dump and the restore: a second import into the
         // same target waits for none of it and fails at once (retryable).
@@ -155,9 +174,10 @@ impl PgProvider {
 
         let started = Instant::now();
         let mut pg_dump = tool_command(&bin, "pg_dump");
-        source.connect_args(&mut pg_dump, work.path());
+        source.connect_args(&mut pg_dump, work.path(), &addresses);
         pg_dump.args(["--format=custom", &format!("--lock-wait-timeout={DUMP_LOCK_WAIT}"), "--file"]).arg(&dump);
-        let outcome = run_tool_raw(pg_dump, "pg_dump", &what).await?.map_err(|failure| source.read_error(&failure));
+        let outcome =
+            run_tool_raw(pg_dump, "pg_dump", &what).await?.map_err(|failure| source.read_error(&failure, &what));
         if let Err(e) = outcome {
             // Like a failed restore, a failed import leaves no target.
             drop_database(&session, target, &what).await?;
@@ -292,17 +312,17 @@ async fn rename(session: &Client, renames: &[(&str, &str)], what: &str) -> Provi
 /// early and clearly.
 async fn check_archive(bin: &Path, dump: &Path, what: &str) -> ProviderResult<()> {
     if !dump.is_file() {
-        return Err(ProviderError::Permanent(format!("{what}: dump file {} does not exist", dump.display())));
+        let detail = format!("dump file {} does not exist", dump.display());
+        return Err(failure(Cause::BadArchive, what, &detail));
     }
     let mut list = tool_command(bin, "pg_restore");
     list.arg("--list").arg(dump);
     match run_tool_raw(list, "pg_restore", what).await? {
         Ok(()) => Ok(()),
-        Err(failure) => Err(ProviderError::Permanent(format!(
-            "{what}: {} is not a readable pg_dump custom-format archive: {}",
-            dump.display(),
-            failure.tail()
-        ))),
+        Err(f) => {
+            let detail = format!("{} is not a readable pg_dump custom-format archive: {}", dump.display(), f.tail());
+            Err(failure(Cause::BadArchive, what, &detail))
+        }
     }
 }
 
@@ -360,7 +380,9 @@ impl Drop for PartialFile {
     }
 }
 
-/// An import source: `postgres://user:password@host:port/database[?sslmode=...]`.
+/// An import source: `postgres://user:password@host:port/database[?sslmode=...]`,
+/// where libpq would connect read by `capydb_egress::pg` (one host and port,
+/// no parameter that could send it elsewhere).
 #[derive(PartialEq)]
 struct SourceUrl {
     host: String,
@@ -369,6 +391,7 @@ struct SourceUrl {
     password: Option<String>,
     database: String,
     sslmode: String,
+    channel_binding: Option<String>,
 }
 
 impl std::fmt::Debug for SourceUrl {
@@ -380,6 +403,7 @@ impl std::fmt::Debug for SourceUrl {
             .field("user", &self.user)
             .field("database", &self.database)
             .field("sslmode", &self.sslmode)
+            .field("channel_binding", &self.channel_binding)
             .finish_non_exhaustive()
     }
 }
@@ -391,58 +415,57 @@ impl SourceUrl {
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(invalid());
         }
-        let host = match url.host() {
-            // Plain host names only: libpq reads a leading `/` as a socket
-            // directory on this machine and a `,` as a list of hosts.
-            Some(Host::Domain(d)) => {
-                let d = decode(d).ok_or_else(invalid)?;
-                let plain = !d.is_empty()
-                    && !d.starts_with(['.', '-'])
-                    && d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-                if !plain {
-                    return Err(invalid());
-                }
-                d
-            }
-            Some(Host::Ipv4(ip)) => ip.to_string(),
-            Some(Host::Ipv6(ip)) => ip.to_string(),
-            None => return Err(invalid()),
-        };
-        let port = url.port().unwrap_or(5432);
+        let target = capydb_egress::pg::target(&url).map_err(|why| match url.host_str() {
+            Some(h) if !h.is_empty() => ProviderError::Permanent(format!("source_url: {why}")),
+            _ => invalid(),
+        })?;
         let user = decode(url.username()).ok_or_else(invalid)?;
         let password = url.password().map(|p| decode(p).ok_or_else(invalid)).transpose()?.filter(|p| !p.is_empty());
         let database = decode(url.path().trim_start_matches('/')).ok_or_else(invalid)?;
-        if port == 0 || user.is_empty() || database.is_empty() {
+        if user.is_empty() || database.is_empty() {
             return Err(invalid());
         }
         let mut sslmode = "prefer".to_string();
+        let mut channel_binding = None;
+        let one_of = |key: &str, value: &str, allowed: &[&str]| {
+            if allowed.contains(&value) {
+                Ok(value.to_string())
+            } else {
+                Err(ProviderError::Permanent(format!("source_url: {key} must be one of {}", allowed.join(", "))))
+            }
+        };
         for (key, value) in url.query_pairs() {
-            if key == "sslmode" {
-                if !SSL_MODES.contains(&value.as_ref()) {
-                    return Err(ProviderError::Permanent(format!(
-                        "source_url: sslmode must be one of {}",
-                        SSL_MODES.join(", ")
-                    )));
-                }
-                sslmode = value.into_owned();
+            // The other parameters `pg::target` lets through (connect_timeout,
+            // application_name) are ours to choose.
+            match key.as_ref() {
+                "sslmode" => sslmode = one_of("sslmode", &value, &SSL_MODES)?,
+                "channel_binding" => channel_binding = Some(one_of("channel_binding", &value, &CHANNEL_BINDINGS)?),
+                _ => {}
             }
         }
-        Ok(SourceUrl { host, port, user, password, database, sslmode })
+        Ok(SourceUrl { host: target.host, port: target.port, user, password, database, sslmode, channel_binding })
     }
 
-    /// `database db at host:port`, for messages and logs.
+    /// `database db at host:port`, for logs.
     fn describe(&self) -> String {
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         format!("{} at {host}:{}", self.database, self.port)
     }
 
-    /// Connection arguments and environment for a pg_dump of the source.
+    /// Connection arguments and environment for a pg_dump of the source, at
+    /// `addresses` only (checked by the egress policy): the host name is
+    /// repeated once per address with `hostaddr` listing them, so libpq tries
+    /// each in turn as it would after its own lookup, makes no lookup of its
+    /// own, and still checks certificates and sends SNI for the name.
     /// Nothing of this machine's libpq set-up is used for a server the user
     /// names: no password file (which could hold our own credentials), no
     /// client certificate, no service file.
-    fn connect_args(&self, cmd: &mut tokio::process::Command, work: &Path) {
+    fn connect_args(&self, cmd: &mut tokio::process::Command, work: &Path, addresses: &[std::net::SocketAddr]) {
         if let Some(password) = &self.password {
             cmd.env("PGPASSWORD", password);
+        }
+        if let Some(binding) = &self.channel_binding {
+            cmd.env("PGCHANNELBINDING", binding);
         }
         cmd.env("PGSSLMODE", &self.sslmode)
             .env("PGCONNECT_TIMEOUT", SOURCE_CONNECT_TIMEOUT)
@@ -451,42 +474,38 @@ impl SourceUrl {
             .env("PGSERVICEFILE", work.join("no-servicefile"))
             .env("PGSSLCERT", work.join("no-cert"))
             .env("PGSSLKEY", work.join("no-key"))
-            .args(["--host", &self.host, "--port", &self.port.to_string(), "--username", &self.user])
             .arg("--no-password")
-            // A connection string holding only the name: pg_dump would read a
-            // bare name containing `=` or starting with `postgres://` as one.
-            .arg(format!("--dbname=dbname={}", conninfo_quote(&self.database)));
+            // Everything in one connection string: pg_dump would read a bare
+            // name containing `=` or starting with `postgres://` as one anyway.
+            .arg(format!("--dbname={}", self.conninfo(addresses)));
     }
 
-    /// The error for a failed dump of the source: which database on which
-    /// server, and pg_dump's reason, never the password.
-    fn read_error(&self, failure: &ToolFailure) -> ProviderError {
-        let reason: Vec<String> = failure
-            .tail()
-            .lines()
-            .map(|line| {
-                let line = line.trim();
-                ["pg_dump: error: ", "pg_dump: detail: ", "pg_dump: hint: ", "pg_dump: "]
-                    .iter()
-                    .find_map(|prefix| line.strip_prefix(prefix))
-                    .unwrap_or(line)
-                    .to_string()
-            })
-            .collect();
-        let mut reason = reason.join("; ");
-        if reason.is_empty() {
-            reason = format!("pg_dump failed ({})", failure.status);
-        }
-        // A server that echoes what it was sent is not ours to trust.
-        if let Some(password) = &self.password {
-            reason = reason.replace(password.as_str(), "********");
-        }
-        let message = format!("could not read the source database {}: {reason}", self.describe());
-        if failure.stderr.contains("could not obtain lock") {
-            ProviderError::Retryable(message)
-        } else {
-            ProviderError::Permanent(message)
-        }
+    /// `host=... hostaddr=... port=... user=... dbname=...`, every value quoted.
+    fn conninfo(&self, addresses: &[std::net::SocketAddr]) -> String {
+        let addresses = &addresses[..addresses.len().min(SOURCE_MAX_ADDRESSES)];
+        let hosts = vec![self.host.as_str(); addresses.len()].join(",");
+        let ips: Vec<String> = addresses.iter().map(|a| a.ip().to_string()).collect();
+        format!(
+            "host={} hostaddr={} port={} user={} dbname={}",
+            conninfo_quote(&hosts),
+            conninfo_quote(&ips.join(",")),
+            self.port,
+            conninfo_quote(&self.user),
+            conninfo_quote(&self.database)
+        )
+    }
+
+    /// The error for a failed dump of the source: a cause a user can act on
+    /// (one message for every failure to connect or log in, see
+    /// `Cause::of_source_dump`); pg_dump's words, credentials masked, are
+    /// only logged.
+    fn read_error(&self, failure: &ToolFailure, what: &str) -> ProviderError {
+        let cause = Cause::of_source_dump(&failure.stderr);
+        let detail = format!("pg_dump failed ({}): {}", failure.status, failure.tail());
+        let detail = mask_credentials(&detail, self.password.as_deref());
+        // Only a lock held on the source goes away by itself; every failure
+        // to connect is permanent, so they all read alike to the end.
+        failure_as(cause == Cause::SourceLocked, cause, what, &detail)
     }
 }
 
@@ -507,8 +526,10 @@ mod tests {
 
     #[test]
     fn source_urls_are_parsed_and_decoded() {
-        let s = SourceUrl::parse("postgresql://ad%40min:p%2Fw%3A%25@db.example.com:6543/my%20db?sslmode=require&x=1")
-            .unwrap();
+        let s = SourceUrl::parse(
+            "postgresql://ad%40min:p%2Fw%3A%25@db.example.com:6543/my%20db?sslmode=require&channel_binding=require",
+        )
+        .unwrap();
         assert_eq!(
             s,
             SourceUrl {
@@ -518,6 +539,7 @@ mod tests {
                 password: Some("p/w:%".into()),
                 database: "my db".into(),
                 sslmode: "require".into(),
+                channel_binding: Some("require".into()),
             }
         );
         assert_eq!(s.describe(), "my db at db.example.com:6543");
@@ -537,10 +559,15 @@ mod tests {
             "postgres://:hunter2@h/db",
             "postgres://u:hunter2@%2Fvar%2Frun/db",
             "postgres://u:hunter2@a%2Cb/db",
+            "postgres://u:hunter2@a,b/db",
             "postgres://u:hunter2@h:0/db",
             "postgres://u:hunter2@h/d%00b",
             "hunter2",
             "postgres://u:hunter2@h/db?sslmode=hunter2",
+            "postgres://u:hunter2@h/db?channel_binding=hunter2",
+            "postgres://u:hunter2@h/db?hostaddr=10.0.0.1",
+            "postgres://u:hunter2@h/db?host=%2Ftmp",
+            "postgres://u:hunter2@h/db?x=1",
         ] {
             match SourceUrl::parse(url) {
                 Err(ProviderError::Permanent(m)) => {
@@ -550,6 +577,26 @@ mod tests {
                 other => panic!("{url}: expected a permanent error, got {other:?}"),
             }
         }
+    }
+
+    /// pg_dump connects to the checked addresses only, one try per address
+    /// as libpq would make after its own lookup, and the name stays for TLS.
+    #[test]
+    fn the_source_is_reached_at_the_checked_addresses_only() {
+        let s = SourceUrl::parse("postgres://u:Pa55word@db.example.com:6543/d?sslmode=verify-full").unwrap();
+        let addrs: Vec<std::net::SocketAddr> =
+            vec!["203.0.113.7:6543".parse().unwrap(), "[2001:db8::7]:6543".parse().unwrap()];
+        assert_eq!(
+            s.conninfo(&addrs),
+            "host='db.example.com,db.example.com' hostaddr='203.0.113.7,2001:db8::7' port=6543 user='u' dbname='d'"
+        );
+        let many: Vec<std::net::SocketAddr> = (1..=9).map(|i| format!("203.0.113.{i}:6543").parse().unwrap()).collect();
+        assert_eq!(s.conninfo(&many).matches("db.example.com").count(), SOURCE_MAX_ADDRESSES);
+        let mut cmd = tokio::process::Command::new("pg_dump");
+        s.connect_args(&mut cmd, Path::new("/w"), &addrs);
+        let args: Vec<_> = cmd.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(!args.iter().any(|a| a.contains("Pa55word")), "the password is on the command line: {args:?}");
+        assert!(!args.iter().any(|a| a == "--host" || a == "--port"), "{args:?}");
     }
 
     #[test]
@@ -576,21 +623,32 @@ mod tests {
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 
-    #[test]
-    fn read_errors_name_the_source_but_not_the_password() {
+    fn failed(stderr: &str) -> ToolFailure {
         use std::os::unix::process::ExitStatusExt;
-        let s = SourceUrl::parse("postgres://u:s3cret@h:5/db").unwrap();
-        let failure = ToolFailure {
-            status: std::process::ExitStatus::from_raw(256),
-            stderr: "pg_dump: error: connection to server at \"h\", port 5 failed: FATAL:  bad password s3cret\n"
-                .into(),
-        };
-        match s.read_error(&failure) {
-            ProviderError::Permanent(m) => {
-                assert!(m.starts_with("could not read the source database db at h:5: connection to server"), "{m}");
-                assert!(!m.contains("s3cret"), "{m}");
-            }
-            other => panic!("expected a permanent error, got {other:?}"),
+        ToolFailure { status: std::process::ExitStatus::from_raw(256), stderr: stderr.into() }
+    }
+
+    /// A closed port, a port where something else listens, a wrong password:
+    /// the same words, which name neither the source nor the reason.
+    #[test]
+    fn read_errors_say_the_same_for_every_failure_to_connect() {
+        let s = SourceUrl::parse("postgres://u:p@h:9/db").unwrap();
+        let closed = "pg_dump: error: connection to server at \"h\" (127.0.0.1), port 9 failed: Connection refused\n\
+                      \tIs the server running on that host and accepting TCP/IP connections?\n";
+        let other = "pg_dump: error: connection to server at \"h\" (127.0.0.1), port 9 failed: server closed the \
+                     connection unexpectedly\n";
+        let login = "pg_dump: error: connection to server at \"h\" (127.0.0.1), port 9 failed: FATAL:  password \
+                     authentication failed for user \"u\"\n";
+        let expected = ProviderError::Permanent(Cause::SourceUnreachable.message().into());
+        for stderr in [closed, other, login] {
+            let e = s.read_error(&failed(stderr), "import");
+            assert_eq!(e, expected, "{stderr}");
         }
+        let too_new = "pg_dump: error: aborting because of server version mismatch\n\
+                       pg_dump: detail: server version: 17.2; pg_dump version: 15.10\n";
+        assert_eq!(
+            s.read_error(&failed(too_new), "import"),
+            ProviderError::Permanent(Cause::SourceTooNew.message().into())
+        );
     }
 }

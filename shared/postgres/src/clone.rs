@@ -227,7 +227,7 @@ impl PgProvider {
         let bin = self.dump_tools(what)?;
         let jobs = jobs().to_string();
         let work = WorkDir::create(&self.work_dir, &format!("clone-{target}"))
-            .map_err(|e| ProviderError::Permanent(format!("{what}: could not create a work dir: {e}")))?;
+            .map_err(|e| crate::error::io_failure(&format!("{what}: create a work dir"), &e))?;
         let dump = work.path().join("dump");
 
         let started = Instant::now();

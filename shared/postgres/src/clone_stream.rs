@@ -134,7 +134,7 @@ impl PgProvider {
         let bin = self.dump_tools(what)?;
         let jobs = jobs();
         let work = WorkDir::create(&self.work_dir, &format!("clone-{target}"))
-            .map_err(|e| ProviderError::Permanent(format!("{what}: could not create a work dir: {e}")))?;
+            .map_err(|e| crate::error::io_failure(&format!("{what}: create a work dir"), &e))?;
         let dump = work.path().join("dump");
         let started = Instant::now();
 
@@ -370,14 +370,16 @@ async fn stream_chunks(
                             _ = cancel_rx => Err(ProviderError::Retryable(format!("{}: cancelled", setup.what))),
                         }
                     }),
-                    Err(e) => Err(ProviderError::Permanent(format!("{}: could not start a worker: {e}", setup.what))),
+                    Err(e) => Err(crate::error::io_failure(&format!("{}: start a worker", setup.what), &e)),
                 };
                 let _ = done_tx.send(result);
             })
-            .map_err(|e| ProviderError::Permanent(format!("{what}: could not start a worker thread: {e}")))?;
+            .map_err(|e| crate::error::io_failure(&format!("{what}: start a worker thread"), &e))?;
         cancel.push(cancel_tx);
         runs.push(async move {
-            done_rx.await.unwrap_or_else(|_| Err(ProviderError::Permanent(format!("{what}: a copy worker died"))))
+            done_rx.await.unwrap_or_else(|_| {
+                Err(crate::error::failure(crate::error::Cause::Internal, what, &"a copy worker died"))
+            })
         });
     }
     futures_util::future::try_join_all(runs).await?;

@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use crate::error::mask_credentials;
 use crate::provider::postgres_uri;
 
 const ADMIN_USER: &str = "capydb_admin";
@@ -355,7 +356,9 @@ impl Layout {
         if status.success() {
             Ok(())
         } else {
-            Err(format!("initdb failed ({status}): {}", scrub(&output, password)))
+            // initdb reads the password from the file and never prints it,
+            // but this text leaves the crate: masked wherever it would stand.
+            Err(format!("initdb failed ({status}): {}", mask_credentials(&output, Some(password))))
         }
     }
 
@@ -392,7 +395,7 @@ impl Layout {
                 }
                 Some(
                     StartFailure::PortTaken(why) | StartFailure::PredecessorExiting(why) | StartFailure::Other(why),
-                ) => return Err(scrub(&why, password)),
+                ) => return Err(mask_credentials(&why, Some(password))),
             }
         }
     }
@@ -610,16 +613,6 @@ fn combined(stdout: &[u8], stderr: &[u8]) -> String {
         (o, "") => o.to_string(),
         ("", e) => e.to_string(),
         (o, e) => format!("{e}\n{o}"),
-    }
-}
-
-/// Child output never contains the password (it only travels in a file), but
-/// error text leaves this crate, so it is scrubbed anyway.
-fn scrub(text: &str, password: &str) -> String {
-    if password.is_empty() {
-        text.to_string()
-    } else {
-        text.replace(password, "[redacted]")
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_postgres::config::Host;
 use tokio_postgres::Config;
 
-use crate::error::sqlstate_is_retryable;
+use crate::error::{failure_as, sqlstate_is_retryable, Cause};
 
 /// Socket reads of this size: a few hundred rows' frames per read.
 const READ_BLOCK: usize = 256 * 1024;
@@ -59,20 +59,19 @@ fn encoding(e: io::Error) -> SourceError {
 
 impl SourceError {
     /// The same split as `from_pg`: the server's SQLSTATE decides, a lost
-    /// connection is retryable, anything else is permanent.
+    /// connection is retryable, anything else is permanent. The message is
+    /// a user's (`Cause`); the server's words are logged.
     pub fn into_provider(self, what: &str) -> ProviderError {
         match self {
             SourceError::Db { code, message } => {
                 let retryable = sqlstate_is_retryable(&code, &message);
-                let message = format!("{what}: {message} (SQLSTATE {code})");
-                if retryable {
-                    ProviderError::Retryable(message)
-                } else {
-                    ProviderError::Permanent(message)
-                }
+                let detail = format!("{message} (SQLSTATE {code})");
+                failure_as(retryable, Cause::of_sqlstate(&code, &message), what, &detail)
             }
-            SourceError::Io(e) => ProviderError::Retryable(format!("{what}: connection to the source failed: {e}")),
-            SourceError::Protocol(m) => ProviderError::Permanent(format!("{what}: {m}")),
+            SourceError::Io(e) => {
+                failure_as(true, Cause::Unreachable, what, &format!("connection to the source failed: {e}"))
+            }
+            SourceError::Protocol(m) => failure_as(false, Cause::Internal, what, &m),
         }
     }
 }
@@ -424,7 +423,9 @@ mod tests {
             e => panic!("{e:?}"),
         }
         let retryable = SourceError::Db { code: "57P01".into(), message: "terminating".into() };
-        assert!(matches!(retryable.into_provider("copy"), ProviderError::Retryable(m) if m.contains("57P01")));
+        assert!(
+            matches!(retryable.into_provider("copy"), ProviderError::Retryable(m) if m == Cause::Restarting.message())
+        );
         let lost = SourceError::Io(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
         assert!(matches!(lost.into_provider("copy"), ProviderError::Retryable(_)));
     }

@@ -14,7 +14,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 use url::{Host, Url};
 
-use crate::error::{connection_lost, from_pg};
+use crate::error::{connection_lost, failure_as, from_pg, Cause};
 use crate::sql::{password_literal, quote_ident, quote_literal, validate_name, validate_password};
 
 /// Budget for opening a connection (TCP, startup, SCRAM) and, in
@@ -58,6 +58,8 @@ pub struct PgProvider {
     /// Whether a busy clone splits large tables into page ranges (see
     /// `clone_stream.rs`); otherwise each table is one frozen stream.
     pub(crate) page_range_streams: bool,
+    /// Where an import may connect to.
+    pub(crate) egress: capydb_egress::EgressPolicy,
 }
 
 impl std::fmt::Debug for PgProvider {
@@ -113,6 +115,8 @@ impl PgProvider {
             conn: Mutex::new(Some(Arc::new(client))),
             work_dir: std::env::temp_dir(),
             page_range_streams: crate::tools::jobs() > 2,
+            // The safe default; capydb-local allows private sources unless told not to.
+            egress: capydb_egress::EgressPolicy::DENY_PRIVATE,
         })
     }
 
@@ -157,10 +161,8 @@ impl PgProvider {
                 Err(_) => {
                     // The connection is stuck mid-statement; the next call needs a new one.
                     self.forget(&client).await;
-                    return Err(ProviderError::Retryable(format!(
-                        "{what}: no answer from the server within {} s",
-                        STATEMENT_BUDGET.as_secs()
-                    )));
+                    let detail = format!("no answer from the server within {} s", STATEMENT_BUDGET.as_secs());
+                    return Err(failure_as(true, Cause::TimedOut, what, &detail));
                 }
             }
         }
@@ -333,7 +335,10 @@ impl DatabaseProvider for PgProvider {
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
             Ok(result) => result.map_err(|e| from_pg(&what, &e)),
-            Err(_) => Err(ProviderError::Retryable(format!("{what}: timed out after {} s", CONNECT_TIMEOUT.as_secs()))),
+            Err(_) => {
+                let detail = format!("timed out after {} s", CONNECT_TIMEOUT.as_secs());
+                Err(failure_as(true, Cause::TimedOut, &what, &detail))
+            }
         }
     }
 
@@ -427,7 +432,8 @@ pub(crate) async fn open_admin(config: &Config) -> ProviderResult<Client> {
     let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await {
         Ok(result) => result.map_err(|e| from_pg(what, &e))?,
         Err(_) => {
-            return Err(ProviderError::Retryable(format!("{what}: timed out after {} s", CONNECT_TIMEOUT.as_secs())))
+            let detail = format!("timed out after {} s", CONNECT_TIMEOUT.as_secs());
+            return Err(failure_as(true, Cause::Unreachable, what, &detail));
         }
     };
     tokio::spawn(async move {

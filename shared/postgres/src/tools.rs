@@ -2,15 +2,16 @@
 //! `clone_database` and the backup operations: finding the tools, a clean
 //! environment (no inherited PG* variables, the password only in the child's
 //! `PGPASSWORD`), children killed when the caller's future is dropped,
-//! private work dirs, and errors that quote the end of stderr.
+//! private work dirs, and errors that say why in a user's words while the
+//! end of stderr goes to the log.
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
-use capydb_domain::ports::{ProviderError, ProviderResult};
+use capydb_domain::ports::ProviderResult;
 use tokio_postgres::Client;
 
 use crate::cluster::{is_executable, LocalCluster};
-use crate::error::from_pg;
+use crate::error::{failure, failure_as, from_pg, Cause};
 use crate::provider::PgProvider;
 use crate::sql::quote_ident;
 
@@ -19,7 +20,7 @@ const VERSIONED_BIN_ROOT: &str = "/usr/lib/postgresql";
 /// pg_dump gives up instead of queueing behind a client's ACCESS EXCLUSIVE
 /// lock for longer than this (same budget as the admin session's DDL).
 pub(crate) const DUMP_LOCK_WAIT: &str = "30s";
-/// How much of a failed tool's stderr an error message carries.
+/// How much of a failed tool's stderr is logged.
 const STDERR_TAIL_LINES: usize = 8;
 
 impl PgProvider {
@@ -27,11 +28,12 @@ impl PgProvider {
     /// saying what to install.
     pub(crate) fn dump_tools(&self, what: &str) -> ProviderResult<PathBuf> {
         find_dump_tools(&self.pg_version).ok_or_else(|| {
-            ProviderError::Permanent(format!(
-                "{what}: pg_dump not found (looked in {VERSIONED_BIN_ROOT}/{}/bin, next to initdb and on PATH); \
+            let detail = format!(
+                "pg_dump not found (looked in {VERSIONED_BIN_ROOT}/{}/bin, next to initdb and on PATH); \
                  install the PostgreSQL client tools",
                 self.pg_version
-            ))
+            );
+            failure(Cause::Internal, what, &detail)
         })
     }
 
@@ -122,9 +124,8 @@ pub(crate) async fn run_tool_raw(
     what: &str,
 ) -> ProviderResult<Result<(), ToolFailure>> {
     let output = cmd.output().await.map_err(|e| {
-        ProviderError::Permanent(format!(
-            "{what}: {name} not found or not runnable ({e}); install the PostgreSQL client tools"
-        ))
+        let detail = format!("{name} not found or not runnable ({e}); install the PostgreSQL client tools");
+        failure(Cause::Internal, what, &detail)
     })?;
     if output.status.success() {
         return Ok(Ok(()));
@@ -132,22 +133,20 @@ pub(crate) async fn run_tool_raw(
     Ok(Err(ToolFailure { status: output.status, stderr: String::from_utf8_lossy(&output.stderr).into_owned() }))
 }
 
-/// Runs a tool against our own server. A failure quotes the end of its
-/// stderr, which never holds the password (it is only in the environment).
+/// Runs a tool against our own server. A failure's message says why in a
+/// user's words; the end of stderr, which may quote the server's address, a
+/// statement or a path (never the password: it is only in the
+/// environment), goes to the log.
 pub(crate) async fn run_tool(cmd: tokio::process::Command, name: &str, what: &str) -> ProviderResult<()> {
     let failure = match run_tool_raw(cmd, name, what).await? {
         Ok(()) => return Ok(()),
         Err(failure) => failure,
     };
-    let message = format!("{what}: {name} failed ({}): {}", failure.status, failure.tail());
-    // Conditions that go away by themselves; everything else is the request
-    // itself (a missing role, an object the owner may not create, a full disk...).
-    let transient = ["could not obtain lock", "Connection refused", "the database system is", "too many clients"];
-    Err(if transient.iter().any(|t| failure.stderr.contains(t)) {
-        ProviderError::Retryable(message)
-    } else {
-        ProviderError::Permanent(message)
-    })
+    let detail = format!("{name} failed ({}): {}", failure.status, failure.tail());
+    // A lock, a restart, a full connection table go away by themselves;
+    // everything else is the request itself (a missing role, an object the
+    // owner may not create, a full disk...).
+    Err(self::failure(Cause::of_tool_output(name, &failure.stderr), what, &detail))
 }
 
 /// A 0700 directory for one operation's dump, removed with its contents when
@@ -188,7 +187,8 @@ pub(crate) async fn lock_target(session: &Client, target: &str, what: &str) -> P
     if locked {
         Ok(())
     } else {
-        Err(ProviderError::Retryable(format!("{what}: another operation on database {target} is running")))
+        let detail = format!("another operation on database {target} is running");
+        Err(failure_as(true, Cause::Concurrent, what, &detail))
     }
 }
 
@@ -203,6 +203,7 @@ pub(crate) async fn drop_database(session: &Client, database: &str, what: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use capydb_domain::ports::ProviderError;
 
     #[test]
     fn work_dirs_are_private_and_removed_when_dropped() {
@@ -221,21 +222,50 @@ mod tests {
         assert!(jobs() >= 2);
     }
 
+    /// What the probe saw in a failed backup's job: pg_dump's words, with the
+    /// cluster's address and port and a statement. They stay out of the error.
     #[tokio::test]
-    async fn failed_tools_quote_the_end_of_stderr() {
+    async fn failed_tools_answer_a_cause_and_never_their_output() {
         let mut cmd = tokio::process::Command::new("sh");
-        cmd.args(["-c", "for i in $(seq 1 20); do echo line$i >&2; done; exit 3"]).stderr(Stdio::piped());
-        match run_tool(cmd, "pg_restore", "clone a into b").await {
+        let script = r#"echo 'pg_dump: error: query failed: ERROR:  syntax error at or near "secret_table"' >&2
+            echo 'pg_dump: detail: Query was: SELECT * FROM secret_table' >&2
+            echo 'pg_dump: hint: the server at 10.9.8.7:6543 said so' >&2
+            exit 1"#;
+        cmd.args(["-c", script]).stderr(Stdio::piped());
+        match run_tool(cmd, "pg_dump", "dump database prj_x").await {
             Err(ProviderError::Permanent(m)) => {
-                assert!(m.contains("line20") && m.contains("line13") && !m.contains("line12"), "{m}");
-                assert!(m.starts_with("clone a into b: pg_restore failed"), "{m}");
+                assert_eq!(m, Cause::DumpFailed.message());
+                for leak in ["10.9.8.7", "6543", "SELECT", "secret_table", "pg_dump", "prj_x", "syntax"] {
+                    assert!(!m.contains(leak), "the error quotes {leak:?}: {m}");
+                }
             }
             other => panic!("expected a permanent error, got {other:?}"),
         }
-        let missing = tokio::process::Command::new("/nonexistent/pg_dump");
-        assert!(
-            matches!(run_tool(missing, "pg_dump", "x").await, Err(ProviderError::Permanent(m)) if m.contains("pg_dump not found"))
+        let mut refused = tokio::process::Command::new("sh");
+        refused
+            .args([
+                "-c",
+                "echo 'connection to server at \"10.0.0.5\", port 5432 failed: Connection refused' >&2; exit 1",
+            ])
+            .stderr(Stdio::piped());
+        assert_eq!(
+            run_tool(refused, "pg_dump", "x").await,
+            Err(ProviderError::Retryable(Cause::Unreachable.message().into()))
         );
+        let missing = tokio::process::Command::new("/nonexistent/pg_dump");
+        assert_eq!(
+            run_tool(missing, "pg_dump", "x").await,
+            Err(ProviderError::Permanent(Cause::Internal.message().into()))
+        );
+    }
+
+    #[test]
+    fn the_log_keeps_the_end_of_stderr() {
+        use std::os::unix::process::ExitStatusExt;
+        let stderr = (1..=20).map(|i| format!("line{i}\n")).collect::<String>();
+        let failure = ToolFailure { status: ExitStatus::from_raw(256), stderr };
+        let tail = failure.tail();
+        assert!(tail.contains("line20") && tail.contains("line13") && !tail.contains("line12"), "{tail}");
     }
 
     #[test]

@@ -82,7 +82,7 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32) -> Deplo
         pg_version: "15".into(),
         artifact_dir: temp_dir("aws-artifacts"),
         jobs_max_receives: jobs.max_receives,
-        allow_private_webhooks: true,
+        allow_private_egress: true,
         region: "us-east-1".into(),
         job_max_attempts,
         rate_limit_per_minute,

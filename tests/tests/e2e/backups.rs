@@ -135,8 +135,9 @@ async fn imports_copy_a_reachable_database_and_never_echo_its_password() {
     let r = app.post(&format!("/v1/projects/{target}/imports"), json!({"source_url": wrong})).await;
     let job = app.wait_job(r.expect(202)["job"]["id"].as_str().unwrap()).await;
     assert_eq!(job["state"], "failed", "{job}");
-    assert!(job["error"].as_str().unwrap().contains("password authentication failed"), "{job}");
-    assert!(!job["error"].as_str().unwrap().contains("not-the-password"));
+    let refused_login = job["error"].as_str().unwrap().to_string();
+    assert!(refused_login.contains("could not connect to the import source or log in"), "{job}");
+    assert!(!refused_login.contains("not-the-password"));
     assert_eq!(rows(&target_uri, "legacy").await, Ok(42), "a failed import leaves the data as it was");
     // Unreachable: fails, untouched.
     let r = app
@@ -146,10 +147,48 @@ async fn imports_copy_a_reachable_database_and_never_echo_its_password() {
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(rows(&target_uri, "legacy").await, Ok(42));
     assert_eq!(app.get(&format!("/v1/projects/{target}")).await.expect(200)["project"]["state"], "ready");
+    // A closed port, a port where something that is not PostgreSQL accepts
+    // and hangs up, and a refused login read the same: an import is no port
+    // scanner (and names neither the address nor pg_dump's words).
+    let closed = job["error"].as_str().unwrap().to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || listener.incoming().for_each(drop));
+    let r = app
+        .post(
+            &format!("/v1/projects/{target}/imports"),
+            json!({"source_url": format!("postgres://u:p@127.0.0.1:{open}/x")}),
+        )
+        .await;
+    let job = app.wait_job(r.expect(202)["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error"].as_str().unwrap(), closed, "an open port reads unlike a closed one");
+    assert_eq!(refused_login, closed, "a refused login reads unlike a closed port");
+    assert!(!closed.contains("127.0.0.1") && !closed.contains("pg_dump"), "{closed}");
     // Not a postgres URL: 400 at once.
     app.post(&format!("/v1/projects/{target}/imports"), json!({"source_url": "mysql://u:p@h/d"}))
         .await
         .expect_error(400, "source_url");
+}
+
+/// With --deny-private-egress an import from this machine is refused when it
+/// is created: 400, and nothing connects. Loopback only.
+#[tokio::test]
+async fn deny_private_egress_refuses_loopback_import_sources_at_creation() {
+    let app = TestApp::spawn_with(Options::args(&["--deny-private-egress"])).await;
+    let project = app.completed_project("guarded").await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for host in ["127.0.0.1", "localhost", "2130706433", "[::ffff:127.0.0.1]", "0x7f.1", "[::1]"] {
+        let url = format!("postgres://u:p@{host}:{port}/x");
+        let r = app.post(&format!("/v1/projects/{project}/imports"), json!({"source_url": url})).await;
+        r.expect_error(400, "public addresses");
+        assert!(!r.text.contains("u:p@"), "the answer echoes the URL: {}", r.text);
+    }
+    assert!(listener.accept().is_err(), "a refused import source was connected to");
+    let jobs = app.get(&format!("/v1/projects/{project}/jobs")).await;
+    assert_eq!(jobs.expect(200).as_array().unwrap().len(), 1, "only the provisioning job: {}", jobs.text);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use capydb_domain::ports::{
 use capydb_domain::previews::{CreatePreview, UpdatePreview};
 use capydb_domain::projects::CreateProject;
 use capydb_domain::{App, AppParts, Settings};
-use capydb_egress::HttpWebhookSender;
+use capydb_egress::{EgressPolicy, HttpWebhookSender};
 use capydb_embedded::{FileArtifactStore, KeyFileSecretBox, QueueEventBus, SqliteQueue, SqliteStore};
 use capydb_postgres::PgProvider;
 
@@ -88,7 +88,9 @@ pub async fn in_process_app_with(
         queue: Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap()) as Arc<dyn JobQueue>,
         webhook_queue: webhook_queue.clone(),
         bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,
-        webhook_sender: Arc::new(HttpWebhookSender::new(true).unwrap()) as Arc<dyn WebhookSender>,
+        webhook_sender: Arc::new(HttpWebhookSender::new(EgressPolicy::ALLOW_PRIVATE).unwrap())
+            as Arc<dyn WebhookSender>,
+        egress: Arc::new(EgressPolicy::ALLOW_PRIVATE),
         provider: provider.clone() as Arc<dyn DatabaseProvider>,
         secrets: secrets as Arc<dyn SecretBox>,
         artifacts,

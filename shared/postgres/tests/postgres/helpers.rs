@@ -60,8 +60,12 @@ impl TestCluster {
         &self.cluster
     }
 
+    /// A provider that may import from this machine, as capydb-local's is by default.
     pub async fn provider(&self) -> PgProvider {
-        PgProvider::connect(&self.cluster.admin_url(), "local").await.expect("the provider connects as admin")
+        let mut p =
+            PgProvider::connect(&self.cluster.admin_url(), "local").await.expect("the provider connects as admin");
+        p.set_egress_policy(capydb_egress::EgressPolicy::ALLOW_PRIVATE);
+        p
     }
 }
 
