@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Relative to the working directory; `bash local/run` runs everything from
+/// the repository's root, so its data is `<repo>/.capydb` for every subcommand.
+pub const DEFAULT_DATA_DIR: &str = "./.capydb";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "capydb-local",
@@ -27,6 +31,16 @@ pub enum Command {
     /// Manage organizations directly in the data dir.
     #[command(subcommand)]
     Orgs(OrgsCommand),
+    /// Delete the data dir and its private PostgreSQL cluster (wherever it
+    /// lives), after stopping the cluster; capydb-local must not be running.
+    /// The next start begins afresh and prints a new API key.
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    #[arg(long, default_value = DEFAULT_DATA_DIR, env = "CAPYDB_DATA_DIR")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,7 +51,7 @@ pub enum OrgsCommand {
 
 #[derive(Debug, Args)]
 pub struct OrgsCreateArgs {
-    #[arg(long, default_value = "./.capydb", env = "CAPYDB_DATA_DIR")]
+    #[arg(long, default_value = DEFAULT_DATA_DIR, env = "CAPYDB_DATA_DIR")]
     pub data_dir: PathBuf,
     #[arg(long)]
     pub name: String,
@@ -48,8 +62,10 @@ pub struct ServeArgs {
     /// Address the API listens on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8787", env = "CAPYDB_LISTEN")]
     pub listen: SocketAddr,
-    /// Where metadata, the secret key and the private PostgreSQL cluster live.
-    #[arg(long, default_value = "./.capydb", env = "CAPYDB_DATA_DIR")]
+    /// Where metadata, the secret key and the private PostgreSQL cluster live
+    /// (as root, the cluster lives in /var/lib/capydb/clusters/<hash> instead:
+    /// the data dir is 0700 and the cluster runs as the `postgres` user).
+    #[arg(long, default_value = DEFAULT_DATA_DIR, env = "CAPYDB_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Use this PostgreSQL server (a superuser URL) instead of a private cluster.
     #[arg(long, env = "CAPYDB_POSTGRES_URL", hide_env_values = true)]
@@ -104,7 +120,7 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct KeysCreateArgs {
-    #[arg(long, default_value = "./.capydb", env = "CAPYDB_DATA_DIR")]
+    #[arg(long, default_value = DEFAULT_DATA_DIR, env = "CAPYDB_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Comma-separated scopes, e.g. `projects:read,jobs:read`, or `*` for all.
     #[arg(long)]

@@ -17,6 +17,12 @@ use crate::cli::{Cli, Command, KeysCommand, OrgsCommand};
 /// The entry point of the `capydb-local` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Whatever capydb-local creates (SQLite's files, bootstrap.json, backups,
+    // dumps) is for its own user only: they hold key hashes, client
+    // addresses, webhook URLs and the secret key. SQLite in particular
+    // creates its -wal and -shm files on its own, long after start-up.
+    // SAFETY: umask only sets this process's file creation mask.
+    unsafe { libc::umask(0o077) };
     let _log_guard = logging::init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -31,6 +37,7 @@ pub fn main() -> ExitCode {
             Some(Command::Serve(args)) => runtime::serve(args).await,
             Some(Command::Keys(KeysCommand::Create(args))) => runtime::keys_create(args).await,
             Some(Command::Orgs(OrgsCommand::Create(args))) => runtime::orgs_create(args).await,
+            Some(Command::Reset(args)) => runtime::reset(args),
         }
     });
     match result {

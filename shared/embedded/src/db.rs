@@ -2,6 +2,8 @@
 //! pragmas, the schema (one migration list for the whole file, since
 //! `PRAGMA user_version` is per database), timestamp encoding and the mapping
 //! of SQLite errors to `DomainError`.
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -252,6 +254,19 @@ CREATE TABLE delivery_attempts (
 /// schema up to date. Safe to race with another process doing the same: the
 /// migration runs in an IMMEDIATE transaction, so only one applies it.
 pub(crate) fn open_writer(path: &Path) -> DomainResult<Connection> {
+    // SQLite would create a new database 0644 (less the umask), and it gives
+    // the -wal and -shm files it makes later the database's own mode. Created
+    // 0600 here first, all three stay private to their owner whatever the
+    // process's umask: they hold key hashes, client addresses, webhook URLs.
+    // Only ever a new file: opening and closing an existing one would drop
+    // the POSIX locks this process's connections hold on it (closing any
+    // descriptor of a file releases them all), and another process would
+    // then take itself for the last connection and checkpoint the WAL away.
+    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(DomainError::Internal(format!("could not create the database file: {}", e.kind()))),
+    }
     let mut conn = Connection::open(path).map_err(sql_err("open the database"))?;
     configure(&conn).map_err(sql_err("configure the database"))?;
     // WAL lets readers run while the writer commits; it is persistent, so

@@ -316,3 +316,27 @@ fn opening_an_impossible_path_is_an_error_not_a_panic() {
     // A directory where the database should be.
     assert!(matches!(SqliteStore::open(Path::new(&dir.0)), Err(DomainError::Internal(_))));
 }
+
+#[tokio::test]
+async fn the_database_and_its_wal_and_shm_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    // Under a umask that hides group and other bits this cannot fail; say so
+    // rather than pass for the wrong reason.
+    std::fs::write(dir.file("probe"), "").expect("probe file");
+    let probe = std::fs::metadata(dir.file("probe")).expect("probe").permissions().mode() & 0o777;
+    if probe & 0o044 == 0 {
+        eprintln!("skipped: the umask already makes new files private ({probe:o})");
+        return;
+    }
+    let path = dir.file("capydb.sqlite3");
+    let store = SqliteStore::open(&path).expect("open store");
+    let queue = SqliteQueue::open(&path, "jobs", 5).expect("open queue");
+    queue.send("a write, so the WAL is used", Duration::ZERO).await.expect("send");
+    assert_eq!(store.get_organization("org_none").await, Ok(None));
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.file(&format!("capydb.sqlite3{suffix}"));
+        let mode = std::fs::metadata(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())).permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{} has mode {:o}", file.display(), mode & 0o777);
+    }
+}

@@ -1,7 +1,7 @@
 //! `LocalCluster`: the private PostgreSQL cluster `capydb-local` runs from the
 //! machine's own binaries when it is given no `--postgres-url`.
 //!
-//! Layout, for the data dir `dir` that `capydb-local` owns:
+//! Layout, for the dir `dir` that `capydb-local` owns (`<data-dir>/postgres`):
 //!
 //! ```text
 //! dir/cluster.json      {"port": ..., "home": ...}: where the cluster lives and listens
@@ -9,12 +9,21 @@
 //! dir/cluster.lock      flock held while ensure_started runs
 //! home/data/            the data directory (PGDATA)
 //! home/postgres.log     the server log (pg_ctl -l)
+//! home/capydb-dir       relocated homes only: the `dir` the home belongs to
 //! ```
 //!
-//! `home` is `dir` itself, except as root when the `postgres` user cannot reach
-//! `dir` (e.g. it is under `/root`, mode 700): then it is
-//! `/var/lib/capydb/clusters/<first 16 hex of sha256(canonical dir)>`, a place
-//! that persists across reboots, unlike `/tmp`.
+//! `home` is `dir` itself, except as root: initdb and the server then run as
+//! the `postgres` system user, who may not enter the data dir (it is 0700), so
+//! the cluster lives in `/var/lib/capydb/clusters/<first 16 hex of
+//! sha256(canonical dir)>`, a place that persists across reboots, unlike
+//! `/tmp`. (A cluster an earlier version made inside `dir` as root stays
+//! there; see `needs_traversal`.)
+//!
+//! A relocated home and its `dir` name each other (`capydb-dir` and
+//! `cluster.json`), so a home whose `dir` is gone is known to be an orphan:
+//! every start as root sweeps those (stops their server, deletes them), and
+//! `remove` deletes the cluster of a `dir` wherever it lives. Homes are only
+//! created, claimed and swept under one lock (`/var/lib/capydb/clusters/.lock`).
 //!
 //! The server outlives the process that started it (pg_ctl detaches it), so a
 //! `capydb-local` killed without a clean shutdown finds it still running and
@@ -45,6 +54,10 @@ const STATE_FILE: &str = "cluster.json";
 const SEALED_PASSWORD_FILE: &str = "admin.sealed";
 const LOCK_FILE: &str = "cluster.lock";
 const RELOCATION_ROOT: &str = "/var/lib/capydb/clusters";
+/// In a relocated home: the canonical `dir` it belongs to.
+const OWNER_FILE: &str = "capydb-dir";
+/// In the relocation root: held while homes are created, claimed or swept.
+const RELOCATION_LOCK: &str = ".lock";
 const SYSTEM_USER: &str = "postgres";
 /// Debian/Ubuntu install each major version here; PATH usually has only the client tools.
 const VERSIONED_BIN_ROOT: &str = "/usr/lib/postgresql";
@@ -102,9 +115,34 @@ impl LocalCluster {
         let _lock = lock_dir(&dir).await?;
 
         let state = read_state(&dir);
-        let home = choose_home(&dir, state.as_ref().map(|s| s.home.as_path()), runner).await?;
-        check_shell_safe(&home)?;
-        prepare_home(&home, runner)?;
+        let home = match runner {
+            Runner::Direct => {
+                check_shell_safe(&dir)?;
+                prepare_home(&dir, runner)?;
+                dir.clone()
+            }
+            Runner::AsPostgres { .. } => {
+                let relocation = Relocation::system();
+                // Sweeping, choosing, creating and claiming a home happen
+                // under one lock, so a sweep never sees a home half claimed.
+                let _guard = relocation.lock()?;
+                relocation.sweep(&|home| Layout::new(bin_dir.clone(), home.to_path_buf(), runner).stop_now());
+                let home = choose_home(&dir, state.as_ref().map(|s| s.home.as_path()), &relocation, &bin_dir, runner)?;
+                check_shell_safe(&home)?;
+                prepare_home(&home, runner)?;
+                if relocation.is_home(&home) {
+                    set_owner(&home, &dir)
+                        .map_err(|e| format!("could not write {OWNER_FILE} in {}: {e}", home.display()))?;
+                    // Written now, not once the server runs: from here on
+                    // the home is claimed, and no sweep may take it.
+                    if state.as_ref().map(|s| &s.home) != Some(&home) {
+                        let port = state.as_ref().map_or(0, |s| s.port);
+                        write_state(&dir, &ClusterState { port, home: home.clone() })?;
+                    }
+                }
+                home
+            }
+        };
         let layout = Layout::new(bin_dir, home, runner);
 
         let sealed_path = dir.join(SEALED_PASSWORD_FILE);
@@ -150,18 +188,98 @@ impl LocalCluster {
         };
         if !reused {
             let started = Instant::now();
-            cluster.port = cluster.layout.start(state.as_ref().map(|s| s.port), &cluster.admin_password).await?;
-            cluster.wait_ready(None).await?;
+            let preferred = state.as_ref().map(|s| s.port).filter(|&p| p != 0);
+            cluster.port = cluster.layout.start(preferred, &cluster.admin_password).await?;
+            // From here a failure must not leave behind the server this call
+            // started: nobody would stop it.
+            if let Err(e) = cluster.wait_ready(None).await {
+                let _ = cluster.layout.stop_now();
+                return Err(e);
+            }
             tracing::info!(port = cluster.port, data_dir = %cluster.layout.data.display(), elapsed_ms = started.elapsed().as_millis() as u64, "PostgreSQL cluster started");
         }
 
         let new_state = ClusterState { port: cluster.port, home: cluster.layout.home.clone() };
-        if state.as_ref() != Some(&new_state) {
-            let json =
-                serde_json::to_vec_pretty(&new_state).map_err(|e| format!("could not encode {STATE_FILE}: {e}"))?;
-            write_private(&dir.join(STATE_FILE), &json).map_err(|e| format!("could not write {STATE_FILE}: {e}"))?;
+        if read_state(&dir).as_ref() != Some(&new_state) {
+            if let Err(e) = write_state(&dir, &new_state) {
+                if !reused {
+                    let _ = cluster.layout.stop_now();
+                }
+                return Err(e);
+            }
         }
         Ok(cluster)
+    }
+
+    /// Stops the cluster of `dir` if it runs and deletes it wherever it
+    /// lives (inside `dir`, or its relocated home), with its state and sealed
+    /// password; the rest of `dir` is left alone. Answers what was deleted.
+    /// For `capydb-local reset`, and tests that must not leave clusters behind.
+    pub fn remove(dir: &Path) -> Result<Vec<PathBuf>, String> {
+        let dir = match dir.canonicalize() {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(format!("could not resolve {}: {e}", dir.display())),
+        };
+        let relocation = Relocation::system();
+        let recorded = read_state(&dir).map(|s| s.home);
+        let home = match recorded {
+            Some(home) if home == dir || relocation.is_home(&home) => Some(home),
+            _ if dir.join("data").exists() => Some(dir.clone()),
+            // Only root relocates; nobody else could delete the home anyway.
+            _ if is_root() => Some(relocation.home_for(&dir)).filter(|h| h.exists()),
+            _ => None,
+        };
+        let mut removed = Vec::new();
+        let remove = |result: io::Result<()>, path: &Path, removed: &mut Vec<PathBuf>| match result {
+            Ok(()) => {
+                removed.push(path.to_path_buf());
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("could not remove {}: {e}", path.display())),
+        };
+        match home {
+            Some(home) if home == dir => {
+                stop_cluster_in(&home)?;
+                remove(fs::remove_dir_all(home.join("data")), &home.join("data"), &mut removed)?;
+                remove(fs::remove_file(home.join("postgres.log")), &home.join("postgres.log"), &mut removed)?;
+            }
+            Some(home) => {
+                let _guard = relocation.lock()?;
+                match read_owner(&home) {
+                    // Another data dir uses it (this one is a copy): not ours to delete.
+                    Some(owner) if owner != dir && dir_claims(&owner, &home) => {
+                        tracing::warn!(home = %home.display(), owner = %owner.display(), "leaving the cluster of another data dir alone");
+                    }
+                    // A home of an earlier version has no owner file: it is
+                    // ours only if this dir's state names it or it is this dir's.
+                    _ => {
+                        stop_cluster_in(&home)?;
+                        remove(fs::remove_dir_all(&home), &home, &mut removed)?;
+                    }
+                }
+            }
+            None => {}
+        }
+        for name in [STATE_FILE, SEALED_PASSWORD_FILE] {
+            let path = dir.join(name);
+            remove(fs::remove_file(&path), &path, &mut removed)?;
+        }
+        Ok(removed)
+    }
+
+    /// Whether the cluster of `dir` is one an earlier version made inside
+    /// `dir` while running as root. The server runs as the `postgres` user,
+    /// who must then be able to traverse `dir`'s parent: that data dir
+    /// cannot be 0700 until the cluster is reset.
+    pub fn needs_traversal(dir: &Path) -> bool {
+        let Ok(dir) = dir.canonicalize() else { return false };
+        is_root()
+            && match read_state(&dir) {
+                Some(state) => state.home == dir,
+                None => dir.join("data").join("PG_VERSION").exists(),
+            }
     }
 
     /// `postgres://capydb_admin:<password>@127.0.0.1:<port>/postgres`
@@ -193,17 +311,7 @@ impl LocalCluster {
     /// Immediate shutdown without waiting on the async runtime: for `Drop`
     /// guards and panic paths, where the runtime may be gone.
     pub fn stop_immediate(&self) -> Result<(), String> {
-        let mut cmd = self.layout.pg_ctl(&["-m", "immediate", "-w", "-t", PG_CTL_WAIT_SECS, "stop"]);
-        let output = cmd.output().map_err(|e| spawn_error(&cmd, &e))?;
-        if output.status.success() || !self.layout.data.join("postmaster.pid").exists() {
-            Ok(())
-        } else {
-            Err(format!(
-                "pg_ctl stop -m immediate failed ({}): {}",
-                output.status,
-                combined(&output.stdout, &output.stderr)
-            ))
-        }
+        self.layout.stop_now()
     }
 
     /// Stops the server at once and deletes the cluster: data, log, state and
@@ -211,21 +319,7 @@ impl LocalCluster {
     /// lives outside `dir` and would otherwise outlive it.
     pub fn destroy(&self) -> Result<(), String> {
         self.stop_immediate()?;
-        let remove = |result: io::Result<()>, path: &Path| match result {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(format!("could not remove {}: {e}", path.display())),
-            _ => Ok(()),
-        };
-        if self.layout.home == self.dir {
-            remove(fs::remove_dir_all(&self.layout.data), &self.layout.data)?;
-            remove(fs::remove_file(&self.layout.log), &self.layout.log)?;
-        } else {
-            remove(fs::remove_dir_all(&self.layout.home), &self.layout.home)?;
-        }
-        for name in [STATE_FILE, SEALED_PASSWORD_FILE] {
-            let path = self.dir.join(name);
-            remove(fs::remove_file(&path), &path)?;
-        }
-        Ok(())
+        Self::remove(&self.dir).map(drop)
     }
 
     /// Waits until the admin can connect: pg_ctl -w returns once the
@@ -285,8 +379,7 @@ enum Runner {
 
 impl Runner {
     fn detect() -> Result<Runner, String> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !is_root() {
             return Ok(Runner::Direct);
         }
         let (uid, gid) = lookup_user(SYSTEM_USER).ok_or_else(|| {
@@ -341,6 +434,25 @@ impl Layout {
         let mut cmd = self.runner.command(&self.bin_dir.join("pg_ctl"));
         cmd.arg("-D").arg(&self.data).args(args);
         cmd
+    }
+
+    /// Immediate shutdown (no checkpoint; the next start recovers), without
+    /// the async runtime. Nothing to do when no live postmaster is recorded.
+    fn stop_now(&self) -> Result<(), String> {
+        if !read_pid_file(&self.data).is_some_and(|(pid, _)| process_alive(pid)) {
+            return Ok(());
+        }
+        let mut cmd = self.pg_ctl(&["-m", "immediate", "-w", "-t", PG_CTL_WAIT_SECS, "stop"]);
+        let output = cmd.output().map_err(|e| spawn_error(&cmd, &e))?;
+        if output.status.success() || !self.data.join("postmaster.pid").exists() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl stop -m immediate failed ({}): {}",
+                output.status,
+                combined(&output.stdout, &output.stderr)
+            ))
+        }
     }
 
     async fn initdb(&self, password: &str) -> Result<(), String> {
@@ -447,45 +559,201 @@ fn read_state(dir: &Path) -> Option<ClusterState> {
     }
 }
 
-fn is_relocated_home(home: &Path) -> bool {
-    home.parent() == Some(Path::new(RELOCATION_ROOT))
-        && home
-            .file_name()
-            .and_then(OsStr::to_str)
-            .is_some_and(|n| n.len() == 16 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+fn write_state(dir: &Path, state: &ClusterState) -> Result<(), String> {
+    let json = serde_json::to_vec_pretty(state).map_err(|e| format!("could not encode {STATE_FILE}: {e}"))?;
+    write_private(&dir.join(STATE_FILE), &json).map_err(|e| format!("could not write {STATE_FILE}: {e}"))
 }
 
-fn relocated_home(dir: &Path) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    let digest = hex::encode(Sha256::digest(dir.as_os_str().as_bytes()));
-    Path::new(RELOCATION_ROOT).join(&digest[..16])
+/// Where relocated homes live: `RELOCATION_ROOT`, or a temp dir in tests.
+struct Relocation {
+    root: PathBuf,
 }
 
-/// As root, the cluster lives in `dir` when the postgres user can reach it,
-/// else in the relocation root. A recorded home is kept (so a later chmod of
-/// a parent, or a move of `dir`, does not orphan the cluster), but only if it
-/// is `dir` or a relocated home: the state file is not trusted to point
-/// anywhere else, since root creates and chowns the home.
-async fn choose_home(dir: &Path, recorded: Option<&Path>, runner: Runner) -> Result<PathBuf, String> {
-    if runner == Runner::Direct {
-        return Ok(dir.to_path_buf());
+impl Relocation {
+    fn system() -> Relocation {
+        Relocation { root: PathBuf::from(RELOCATION_ROOT) }
     }
+
+    /// Only direct children named like `home_for` names them: the state file
+    /// is not trusted to point anywhere else, since root creates, chowns and
+    /// deletes these.
+    fn is_home(&self, home: &Path) -> bool {
+        home.parent() == Some(self.root.as_path())
+            && home
+                .file_name()
+                .and_then(OsStr::to_str)
+                .is_some_and(|n| n.len() == 16 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    }
+
+    fn home_for(&self, dir: &Path) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let digest = hex::encode(Sha256::digest(dir.as_os_str().as_bytes()));
+        self.root.join(&digest[..16])
+    }
+
+    /// Creates the root (the postgres user must traverse it and its parent,
+    /// whatever our umask) and takes its lock; released when the file drops.
+    /// A blocking lock: it is held only for a few file operations and the
+    /// immediate stops of orphans.
+    fn lock(&self) -> Result<File, String> {
+        let fail = |e: io::Error| format!("could not prepare {}: {e}", self.root.display());
+        fs::DirBuilder::new().recursive(true).mode(0o755).create(&self.root).map_err(fail)?;
+        for dir in [self.root.as_path(), self.root.parent().unwrap_or(Path::new("/"))] {
+            if fs::metadata(dir).map_err(fail)?.permissions().mode() & 0o777 != 0o755 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(fail)?;
+            }
+        }
+        let path = self.root.join(RELOCATION_LOCK);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| format!("could not open {}: {e}", path.display()))?;
+        // SAFETY: the descriptor belongs to `file`, which outlives the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!("could not lock {}: {}", path.display(), io::Error::last_os_error()));
+        }
+        Ok(file)
+    }
+
+    /// Stops and deletes every home whose data dir no longer claims it (the
+    /// dir was deleted, or reset by hand); answers the homes deleted. Homes
+    /// of earlier versions carry no owner file and are only reported: whose
+    /// they are cannot be told. Call with the lock held.
+    fn sweep(&self, stop: &dyn Fn(&Path) -> Result<(), String>) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };
+        let (mut removed, mut unmarked) = (Vec::new(), Vec::new());
+        for home in entries.flatten().map(|e| e.path()).filter(|p| self.is_home(p)) {
+            let Some(owner) = read_owner(&home) else {
+                unmarked.push(home.display().to_string());
+                continue;
+            };
+            if dir_claims(&owner, &home) {
+                continue;
+            }
+            match stop(&home).and_then(|()| {
+                fs::remove_dir_all(&home).map_err(|e| format!("could not remove {}: {e}", home.display()))
+            }) {
+                Ok(()) => {
+                    tracing::info!(home = %home.display(), data_dir = %owner.display(), "removed an orphaned PostgreSQL cluster: its data dir is gone");
+                    removed.push(home);
+                }
+                Err(e) => {
+                    tracing::warn!(home = %home.display(), data_dir = %owner.display(), error = %e, "could not remove an orphaned PostgreSQL cluster")
+                }
+            }
+        }
+        if !unmarked.is_empty() {
+            tracing::info!(
+                homes = %unmarked.join(" "),
+                "relocated PostgreSQL clusters made by an earlier capydb-local are left alone; \
+                 each is claimed when its data dir starts again, the others can be deleted by hand"
+            );
+        }
+        removed
+    }
+}
+
+/// The dir a relocated home belongs to, from its owner file.
+fn read_owner(home: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = fs::read(home.join(OWNER_FILE)).ok()?;
+    let path = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    (!path.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(path)))
+}
+
+fn set_owner(home: &Path, dir: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    if read_owner(home).as_deref() == Some(dir) {
+        return Ok(());
+    }
+    let mut line = dir.as_os_str().as_bytes().to_vec();
+    line.push(b'\n');
+    write_private(&home.join(OWNER_FILE), &line)
+}
+
+/// Whether `dir` still uses `home` for its cluster: its state names it. A
+/// state file that exists but cannot be read or parsed counts as a claim,
+/// and so does a sealed admin password without a state: a home is deleted
+/// only when nothing could ever use it again.
+fn dir_claims(dir: &Path, home: &Path) -> bool {
+    match fs::read(dir.join(STATE_FILE)) {
+        Ok(bytes) => serde_json::from_slice::<ClusterState>(&bytes).map_or(true, |state| state.home == home),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::symlink_metadata(dir) {
+            Ok(_) => dir.join(SEALED_PASSWORD_FILE).exists(),
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        },
+        Err(_) => true,
+    }
+}
+
+/// As root the cluster lives in a relocated home: the data dir is 0700 and
+/// the postgres user cannot enter it. A recorded home is kept (a moved `dir`
+/// takes its cluster along) unless another existing data dir claims it (the
+/// data dir was copied, and two of them would share one server). A cluster
+/// an earlier version made inside `dir` stays there. Call with the
+/// relocation lock held.
+fn choose_home(
+    dir: &Path,
+    recorded: Option<&Path>,
+    relocation: &Relocation,
+    bin_dir: &Path,
+    runner: Runner,
+) -> Result<PathBuf, String> {
+    let claimed_elsewhere = |home: &Path| read_owner(home).filter(|owner| owner != dir && dir_claims(owner, home));
     match recorded {
-        Some(home) if home == dir || is_relocated_home(home) => return Ok(home.to_path_buf()),
+        Some(home) if home == dir => return Ok(dir.to_path_buf()),
+        Some(home) if relocation.is_home(home) => {
+            if let Some(owner) = claimed_elsewhere(home) {
+                return Err(format!(
+                    "the PostgreSQL cluster in {} belongs to the data dir {} (was this data dir copied from it?); \
+                     reset this one to give it a cluster of its own",
+                    home.display(),
+                    owner.display()
+                ));
+            }
+            return Ok(home.to_path_buf());
+        }
         Some(home) => tracing::warn!(home = %home.display(), "ignoring an unexpected cluster location in {STATE_FILE}"),
+        None if dir.join("data").join("PG_VERSION").exists() => return Ok(dir.to_path_buf()),
         None => {}
     }
-    let relocated = relocated_home(dir);
-    let parent = dir.parent().unwrap_or(Path::new("/"));
-    let mut probe = runner.command(Path::new("test"));
-    probe.arg("-x").arg(parent);
-    let (status, _) = run(probe).await?;
-    if status.success() {
-        Ok(dir.to_path_buf())
-    } else {
-        tracing::info!(dir = %dir.display(), home = %relocated.display(), "the postgres user cannot reach the data dir; the cluster lives elsewhere");
-        Ok(relocated)
+    let home = relocation.home_for(dir);
+    if let Some(owner) = claimed_elsewhere(&home) {
+        return Err(format!(
+            "{} is the cluster of the data dir {}, which was moved from here; \
+             choose another data dir or reset that one",
+            home.display(),
+            owner.display()
+        ));
     }
+    // A cluster in our home with no admin password to open it was left by a
+    // data dir deleted at this same path (one of an earlier version: the
+    // sweep took any other). Nothing can use it: start afresh.
+    if home.join("data").exists() && !dir.join(SEALED_PASSWORD_FILE).exists() {
+        Layout::new(bin_dir.to_path_buf(), home.clone(), runner).stop_now()?;
+        fs::remove_dir_all(&home).map_err(|e| format!("could not remove {}: {e}", home.display()))?;
+        tracing::info!(home = %home.display(), "removed a PostgreSQL cluster left by an earlier data dir at this path");
+    }
+    Ok(home)
+}
+
+/// Stops the server of the cluster in `home` if one runs. Binaries and the
+/// runner are looked up only then, so deleting a stopped cluster needs neither.
+fn stop_cluster_in(home: &Path) -> Result<(), String> {
+    let data = home.join("data");
+    if !read_pid_file(&data).is_some_and(|(pid, _)| process_alive(pid)) {
+        return Ok(());
+    }
+    Layout::new(LocalCluster::find_binaries()?, home.to_path_buf(), Runner::detect()?).stop_now()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// pg_ctl pastes the data dir and log paths into a `/bin/sh -c` line inside
@@ -508,13 +776,6 @@ fn prepare_home(home: &Path, runner: Runner) -> Result<(), String> {
     let Runner::AsPostgres { uid, gid } = runner else {
         return fs::create_dir_all(home).map_err(fail);
     };
-    if home.starts_with(RELOCATION_ROOT) {
-        // Explicit modes: the postgres user must traverse these whatever our umask.
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(RELOCATION_ROOT).map_err(fail)?;
-        for dir in [Path::new(RELOCATION_ROOT), Path::new(RELOCATION_ROOT).parent().unwrap_or(Path::new("/"))] {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(fail)?;
-        }
-    }
     fs::create_dir_all(home).map_err(fail)?;
     if fs::metadata(home).map_err(fail)?.uid() != uid {
         std::os::unix::fs::chown(home, Some(uid), Some(gid)).map_err(fail)?;
@@ -759,19 +1020,157 @@ mod tests {
 
     #[test]
     fn relocated_home_is_stable_and_short() {
-        let a = relocated_home(Path::new("/root/.capydb"));
-        assert_eq!(a, relocated_home(Path::new("/root/.capydb")));
-        assert_ne!(a, relocated_home(Path::new("/root/other")));
+        let relocation = Relocation::system();
+        let a = relocation.home_for(Path::new("/root/.capydb"));
+        assert_eq!(a, relocation.home_for(Path::new("/root/.capydb")));
+        assert_ne!(a, relocation.home_for(Path::new("/root/other")));
         assert_eq!(a.file_name().unwrap().len(), 16);
-        assert!(is_relocated_home(&a));
+        assert!(a.starts_with(RELOCATION_ROOT));
+        assert!(relocation.is_home(&a));
         for other in [
             "/var/lib/capydb/clusters",
+            "/var/lib/capydb/clusters/.lock",
             "/etc",
             "/var/lib/capydb/clusters/../../../../etc",
             "/var/lib/capydb/clusters/0123456789abcdeX",
         ] {
-            assert!(!is_relocated_home(Path::new(other)), "{other} taken for a relocated home");
+            assert!(!relocation.is_home(Path::new(other)), "{other} taken for a relocated home");
         }
+    }
+
+    /// A temp relocation root, and data dirs next to it.
+    struct Homes {
+        tmp: tempfile::TempDir,
+        relocation: Relocation,
+    }
+
+    impl Homes {
+        fn new() -> Homes {
+            let tmp = tempfile::tempdir().unwrap();
+            let relocation = Relocation { root: tmp.path().join("clusters") };
+            fs::create_dir(&relocation.root).unwrap();
+            Homes { tmp, relocation }
+        }
+
+        /// A relocated home made for the data dir `name`, its owner file
+        /// naming it, and the data dir itself when `state` says what to put in it.
+        fn home(&self, name: &str, state: Option<&str>) -> (PathBuf, PathBuf) {
+            let dir = self.tmp.path().join(name);
+            let home = self.relocation.home_for(&dir);
+            fs::create_dir_all(home.join("data")).unwrap();
+            set_owner(&home, &dir).unwrap();
+            match state {
+                Some("claims") => {
+                    fs::create_dir(&dir).unwrap();
+                    write_state(&dir, &ClusterState { port: 5432, home: home.clone() }).unwrap();
+                }
+                Some(file_and_text) => {
+                    fs::create_dir(&dir).unwrap();
+                    let (file, text) = file_and_text.split_once('=').unwrap();
+                    fs::write(dir.join(file), text).unwrap();
+                }
+                None => {}
+            }
+            (dir, home)
+        }
+    }
+
+    #[test]
+    fn homes_whose_data_dir_no_longer_claims_them_are_stopped_and_swept() {
+        let h = Homes::new();
+        let (_, gone) = h.home("gone", None);
+        let (_, emptied) = h.home("emptied", Some("unrelated=x"));
+        let (live_dir, live) = h.home("live", Some("claims"));
+        let (_, sealed_only) = h.home("sealed-only", Some("admin.sealed=abc"));
+        let (_, unreadable) = h.home("unreadable", Some("cluster.json={not json"));
+        let (_, elsewhere) = h.home("elsewhere", None);
+        fs::create_dir(h.tmp.path().join("elsewhere")).unwrap();
+        write_state(&h.tmp.path().join("elsewhere"), &ClusterState { port: 1, home: live.clone() }).unwrap();
+        let unmarked = h.relocation.home_for(Path::new("/from/an/earlier/version"));
+        fs::create_dir_all(unmarked.join("data")).unwrap();
+        let not_a_home = h.relocation.root.join("notes");
+        fs::create_dir(&not_a_home).unwrap();
+
+        let stopped = std::sync::Mutex::new(Vec::new());
+        let mut removed = h.relocation.sweep(&|home| {
+            stopped.lock().unwrap().push(home.to_path_buf());
+            Ok(())
+        });
+        removed.sort();
+        let mut expected = vec![gone, emptied, elsewhere];
+        expected.sort();
+        assert_eq!(removed, expected, "the homes of deleted, emptied and other-claiming data dirs");
+        let mut stopped = stopped.into_inner().unwrap();
+        stopped.sort();
+        assert_eq!(stopped, expected, "each removed home's server is stopped first");
+        for kept in [&live, &sealed_only, &unreadable, &unmarked, &not_a_home] {
+            assert!(kept.exists(), "{} was swept", kept.display());
+        }
+        assert_eq!(read_owner(&live), Some(live_dir));
+    }
+
+    #[test]
+    fn a_home_whose_server_does_not_stop_is_kept() {
+        let h = Homes::new();
+        let (_, gone) = h.home("gone", None);
+        let removed = h.relocation.sweep(&|_| Err("pg_ctl stop failed".into()));
+        assert!(removed.is_empty());
+        assert!(gone.join("data").exists(), "a home was deleted under a running server");
+    }
+
+    #[test]
+    fn a_moved_data_dir_keeps_its_cluster() {
+        let h = Homes::new();
+        let (old_dir, home) = h.home("old", None);
+        let new_dir = h.tmp.path().join("new");
+        fs::create_dir(&new_dir).unwrap();
+        let chosen = choose_home(&new_dir, Some(&home), &h.relocation, Path::new("/nonexistent"), Runner::Direct);
+        assert_eq!(chosen, Ok(home.clone()), "moved from {}", old_dir.display());
+    }
+
+    #[test]
+    fn a_copied_data_dir_does_not_share_its_origins_cluster() {
+        let h = Homes::new();
+        let (origin, home) = h.home("origin", Some("claims"));
+        let copy = h.tmp.path().join("copy");
+        fs::create_dir(&copy).unwrap();
+        let err = choose_home(&copy, Some(&home), &h.relocation, Path::new("/nonexistent"), Runner::Direct)
+            .expect_err("two data dirs would share one server");
+        assert!(err.contains(&origin.display().to_string()) && err.contains("copied"), "{err}");
+        assert!(home.join("data").exists());
+    }
+
+    #[test]
+    fn a_cluster_left_by_a_deleted_data_dir_at_the_same_path_is_replaced() {
+        let h = Homes::new();
+        let dir = h.tmp.path().join("again");
+        fs::create_dir(&dir).unwrap();
+        // An earlier version's home: no owner file, a cluster, no password for it.
+        let home = h.relocation.home_for(&dir);
+        fs::create_dir_all(home.join("data")).unwrap();
+        fs::write(home.join("data").join("PG_VERSION"), "15\n").unwrap();
+        let chosen = choose_home(&dir, None, &h.relocation, Path::new("/nonexistent"), Runner::Direct);
+        assert_eq!(chosen, Ok(home.clone()));
+        assert!(!home.join("data").exists(), "the unusable cluster was kept");
+    }
+
+    #[test]
+    fn a_cluster_with_its_sealed_password_is_reused_without_a_state_file() {
+        let h = Homes::new();
+        let (dir, home) = h.home("lost-state", Some("admin.sealed=abc"));
+        fs::write(home.join("data").join("PG_VERSION"), "15\n").unwrap();
+        let chosen = choose_home(&dir, None, &h.relocation, Path::new("/nonexistent"), Runner::Direct);
+        assert_eq!(chosen, Ok(home.clone()));
+        assert!(home.join("data").join("PG_VERSION").exists());
+    }
+
+    #[test]
+    fn owner_file_round_trips_and_is_private() {
+        let h = Homes::new();
+        let (dir, home) = h.home("owned", None);
+        assert_eq!(read_owner(&home), Some(dir));
+        assert_eq!(fs::metadata(home.join(OWNER_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(read_owner(h.tmp.path()), None);
     }
 
     #[test]

@@ -33,11 +33,14 @@ pub struct Options {
     pub pg: Pg,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Run in the app's dir without `--data-dir`, as `bash local/run` does:
+    /// the data lands in `./.capydb`.
+    pub default_data_dir: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { pg: Pg::Shared, args: Vec::new(), env: Vec::new() }
+        Options { pg: Pg::Shared, args: Vec::new(), env: Vec::new(), default_data_dir: false }
     }
 }
 
@@ -191,11 +194,13 @@ impl TestApp {
         assert!(self.child.is_none(), "already running");
         let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("stderr.log")).expect("log file");
         let mut cmd = Command::new(BIN);
-        cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .args(&self.options.args)
+        cmd.arg("--listen").arg(format!("127.0.0.1:{}", self.port));
+        if self.options.default_data_dir {
+            cmd.current_dir(&self.dir);
+        } else {
+            cmd.arg("--data-dir").arg(self.data_dir());
+        }
+        cmd.args(&self.options.args)
             .args(extra)
             .env("CAPYDB_BOOTSTRAP_API_KEY", &self.key)
             .env("RUST_LOG", "info,tokio_postgres=warn")
@@ -239,6 +244,15 @@ impl TestApp {
             }
             assert!(Instant::now() < deadline, "capydb-local did not serve within 90 s:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Where this app keeps its data (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        if self.options.default_data_dir {
+            self.dir.join(".capydb")
+        } else {
+            self.dir.join("data")
         }
     }
 
@@ -382,6 +396,9 @@ impl Drop for TestApp {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if self.options.pg == Pg::Private {
+            remove_private_cluster(&self.data_dir(), &self.dir);
+        }
         if std::thread::panicking() {
             // Keep the failed test's data dir and logs past the scratch
             // root's removal at exit.
@@ -394,6 +411,67 @@ impl Drop for TestApp {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Stops and deletes the private cluster of `data_dir`: as root it lives
+/// outside the data dir (see `LocalCluster`) and would outlive the test. Its
+/// server log is kept in `keep_log_in` first, for a failed test's record.
+pub fn remove_private_cluster(data_dir: &Path, keep_log_in: &Path) {
+    let cluster_dir = data_dir.join("postgres");
+    let state: Value = serde_json::from_str(&read_file(&cluster_dir.join("cluster.json"))).unwrap_or(Value::Null);
+    if let Some(home) = state["home"].as_str() {
+        let _ = fs::copy(Path::new(home).join("postgres.log"), keep_log_in.join("postgres.log"));
+    }
+    if let Err(e) = capydb_postgres::LocalCluster::remove(&cluster_dir) {
+        eprintln!("could not remove the private cluster of {}: {e}", data_dir.display());
+    }
+}
+
+/// Runs `capydb-local` with `args` to its end (90 s at most) and answers its
+/// exit status, stdout and stderr.
+pub fn run_bin(args: &[&std::ffi::OsStr], cwd: Option<&Path>) -> (std::process::ExitStatus, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("RUST_LOG", "info,tokio_postgres=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut child = cmd.spawn().expect("start capydb-local");
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("capydb-local {args:?} did not exit within 90 s:\n{}", stderr.join().unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default())
+}
+
+/// Whether the postmaster recorded in `pid_file` still runs (a zombie does not count).
+pub fn postmaster_alive(pid_file: &Path) -> bool {
+    let Some(pid) = read_file(pid_file).lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+        return false;
+    };
+    let stat = read_file(Path::new(&format!("/proc/{pid}/stat")));
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next());
+    !stat.is_empty() && !matches!(state, Some('Z' | 'X'))
 }
 
 /// Connects with a `postgres://` URI and runs `SELECT 1`.

@@ -7,6 +7,7 @@ mod backups;
 mod conventions;
 mod crash;
 mod failures;
+mod local_start;
 mod previews;
 mod projects;
 mod sweeper;

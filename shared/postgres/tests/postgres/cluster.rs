@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use capydb_domain::ports::{DatabaseProvider, SecretBox};
 use capydb_postgres::LocalCluster;
 
-use crate::helpers::{is_root, postmaster_pid, TestCluster, XorBox};
+use crate::helpers::{is_root, postmaster_pid, DestroyOnDrop, TestCluster, XorBox};
 
 /// Data written before an outage, checked after it.
 async fn provision(t: &TestCluster) {
@@ -147,6 +147,26 @@ async fn as_root_a_dir_the_postgres_user_cannot_reach_is_relocated() {
     .unwrap();
     drop(_destroy);
     assert!(!home.exists(), "destroy left the relocated home {} behind", home.display());
+}
+
+/// The data dir of capydb-local is 0700, so as root even a dir the postgres
+/// user could reach gets its cluster outside, in a home that names it.
+#[tokio::test]
+async fn as_root_every_cluster_lives_in_a_relocated_home_that_names_its_dir() {
+    if !is_root() {
+        eprintln!("skipped: only root relocates the cluster");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // The old rule: a dir the postgres user can reach kept its cluster inside.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("capydb");
+    let cluster = LocalCluster::ensure_started(&dir, &XorBox).await.expect("the cluster starts");
+    let _destroy = DestroyOnDrop(cluster.clone());
+    let home = cluster.data_dir().parent().unwrap().to_path_buf();
+    assert!(home.starts_with("/var/lib/capydb/clusters"), "the cluster lives in {}", home.display());
+    let owner = std::fs::read_to_string(home.join("capydb-dir")).expect("the home names its dir");
+    assert_eq!(owner.trim_end(), dir.canonicalize().unwrap().to_str().unwrap());
 }
 
 #[tokio::test]

@@ -1,4 +1,3 @@
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -23,14 +22,15 @@ impl SecretBox for XorBox {
     }
 }
 
-/// Stops the cluster of a data dir when dropped, also when the test panics,
-/// so no server outlives its test.
-pub struct StopOnDrop(LocalCluster);
+/// Stops and deletes the cluster of a data dir when dropped, also when the
+/// test panics, so no server outlives its test, and no relocated cluster
+/// (as root it lives outside the temp dir) outlives its data dir.
+pub struct DestroyOnDrop(pub LocalCluster);
 
-impl Drop for StopOnDrop {
+impl Drop for DestroyOnDrop {
     fn drop(&mut self) {
-        if let Err(e) = self.0.stop_immediate() {
-            eprintln!("could not stop the test cluster in {}: {e}", self.0.data_dir().display());
+        if let Err(e) = self.0.destroy() {
+            eprintln!("could not remove the test cluster in {}: {e}", self.0.data_dir().display());
         }
     }
 }
@@ -38,7 +38,7 @@ impl Drop for StopOnDrop {
 /// A started cluster in its own temp dir. Fields drop in order: the server
 /// stops before its directory is removed.
 pub struct TestCluster {
-    _stop: StopOnDrop,
+    _destroy: DestroyOnDrop,
     pub cluster: LocalCluster,
     pub dir: PathBuf,
     _tmp: TempDir,
@@ -47,11 +47,9 @@ pub struct TestCluster {
 impl TestCluster {
     pub async fn start() -> TestCluster {
         let tmp = tempfile::tempdir().expect("a temp dir");
-        // As root the cluster lives in the dir only when the postgres user can reach it.
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod the temp dir");
         let dir = tmp.path().join("capydb");
         let cluster = LocalCluster::ensure_started(&dir, &XorBox).await.expect("the local cluster starts");
-        TestCluster { _stop: StopOnDrop(cluster.clone()), cluster, dir, _tmp: tmp }
+        TestCluster { _destroy: DestroyOnDrop(cluster.clone()), cluster, dir, _tmp: tmp }
     }
 
     /// `ensure_started` again on the same dir, as a restarted capydb-local would.
