@@ -11,6 +11,7 @@ pub use dynamo::DynamoStore;
 pub mod eventbridge;
 pub mod kms;
 pub mod ratelimit;
+pub mod secretsmanager;
 pub mod sqs;
 
 pub use eventbridge::EventBridgeBus;
@@ -29,6 +30,7 @@ pub mod sdk {
     pub use aws_sdk_dynamodb as dynamodb;
     pub use aws_sdk_eventbridge as eventbridge;
     pub use aws_sdk_kms as kms;
+    pub use aws_sdk_secretsmanager as secretsmanager;
     pub use aws_sdk_sqs as sqs;
     pub use aws_sdk_ssm as ssm;
     pub use lambda_http;
