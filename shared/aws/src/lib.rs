@@ -1,8 +1,10 @@
 //! CapyDB on AWS: the adapters of the domain's ports (DynamoDB store, SQS
-//! queue, EventBridge bus, KMS secret box, DynamoDB rate-limit counters) and
-//! the Lambda glue the functions of the serverless bundle share.
+//! queue, EventBridge bus, KMS secret box, DynamoDB rate-limit counters), the
+//! Lambda glue the functions of the serverless bundle share, and the
+//! one-off bootstrap of the first organization (on Secrets Manager).
 //!
 //! SDK errors are translated into `DomainError` here and nowhere else.
+pub mod bootstrap;
 pub mod client;
 pub mod dynamo;
 mod error;
