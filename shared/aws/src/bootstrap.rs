@@ -167,7 +167,10 @@ impl Bootstrap {
                         stored.arn, self.secret_name
                     )));
                 }
-                tracing::info!(secret_arn = %stored.arn, "the secret holds the key of an unfinished run; using it");
+                tracing::info!(
+                    secret_arn = %stored.arn,
+                    "the secret already holds a key (of an unfinished or a concurrent run); using it"
+                );
                 (stored.arn, stored.value)
             }
         };

@@ -11,6 +11,7 @@ use capydb_aws::DynamoStore;
 use capydb_domain::apikey;
 use capydb_domain::scopes::Scope;
 use serde_json::{json, Value};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// One deployed stack's worth of AWS: its table, its KMS key and the name of
 /// its bootstrap secret, with clients to look behind the handler's back.
@@ -25,6 +26,7 @@ struct Stack {
 
 impl Stack {
     async fn new() -> Stack {
+        logs();
         let sdk = testkit::sdk_config().await;
         let template = Template::load();
         let dynamodb = dynamodb::Client::new(&sdk);
@@ -66,6 +68,12 @@ impl Stack {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => None,
             Err(e) => panic!("read the secret: {e:?}"),
         }
+    }
+
+    async fn secret_arn(&self) -> String {
+        let out =
+            self.secrets.describe_secret().secret_id(&self.secret_name).send().await.expect("describe the secret");
+        out.arn().expect("an ARN").to_string()
     }
 
     /// The ids of the organizations in the table (a scan: tests only).
@@ -302,4 +310,60 @@ async fn a_refusal_says_so_when_the_secret_is_gone() {
     assert_eq!(organization_id, first.organization_id);
     assert!(message.contains("no longer exists"), "{message}");
     assert_eq!(stack.secret().await, None, "no secret is written by a refused run");
+}
+
+/// Everything logged through `tracing` in this test binary, as the
+/// function's JSON lines, at the most verbose level (the SDK's and the
+/// runtime's lines included). Installed globally by the first `Stack`: a
+/// per-test default subscriber misses lines when tests run in parallel,
+/// because tracing caches each log site's interest process-wide.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("the log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test binary");
+        logs
+    })
+}
+
+#[tokio::test]
+async fn the_key_never_appears_in_the_logs_even_at_trace_level() {
+    // GIVEN a first run, a run that reuses a stored key and a refused run
+    let stack = Stack::new().await;
+    let orphan = apikey::generate(apikey::LIVE_PREFIX);
+    stack.secrets.create_secret().name(&stack.secret_name).secret_string(&orphan).send().await.expect("store a key");
+    stack.run(first_run_event()).await.expect("the run after a crash succeeds");
+    let refused = stack.run(first_run_event()).await;
+    assert!(matches!(refused, Err(BootstrapError::AlreadyBootstrapped { .. })), "{refused:?}");
+    let fresh = Stack::new().await;
+    fresh.run(first_run_event()).await.expect("the first run succeeds");
+    let (fresh_key, _) = fresh.secret().await.expect("the secret exists");
+
+    // THEN no log line holds either key. (The prefix `capy_live_` does
+    // appear: the SDK logs DynamoDB answers at TRACE, and a key's record
+    // holds its prefix and last four characters, which are not secret.)
+    let text = String::from_utf8_lossy(&logs().0.lock().expect("the log buffer")).to_string();
+    assert!(text.contains(&format!("\"secret_arn\":\"{}", fresh.secret_arn().await)), "the capture works");
+    for key in [&orphan, &fresh_key] {
+        assert!(!text.contains(key.as_str()), "a key was logged");
+    }
 }
