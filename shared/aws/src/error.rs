@@ -47,6 +47,12 @@ pub(crate) const KMS: Service = Service {
     },
 };
 
+pub(crate) const SECRETS_MANAGER: Service = Service {
+    name: "Secrets Manager",
+    noun: "Secrets Manager",
+    retryable: |c| ["InternalServiceError", "ThrottlingException"].contains(&c),
+};
+
 pub(crate) fn sdk_error<E, R>(service: &Service, what: &str, e: &SdkError<E, R>) -> DomainError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,

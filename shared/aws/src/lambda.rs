@@ -358,6 +358,47 @@ pub async fn run_sweeper() -> Result<(), Error> {
     .await
 }
 
+/// The bootstrap function's configuration: the table, the secret that
+/// receives the admin key, and the stack's KMS key. It reads nothing else,
+/// so it runs without the queue, bus and PostgreSQL settings.
+#[derive(Debug, Clone)]
+pub struct BootstrapConfig {
+    pub table: String,
+    /// `<stack>/bootstrap-api-key`; the template grants access to it alone.
+    pub secret_name: String,
+    /// Encrypts the secret; Secrets Manager's own key when unset.
+    pub kms_key_id: Option<String>,
+}
+
+impl BootstrapConfig {
+    pub fn from_env() -> Result<BootstrapConfig, String> {
+        Ok(BootstrapConfig {
+            table: var("CAPYDB_TABLE")?,
+            secret_name: var("CAPYDB_BOOTSTRAP_SECRET_NAME")?,
+            kms_key_id: opt_var("CAPYDB_KMS_KEY_ID"),
+        })
+    }
+}
+
+/// `main` of `bootstrap`: invoked by hand once after `sam deploy` with
+/// `{"organization_name": "..."}` (see `crate::bootstrap`).
+pub async fn run_bootstrap() -> Result<(), Error> {
+    init_tracing();
+    let config = BootstrapConfig::from_env()?;
+    let sdk = SdkCell::lazy(|| async { sdk_config().await.map_err(|e| e.to_string()) });
+    let bootstrap = Arc::new(crate::bootstrap::Bootstrap::new(
+        DynamoStore::new(ClientCell::lazy(&sdk, aws_sdk_dynamodb::Client::new), config.table),
+        crate::secretsmanager::SecretsManager::new(ClientCell::lazy(&sdk, aws_sdk_secretsmanager::Client::new)),
+        config.secret_name,
+        config.kms_key_id,
+    ));
+    lambda_runtime::run(service_fn(move |e: LambdaEvent<serde_json::Value>| {
+        let bootstrap = Arc::clone(&bootstrap);
+        async move { bootstrap.handle(e.payload).await }
+    }))
+    .await
+}
+
 /// The router of the named route groups, as a function serves it. The
 /// caller's address comes from API Gateway's request context (there is no
 /// TCP peer to ask), for the keys' `last_used_ip`.

@@ -1,8 +1,10 @@
 //! CapyDB on AWS: the adapters of the domain's ports (DynamoDB store, SQS
-//! queue, EventBridge bus, KMS secret box, DynamoDB rate-limit counters) and
-//! the Lambda glue the functions of the serverless bundle share.
+//! queue, EventBridge bus, KMS secret box, DynamoDB rate-limit counters), the
+//! Lambda glue the functions of the serverless bundle share, and the
+//! one-off bootstrap of the first organization (on Secrets Manager).
 //!
 //! SDK errors are translated into `DomainError` here and nowhere else.
+pub mod bootstrap;
 pub mod client;
 pub mod dynamo;
 mod error;
@@ -11,6 +13,7 @@ pub use dynamo::DynamoStore;
 pub mod eventbridge;
 pub mod kms;
 pub mod ratelimit;
+pub mod secretsmanager;
 pub mod sqs;
 
 pub use eventbridge::EventBridgeBus;
@@ -29,6 +32,7 @@ pub mod sdk {
     pub use aws_sdk_dynamodb as dynamodb;
     pub use aws_sdk_eventbridge as eventbridge;
     pub use aws_sdk_kms as kms;
+    pub use aws_sdk_secretsmanager as secretsmanager;
     pub use aws_sdk_sqs as sqs;
     pub use aws_sdk_ssm as ssm;
     pub use lambda_http;

@@ -57,6 +57,13 @@ impl App {
     }
 }
 
+/// A new organization's name, by the rule `create_organization` applies:
+/// the deployed shape's bootstrap checks it before it writes anything.
+/// `field` names the input in the error.
+pub fn parse_organization_name(field: &str, raw: &str) -> DomainResult<String> {
+    parse_name(field, raw, 100)
+}
+
 /// Creates an organization with an admin API key holding every scope, and
 /// returns the key's plaintext. `preset` is used as the key when given.
 pub async fn create_organization(
@@ -65,7 +72,7 @@ pub async fn create_organization(
     name: &str,
     preset: Option<&str>,
 ) -> DomainResult<(Organization, String)> {
-    let name = parse_name("name", name, 100)?;
+    let name = parse_organization_name("name", name)?;
     let plaintext =
         match preset {
             Some(k) if apikey::is_well_formed(apikey::LIVE_PREFIX, k) => k.to_string(),

@@ -164,6 +164,17 @@ impl DynamoStore {
         DynamoStore { client: client.into(), table: table.into() }
     }
 
+    /// The organization named by the marker `has_organizations` reads, or
+    /// `None` before the first one. The deployed shape creates organizations
+    /// only by bootstrapping, so this is the bootstrapped one; the bootstrap
+    /// function names it when it refuses to run again.
+    pub async fn bootstrapped_organization_id(&self) -> DomainResult<Option<String>> {
+        match self.get("read the bootstrap marker", META_PK.into(), BOOTSTRAP_SK).await? {
+            Some(marker) => item::Reader::new(&marker, "bootstrap marker").s("last_organization_id").map(Some),
+            None => Ok(None),
+        }
+    }
+
     async fn get(&self, what: &str, pk: String, sk: &str) -> DomainResult<Option<Item>> {
         let out = self
             .client
