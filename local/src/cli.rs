@@ -102,6 +102,18 @@ pub struct ServeArgs {
     /// with `Retry-After`); 0 turns rate limiting off.
     #[arg(long, default_value_t = 6000, env = "CAPYDB_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: u32,
+    /// Most projects (not deleted) per organization [default: 100].
+    #[arg(long, env = "CAPYDB_MAX_PROJECTS")]
+    pub max_projects: Option<u32>,
+    /// Most previews (not deleted) per project [default: 50].
+    #[arg(long, env = "CAPYDB_MAX_PREVIEWS_PER_PROJECT")]
+    pub max_previews_per_project: Option<u32>,
+    /// Most backups (not deleted, safety backups included) per project [default: 200].
+    #[arg(long, env = "CAPYDB_MAX_BACKUPS_PER_PROJECT")]
+    pub max_backups_per_project: Option<u32>,
+    /// Most webhook endpoints per organization [default: 25].
+    #[arg(long, env = "CAPYDB_MAX_WEBHOOKS")]
+    pub max_webhooks: Option<u32>,
     /// Test hook: sleep this long before every database-provider operation,
     /// so tests can interrupt a job between its steps.
     #[arg(long, default_value_t = 0, hide = true)]

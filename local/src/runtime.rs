@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capydb_domain::api_keys::{mint_api_key, CreateApiKey};
+use capydb_domain::app::QuotaSettings;
+use capydb_domain::fields::{ExpiresInDays, Name, NonEmpty};
 use capydb_domain::jobs::Disposition;
 use capydb_domain::ports::{
     ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, SystemClock,
@@ -256,6 +258,15 @@ async fn run(
             None => WebhookSettings::default(),
         },
         rate_limit: RateLimitSettings { limit: args.rate_limit_per_minute, window: Duration::from_secs(60) },
+        quotas: {
+            let d = QuotaSettings::default();
+            QuotaSettings {
+                projects: args.max_projects.unwrap_or(d.projects),
+                previews_per_project: args.max_previews_per_project.unwrap_or(d.previews_per_project),
+                backups_per_project: args.max_backups_per_project.unwrap_or(d.backups_per_project),
+                webhooks: args.max_webhooks.unwrap_or(d.webhooks),
+            }
+        },
     };
     let sender = HttpWebhookSender::new(egress)?;
     let app = App::new(AppParts {
@@ -329,7 +340,9 @@ async fn run(
 
     tracing::info!(listen = %local_addr, data_dir = %dir.display(), "capydb-local serving");
     let router = capydb_api::router(app);
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+    // hyper's own answers to unparsable requests are rewritten to JSON on the way out.
+    let listener = capydb_api::serve::JsonErrorListener(listener);
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<capydb_api::serve::Peer>())
         .with_graceful_shutdown(shutdown_signal());
     let served = server.await.map_err(|e| format!("server error: {e}"));
 
@@ -546,12 +559,17 @@ pub async fn keys_create(args: KeysCreateArgs) -> Result<(), String> {
         return Err(format!("no organization {org_id} in {}", dir.display()));
     }
     let scopes = capydb_domain::scopes::parse_scope_list(&args.scopes)?;
+    let err = |e: capydb_domain::DomainError| e.to_string();
     let req = CreateApiKey {
-        name: args.name,
-        scopes,
+        name: Name::parse("--name", &args.name).map_err(err)?,
+        scopes: NonEmpty::new("--scopes", scopes).map_err(err)?,
         project_id: args.project,
         expires_at: None,
-        expires_in_days: args.expires_in_days,
+        expires_in_days: args
+            .expires_in_days
+            .map(|d| ExpiresInDays::parse("--expires-in-days", d))
+            .transpose()
+            .map_err(err)?,
     };
     let created = mint_api_key(&store, SystemClock.now(), &org_id, req).await.map_err(|e| e.to_string())?;
     println!("CAPYDB_API_KEY={}", created.plaintext);

@@ -79,6 +79,10 @@ impl<P: DatabaseProvider> DatabaseProvider for SlowProvider<P> {
     async fn role_exists(&self, role: &str) -> ProviderResult<bool> {
         self.inner.role_exists(role).await
     }
+    // Not slowed: the health check is no provider operation a test interrupts.
+    async fn ping(&self) -> ProviderResult<()> {
+        self.inner.ping().await
+    }
     fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
         self.inner.connection_info(database, role, password)
     }

@@ -1,6 +1,6 @@
 //! `/v1/backups/...`, `/v1/restores/...`, `/v1/imports/...` and a project's
 //! `/backups`, `/restores`, `/imports`.
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use capydb_domain::App;
 
 use crate::bodies::{BackupBody, ImportBody, RestoreBody};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, Auth, Pagination};
+use crate::extract::{ApiJson, ApiPath, Auth, Pagination};
 use crate::list::ListResponse;
 
 pub fn router() -> Router<App> {
@@ -30,7 +30,7 @@ pub fn router() -> Router<App> {
 pub async fn list_backups(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
     pg: Pagination,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<ListResponse<Backup>> {
@@ -47,7 +47,7 @@ pub async fn list_backups(
 pub async fn create_backup(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
     ApiJson(req): ApiJson<CreateBackup>,
 ) -> ApiResult<(StatusCode, Json<BackupJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.create_backup(&p, &project_id, req).await?)))
@@ -59,7 +59,7 @@ pub async fn create_backup(
 pub async fn get_backup(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(backup_id): Path<String>,
+    ApiPath(backup_id): ApiPath<String>,
 ) -> ApiResult<Json<BackupBody>> {
     Ok(Json(BackupBody { backup: app.get_backup(&p, &backup_id).await? }))
 }
@@ -71,7 +71,7 @@ pub async fn get_backup(
 pub async fn delete_backup(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(backup_id): Path<String>,
+    ApiPath(backup_id): ApiPath<String>,
 ) -> ApiResult<Json<BackupBody>> {
     Ok(Json(BackupBody { backup: app.delete_backup(&p, &backup_id).await? }))
 }
@@ -86,7 +86,7 @@ pub async fn delete_backup(
 pub async fn create_restore(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
     ApiJson(req): ApiJson<CreateRestore>,
 ) -> ApiResult<(StatusCode, Json<RestoreJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.create_restore(&p, &project_id, req).await?)))
@@ -98,7 +98,7 @@ pub async fn create_restore(
 pub async fn get_restore(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(restore_id): Path<String>,
+    ApiPath(restore_id): ApiPath<String>,
 ) -> ApiResult<Json<RestoreBody>> {
     Ok(Json(RestoreBody { restore: app.get_restore(&p, &restore_id).await? }))
 }
@@ -113,7 +113,7 @@ pub async fn get_restore(
 pub async fn create_import(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
     ApiJson(req): ApiJson<CreateImport>,
 ) -> ApiResult<(StatusCode, Json<ImportJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.create_import(&p, &project_id, req).await?)))
@@ -125,7 +125,7 @@ pub async fn create_import(
 pub async fn get_import(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(import_id): Path<String>,
+    ApiPath(import_id): ApiPath<String>,
 ) -> ApiResult<Json<ImportBody>> {
     Ok(Json(ImportBody { import: app.get_import(&p, &import_id).await? }))
 }

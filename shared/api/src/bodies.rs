@@ -1,7 +1,6 @@
 //! Response envelopes: a single resource is wrapped by its type name.
-use capydb_domain::model::{
-    ApiKey, Backup, Delivery, Import, Job, Organization, Preview, Project, Restore, WebhookEndpoint,
-};
+use capydb_domain::model::{ApiKey, Backup, Delivery, Import, Job, Preview, Project, Restore, WebhookEndpoint};
+use capydb_domain::organizations::OrganizationDetails;
 use capydb_domain::principal::PrincipalView;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -13,7 +12,7 @@ pub struct PrincipalBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct OrganizationBody {
-    pub organization: Organization,
+    pub organization: OrganizationDetails,
 }
 
 #[derive(Serialize, ToSchema)]

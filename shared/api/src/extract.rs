@@ -7,7 +7,6 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use base64::Engine;
 use capydb_domain::ports::Page;
 use capydb_domain::principal::Principal;
 use capydb_domain::App;
@@ -18,13 +17,23 @@ use crate::error::ApiError;
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// JSON body with unknown fields refused (the types say `deny_unknown_fields`).
+/// A JSON object body (`Content-Type: application/json`), unknown fields
+/// refused (the types say `deny_unknown_fields`).
 pub struct ApiJson<T>(pub T);
+
+/// `application/json`, with or without parameters (`; charset=utf-8`).
+fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
+    content_type.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        let essence = v.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("application/json")
+    })
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = is_json(req.headers().get(header::CONTENT_TYPE));
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -38,6 +47,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if bytes.is_empty() {
             return Err(ApiError::bad_request("a JSON request body is required"));
         }
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the request body must be JSON, sent with \"Content-Type: application/json\"",
+            ));
+        }
+        // serde's derive would read a struct from an array too (`["x"]`
+        // would fill the first field): only an object is a body here.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request("the request body must be a JSON object"));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value = deserialize_body(&mut de)?;
         de.end().map_err(|_| ApiError::bad_request("malformed JSON: trailing characters after the body"))?;
@@ -48,10 +68,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 fn deserialize_body<T: DeserializeOwned>(
     de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
 ) -> Result<T, ApiError> {
-    T::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         use serde_json::error::Category;
+        let path = e.path().to_string();
+        let e = e.into_inner();
         match e.classify() {
-            Category::Data => ApiError::bad_request(format!("invalid request body: {}", strip_position(&e))),
+            Category::Data => {
+                let what = strip_position(&e);
+                // A field's own check says "must ...": name the field first.
+                let msg = match path.as_str() {
+                    "." | "" => what,
+                    p if what.starts_with("must ") => format!("{p} {what}"),
+                    p => format!("{p}: {what}"),
+                };
+                ApiError::bad_request(format!("invalid request body: {msg}"))
+            }
             Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(format!("malformed JSON: {e}")),
         }
     })
@@ -113,6 +144,9 @@ pub fn request_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAdd
     if let Some(ip) = extensions.get::<ClientIp>() {
         return Some(ip.0);
     }
+    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<crate::serve::Peer>>() {
+        return Some(peer.0.ip());
+    }
     extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip())
 }
 
@@ -144,6 +178,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
                         ApiError::bad_request(format!("limit must be an integer between 1 and {MAX_LIMIT}"))
                     })?;
                 }
+                // An empty cursor is no cursor: the first page.
+                "cursor" if v.is_empty() => page.before = None,
                 "cursor" => page.before = Some(decode_cursor(&v)?),
                 other => return Err(ApiError::bad_request(format!("unknown query parameter {other:?}"))),
             }
@@ -187,15 +223,42 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The longest cursor: ids are shorter.
+pub const MAX_CURSOR: usize = 64;
+/// What a cursor may hold (the OpenAPI document states the same).
+pub const CURSOR_PATTERN: &str = "^[A-Za-z0-9_]*$";
+
+/// A cursor is the last id of the page: the next page is everything
+/// older. Any id-shaped string is a valid bound, so every cursor the
+/// document allows is one the server accepts.
 pub fn encode_cursor(last_id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last_id)
+    last_id.to_string()
 }
 
 fn decode_cursor(c: &str) -> Result<String, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|s| s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        .ok_or_else(|| ApiError::bad_request("cursor is not a cursor this API issued"))
+    if c.len() > MAX_CURSOR || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(ApiError::bad_request(format!(
+            "cursor must be at most {MAX_CURSOR} letters, digits and '_': the id in a Link header this API sent"
+        )));
+    }
+    Ok(c.to_string())
+}
+
+/// Path parameters whose rejection is an `ApiError`: a segment that is not
+/// UTF-8 once percent-decoded (`/v1/projects/%FF`) answers `{"error"}`,
+/// never axum's plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(e) if e.status().is_client_error() => {
+                Err(ApiError::bad_request("malformed URL: every path segment must be valid UTF-8 once percent-decoded"))
+            }
+            Err(e) => Err(ApiError::from(capydb_domain::DomainError::internal(format!("path extraction: {e}")))),
+        }
+    }
 }

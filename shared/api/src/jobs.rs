@@ -1,12 +1,12 @@
 //! `/v1/jobs/{job_id}`: poll a lifecycle job.
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use capydb_domain::App;
 
 use crate::bodies::JobBody;
 use crate::error::ApiResult;
-use crate::extract::Auth;
+use crate::extract::{ApiPath, Auth};
 
 pub fn router() -> Router<App> {
     Router::new().route("/v1/jobs/{job_id}", get(get_job))
@@ -17,6 +17,10 @@ pub fn router() -> Router<App> {
 #[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "jobs", operation_id = "getJob",
     params(("job_id" = String, Path, description = "`job_...`")),
     responses((status = 200, body = JobBody)))]
-pub async fn get_job(State(app): State<App>, Auth(p): Auth, Path(job_id): Path<String>) -> ApiResult<Json<JobBody>> {
+pub async fn get_job(
+    State(app): State<App>,
+    Auth(p): Auth,
+    ApiPath(job_id): ApiPath<String>,
+) -> ApiResult<Json<JobBody>> {
     Ok(Json(JobBody { job: app.get_job(&p, &job_id).await? }))
 }

@@ -5,6 +5,7 @@ pub mod backups;
 pub mod bodies;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod jobs;
 pub mod list;
 pub mod me;
@@ -13,6 +14,7 @@ pub mod openapi;
 pub mod organizations;
 pub mod previews;
 pub mod projects;
+pub mod serve;
 pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
@@ -33,12 +35,13 @@ pub fn group(name: &str) -> Option<Router<App>> {
         "jobs" => jobs::router(),
         "webhooks" => webhooks::router(),
         "openapi" => openapi::router(),
+        "health" => health::router(),
         _ => return None,
     })
 }
 
-pub const GROUPS: [&str; 8] =
-    ["identity", "organizations", "projects", "previews", "backups", "jobs", "webhooks", "openapi"];
+pub const GROUPS: [&str; 9] =
+    ["identity", "organizations", "projects", "previews", "backups", "jobs", "webhooks", "openapi", "health"];
 
 /// Every route group on one router, answering on `/v1/...` and `/api/capydb/v1/...`.
 pub fn router(app: App) -> Router {
@@ -58,6 +61,7 @@ pub fn finish(routes: Router<App>, app: App) -> Router {
         .nest("/api/capydb", routes)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(middleware::json_errors))
         .layer(axum::middleware::from_fn_with_state(app.clone(), middleware::rate_limit))
         .layer(axum::middleware::from_fn(middleware::request_context))
         .with_state(app)

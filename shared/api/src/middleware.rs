@@ -52,6 +52,29 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     res
 }
 
+/// Every 4xx and 5xx leaves as `{"error": ...}` JSON: the handlers' own
+/// errors already are; this catches what axum or a layer answers in plain
+/// text (a rejection this API has no extractor of its own for).
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let (mut parts, _) = res.into_parts();
+    let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
+    let message = format!("{reason}; see /v1/openapi.json");
+    let mut json = axum::response::IntoResponse::into_response(crate::error::ApiError::new(status, message));
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.extend(json.headers_mut().drain().filter_map(|(k, v)| k.map(|k| (k, v))));
+    Response::from_parts(parts, json.into_body())
+}
+
 pub const RATELIMIT_LIMIT: &str = "ratelimit-limit";
 pub const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
 pub const RATELIMIT_RESET: &str = "ratelimit-reset";

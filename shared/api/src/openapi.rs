@@ -4,24 +4,52 @@
 use axum::routing::get;
 use axum::{Json, Router};
 use capydb_domain::App;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, ServerBuilder};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
 use utoipa::{IntoParams, Modify, OpenApi};
 
 use crate::error::ErrorBody;
 
-/// `?limit=&cursor=` of every list endpoint.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct PageParams {
-    /// Page size, 1..=100 (default 50).
-    limit: Option<u32>,
-    /// Opaque cursor from the previous page's `Link: <...>; rel="next"` header.
-    cursor: Option<String>,
+/// `?limit=&cursor=` of every list endpoint, with the bounds the
+/// `Pagination` extractor enforces (the same constants).
+pub struct PageParams;
+
+impl IntoParams for PageParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        use crate::extract::{CURSOR_PATTERN, DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT};
+        let limit = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(MAX_LIMIT))
+            .default(Some(serde_json::json!(DEFAULT_LIMIT)));
+        vec![
+            ParameterBuilder::new()
+                .name("limit")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(format!("Page size, 1..={MAX_LIMIT} (default {DEFAULT_LIMIT})")))
+                .schema(Some(limit))
+                .build(),
+            ParameterBuilder::new()
+                .name("cursor")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "Opaque cursor from the previous page's `Link: <...>; rel=\"next\"` header; empty means the first page",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .max_length(Some(MAX_CURSOR))
+                        .pattern(Some(CURSOR_PATTERN)),
+                ))
+                .build(),
+        ]
+    }
 }
 
 #[derive(OpenApi)]
@@ -74,6 +102,7 @@ pub struct PageParams {
         crate::webhooks::list_deliveries,
         crate::webhooks::redeliver,
         openapi_json,
+        crate::health::health,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions),
@@ -86,7 +115,7 @@ pub struct PageParams {
         (name = "backups", description = "Backups, restores and imports"),
         (name = "jobs", description = "Asynchronous lifecycle jobs"),
         (name = "webhooks", description = "Signed event deliveries (Standard Webhooks)"),
-        (name = "meta", description = "This document"),
+        (name = "meta", description = "This document and the health check"),
     )
 )]
 pub struct ApiDoc;
@@ -110,14 +139,53 @@ impl Modify for Conventions {
         );
         components
             .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+        // Rules between fields have no derive attribute: say them here, from
+        // the constants the checks read.
+        let not_null = |fields: &[&str]| -> serde_json::Map<String, serde_json::Value> {
+            fields.iter().map(|f| (f.to_string(), serde_json::json!({"not": {"type": "null"}}))).collect()
+        };
+        let expiry = capydb_domain::api_keys::EXCLUSIVE_EXPIRY;
+        add_keyword(
+            components,
+            "CreateApiKey",
+            "not",
+            serde_json::json!({"required": expiry, "properties": not_null(&expiry)}),
+        );
+        let preview_only = capydb_domain::backups::PREVIEW_MODE_ONLY;
+        let absent: serde_json::Map<String, serde_json::Value> =
+            preview_only.iter().map(|f| (f.to_string(), serde_json::json!({"type": "null"}))).collect();
+        add_keyword(
+            components,
+            "CreateRestore",
+            "if",
+            serde_json::json!({"required": ["mode"], "properties": {"mode": {"const": "overwrite"}}}),
+        );
+        add_keyword(components, "CreateRestore", "then", serde_json::json!({"properties": absent}));
         for (path, item) in doc.paths.paths.iter_mut() {
-            let public = path.ends_with("/openapi.json");
-            for op in
-                [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten()
-            {
-                declare_errors(op, path, public);
+            let public = path.ends_with("/openapi.json") || path.ends_with("/health");
+            for (changes, op) in [
+                (false, &mut item.get),
+                (true, &mut item.post),
+                (true, &mut item.patch),
+                (true, &mut item.delete),
+                (true, &mut item.put),
+            ] {
+                if let Some(op) = op {
+                    declare_errors(op, path, public, changes);
+                }
             }
         }
+    }
+}
+
+/// Adds a JSON Schema keyword utoipa has no builder for (`not`, `if`,
+/// `then`) to a component schema: its extensions are flattened into the
+/// schema object, which is where such a keyword goes.
+fn add_keyword(components: &mut utoipa::openapi::Components, schema: &str, key: &str, value: serde_json::Value) {
+    if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(o))) =
+        components.schemas.get_mut(schema)
+    {
+        o.extensions.get_or_insert_with(Default::default).insert(key.into(), value);
     }
 }
 
@@ -147,7 +215,8 @@ fn rate_limited_response() -> utoipa::openapi::Response {
     r
 }
 
-fn declare_errors(op: &mut Operation, path: &str, public: bool) {
+/// `changes`: the operation changes something (not a GET).
+fn declare_errors(op: &mut Operation, path: &str, public: bool, changes: bool) {
     let has_body = op.request_body.is_some();
     let has_query =
         op.parameters.iter().flatten().any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query));
@@ -160,15 +229,19 @@ fn declare_errors(op: &mut Operation, path: &str, public: bool) {
             add("400", "Malformed JSON, an unknown field, or an invalid value");
         }
         add("401", "Missing, malformed, unknown, expired or revoked credential");
-        add("403", "The credential lacks the scope named in the message, or is restricted to another project");
+        add(
+            "403",
+            "The credential lacks the scope named in the message, is restricted to another project, needs the admin role, or an organization limit (named with its current usage) is reached",
+        );
         if path.contains('{') {
             add("404", "No such resource in the caller's organization");
         }
-        if is_lifecycle || path.ends_with("/connections") {
-            add("409", "A lifecycle job is already running for this resource (named in the message), or the resource is not ready");
+        if is_lifecycle || path.ends_with("/connections") || (changes && path.contains('{')) {
+            add("409", "A lifecycle job is already running for this resource (named in the message), or the resource is not in a state that allows this (not ready yet, being deleted)");
         }
         if has_body {
             add("413", "Request body larger than 64 KiB");
+            add("415", "The body is not sent as `Content-Type: application/json`");
         }
         add("503", "A dependency is briefly unavailable; retry");
     }

@@ -1,5 +1,5 @@
 //! `/v1/organizations...`: the caller's organization and its API keys.
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use capydb_domain::App;
 
 use crate::bodies::{ApiKeyBody, OrganizationBody};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, Auth, Pagination};
+use crate::extract::{ApiJson, ApiPath, Auth, Pagination};
 use crate::list::ListResponse;
 
 pub fn router() -> Router<App> {
@@ -42,7 +42,7 @@ pub async fn list_organizations(
 pub async fn get_organization(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(org_id): Path<String>,
+    ApiPath(org_id): ApiPath<String>,
 ) -> ApiResult<Json<OrganizationBody>> {
     let organization = app.get_organization(&p, &org_id).await?;
     Ok(Json(OrganizationBody { organization }))
@@ -55,7 +55,7 @@ pub async fn get_organization(
 pub async fn update_organization(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(org_id): Path<String>,
+    ApiPath(org_id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateOrganization>,
 ) -> ApiResult<Json<OrganizationBody>> {
     let organization = app.update_organization(&p, &org_id, req).await?;
@@ -69,7 +69,7 @@ pub async fn update_organization(
 pub async fn list_api_keys(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(org_id): Path<String>,
+    ApiPath(org_id): ApiPath<String>,
     pg: Pagination,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<ListResponse<ApiKey>> {
@@ -85,7 +85,7 @@ pub async fn list_api_keys(
 pub async fn create_api_key(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(org_id): Path<String>,
+    ApiPath(org_id): ApiPath<String>,
     ApiJson(req): ApiJson<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let created = app.create_api_key(&p, &org_id, req).await?;
@@ -98,7 +98,7 @@ pub async fn create_api_key(
 pub async fn get_api_key(
     State(app): State<App>,
     Auth(p): Auth,
-    Path((org_id, key_id)): Path<(String, String)>,
+    ApiPath((org_id, key_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ApiKeyBody>> {
     let api_key = app.get_api_key(&p, &org_id, &key_id).await?;
     Ok(Json(ApiKeyBody { api_key }))
@@ -111,7 +111,7 @@ pub async fn get_api_key(
 pub async fn revoke_api_key(
     State(app): State<App>,
     Auth(p): Auth,
-    Path((org_id, key_id)): Path<(String, String)>,
+    ApiPath((org_id, key_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ApiKeyBody>> {
     let api_key = app.revoke_api_key(&p, &org_id, &key_id).await?;
     Ok(Json(ApiKeyBody { api_key }))

@@ -1,5 +1,5 @@
 //! `/v1/preview-databases/...` and a project's `/preview-databases`.
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use capydb_domain::App;
 
 use crate::bodies::PreviewBody;
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, Auth, Pagination};
+use crate::extract::{ApiJson, ApiPath, Auth, Pagination};
 use crate::list::ListResponse;
 
 pub fn router() -> Router<App> {
@@ -27,7 +27,7 @@ pub fn router() -> Router<App> {
 pub async fn list_previews(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
     pg: Pagination,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<ListResponse<Preview>> {
@@ -45,7 +45,7 @@ pub async fn list_previews(
 pub async fn create_preview(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
     ApiJson(req): ApiJson<CreatePreview>,
 ) -> ApiResult<(StatusCode, Json<PreviewJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.create_preview(&p, &project_id, req).await?)))
@@ -57,7 +57,7 @@ pub async fn create_preview(
 pub async fn get_preview(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(preview_id): Path<String>,
+    ApiPath(preview_id): ApiPath<String>,
 ) -> ApiResult<Json<PreviewBody>> {
     Ok(Json(PreviewBody { preview: app.get_preview(&p, &preview_id).await? }))
 }
@@ -70,7 +70,7 @@ pub async fn get_preview(
 pub async fn update_preview(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(preview_id): Path<String>,
+    ApiPath(preview_id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdatePreview>,
 ) -> ApiResult<Json<PreviewBody>> {
     Ok(Json(PreviewBody { preview: app.update_preview(&p, &preview_id, req).await? }))
@@ -84,7 +84,7 @@ pub async fn update_preview(
 pub async fn reset_preview(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(preview_id): Path<String>,
+    ApiPath(preview_id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<PreviewJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.reset_preview(&p, &preview_id).await?)))
 }
@@ -96,7 +96,7 @@ pub async fn reset_preview(
 pub async fn delete_preview(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(preview_id): Path<String>,
+    ApiPath(preview_id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<PreviewJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.delete_preview(&p, &preview_id).await?)))
 }
@@ -108,7 +108,7 @@ pub async fn delete_preview(
 pub async fn preview_connections(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(preview_id): Path<String>,
+    ApiPath(preview_id): ApiPath<String>,
 ) -> ApiResult<Json<Vec<ConnectionInfo>>> {
     Ok(Json(app.preview_connections(&p, &preview_id).await?))
 }

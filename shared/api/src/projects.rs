@@ -1,5 +1,5 @@
 //! `/v1/projects...`: projects, their connections, credential rotation and jobs.
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use capydb_domain::App;
 
 use crate::bodies::ProjectBody;
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, Auth, Pagination};
+use crate::extract::{ApiJson, ApiPath, Auth, Pagination};
 use crate::list::ListResponse;
 
 pub fn router() -> Router<App> {
@@ -55,7 +55,7 @@ pub async fn create_project(
 pub async fn get_project(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
 ) -> ApiResult<Json<ProjectBody>> {
     Ok(Json(ProjectBody { project: app.get_project(&p, &project_id).await? }))
 }
@@ -67,7 +67,7 @@ pub async fn get_project(
 pub async fn update_project(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateProject>,
 ) -> ApiResult<Json<ProjectBody>> {
     Ok(Json(ProjectBody { project: app.update_project(&p, &project_id, req).await? }))
@@ -80,7 +80,7 @@ pub async fn update_project(
 pub async fn delete_project(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<ProjectJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.delete_project(&p, &project_id).await?)))
 }
@@ -92,7 +92,7 @@ pub async fn delete_project(
 pub async fn project_connections(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
 ) -> ApiResult<Json<Vec<ConnectionInfo>>> {
     Ok(Json(app.project_connections(&p, &project_id).await?))
 }
@@ -105,7 +105,7 @@ pub async fn project_connections(
 pub async fn rotate_credentials(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<ProjectJob>)> {
     Ok((StatusCode::ACCEPTED, Json(app.rotate_credentials(&p, &project_id).await?)))
 }
@@ -117,7 +117,7 @@ pub async fn rotate_credentials(
 pub async fn list_project_jobs(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(project_id): Path<String>,
+    ApiPath(project_id): ApiPath<String>,
     pg: Pagination,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<ListResponse<Job>> {

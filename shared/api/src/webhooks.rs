@@ -1,5 +1,5 @@
 //! `/v1/organizations/{org_id}/webhooks...`: endpoints, their secrets and their deliveries.
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use capydb_domain::App;
 
 use crate::bodies::{DeliveryBody, WebhookBody};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, Auth, Pagination};
+use crate::extract::{ApiJson, ApiPath, Auth, Pagination};
 use crate::list::ListResponse;
 
 pub fn router() -> Router<App> {
@@ -32,7 +32,7 @@ pub fn router() -> Router<App> {
 pub async fn list_webhooks(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(org_id): Path<String>,
+    ApiPath(org_id): ApiPath<String>,
     pg: Pagination,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<ListResponse<WebhookEndpoint>> {
@@ -48,7 +48,7 @@ pub async fn list_webhooks(
 pub async fn create_webhook(
     State(app): State<App>,
     Auth(p): Auth,
-    Path(org_id): Path<String>,
+    ApiPath(org_id): ApiPath<String>,
     ApiJson(req): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<WebhookWithSecret>)> {
     let created = app.create_webhook(&p, &org_id, req).await?;
@@ -61,7 +61,7 @@ pub async fn create_webhook(
 pub async fn get_webhook(
     State(app): State<App>,
     Auth(p): Auth,
-    Path((org_id, webhook_id)): Path<(String, String)>,
+    ApiPath((org_id, webhook_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<WebhookBody>> {
     let webhook = app.get_webhook(&p, &org_id, &webhook_id).await?;
     Ok(Json(WebhookBody { webhook }))
@@ -75,7 +75,7 @@ pub async fn get_webhook(
 pub async fn update_webhook(
     State(app): State<App>,
     Auth(p): Auth,
-    Path((org_id, webhook_id)): Path<(String, String)>,
+    ApiPath((org_id, webhook_id)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<UpdateWebhook>,
 ) -> ApiResult<Json<WebhookBody>> {
     let webhook = app.update_webhook(&p, &org_id, &webhook_id, req).await?;
@@ -89,7 +89,7 @@ pub async fn update_webhook(
 pub async fn delete_webhook(
     State(app): State<App>,
     Auth(p): Auth,
-    Path((org_id, webhook_id)): Path<(String, String)>,
+    ApiPath((org_id, webhook_id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     app.delete_webhook(&p, &org_id, &webhook_id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -104,7 +104,7 @@ pub async fn delete_webhook(
 pub async fn rotate_secret(
     State(app): State<App>,
     Auth(p): Auth,
-    Path((org_id, webhook_id)): Path<(String, String)>,
+    ApiPath((org_id, webhook_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<WebhookWithSecret>> {
     Ok(Json(app.rotate_webhook_secret(&p, &org_id, &webhook_id).await?))
 }
@@ -116,7 +116,7 @@ pub async fn rotate_secret(
 pub async fn ping_webhook(
     State(app): State<App>,
     Auth(p): Auth,
-    Path((org_id, webhook_id)): Path<(String, String)>,
+    ApiPath((org_id, webhook_id)): ApiPath<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<DeliveryBody>)> {
     let delivery = app.ping_webhook(&p, &org_id, &webhook_id).await?;
     Ok((StatusCode::ACCEPTED, Json(DeliveryBody { delivery })))
@@ -132,7 +132,7 @@ pub async fn ping_webhook(
 pub async fn list_deliveries(
     State(app): State<App>,
     Auth(p): Auth,
-    Path((org_id, webhook_id)): Path<(String, String)>,
+    ApiPath((org_id, webhook_id)): ApiPath<(String, String)>,
     pg: Pagination,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<ListResponse<Delivery>> {
@@ -149,7 +149,7 @@ pub async fn list_deliveries(
 pub async fn redeliver(
     State(app): State<App>,
     Auth(p): Auth,
-    Path((org_id, webhook_id, delivery_id)): Path<(String, String, String)>,
+    ApiPath((org_id, webhook_id, delivery_id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<(StatusCode, Json<DeliveryBody>)> {
     let delivery = app.redeliver(&p, &org_id, &webhook_id, &delivery_id).await?;
     Ok((StatusCode::ACCEPTED, Json(DeliveryBody { delivery })))

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use capydb_domain::app::QuotaSettings;
 use capydb_domain::jobs::Disposition;
 use capydb_domain::model::ConnectionInfo;
 use capydb_domain::ports::{
@@ -55,6 +56,8 @@ pub struct Config {
     pub job_max_attempts: u32,
     /// Requests per minute from one client address; 0 is no limit.
     pub rate_limit_per_minute: u32,
+    /// Per-organization and per-project limits (`CAPYDB_MAX_*`).
+    pub quotas: QuotaSettings,
 }
 
 fn var(name: &str) -> Result<String, String> {
@@ -63,6 +66,23 @@ fn var(name: &str) -> Result<String, String> {
 
 fn opt_var(name: &str) -> Option<String> {
     var(name).ok()
+}
+
+/// The limits from `CAPYDB_MAX_*` (read through `vars`), each its default
+/// when unset. A value that does not parse stops the start-up: a typo must
+/// not lift a limit unnoticed.
+fn quotas_from(vars: impl Fn(&str) -> Option<String>) -> Result<QuotaSettings, String> {
+    let number = |name: &str, default: u32| match vars(name).filter(|v| !v.trim().is_empty()) {
+        Some(v) => v.trim().parse().map_err(|_| format!("{name} must be a whole number, not {v:?}")),
+        None => Ok(default),
+    };
+    let d = QuotaSettings::default();
+    Ok(QuotaSettings {
+        projects: number("CAPYDB_MAX_PROJECTS", d.projects)?,
+        previews_per_project: number("CAPYDB_MAX_PREVIEWS_PER_PROJECT", d.previews_per_project)?,
+        backups_per_project: number("CAPYDB_MAX_BACKUPS_PER_PROJECT", d.backups_per_project)?,
+        webhooks: number("CAPYDB_MAX_WEBHOOKS", d.webhooks)?,
+    })
 }
 
 impl Config {
@@ -112,6 +132,7 @@ impl Config {
                 }
                 None => capydb_domain::RateLimitSettings::default().limit,
             },
+            quotas: quotas_from(|name| std::env::var(name).ok())?,
         })
     }
 }
@@ -141,20 +162,30 @@ impl Role {
 
     /// Runs job steps against the PostgreSQL server.
     pub fn worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
-        Ok(Role {
-            provider: Arc::new(LazyProvider {
-                admin_url: config.pg_admin_url.clone(),
-                password_param: config.pg_admin_password_param.clone(),
-                ssm: ClientCell::lazy(sdk, aws_sdk_ssm::Client::new),
-                region: config.region.clone(),
-                pg_version: config.pg_version.clone(),
-                endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
-                egress: config.egress(),
-                provider: OnceCell::new(),
-            }),
-            webhook_sender: Arc::new(NoWebhooks),
-        })
+        Ok(Role { provider: Arc::new(database_provider(config, sdk)?), webhook_sender: Arc::new(NoWebhooks) })
     }
+
+    /// An API function that also reaches the PostgreSQL server: the backups
+    /// function (in the VPC for its file system), which serves `/v1/health`
+    /// and so must be able to ask the server. It runs no job step.
+    pub fn api_with_database(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
+        Self::worker(config, sdk)
+    }
+}
+
+/// The PostgreSQL provider, connected (and its admin password read from
+/// SSM) on first use.
+fn database_provider(config: &Config, sdk: &Arc<SdkCell>) -> Result<LazyProvider, String> {
+    Ok(LazyProvider {
+        admin_url: config.pg_admin_url.clone(),
+        password_param: config.pg_admin_password_param.clone(),
+        ssm: ClientCell::lazy(sdk, aws_sdk_ssm::Client::new),
+        region: config.region.clone(),
+        pg_version: config.pg_version.clone(),
+        endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
+        egress: config.egress(),
+        provider: OnceCell::new(),
+    })
 }
 
 fn endpoint_provider(config: &Config) -> Result<EndpointProvider, String> {
@@ -196,6 +227,7 @@ pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
                 limit: config.rate_limit_per_minute,
                 window: std::time::Duration::from_secs(60),
             },
+            quotas: config.quotas,
             ..Default::default()
         },
     })
@@ -269,6 +301,9 @@ impl DatabaseProvider for EndpointProvider {
         Err(not_here())
     }
     async fn role_exists(&self, _: &str) -> ProviderResult<bool> {
+        Err(not_here())
+    }
+    async fn ping(&self) -> ProviderResult<()> {
         Err(not_here())
     }
     fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
@@ -435,7 +470,7 @@ pub mod functions {
     pub const IDENTITY: &[Group] = &[me::router, organizations::router];
     pub const PROJECTS: &[Group] = &[projects::router];
     pub const PREVIEWS: &[Group] = &[previews::router];
-    pub const BACKUPS: &[Group] = &[backups::router];
+    pub const BACKUPS: &[Group] = &[backups::router, health::router];
     pub const JOBS: &[Group] = &[jobs::router];
     pub const WEBHOOKS: &[Group] = &[webhooks::router];
     pub const OPENAPI: &[Group] = &[openapi::router];
@@ -465,6 +500,13 @@ pub async fn serve_api(groups: &[Group]) -> Result<(), Error> {
     let router = routes(app, groups);
     tracing::debug!(routes_us = t.elapsed().as_micros() as u64, "routes built");
     lambda_http::run(router).await
+}
+
+/// `serve_api` for the backups function, which also answers `/v1/health`
+/// (the one API function that reaches the database server).
+pub async fn serve_backups_api(groups: &[Group]) -> Result<(), Error> {
+    let (_, app) = start(Role::api_with_database).await?;
+    lambda_http::run(routes(app, groups)).await
 }
 
 /// `serve_api` for the webhooks function, which checks webhook targets.
@@ -664,6 +706,9 @@ impl DatabaseProvider for LazyProvider {
     async fn role_exists(&self, role: &str) -> ProviderResult<bool> {
         self.get().await?.role_exists(role).await
     }
+    async fn ping(&self) -> ProviderResult<()> {
+        self.get().await?.ping().await
+    }
     fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
         self.endpoint.connection_info(database, role, password)
     }
@@ -773,6 +818,38 @@ mod tests {
         m.body = Some(body.into());
         m.attributes.insert("ApproximateReceiveCount".into(), "1".into());
         m
+    }
+
+    #[test]
+    fn quotas_default_when_unset_and_refuse_what_does_not_parse() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(quotas_from(env(&[])), Ok(QuotaSettings::default()), "unset: the defaults");
+        let set = quotas_from(env(&[
+            ("CAPYDB_MAX_PROJECTS", "3"),
+            ("CAPYDB_MAX_PREVIEWS_PER_PROJECT", " 4 "),
+            ("CAPYDB_MAX_BACKUPS_PER_PROJECT", "5"),
+            ("CAPYDB_MAX_WEBHOOKS", ""),
+        ]));
+        let d = QuotaSettings::default();
+        assert_eq!(
+            set,
+            Ok(QuotaSettings { projects: 3, previews_per_project: 4, backups_per_project: 5, webhooks: d.webhooks }),
+            "each variable sets its own limit; an empty one is unset"
+        );
+        for name in [
+            "CAPYDB_MAX_PROJECTS",
+            "CAPYDB_MAX_PREVIEWS_PER_PROJECT",
+            "CAPYDB_MAX_BACKUPS_PER_PROJECT",
+            "CAPYDB_MAX_WEBHOOKS",
+        ] {
+            let bad = move |n: &str| (n == name).then(|| "ten".to_string());
+            let e = quotas_from(bad).expect_err("an unparsable limit must stop the start-up");
+            assert!(e.contains(name) && e.contains("ten"), "the error must name the variable and value: {e}");
+        }
+        let negative = quotas_from(|n: &str| (n == "CAPYDB_MAX_WEBHOOKS").then(|| "-1".to_string()));
+        assert!(negative.is_err(), "a negative limit is not a limit");
     }
 
     #[tokio::test]

@@ -160,6 +160,28 @@ impl JobQueue for SqsQueue {
         msgs.sort_by_key(|(sent, _)| *sent);
         Ok(msgs.into_iter().map(|(_, b)| b).collect())
     }
+
+    async fn depth(&self) -> DomainResult<u64> {
+        let out = self
+            .client
+            .get()
+            .await?
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| sqs_error("read the queue's attributes", &e))?;
+        let attrs = out.attributes();
+        let count = |name: QueueAttributeName| -> u64 {
+            attrs.and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        Ok(count(QueueAttributeName::ApproximateNumberOfMessages)
+            + count(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+    }
 }
 
 /// The ARN of a queue, for redrive policies and EventBridge targets.

@@ -110,10 +110,11 @@ impl Stack {
             pg_version: "15".into(),
             artifact_dir: std::env::temp_dir(),
             jobs_max_receives: 5,
-            allow_private_webhooks: false,
+            allow_private_egress: false,
             region: "us-east-1".into(),
             job_max_attempts: 3,
             rate_limit_per_minute: 0,
+            quotas: capydb_domain::app::QuotaSettings::default(),
         };
         let sdk = capydb_aws::client::SdkCell::ready(self.sdk.clone());
         lambda::app(&config, &sdk, Role::api(&config).expect("the API role"))

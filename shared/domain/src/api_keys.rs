@@ -1,10 +1,10 @@
 //! API keys: minting (never above the minter's own scopes), listing, revoking.
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::{parse_name, App};
+use crate::app::App;
 use crate::error::{DomainError, DomainResult};
+use crate::fields::{ClientTime, ExpiresInDays, Name, NonEmpty};
 use crate::model::{ApiKey, ProjectState, Timestamp};
 use crate::ports::{Page, Store};
 use crate::principal::Principal;
@@ -14,17 +14,25 @@ use crate::{apikey, ids};
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    pub name: String,
+    #[schema(inline)]
+    pub name: Name<100>,
     /// At least one scope, each held by the calling credential.
-    pub scopes: Vec<Scope>,
+    #[schema(inline)]
+    pub scopes: NonEmpty<Scope>,
     /// Restrict the key to this project. Such a key may not carry
     /// `organizations:write`, `api_keys:read` or `api_keys:write`.
     pub project_id: Option<String>,
     /// An absolute expiry in the future; exclusive with `expires_in_days`.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Expiry relative to now, 1..=3650 days; exclusive with `expires_at`.
-    pub expires_in_days: Option<u32>,
+    #[schema(inline)]
+    pub expires_at: Option<ClientTime>,
+    /// Expiry relative to now, in days; exclusive with `expires_at`.
+    #[schema(inline)]
+    pub expires_in_days: Option<ExpiresInDays>,
 }
+
+/// A request gives one of these at most: the check in `mint_api_key`, and
+/// the schema's `not` (added to the document where it is built).
+pub const EXCLUSIVE_EXPIRY: [&str; 2] = ["expires_at", "expires_in_days"];
 
 /// `201` answer of key creation: the only time the plaintext is shown.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -40,7 +48,7 @@ impl App {
         p.check_org(org_id, "organization", org_id)?;
         p.require_org_wide()?;
         p.require_admin("create an API key")?;
-        if let Some(s) = req.scopes.iter().find(|s| !p.has(**s)) {
+        if let Some(s) = req.scopes.as_slice().iter().find(|s| !p.has(**s)) {
             return Err(DomainError::Forbidden(format!(
                 "cannot grant the scope {s}: the calling credential does not hold it"
             )));
@@ -87,13 +95,10 @@ pub async fn mint_api_key(
     org_id: &str,
     req: CreateApiKey,
 ) -> DomainResult<CreatedApiKey> {
-    let name = parse_name("name", &req.name, 100)?;
-    let mut scopes = req.scopes;
+    let name = req.name.into_inner();
+    let mut scopes = req.scopes.into_inner();
     scopes.sort();
     scopes.dedup();
-    if scopes.is_empty() {
-        return Err(DomainError::invalid("scopes must list at least one scope"));
-    }
     if let Some(project_id) = &req.project_id {
         if let Some(s) = scopes.iter().find(|s| s.is_org_management()) {
             return Err(DomainError::invalid(format!(
@@ -105,17 +110,17 @@ pub async fn mint_api_key(
             .await?
             .is_some_and(|pr| pr.organization_id == org_id && pr.state != ProjectState::Deleted);
         if !exists {
-            return Err(DomainError::invalid(format!("project_id {project_id} is not a project of this organization")));
+            return Err(DomainError::NotFound(format!("project {project_id} not found in this organization")));
         }
     }
-    let expires_at = match (req.expires_at, req.expires_in_days) {
-        (Some(_), Some(_)) => return Err(DomainError::invalid("give expires_at or expires_in_days, not both")),
+    let expires_at = match (req.expires_at.map(ClientTime::get), req.expires_in_days) {
+        (Some(_), Some(_)) => {
+            let [a, b] = EXCLUSIVE_EXPIRY;
+            return Err(DomainError::invalid(format!("give {a} or {b}, not both")));
+        }
         (Some(at), None) if at <= now => return Err(DomainError::invalid("expires_at must be in the future")),
         (Some(at), None) => Some(at),
-        (None, Some(d)) if !(1..=3650).contains(&d) => {
-            return Err(DomainError::invalid("expires_in_days must be between 1 and 3650"))
-        }
-        (None, Some(d)) => Some(now + chrono::Duration::days(d as i64)),
+        (None, Some(d)) => Some(now + chrono::Duration::days(i64::from(d.get()))),
         (None, None) => None,
     };
     let plaintext = apikey::generate(apikey::LIVE_PREFIX);

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{DomainError, DomainResult};
 use crate::model::Timestamp;
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use crate::ports::{
     ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookSender,
 };
+use crate::ports::{QuotaClaim, QuotaKind};
 
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -52,11 +55,44 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// Per-organization limits, with defaults a small team never meets. They
+/// stop a runaway CI job or script from creating databases without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct QuotaSettings {
+    /// Projects not deleted, per organization.
+    pub projects: u32,
+    /// Previews not deleted, per project.
+    pub previews_per_project: u32,
+    /// Backups not deleted (safety backups included), per project.
+    pub backups_per_project: u32,
+    /// Webhook endpoints, per organization.
+    pub webhooks: u32,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings { projects: 100, previews_per_project: 50, backups_per_project: 200, webhooks: 25 }
+    }
+}
+
+impl QuotaSettings {
+    pub fn claim(&self, kind: QuotaKind, owner: &str) -> QuotaClaim {
+        let limit = match kind {
+            QuotaKind::Projects => self.projects,
+            QuotaKind::Previews => self.previews_per_project,
+            QuotaKind::Backups => self.backups_per_project,
+            QuotaKind::Webhooks => self.webhooks,
+        };
+        QuotaClaim { kind, owner: owner.to_string(), limit }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub jobs: JobSettings,
     pub webhooks: crate::webhooks::WebhookSettings,
     pub rate_limit: RateLimitSettings,
+    pub quotas: QuotaSettings,
 }
 
 /// The application. Cheap to clone (one `Arc`): the HTTP layer clones it per request.
@@ -106,20 +142,7 @@ pub(crate) fn sub(ts: Timestamp, d: Duration) -> Timestamp {
     chrono::Duration::from_std(d).ok().and_then(|d| ts.checked_sub_signed(d)).unwrap_or(ts)
 }
 
-/// Validates a human-facing name: trimmed, 1..=max characters, no control characters.
-pub fn parse_name(field: &str, raw: &str, max: usize) -> DomainResult<String> {
-    let name = raw.trim();
-    if name.is_empty() {
-        return Err(DomainError::invalid(format!("{field} must not be empty")));
-    }
-    if name.chars().count() > max {
-        return Err(DomainError::invalid(format!("{field} must be at most {max} characters")));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(DomainError::invalid(format!("{field} must not contain control characters")));
-    }
-    Ok(name.to_string())
-}
+pub use crate::fields::parse_name;
 
 /// A random password of 32 base62 characters (~190 bits).
 pub fn random_password() -> String {

@@ -3,14 +3,16 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::{parse_name, App};
+use crate::app::App;
 use crate::error::{DomainError, DomainResult};
+use crate::fields::{Name, PreviewName, TtlHours};
 use crate::ids;
 use crate::jobs::StartedJob;
 use crate::model::{
     Backup, BackupKind, BackupState, Import, Job, JobKind, OperationState, Preview, PreviewMode, Project, ResourceRef,
     Restore, RestoreMode,
 };
+use crate::ports::{Admission, QuotaKind};
 use crate::ports::{Page, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
@@ -19,7 +21,8 @@ use crate::scopes::Scope;
 #[serde(deny_unknown_fields)]
 pub struct CreateBackup {
     /// Defaults to `backup-<time>`.
-    pub name: Option<String>,
+    #[schema(inline)]
+    pub name: Option<Name<100>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -35,9 +38,11 @@ pub struct CreateRestore {
     pub backup_id: String,
     pub mode: RestoreMode,
     /// Name of the new preview (`preview` mode); defaults to `restore-<backup id suffix>`.
-    pub preview_name: Option<String>,
-    /// TTL of the new preview (`preview` mode), 1..=720, default 72.
-    pub ttl_hours: Option<u32>,
+    #[schema(inline)]
+    pub preview_name: Option<PreviewName>,
+    /// TTL in hours of the new preview (`preview` mode), default 72.
+    #[schema(inline)]
+    pub ttl_hours: Option<TtlHours>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -60,6 +65,11 @@ pub struct ImportJob {
     pub import: Import,
     pub job: Job,
 }
+
+/// Fields of a restore that only mode `preview` takes: the check in
+/// `create_restore`, and the schema's `if`/`then` (added to the document
+/// where it is built).
+pub const PREVIEW_MODE_ONLY: [&str; 2] = ["preview_name", "ttl_hours"];
 
 /// Job parameters.
 pub(crate) const RESTORE_ID: &str = "restore_id";
@@ -122,13 +132,14 @@ impl App {
         p.require(Scope::BackupsWrite)?;
         let project = self.ready_project(p, project_id, "it can be backed up").await?;
         let name = match req.name {
-            Some(n) => parse_name("name", &n, 100)?,
+            Some(n) => n.into_inner(),
             None => format!("backup-{}", self.now().format("%Y%m%d-%H%M%S")),
         };
         let backup = self.backup_record(&project, name, BackupKind::Manual);
         let resource = ResourceRef { kind: "backup".into(), id: backup.id.clone() };
         let job = self.operation_job(JobKind::CreateBackup, &project, resource, serde_json::Value::Null);
-        let StartedJob { job } = self.start_job(job, ResourceWrite::Backup(backup.clone())).await?;
+        let admission = self.inside_project(&project.id, Some(QuotaKind::Backups));
+        let StartedJob { job } = self.start_job(job, ResourceWrite::Backup(backup.clone()), admission).await?;
         Ok(BackupJob { backup, job })
     }
 
@@ -182,7 +193,7 @@ impl App {
             .await?
             .filter(|b| b.project_id == project.id && b.state != BackupState::Deleted)
             .ok_or_else(|| {
-                DomainError::invalid(format!("backup_id {} is not a backup of project {}", req.backup_id, project.id))
+                DomainError::NotFound(format!("backup {} not found in project {}", req.backup_id, project.id))
             })?;
         if backup.state != BackupState::Completed {
             return Err(DomainError::Conflict(format!(
@@ -208,7 +219,8 @@ impl App {
         match req.mode {
             RestoreMode::Overwrite => {
                 if req.preview_name.is_some() || req.ttl_hours.is_some() {
-                    return Err(DomainError::invalid("preview_name and ttl_hours apply to mode \"preview\" only"));
+                    let [a, b] = PREVIEW_MODE_ONLY;
+                    return Err(DomainError::invalid(format!("{a} and {b} apply to mode \"preview\" only")));
                 }
                 p.require_admin("overwrite a project with a backup")?;
                 let safety =
@@ -222,19 +234,22 @@ impl App {
                 restore.job_id = job.id.clone();
                 let write =
                     ResourceWrite::All(vec![ResourceWrite::Backup(safety), ResourceWrite::Restore(restore.clone())]);
-                let StartedJob { job } = self.start_job(job, write).await?;
+                // The project's lock keeps its deletion out; the safety backup counts.
+                let admission = Admission {
+                    quota: Some(self.settings.quotas.claim(QuotaKind::Backups, &project.id)),
+                    ..Admission::default()
+                };
+                let StartedJob { job } = self.start_job(job, write, admission).await?;
                 Ok(RestoreJob { restore, job, preview: None })
             }
             RestoreMode::Preview => {
-                let default_name = format!("restore-{}", &backup.id[backup.id.len().saturating_sub(8)..]);
-                let preview = self
-                    .new_preview(
-                        &project,
-                        req.preview_name.as_deref().unwrap_or(&default_name),
-                        PreviewMode::Clone,
-                        req.ttl_hours,
-                    )
-                    .await?;
+                let name = match req.preview_name {
+                    Some(n) => n,
+                    None => {
+                        PreviewName::parse(&format!("restore-{}", &backup.id[backup.id.len().saturating_sub(8)..]))?
+                    }
+                };
+                let preview = self.new_preview(&project, name, PreviewMode::Clone, req.ttl_hours).await?;
                 restore.preview_id = Some(preview.id.clone());
                 let params = serde_json::json!({ RESTORE_ID: restore.id, SOURCE_BACKUP_ID: backup.id });
                 let resource = ResourceRef { kind: "preview".into(), id: preview.id.clone() };
@@ -244,7 +259,8 @@ impl App {
                     ResourceWrite::Preview(preview.clone()),
                     ResourceWrite::Restore(restore.clone()),
                 ]);
-                let StartedJob { job } = self.start_job(job, write).await?;
+                let admission = self.inside_project(&project.id, Some(QuotaKind::Previews));
+                let StartedJob { job } = self.start_job(job, write, admission).await?;
                 Ok(RestoreJob { restore, job, preview: Some(preview) })
             }
         }
@@ -288,7 +304,7 @@ impl App {
         let job = self.operation_job(JobKind::Import, &project, resource, params);
         import.job_id = job.id.clone();
         let write = ResourceWrite::All(vec![ResourceWrite::Backup(safety), ResourceWrite::Import(import.clone())]);
-        let StartedJob { job } = self.start_job(job, write).await?;
+        let StartedJob { job } = self.start_job(job, write, Admission::default()).await?;
         Ok(ImportJob { import, job })
     }
 

@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::error::{DomainError, DomainResult};
 use crate::ids::{self, new_id, new_id_at};
 use crate::model::*;
-use crate::ports::{JobQueue, Page, ResourceWrite, SecretBox, Store};
+use crate::ports::{Admission, JobQueue, Page, QuotaClaim, QuotaKind, ResourceWrite, SecretBox, Store};
 use crate::scopes::Scope;
 
 // ---------------------------------------------------------------------------
@@ -155,7 +155,10 @@ async fn new_org(store: &dyn Store, now: Timestamp) -> (Organization, ApiKey) {
 /// the lock again.
 async fn put_project(store: &dyn Store, p: &Project, now: Timestamp) {
     let j = job(&p.organization_id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
-    let held = ok(store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[]).await, "begin_job (put_project)");
+    let held = ok(
+        store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[], &Admission::default()).await,
+        "begin_job (put_project)",
+    );
     assert_eq!(held, None, "begin_job on a fresh project must take the lock");
     let done = ok(
         store.finish_job(&finished(&j, JobState::Completed, now), j.version, &ResourceWrite::Nothing, &[]).await,
@@ -188,7 +191,7 @@ async fn put_preview(store: &dyn Store, pv: &Preview, final_state: PreviewState,
     let mut j = job(&pv.organization_id, &pv.project_id, new_id(ids::JOB), JobKind::CreatePreview, now);
     j.resource = ResourceRef { kind: "preview".into(), id: pv.id.clone() };
     assert_eq!(
-        store.begin_job(&j, &ResourceWrite::Preview(pv.clone()), &[]).await?,
+        store.begin_job(&j, &ResourceWrite::Preview(pv.clone()), &[], &Admission::default()).await?,
         None,
         "begin_job on a new preview"
     );
@@ -217,6 +220,8 @@ pub async fn run_store_contract(store: &dyn Store) {
     store_outbox(store).await;
     store_webhooks(store).await;
     store_deliveries(store).await;
+    store_project_holds(store).await;
+    store_quotas(store).await;
 }
 
 /// Organizations: create with the first key atomically, get, update.
@@ -471,7 +476,7 @@ pub async fn store_previews(store: &dyn Store) {
     let dup = preview(&prj, ids[1].clone(), "pr-1", future, now);
     let mut j = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreatePreview, now);
     j.resource = ResourceRef { kind: "preview".into(), id: dup.id.clone() };
-    match store.begin_job(&j, &ResourceWrite::Preview(dup.clone()), &[]).await {
+    match store.begin_job(&j, &ResourceWrite::Preview(dup.clone()), &[], &Admission::default()).await {
         Err(DomainError::Conflict(_)) => {}
         other => panic!("a duplicate live preview name must be a Conflict, got {other:?}"),
     }
@@ -502,7 +507,12 @@ pub async fn store_previews(store: &dyn Store) {
     let e = event(&org.id, &prj.id, new_id(ids::EVENT), "preview.expired", now);
     let deleting = Preview { state: PreviewState::Deleting, ..c.clone() };
     assert_eq!(
-        ok(store.begin_job(&del, &ResourceWrite::Preview(deleting), std::slice::from_ref(&e)).await, "begin_job"),
+        ok(
+            store
+                .begin_job(&del, &ResourceWrite::Preview(deleting), std::slice::from_ref(&e), &Admission::default())
+                .await,
+            "begin_job"
+        ),
         None
     );
     let events = ok(store.list_events(&org.id, &Page::first(10)).await, "list_events");
@@ -582,7 +592,7 @@ pub async fn store_backups(store: &dyn Store) {
         ResourceWrite::Restore(restore.clone()),
         ResourceWrite::Import(import.clone()),
     ]);
-    assert_eq!(ok(store.begin_job(&j, &write, &[]).await, "begin_job (All)"), None);
+    assert_eq!(ok(store.begin_job(&j, &write, &[], &Admission::default()).await, "begin_job (All)"), None);
     assert_eq!(ok(store.get_restore(&restore.id).await, "get_restore"), Some(restore.clone()));
     assert_eq!(ok(store.get_import(&import.id).await, "get_import"), Some(import.clone()));
     let listed = ok(store.list_backups(&prj.id, &Page::first(10)).await, "list_backups");
@@ -608,7 +618,7 @@ pub async fn store_job_locks(store: &dyn Store) {
     let job4 = job(&org.id, &p.id, jids[3].clone(), JobKind::RotateCredentials, plus_ms(now, 20));
 
     assert_eq!(
-        ok(store.begin_job(&job1, &ResourceWrite::Project(p.clone()), &[]).await, "begin_job"),
+        ok(store.begin_job(&job1, &ResourceWrite::Project(p.clone()), &[], &Admission::default()).await, "begin_job"),
         None,
         "begin_job on an unlocked resource must succeed"
     );
@@ -620,7 +630,10 @@ pub async fn store_job_locks(store: &dyn Store) {
     assert_eq!(ok(store.get_project(&p.id).await, "get_project"), Some(p.clone()), "begin_job must write the resource");
 
     let deleting = Project { state: ProjectState::Deleting, ..p.clone() };
-    let held = ok(store.begin_job(&job2, &ResourceWrite::Project(deleting.clone()), &[]).await, "begin_job");
+    let held = ok(
+        store.begin_job(&job2, &ResourceWrite::Project(deleting.clone()), &[], &Admission::default()).await,
+        "begin_job",
+    );
     assert_eq!(held, Some(job1.id.clone()), "begin_job on a locked resource must return the holder's job id");
     assert_eq!(ok(store.get_job(&job2.id).await, "get_job"), None, "a refused begin_job must not store its job");
     assert_eq!(
@@ -630,7 +643,7 @@ pub async fn store_job_locks(store: &dyn Store) {
     );
 
     assert_eq!(
-        ok(store.begin_job(&job3, &ResourceWrite::Project(q.clone()), &[]).await, "begin_job"),
+        ok(store.begin_job(&job3, &ResourceWrite::Project(q.clone()), &[], &Admission::default()).await, "begin_job"),
         None,
         "the lock is per resource: another project must not be blocked"
     );
@@ -643,7 +656,10 @@ pub async fn store_job_locks(store: &dyn Store) {
     );
     assert_eq!(ok(store.get_project(&p.id).await, "get_project"), Some(ready), "finish_job must write the resource");
     assert_eq!(
-        ok(store.begin_job(&job2, &ResourceWrite::Project(deleting.clone()), &[]).await, "begin_job"),
+        ok(
+            store.begin_job(&job2, &ResourceWrite::Project(deleting.clone()), &[], &Admission::default()).await,
+            "begin_job"
+        ),
         None,
         "finish_job must release the lock"
     );
@@ -661,7 +677,7 @@ pub async fn store_job_locks(store: &dyn Store) {
         "finish_job with the current version must succeed"
     );
     assert_eq!(
-        ok(store.begin_job(&job4, &ResourceWrite::Nothing, &[]).await, "begin_job"),
+        ok(store.begin_job(&job4, &ResourceWrite::Nothing, &[], &Admission::default()).await, "begin_job"),
         Some(job2.id.clone()),
         "finish_job must release only the lock its own job holds"
     );
@@ -693,6 +709,220 @@ pub async fn store_job_locks(store: &dyn Store) {
     }
 }
 
+/// A job inside a project holds it: it starts only while the project is
+/// ready, and the project's deletion waits for none and starts only while
+/// nothing holds it.
+pub async fn store_project_holds(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Ready, now);
+    put_project(store, &p, now).await;
+    let hold = Admission { hold_project: Some(p.id.clone()), ..Admission::default() };
+    let unheld = Admission { project_unheld: Some(p.id.clone()), ..Admission::default() };
+    let inside = |kind: JobKind, resource: &str| {
+        let mut j = job(&org.id, &p.id, new_id(ids::JOB), kind, now);
+        j.resource = ResourceRef { kind: "backup".into(), id: resource.into() };
+        j
+    };
+
+    let backup_job = inside(JobKind::CreateBackup, &new_id(ids::BACKUP));
+    assert_eq!(ok(store.begin_job(&backup_job, &ResourceWrite::Nothing, &[], &hold).await, "begin_job (hold)"), None);
+    let second = inside(JobKind::CreateBackup, &new_id(ids::BACKUP));
+    assert_eq!(
+        ok(store.begin_job(&second, &ResourceWrite::Nothing, &[], &hold).await, "begin_job (hold)"),
+        None,
+        "several jobs may hold one project at once"
+    );
+
+    let deleting = Project { state: ProjectState::Deleting, ..p.clone() };
+    let delete = job(&org.id, &p.id, new_id(ids::JOB), JobKind::DeleteProject, now);
+    match store.begin_job(&delete, &ResourceWrite::Project(deleting.clone()), &[], &unheld).await {
+        Err(DomainError::Conflict(m)) => assert!(
+            m.contains(&backup_job.id) || m.contains(&second.id),
+            "the refusal must name a job that holds the project: {m}"
+        ),
+        other => panic!("deleting a held project must be a Conflict, got {other:?}"),
+    }
+    assert_eq!(ok(store.get_project(&p.id).await, "get_project"), Some(p.clone()), "a refused deletion writes nothing");
+    assert_eq!(ok(store.get_job(&delete.id).await, "get_job"), None, "a refused deletion stores no job");
+
+    for j in [&backup_job, &second] {
+        let done = finished(j, JobState::Completed, now);
+        assert!(ok(store.finish_job(&done, j.version, &ResourceWrite::Nothing, &[]).await, "finish_job"));
+    }
+    assert_eq!(
+        ok(store.begin_job(&delete, &ResourceWrite::Project(deleting.clone()), &[], &unheld).await, "begin_job"),
+        None,
+        "finish_job must release the job's hold"
+    );
+    let late = inside(JobKind::CreateBackup, &new_id(ids::BACKUP));
+    match store.begin_job(&late, &ResourceWrite::Nothing, &[], &hold).await {
+        Err(DomainError::Conflict(m)) => assert!(m.contains("deleting"), "the refusal must say why: {m}"),
+        other => panic!("a job inside a project being deleted must be a Conflict, got {other:?}"),
+    }
+    assert_eq!(ok(store.get_job(&late.id).await, "get_job"), None, "a refused job is not stored");
+    let gone = inside(JobKind::CreateBackup, &new_id(ids::BACKUP));
+    let missing = Admission { hold_project: Some(new_id(ids::PROJECT)), ..Admission::default() };
+    assert!(
+        matches!(store.begin_job(&gone, &ResourceWrite::Nothing, &[], &missing).await, Err(DomainError::NotFound(_))),
+        "holding a project that does not exist must be NotFound"
+    );
+    let done = finished(&delete, JobState::Completed, now);
+    let deleted = Project { state: ProjectState::Deleted, ..p.clone() };
+    assert!(ok(store.finish_job(&done, delete.version, &ResourceWrite::Project(deleted), &[]).await, "finish_job"));
+}
+
+/// Limits: counted in the transaction that adds a resource (racing creates
+/// never overshoot), and freed when a write marks the resource deleted.
+pub async fn store_quotas(store: &dyn Store) {
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    assert_eq!(
+        ok(store.usage(&org.id).await, "usage"),
+        crate::ports::Usage::default(),
+        "a new organization uses nothing"
+    );
+    let claim = |kind: QuotaKind, owner: &str, limit: u32| Admission {
+        quota: Some(QuotaClaim { kind, owner: owner.into(), limit }),
+        ..Admission::default()
+    };
+
+    // Projects: 5 racing creates against a limit of 3.
+    let racers: Vec<(Job, Project)> = (0..5)
+        .map(|_| {
+            let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
+            (job(&org.id, &p.id, new_id(ids::JOB), JobKind::Provision, now), p)
+        })
+        .collect();
+    let admission = claim(QuotaKind::Projects, &org.id, 3);
+    let writes: Vec<ResourceWrite> = racers.iter().map(|(_, p)| ResourceWrite::Project(p.clone())).collect();
+    let results =
+        futures_join_all(racers.iter().zip(&writes).map(|((j, _), w)| store.begin_job(j, w, &[], &admission))).await;
+    let admitted: Vec<&(Job, Project)> =
+        racers.iter().zip(&results).filter(|(_, r)| matches!(r, Ok(None))).map(|(x, _)| x).collect();
+    assert_eq!(admitted.len(), 3, "exactly the limit is admitted: {results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, DomainError::Forbidden(m) if m.contains("at most 3 projects") && m.contains("3 in use")),
+                "over the limit must be Forbidden naming the limit and the usage: {e:?}"
+            );
+        }
+    }
+    for ((_, p), r) in racers.iter().zip(&results) {
+        if r.is_err() {
+            assert_eq!(ok(store.get_project(&p.id).await, "get_project"), None, "a refused create writes nothing");
+        }
+    }
+    assert_eq!(ok(store.usage(&org.id).await, "usage").projects, 3);
+    // A deletion frees a place.
+    let (j0, p0) = admitted[0];
+    let done = finished(j0, JobState::Completed, now);
+    let deleted = Project { state: ProjectState::Deleted, ..p0.clone() };
+    assert!(ok(store.finish_job(&done, j0.version, &ResourceWrite::Project(deleted), &[]).await, "finish_job"));
+    assert_eq!(ok(store.usage(&org.id).await, "usage").projects, 2, "a deleted project stops counting");
+    let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
+    let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
+    assert_eq!(
+        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[], &admission).await, "begin_job"),
+        None,
+        "a deleted project frees its place"
+    );
+
+    // Previews of one project.
+    let prj = project(&org.id, new_id(ids::PROJECT), ProjectState::Ready, now);
+    put_project(store, &prj, now).await;
+    let admission = claim(QuotaKind::Previews, &prj.id, 1);
+    let new_preview = |name: &str| {
+        let pv = preview(&prj, new_id(ids::PREVIEW), name, plus_ms(now, 3_600_000), now);
+        let mut j = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreatePreview, now);
+        j.resource = ResourceRef { kind: "preview".into(), id: pv.id.clone() };
+        (j, pv)
+    };
+    let (j1, pv1) = new_preview("one");
+    assert_eq!(
+        ok(store.begin_job(&j1, &ResourceWrite::Preview(pv1.clone()), &[], &admission).await, "begin_job"),
+        None
+    );
+    let (j2, pv2) = new_preview("two");
+    assert!(
+        matches!(store.begin_job(&j2, &ResourceWrite::Preview(pv2.clone()), &[], &admission).await,
+            Err(DomainError::Forbidden(ref m)) if m.contains("previews per project")),
+        "a second preview over a limit of 1 must be Forbidden"
+    );
+    let gone = Preview { state: PreviewState::Deleted, ..pv1.clone() };
+    let done = finished(&j1, JobState::Completed, now);
+    assert!(ok(store.finish_job(&done, j1.version, &ResourceWrite::Preview(gone), &[]).await, "finish_job"));
+    assert_eq!(
+        ok(store.begin_job(&j2, &ResourceWrite::Preview(pv2.clone()), &[], &admission).await, "begin_job"),
+        None,
+        "a deleted preview frees its place"
+    );
+
+    // Backups: a backup deleted through put_backup frees its place too.
+    let admission = claim(QuotaKind::Backups, &prj.id, 1);
+    let backup = |id: String| Backup {
+        id,
+        organization_id: org.id.clone(),
+        project_id: prj.id.clone(),
+        name: "nightly".into(),
+        kind: BackupKind::Manual,
+        state: BackupState::Creating,
+        size_bytes: None,
+        sha256: None,
+        created_at: now,
+        completed_at: None,
+    };
+    let b1 = backup(new_id(ids::BACKUP));
+    let mut bj1 = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreateBackup, now);
+    bj1.resource = ResourceRef { kind: "backup".into(), id: b1.id.clone() };
+    assert_eq!(ok(store.begin_job(&bj1, &ResourceWrite::Backup(b1.clone()), &[], &admission).await, "begin_job"), None);
+    let b2 = backup(new_id(ids::BACKUP));
+    let mut bj2 = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreateBackup, now);
+    bj2.resource = ResourceRef { kind: "backup".into(), id: b2.id.clone() };
+    assert!(
+        matches!(
+            store.begin_job(&bj2, &ResourceWrite::Backup(b2.clone()), &[], &admission).await,
+            Err(DomainError::Forbidden(_))
+        ),
+        "a second backup over a limit of 1 must be Forbidden"
+    );
+    let completed = Backup { state: BackupState::Completed, ..b1.clone() };
+    let done = finished(&bj1, JobState::Completed, now);
+    assert!(ok(store.finish_job(&done, bj1.version, &ResourceWrite::Backup(completed.clone()), &[]).await, "finish"));
+    ok(store.put_backup(&Backup { state: BackupState::Deleted, ..completed.clone() }).await, "put_backup (deleted)");
+    ok(store.put_backup(&Backup { state: BackupState::Deleted, ..completed }).await, "put_backup (deleted again)");
+    assert_eq!(
+        ok(store.begin_job(&bj2, &ResourceWrite::Backup(b2.clone()), &[], &admission).await, "begin_job"),
+        None,
+        "a deleted backup frees its place (once, however often it is written deleted)"
+    );
+    let b3 = backup(new_id(ids::BACKUP));
+    let mut bj3 = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreateBackup, now);
+    bj3.resource = ResourceRef { kind: "backup".into(), id: b3.id.clone() };
+    assert!(
+        matches!(
+            store.begin_job(&bj3, &ResourceWrite::Backup(b3), &[], &admission).await,
+            Err(DomainError::Forbidden(_))
+        ),
+        "deleting one backup twice must not free two places"
+    );
+
+    // Webhook endpoints.
+    let quota = QuotaClaim { kind: QuotaKind::Webhooks, owner: org.id.clone(), limit: 1 };
+    let w1 = webhook(&org.id, new_id(ids::WEBHOOK), now);
+    ok(store.insert_webhook(&w1, Some(&quota)).await, "insert_webhook");
+    let w2 = webhook(&org.id, new_id(ids::WEBHOOK), now);
+    assert!(
+        matches!(store.insert_webhook(&w2, Some(&quota)).await, Err(DomainError::Forbidden(ref m)) if m.contains("webhook endpoints")),
+        "a second endpoint over a limit of 1 must be Forbidden"
+    );
+    assert_eq!(ok(store.usage(&org.id).await, "usage").webhooks, 1);
+    assert!(ok(store.delete_webhook(&org.id, &w1.id).await, "delete_webhook"));
+    ok(store.insert_webhook(&w2, Some(&quota)).await, "insert_webhook after a delete");
+    assert_eq!(ok(store.usage(&org.id).await, "usage"), crate::ports::Usage { projects: 4, webhooks: 1 });
+}
+
 /// update_job: optimistic concurrency on `version`.
 pub async fn store_job_versions(store: &dyn Store) {
     let now = base_time();
@@ -700,7 +930,7 @@ pub async fn store_job_versions(store: &dyn Store) {
     let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
     let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
     assert_eq!(
-        ok(store.begin_job(&j, &ResourceWrite::Project(p), &[]).await, "begin_job"),
+        ok(store.begin_job(&j, &ResourceWrite::Project(p), &[], &Admission::default()).await, "begin_job"),
         None,
         "begin_job must succeed"
     );
@@ -755,7 +985,7 @@ pub async fn store_finish_job(store: &dyn Store) {
     let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
     let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
     assert_eq!(
-        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[]).await, "begin_job"),
+        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[], &Admission::default()).await, "begin_job"),
         None,
         "begin_job must succeed"
     );
@@ -788,7 +1018,7 @@ pub async fn store_finish_job(store: &dyn Store) {
     );
     let probe = job(&org.id, &p.id, new_id(ids::JOB), JobKind::DeleteProject, now);
     assert_eq!(
-        ok(store.begin_job(&probe, &ResourceWrite::Nothing, &[]).await, "begin_job"),
+        ok(store.begin_job(&probe, &ResourceWrite::Nothing, &[], &Admission::default()).await, "begin_job"),
         Some(j.id.clone()),
         "a refused finish_job must keep the lock"
     );
@@ -816,7 +1046,7 @@ pub async fn store_finish_job(store: &dyn Store) {
 
     // finish_job released the lock: the probe may begin now.
     assert_eq!(
-        ok(store.begin_job(&probe, &ResourceWrite::Nothing, &[]).await, "begin_job"),
+        ok(store.begin_job(&probe, &ResourceWrite::Nothing, &[], &Admission::default()).await, "begin_job"),
         None,
         "finish_job must release the lock"
     );
@@ -855,7 +1085,7 @@ pub async fn store_stuck_jobs(store: &dyn Store) {
     let all = [&queued_old, &lease_lapsed, &lease_live, &terminal, &queued_new];
     for j in all {
         assert_eq!(
-            ok(store.begin_job(j, &ResourceWrite::Nothing, &[]).await, "begin_job"),
+            ok(store.begin_job(j, &ResourceWrite::Nothing, &[], &Admission::default()).await, "begin_job"),
             None,
             "begin_job must succeed"
         );
@@ -891,7 +1121,7 @@ pub async fn store_outbox(store: &dyn Store) {
     let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Ready, now);
     let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::RotateCredentials, now);
     assert_eq!(
-        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[]).await, "begin_job"),
+        ok(store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[], &Admission::default()).await, "begin_job"),
         None,
         "begin_job must succeed"
     );
@@ -981,9 +1211,9 @@ pub async fn store_webhooks(store: &dyn Store) {
     let wids = ordered_ids(ids::WEBHOOK, 3);
     let hooks: Vec<WebhookEndpoint> = wids.iter().map(|id| webhook(&org.id, id.clone(), now)).collect();
     for h in &hooks {
-        ok(store.insert_webhook(h).await, "insert_webhook");
+        ok(store.insert_webhook(h, None).await, "insert_webhook");
     }
-    assert!(store.insert_webhook(&hooks[0]).await.is_err(), "insert_webhook must refuse a duplicate id");
+    assert!(store.insert_webhook(&hooks[0], None).await.is_err(), "insert_webhook must refuse a duplicate id");
     assert_eq!(ok(store.get_webhook(&org.id, &wids[0]).await, "get_webhook"), Some(hooks[0].clone()));
     assert_eq!(
         ok(store.get_webhook(&other.id, &wids[0]).await, "get_webhook"),
@@ -1060,7 +1290,7 @@ pub async fn store_deliveries(store: &dyn Store) {
     let now = base_time();
     let (org, _) = new_org(store, now).await;
     let w = webhook(&org.id, new_id(ids::WEBHOOK), now);
-    ok(store.insert_webhook(&w).await, "insert_webhook");
+    ok(store.insert_webhook(&w, None).await, "insert_webhook");
     let eids = ordered_ids(ids::EVENT, 2);
     let dids = ordered_ids(ids::DELIVERY, 3);
     let d0 = delivery(&w, dids[0].clone(), &eids[0], now);
@@ -1195,8 +1425,11 @@ async fn sleep_ticks(tick: Duration, n: u32) {
 }
 
 pub async fn queue_send_receive_delete(q: &dyn JobQueue, tick: Duration) {
+    assert_eq!(ok(q.depth().await, "depth"), 0, "a fresh queue must hold no message");
     ok(q.send("alpha", Duration::ZERO).await, "send");
+    assert_eq!(ok(q.depth().await, "depth"), 1, "depth must count a sent message");
     let got = receive_n(q, 1, tick * 2, tick * 20).await;
+    assert_eq!(ok(q.depth().await, "depth"), 1, "depth must count a received, unsettled message");
     assert_eq!(got.len(), 1, "a sent message must be received");
     assert_eq!(
         (got[0].body.as_str(), got[0].receive_count),
@@ -1208,6 +1441,7 @@ pub async fn queue_send_receive_delete(q: &dyn JobQueue, tick: Duration) {
         "a received message must be invisible during its visibility timeout"
     );
     ok(q.delete(&got[0].receipt).await, "delete");
+    assert_eq!(ok(q.depth().await, "depth"), 0, "a deleted message must leave the queue's depth");
     sleep_ticks(tick, 3).await;
     assert!(ok(q.receive(10, tick * 2).await, "receive").is_empty(), "a deleted message must never come back");
     ok(q.delete(&got[0].receipt).await, "deleting an already deleted message must not fail");
@@ -1428,7 +1662,7 @@ pub async fn rate_limiter_contract(l: &dyn crate::ports::RateLimiter) {
 }
 
 /// `join_all` without a dependency: polls the futures together.
-async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {

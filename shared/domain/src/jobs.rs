@@ -12,7 +12,7 @@ use crate::model::{
     Backup, BackupState, ConnectionInfo, Event, Job, JobKind, JobState, OperationState, Preview, PreviewMode,
     PreviewState, Project, ProjectState, ResourceRef, Timestamp,
 };
-use crate::ports::{Page, ProviderError, ResourceWrite};
+use crate::ports::{Admission, Page, ProviderError, QuotaKind, ResourceWrite};
 use crate::principal::Principal;
 use crate::projects::NEW_PASSWORD_PARAM;
 use crate::scopes::Scope;
@@ -141,10 +141,26 @@ pub fn steps(kind: JobKind) -> &'static [&'static str] {
 }
 
 impl App {
+    /// The admission of a job inside `project_id` (a preview, a backup): it
+    /// holds the project until it finishes (see [`Admission`]), and counts
+    /// one more of `quota` when it adds a resource.
+    pub(crate) fn inside_project(&self, project_id: &str, quota: Option<QuotaKind>) -> Admission {
+        Admission {
+            hold_project: Some(project_id.to_string()),
+            quota: quota.map(|k| self.settings.quotas.claim(k, project_id)),
+            ..Admission::default()
+        }
+    }
+
     /// Writes the resource, the job and the lock, then enqueues the job. A
     /// lost enqueue is repaired by the sweeper, which re-drives stale queued jobs.
-    pub(crate) async fn start_job(&self, job: Job, write: ResourceWrite) -> DomainResult<StartedJob> {
-        self.start_job_with_events(job, write, &[]).await
+    pub(crate) async fn start_job(
+        &self,
+        job: Job,
+        write: ResourceWrite,
+        admission: Admission,
+    ) -> DomainResult<StartedJob> {
+        self.start_job_with_events(job, write, &[], admission).await
     }
 
     pub(crate) async fn start_job_with_events(
@@ -152,8 +168,9 @@ impl App {
         job: Job,
         write: ResourceWrite,
         events: &[Event],
+        admission: Admission,
     ) -> DomainResult<StartedJob> {
-        if let Some(running) = self.store.begin_job(&job, &write, events).await? {
+        if let Some(running) = self.store.begin_job(&job, &write, events, &admission).await? {
             return Err(DomainError::Conflict(format!(
                 "{} {} has a lifecycle job in progress: {running}; wait for it to finish",
                 job.resource.kind, job.resource.id

@@ -6,6 +6,8 @@ pub mod apikey;
 pub mod app;
 pub mod backups;
 pub mod error;
+pub mod fields;
+pub mod health;
 pub mod identity;
 pub mod ids;
 pub mod jobs;

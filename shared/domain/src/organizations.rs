@@ -1,9 +1,10 @@
 //! Organizations: a credential sees exactly its own.
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::{parse_name, App};
+use crate::app::{parse_name, App, QuotaSettings};
 use crate::error::{DomainError, DomainResult};
+use crate::fields::Name;
 use crate::model::{ApiKey, Organization, Timestamp};
 use crate::ports::Store;
 use crate::principal::Principal;
@@ -13,19 +14,49 @@ use crate::{apikey, ids};
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrganization {
-    pub name: Option<String>,
+    #[schema(inline)]
+    pub name: Option<Name<100>>,
+}
+
+/// An organization with its limits and what it uses of them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrganizationDetails {
+    #[serde(flatten)]
+    pub organization: Organization,
+    /// Per-organization limits; over one, a create answers `403` naming it.
+    pub limits: QuotaSettings,
+    pub usage: OrganizationUsage,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct OrganizationUsage {
+    /// Projects not deleted.
+    pub projects: u64,
+    /// Webhook endpoints.
+    pub webhooks: u64,
 }
 
 impl App {
+    async fn details(&self, organization: Organization) -> DomainResult<OrganizationDetails> {
+        let usage = self.store.usage(&organization.id).await?;
+        Ok(OrganizationDetails {
+            organization,
+            limits: self.settings.quotas,
+            usage: OrganizationUsage { projects: usage.projects, webhooks: usage.webhooks },
+        })
+    }
+
     pub async fn list_organizations(&self, p: &Principal) -> DomainResult<Vec<Organization>> {
         p.require(Scope::OrganizationsRead)?;
         Ok(self.store.get_organization(p.org_id()).await?.into_iter().collect())
     }
 
-    pub async fn get_organization(&self, p: &Principal, org_id: &str) -> DomainResult<Organization> {
+    pub async fn get_organization(&self, p: &Principal, org_id: &str) -> DomainResult<OrganizationDetails> {
         p.require(Scope::OrganizationsRead)?;
         p.check_org(org_id, "organization", org_id)?;
-        self.store.get_organization(org_id).await?.ok_or_else(|| DomainError::not_found("organization", org_id))
+        let org =
+            self.store.get_organization(org_id).await?.ok_or_else(|| DomainError::not_found("organization", org_id))?;
+        self.details(org).await
     }
 
     pub async fn update_organization(
@@ -33,15 +64,15 @@ impl App {
         p: &Principal,
         org_id: &str,
         req: UpdateOrganization,
-    ) -> DomainResult<Organization> {
+    ) -> DomainResult<OrganizationDetails> {
         p.require(Scope::OrganizationsWrite)?;
         p.check_org(org_id, "organization", org_id)?;
         p.require_org_wide()?;
         let mut org = self.get_organization(p, org_id).await?;
         if let Some(name) = req.name {
-            org.name = parse_name("name", &name, 100)?;
-            org.updated_at = self.now();
-            self.store.update_organization(&org).await?;
+            org.organization.name = name.into_inner();
+            org.organization.updated_at = self.now();
+            self.store.update_organization(&org.organization).await?;
         }
         Ok(org)
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::DomainResult;
+use crate::error::{DomainError, DomainResult};
 use crate::model::*;
 
 /// One page of a newest-first listing: at most `limit` items with ids
@@ -40,6 +40,89 @@ pub enum ResourceWrite {
     All(Vec<ResourceWrite>),
 }
 
+/// A kind of resource whose number is limited (see `QuotaSettings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuotaKind {
+    /// Projects of an organization that are not deleted.
+    Projects,
+    /// Previews of a project that are not deleted.
+    Previews,
+    /// Backups of a project that are not deleted (safety backups included).
+    Backups,
+    /// Webhook endpoints of an organization.
+    Webhooks,
+}
+
+impl QuotaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaKind::Projects => "projects",
+            QuotaKind::Previews => "previews per project",
+            QuotaKind::Backups => "backups per project",
+            QuotaKind::Webhooks => "webhook endpoints",
+        }
+    }
+}
+
+/// One more resource counted against a limit, in the same transaction as
+/// the write that adds it, so racing creates never overshoot. `owner` is
+/// the organization (projects, webhooks) or the project (previews, backups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaClaim {
+    pub kind: QuotaKind,
+    pub owner: String,
+    pub limit: u32,
+}
+
+impl QuotaClaim {
+    /// The `403` of a claim over its limit; both stores answer it.
+    pub fn exceeded(&self, in_use: u64) -> DomainError {
+        DomainError::Forbidden(format!(
+            "limit reached: at most {} {} ({} in use); delete one, or raise the limit",
+            self.limit,
+            self.kind.as_str(),
+            in_use
+        ))
+    }
+}
+
+/// What `begin_job` checks in its transaction besides the resource lock.
+///
+/// The rule between a project's deletion and the jobs inside it: a job on
+/// something inside a project (a preview, a backup) holds the project from
+/// its start to its finish. It can start only while the project is
+/// `ready`; the project's deletion can start only while nothing holds it.
+/// Jobs on the project itself are kept apart by the project's own lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// Hold this project (it must be `ready`) until the job finishes.
+    pub hold_project: Option<String>,
+    /// This project's deletion: nothing may hold it.
+    pub project_unheld: Option<String>,
+    pub quota: Option<QuotaClaim>,
+}
+
+impl Admission {
+    /// The `409` of a project that is not `ready` when a job would hold it.
+    pub fn project_not_ready(project_id: &str, state: &str) -> DomainError {
+        DomainError::Conflict(format!("project {project_id} is {state}; this can start once it is ready"))
+    }
+
+    /// The `409` of a project deletion while `holder` works inside it.
+    pub fn project_held(project_id: &str, holder: &str) -> DomainError {
+        DomainError::Conflict(format!(
+            "project {project_id} has a job in progress: {holder}; delete the project once it has finished"
+        ))
+    }
+}
+
+/// How many resources an organization has, per limited kind it owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub projects: u64,
+    pub webhooks: u64,
+}
+
 /// The metadata store. Every method that changes more than one record does so
 /// atomically (SQLite transaction, DynamoDB `TransactWriteItems`).
 #[async_trait]
@@ -47,6 +130,8 @@ pub trait Store: Send + Sync {
     // organizations
     /// True once any organization exists (bootstrap ran).
     async fn has_organizations(&self) -> DomainResult<bool>;
+    /// What the organization has of each limited kind it owns.
+    async fn usage(&self, org_id: &str) -> DomainResult<Usage>;
     /// Creates an organization together with its first API key.
     async fn create_organization(&self, org: &Organization, first_key: &ApiKey) -> DomainResult<()>;
     async fn get_organization(&self, id: &str) -> DomainResult<Option<Organization>>;
@@ -90,16 +175,26 @@ pub trait Store: Send + Sync {
 
     // jobs
     /// Atomically: writes the resource, inserts the job, takes the lock on
-    /// `job.resource` and appends the events. Returns `Some(running_job_id)`
-    /// and writes nothing when another job holds the lock.
-    async fn begin_job(&self, job: &Job, write: &ResourceWrite, events: &[Event]) -> DomainResult<Option<String>>;
+    /// `job.resource`, appends the events and applies `admission`. Returns
+    /// `Some(running_job_id)` and writes nothing when another job holds the
+    /// lock; writes nothing and answers the error of [`Admission`] or
+    /// [`QuotaClaim::exceeded`] when the admission is refused.
+    async fn begin_job(
+        &self,
+        job: &Job,
+        write: &ResourceWrite,
+        events: &[Event],
+        admission: &Admission,
+    ) -> DomainResult<Option<String>>;
     async fn get_job(&self, id: &str) -> DomainResult<Option<Job>>;
     async fn list_project_jobs(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Job>>;
     /// Replaces the job if its stored version is `expected_version`
     /// (`job.version` must be `expected_version + 1`). False when it was not.
     async fn update_job(&self, job: &Job, expected_version: u64) -> DomainResult<bool>;
     /// Like `update_job` (a terminal state), and in the same transaction writes
-    /// the resource, releases the job's lock and appends the events.
+    /// the resource, releases the job's lock and its hold on a project (if
+    /// it took one) and appends the events. A project, preview or backup
+    /// that any write marks `deleted` stops counting against its quota.
     async fn finish_job(
         &self,
         job: &Job,
@@ -121,7 +216,8 @@ pub trait Store: Send + Sync {
     async fn list_events(&self, org_id: &str, page: &Page) -> DomainResult<Vec<Event>>;
 
     // webhook endpoints
-    async fn insert_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<()>;
+    /// Inserts the endpoint, counted against `quota` when given.
+    async fn insert_webhook(&self, webhook: &WebhookEndpoint, quota: Option<&QuotaClaim>) -> DomainResult<()>;
     async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>>;
     /// Endpoints of the organization, newest first.
     async fn list_webhooks(&self, org_id: &str, page: &Page) -> DomainResult<Vec<WebhookEndpoint>>;
@@ -255,6 +351,9 @@ pub trait JobQueue: Send + Sync {
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> DomainResult<()>;
     /// Bodies of messages moved to the dead-letter queue, oldest first.
     async fn dead_letters(&self, max: usize) -> DomainResult<Vec<String>>;
+    /// Messages waiting (visible or delayed; approximate where the queue is).
+    /// The health check's question: an unreachable queue answers an error.
+    async fn depth(&self) -> DomainResult<u64>;
 }
 
 /// Why a provider operation failed, and whether trying again can help. The
@@ -332,6 +431,10 @@ pub trait DatabaseProvider: Send + Sync {
     async fn drop_role(&self, role: &str) -> ProviderResult<()>;
     async fn database_exists(&self, database: &str) -> ProviderResult<bool>;
     async fn role_exists(&self, role: &str) -> ProviderResult<bool>;
+    /// Whether the server takes a new connection and answers a query (the
+    /// health check's question): on a connection of its own, so a busy
+    /// admin session does not make a healthy server look down.
+    async fn ping(&self) -> ProviderResult<()>;
     /// The connection details a client uses to reach `database` as `role`.
     fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo;
 }

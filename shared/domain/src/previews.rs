@@ -4,17 +4,16 @@ use chrono::Duration as ChronoDuration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::{parse_name, random_password, App};
+use crate::app::{random_password, App};
 use crate::error::{DomainError, DomainResult};
+use crate::fields::{PreviewName, TtlHours};
 use crate::ids;
 use crate::jobs::StartedJob;
 use crate::model::{ConnectionInfo, Job, JobKind, Preview, PreviewMode, PreviewState, Project, ResourceRef};
-use crate::ports::{Page, ResourceWrite};
+use crate::ports::{Page, QuotaKind, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
 
-pub const MIN_TTL_HOURS: u32 = 1;
-pub const MAX_TTL_HOURS: u32 = 720;
 /// When a request gives no `ttl_hours`.
 pub const DEFAULT_TTL_HOURS: u32 = 72;
 
@@ -22,17 +21,20 @@ pub const DEFAULT_TTL_HOURS: u32 = 72;
 #[serde(deny_unknown_fields)]
 pub struct CreatePreview {
     /// Unique among the project's live previews, e.g. `pr-42`.
-    pub name: String,
+    #[schema(inline)]
+    pub name: PreviewName,
     pub mode: PreviewMode,
-    /// Hours until the sweeper deletes it, 1..=720 (default 72).
-    pub ttl_hours: Option<u32>,
+    /// Hours until the sweeper deletes it (default 72).
+    #[schema(inline)]
+    pub ttl_hours: Option<TtlHours>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePreview {
-    /// New TTL counted from now, 1..=720.
-    pub ttl_hours: u32,
+    /// New TTL in hours, counted from now.
+    #[schema(inline)]
+    pub ttl_hours: TtlHours,
 }
 
 /// `202` answer of a preview lifecycle action.
@@ -42,20 +44,9 @@ pub struct PreviewJob {
     pub job: Job,
 }
 
-pub(crate) fn parse_ttl(ttl: u32) -> DomainResult<ChronoDuration> {
-    if !(MIN_TTL_HOURS..=MAX_TTL_HOURS).contains(&ttl) {
-        return Err(DomainError::invalid(format!("ttl_hours must be between {MIN_TTL_HOURS} and {MAX_TTL_HOURS}")));
-    }
-    Ok(ChronoDuration::hours(ttl as i64))
-}
-
-/// Preview names go into URLs and CI logs: keep them to a safe alphabet.
-pub(crate) fn parse_preview_name(raw: &str) -> DomainResult<String> {
-    let name = parse_name("name", raw, 63)?;
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(DomainError::invalid("name may contain only letters, digits, '-', '_' and '.'"));
-    }
-    Ok(name)
+/// The duration of a stored TTL (checked when it was set).
+pub(crate) fn ttl_duration(ttl: TtlHours) -> ChronoDuration {
+    ChronoDuration::hours(i64::from(ttl.get()))
 }
 
 impl App {
@@ -80,13 +71,17 @@ impl App {
     pub(crate) async fn new_preview(
         &self,
         project: &Project,
-        name: &str,
+        name: PreviewName,
         mode: PreviewMode,
-        ttl_hours: Option<u32>,
+        ttl_hours: Option<TtlHours>,
     ) -> DomainResult<Preview> {
-        let name = parse_preview_name(name)?;
-        let ttl_hours = ttl_hours.unwrap_or(DEFAULT_TTL_HOURS);
-        let ttl = parse_ttl(ttl_hours)?;
+        let ttl_hours = match ttl_hours {
+            Some(t) => t,
+            None => TtlHours::parse("ttl_hours", DEFAULT_TTL_HOURS)?,
+        };
+        let ttl = ttl_duration(ttl_hours);
+        let name = name.into_inner();
+        let ttl_hours = ttl_hours.get();
         let now = self.now();
         let id = ids::new_id(ids::PREVIEW);
         Ok(Preview {
@@ -115,10 +110,11 @@ impl App {
         p.require(Scope::ProjectsWrite)?;
         let project = self.visible_project(p, project_id).await?;
         // Input errors (400) come before state errors (409).
-        let preview = self.new_preview(&project, &req.name, req.mode, req.ttl_hours).await?;
+        let preview = self.new_preview(&project, req.name, req.mode, req.ttl_hours).await?;
         project.require_ready("previews can be created")?;
         let job = self.preview_job(JobKind::CreatePreview, &preview);
-        let StartedJob { job } = self.start_job(job, ResourceWrite::Preview(preview.clone())).await?;
+        let admission = self.inside_project(&project.id, Some(QuotaKind::Previews));
+        let StartedJob { job } = self.start_job(job, ResourceWrite::Preview(preview.clone()), admission).await?;
         Ok(PreviewJob { preview, job })
     }
 
@@ -136,13 +132,13 @@ impl App {
     /// Extends (or shortens) the TTL, counted from now.
     pub async fn update_preview(&self, p: &Principal, preview_id: &str, req: UpdatePreview) -> DomainResult<Preview> {
         p.require(Scope::ProjectsWrite)?;
-        let ttl = parse_ttl(req.ttl_hours)?;
+        let ttl = ttl_duration(req.ttl_hours);
         let mut preview = self.visible_preview(p, preview_id).await?;
         if preview.state == PreviewState::Deleting {
             return Err(DomainError::Conflict(format!("preview {} is being deleted", preview.id)));
         }
         let now = self.now();
-        preview.ttl_hours = req.ttl_hours;
+        preview.ttl_hours = req.ttl_hours.get();
         preview.expires_at = now + ttl;
         preview.updated_at = now;
         self.store.update_preview(&preview).await?;
@@ -165,10 +161,11 @@ impl App {
         project.require_ready("previews can be reset")?;
         let now = self.now();
         preview.state = PreviewState::Resetting;
-        preview.expires_at = now + parse_ttl(preview.ttl_hours)?;
+        preview.expires_at = now + ttl_duration(TtlHours::parse("ttl_hours", preview.ttl_hours)?);
         preview.updated_at = now;
         let job = self.preview_job(JobKind::ResetPreview, &preview);
-        let StartedJob { job } = self.start_job(job, ResourceWrite::Preview(preview.clone())).await?;
+        let admission = self.inside_project(&preview.project_id, None);
+        let StartedJob { job } = self.start_job(job, ResourceWrite::Preview(preview.clone()), admission).await?;
         Ok(PreviewJob { preview, job })
     }
 
@@ -186,8 +183,9 @@ impl App {
         preview.state = PreviewState::Deleting;
         preview.updated_at = self.now();
         let job = self.preview_job(JobKind::DeletePreview, &preview);
+        let admission = self.inside_project(&preview.project_id, None);
         let StartedJob { job } =
-            self.start_job_with_events(job, ResourceWrite::Preview(preview.clone()), events).await?;
+            self.start_job_with_events(job, ResourceWrite::Preview(preview.clone()), events, admission).await?;
         Ok(PreviewJob { preview, job })
     }
 

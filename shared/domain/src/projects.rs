@@ -3,19 +3,21 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::{parse_name, random_password, App};
+use crate::app::{random_password, App};
 use crate::error::{DomainError, DomainResult};
+use crate::fields::Name;
 use crate::ids;
 use crate::jobs::StartedJob;
-use crate::model::{ConnectionInfo, Job, JobKind, PreviewState, Project, ProjectState, ResourceRef};
-use crate::ports::{Page, ResourceWrite};
+use crate::model::{ConnectionInfo, Job, JobKind, Project, ProjectState, ResourceRef};
+use crate::ports::{Admission, Page, QuotaKind, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
-    pub name: String,
+    #[schema(inline)]
+    pub name: Name<64>,
     /// Defaults to the provider's region (`local` for capydb-local).
     pub region: Option<String>,
     /// PostgreSQL major version; defaults to the newest the provider offers.
@@ -25,7 +27,8 @@ pub struct CreateProject {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
-    pub name: Option<String>,
+    #[schema(inline)]
+    pub name: Option<Name<64>>,
 }
 
 /// `202` answer of a project lifecycle action.
@@ -71,7 +74,7 @@ impl App {
             return Err(DomainError::Forbidden("a project-scoped credential cannot create projects".into()));
         }
         p.require_admin("create a project")?;
-        let name = parse_name("name", &req.name, 64)?;
+        let name = req.name.into_inner();
         let region = self.provider.region();
         if let Some(r) = &req.region {
             if *r != region {
@@ -110,7 +113,11 @@ impl App {
             password_sealed: self.secrets.seal(&random_password()).await?,
         };
         let job = self.new_job(JobKind::Provision, &project, serde_json::Value::Null);
-        let job = self.start_job(job, ResourceWrite::Project(project.clone())).await?;
+        let admission = Admission {
+            quota: Some(self.settings.quotas.claim(QuotaKind::Projects, &project.organization_id)),
+            ..Admission::default()
+        };
+        let job = self.start_job(job, ResourceWrite::Project(project.clone()), admission).await?;
         Ok(ProjectJob { project, job: job.job })
     }
 
@@ -133,8 +140,11 @@ impl App {
     pub async fn update_project(&self, p: &Principal, project_id: &str, req: UpdateProject) -> DomainResult<Project> {
         p.require(Scope::ProjectsWrite)?;
         let mut project = self.visible_project(p, project_id).await?;
+        if project.state == ProjectState::Deleting {
+            return Err(DomainError::Conflict(format!("project {} is being deleted", project.id)));
+        }
         if let Some(name) = req.name {
-            project.name = parse_name("name", &name, 64)?;
+            project.name = name.into_inner();
             project.updated_at = self.now();
             self.store.update_project(&project).await?;
         }
@@ -145,24 +155,13 @@ impl App {
         p.require(Scope::ProjectsWrite)?;
         p.require_admin("delete a project")?;
         let mut project = self.visible_project(p, project_id).await?;
-        // Its previews go with it; one with a job of its own running would
-        // race the deletion, so wait for those to finish.
-        let busy =
-            self.store.list_previews(&project.id, &Page::first(100)).await?.into_iter().find(|pv| {
-                matches!(pv.state, PreviewState::Creating | PreviewState::Resetting | PreviewState::Deleting)
-            });
-        if let Some(pv) = busy {
-            return Err(DomainError::Conflict(format!(
-                "preview {} of project {} is {}; delete the project once it is done",
-                pv.id,
-                project.id,
-                pv.state.as_str()
-            )));
-        }
+        // Its previews and backups go with it: a job inside it (a backup, a
+        // preview's) must finish first, and none can start once this did.
+        let admission = Admission { project_unheld: Some(project.id.clone()), ..Admission::default() };
         project.state = ProjectState::Deleting;
         project.updated_at = self.now();
         let job = self.new_job(JobKind::DeleteProject, &project, serde_json::Value::Null);
-        let StartedJob { job } = self.start_job(job, ResourceWrite::Project(project.clone())).await?;
+        let StartedJob { job } = self.start_job(job, ResourceWrite::Project(project.clone()), admission).await?;
         Ok(ProjectJob { project, job })
     }
 
@@ -179,7 +178,7 @@ impl App {
         project.require_ready("credentials can be rotated")?;
         let sealed = self.secrets.seal(&random_password()).await?;
         let job = self.new_job(JobKind::RotateCredentials, &project, serde_json::json!({ NEW_PASSWORD_PARAM: sealed }));
-        let StartedJob { job } = self.start_job(job, ResourceWrite::Nothing).await?;
+        let StartedJob { job } = self.start_job(job, ResourceWrite::Nothing, Admission::default()).await?;
         Ok(ProjectJob { project, job })
     }
 

@@ -19,10 +19,11 @@ use utoipa::ToSchema;
 
 use crate::app::{add, sub, App};
 use crate::error::{DomainError, DomainResult};
+use crate::fields::{NonEmpty, Text, UrlText};
 use crate::ids;
 use crate::jobs::Disposition;
 use crate::model::{Delivery, DeliveryAttempt, DeliveryState, Event, ProjectState, Timestamp, WebhookEndpoint};
-use crate::ports::{Page, WebhookRequest, WebhookSendError};
+use crate::ports::{Page, QuotaKind, WebhookRequest, WebhookSendError};
 use crate::principal::Principal;
 use crate::scopes::Scope;
 
@@ -42,9 +43,49 @@ pub const EVENT_TYPES: &[&str] = &[
     "webhook.ping",
 ];
 
+/// An event type an endpoint subscribes to, or `*` for every type. Its
+/// schema lists [`EVENT_TYPES`], the list the check reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFilter(String);
+
+impl EventFilter {
+    pub fn parse(raw: &str) -> DomainResult<Self> {
+        if raw != "*" && !EVENT_TYPES.contains(&raw) {
+            return Err(DomainError::invalid(format!(
+                "unknown event type {raw:?}; known types: {}, or \"*\" for all",
+                EVENT_TYPES.join(", ")
+            )));
+        }
+        Ok(EventFilter(raw.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for EventFilter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = std::borrow::Cow::<str>::deserialize(d)?;
+        EventFilter::parse(&raw).map_err(|e| serde::de::Error::custom(e.to_string()))
+    }
+}
+
+impl utoipa::PartialSchema for EventFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut values: Vec<&str> = EVENT_TYPES.to_vec();
+        values.push("*");
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .enum_values(Some(values))
+            .into()
+    }
+}
+
+impl ToSchema for EventFilter {}
+
+/// Descriptions of webhook endpoints.
+pub type Description = Text<200>;
+/// Webhook target URLs.
+pub type WebhookUrl = UrlText<2048>;
+
 const SECRET_PREFIX: &str = "whsec_";
-const MAX_URL_LEN: usize = 2048;
-const MAX_DESCRIPTION: usize = 200;
 /// What an attempt keeps of a response body.
 pub const RESPONSE_KEEP_BYTES: usize = 1024;
 
@@ -111,12 +152,15 @@ impl WebhookMessage {
 pub struct CreateWebhook {
     /// `http` or `https`. Must not resolve to a loopback, private, link-local
     /// or metadata address unless the server allows private targets.
-    pub url: String,
+    #[schema(inline)]
+    pub url: WebhookUrl,
     /// Event types, or `["*"]` for all of them.
-    pub events: Vec<String>,
+    #[schema(inline)]
+    pub events: NonEmpty<EventFilter>,
     /// Only events of this project.
     pub project_id: Option<String>,
-    pub description: Option<String>,
+    #[schema(inline)]
+    pub description: Option<Description>,
 }
 
 /// A field of a PATCH body that may be set to `null` to clear it.
@@ -127,16 +171,18 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
-    pub url: Option<String>,
-    pub events: Option<Vec<String>>,
+    #[schema(inline)]
+    pub url: Option<WebhookUrl>,
+    #[schema(inline)]
+    pub events: Option<NonEmpty<EventFilter>>,
     /// `null` removes the project filter.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub project_id: Option<Option<String>>,
     /// `null` removes the description.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
-    pub description: Option<Option<String>>,
+    #[schema(value_type = Option<Description>, inline)]
+    pub description: Option<Option<Description>>,
     /// Enabling clears `disabled_reason` and `failing_since`.
     pub enabled: Option<bool>,
 }
@@ -180,18 +226,10 @@ pub fn payload(kind: &str, at: Timestamp, data: &serde_json::Value) -> String {
     .to_string()
 }
 
-fn parse_events(events: Vec<String>) -> DomainResult<Vec<String>> {
-    if events.is_empty() {
-        return Err(DomainError::invalid("events must name at least one event type, or be [\"*\"]"));
-    }
+fn parse_events(events: NonEmpty<EventFilter>) -> DomainResult<Vec<String>> {
+    let events = events.into_inner();
     let mut out: Vec<String> = Vec::with_capacity(events.len());
-    for e in events {
-        if e != "*" && !EVENT_TYPES.contains(&e.as_str()) {
-            return Err(DomainError::invalid(format!(
-                "unknown event type {e:?}; known types: {}, or \"*\" for all",
-                EVENT_TYPES.join(", ")
-            )));
-        }
+    for EventFilter(e) in events {
         if !out.contains(&e) {
             out.push(e);
         }
@@ -200,18 +238,6 @@ fn parse_events(events: Vec<String>) -> DomainResult<Vec<String>> {
         return Err(DomainError::invalid("\"*\" already means every event type: give it alone"));
     }
     Ok(out)
-}
-
-fn parse_description(d: Option<String>) -> DomainResult<Option<String>> {
-    match d.map(|d| d.trim().to_string()).filter(|d| !d.is_empty()) {
-        Some(d) if d.chars().count() > MAX_DESCRIPTION => {
-            Err(DomainError::invalid(format!("description must be at most {MAX_DESCRIPTION} characters")))
-        }
-        Some(d) if d.chars().any(char::is_control) => {
-            Err(DomainError::invalid("description must not contain control characters"))
-        }
-        d => Ok(d),
-    }
 }
 
 /// Whether an endpoint wants this event.
@@ -245,10 +271,6 @@ fn next_delay(settings: &WebhookSettings, attempts: u32, retry_after: Option<Dur
 impl App {
     /// Checks a URL given for an endpoint and returns it normalized.
     async fn parse_target(&self, raw: &str) -> DomainResult<String> {
-        let raw = raw.trim();
-        if raw.len() > MAX_URL_LEN {
-            return Err(DomainError::invalid(format!("url must be at most {MAX_URL_LEN} characters")));
-        }
         let url = url::Url::parse(raw).map_err(|e| DomainError::invalid(format!("url is not a valid URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(DomainError::invalid("url must be an http:// or https:// URL"));
@@ -294,11 +316,11 @@ impl App {
     ) -> DomainResult<WebhookWithSecret> {
         Self::authorize_webhooks(p, org_id, true)?;
         let events = parse_events(req.events)?;
-        let description = parse_description(req.description)?;
+        let description = req.description.and_then(Text::into_inner);
         if let Some(project_id) = &req.project_id {
             self.check_webhook_project(org_id, project_id).await?;
         }
-        let url = self.parse_target(&req.url).await?;
+        let url = self.parse_target(req.url.as_str()).await?;
         let secret = new_secret();
         let now = self.now();
         let webhook = WebhookEndpoint {
@@ -317,7 +339,8 @@ impl App {
             previous_secret_sealed: None,
             previous_secret_expires_at: None,
         };
-        self.store.insert_webhook(&webhook).await?;
+        let quota = self.settings.quotas.claim(QuotaKind::Webhooks, org_id);
+        self.store.insert_webhook(&webhook, Some(&quota)).await?;
         tracing::info!(webhook_id = %webhook.id, "webhook endpoint created");
         Ok(WebhookWithSecret { webhook, secret })
     }
@@ -345,7 +368,7 @@ impl App {
             w.events = parse_events(events)?;
         }
         if let Some(description) = req.description {
-            w.description = parse_description(description)?;
+            w.description = description.and_then(|d| d.into_inner());
         }
         if let Some(project_id) = req.project_id {
             if let Some(project_id) = &project_id {
@@ -354,7 +377,7 @@ impl App {
             w.project_id = project_id;
         }
         if let Some(url) = req.url {
-            w.url = self.parse_target(&url).await?;
+            w.url = self.parse_target(url.as_str()).await?;
         }
         if let Some(enabled) = req.enabled {
             if enabled && !w.enabled {
@@ -733,12 +756,13 @@ mod tests {
 
     #[test]
     fn events_are_checked_and_deduplicated() {
-        let ok = parse_events(vec!["job.failed".into(), "project.ready".into(), "job.failed".into()]).unwrap();
+        let events = |v: &str| serde_json::from_str::<NonEmpty<EventFilter>>(v);
+        let ok = parse_events(events(r#"["job.failed", "project.ready", "job.failed"]"#).unwrap()).unwrap();
         assert_eq!(ok, ["job.failed", "project.ready"]);
-        assert_eq!(parse_events(vec!["*".into()]).unwrap(), ["*"]);
-        assert!(parse_events(vec![]).is_err());
-        assert!(parse_events(vec!["project.exploded".into()]).unwrap_err().to_string().contains("unknown event"));
-        assert!(parse_events(vec!["*".into(), "job.failed".into()]).is_err());
+        assert_eq!(parse_events(events(r#"["*"]"#).unwrap()).unwrap(), ["*"]);
+        assert!(events("[]").is_err());
+        assert!(events(r#"["project.exploded"]"#).unwrap_err().to_string().contains("unknown event"));
+        assert!(parse_events(events(r#"["*", "job.failed"]"#).unwrap()).is_err());
     }
 
     fn endpoint(events: &[&str], project: Option<&str>, enabled: bool) -> WebhookEndpoint {

@@ -16,7 +16,7 @@ use capydb_domain::model::{
     ApiKey, Backup, Delivery, DeliveryAttempt, Event, Import, Job, Organization, Preview, Project, Restore, Timestamp,
     WebhookEndpoint,
 };
-use capydb_domain::ports::{Page, ResourceWrite, Store};
+use capydb_domain::ports::{Admission, Page, QuotaClaim, ResourceWrite, Store, Usage};
 use capydb_domain::DomainResult;
 
 /// Past this many entries a map is emptied rather than grown.
@@ -105,6 +105,9 @@ impl<S> CachedStore<S> {
 impl<S: Store> Store for CachedStore<S> {
     async fn has_organizations(&self) -> DomainResult<bool> {
         self.inner.has_organizations().await
+    }
+    async fn usage(&self, org_id: &str) -> DomainResult<Usage> {
+        self.inner.usage(org_id).await
     }
     async fn create_organization(&self, org: &Organization, first_key: &ApiKey) -> DomainResult<()> {
         self.inner.create_organization(org, first_key).await
@@ -213,9 +216,15 @@ impl<S: Store> Store for CachedStore<S> {
     async fn get_import(&self, id: &str) -> DomainResult<Option<Import>> {
         self.inner.get_import(id).await
     }
-    async fn begin_job(&self, job: &Job, write: &ResourceWrite, events: &[Event]) -> DomainResult<Option<String>> {
+    async fn begin_job(
+        &self,
+        job: &Job,
+        write: &ResourceWrite,
+        events: &[Event],
+        admission: &Admission,
+    ) -> DomainResult<Option<String>> {
         self.forget_resource(write);
-        let r = self.inner.begin_job(job, write, events).await;
+        let r = self.inner.begin_job(job, write, events, admission).await;
         self.wrote();
         self.forget_resource(write);
         r
@@ -255,8 +264,8 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.list_events(org_id, page).await
     }
     // Webhooks and deliveries are not cached: they are read off the request's hot path.
-    async fn insert_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<()> {
-        self.inner.insert_webhook(webhook).await
+    async fn insert_webhook(&self, webhook: &WebhookEndpoint, quota: Option<&QuotaClaim>) -> DomainResult<()> {
+        self.inner.insert_webhook(webhook, quota).await
     }
     async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>> {
         self.inner.get_webhook(org_id, id).await

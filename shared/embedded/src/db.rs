@@ -248,6 +248,19 @@ CREATE TABLE delivery_attempts (
     PRIMARY KEY (delivery_id, number)
 ) WITHOUT ROWID;
 "#,
+    // 2: a job inside a project (a preview, a backup) holds the project
+    // until it finishes; the project's deletion starts only when none does.
+    // Jobs already running when this version arrives hold theirs too.
+    r#"
+CREATE TABLE project_holds (
+    job_id     TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX project_holds_project ON project_holds(project_id);
+INSERT INTO project_holds (job_id, project_id)
+    SELECT id, project_id FROM jobs
+    WHERE state NOT IN ('completed', 'failed') AND project_id IS NOT NULL AND resource_kind <> 'project';
+"#,
 ];
 
 /// Opens the read-write connection, switches the file to WAL and brings the

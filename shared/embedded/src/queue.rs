@@ -156,6 +156,10 @@ impl JobQueue for SqliteQueue {
             .and_then(|mut s| s.query_map(params![self.name, sql_limit(max)], |r| r.get(0))?.collect())
             .map_err(sql_err("list dead letters"))
     }
+
+    async fn depth(&self) -> DomainResult<u64> {
+        self.len().map(|n| n as u64)
+    }
 }
 
 impl SqliteQueue {

@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError, TryLockError};
 
 use async_trait::async_trait;
 use capydb_domain::model::*;
-use capydb_domain::ports::{Page, ResourceWrite, Store};
+use capydb_domain::ports::{Admission, Page, QuotaClaim, QuotaKind, ResourceWrite, Store, Usage};
 use capydb_domain::scopes::Scope;
 use capydb_domain::{DomainError, DomainResult};
 use rusqlite::types::ToSql;
@@ -717,11 +717,73 @@ fn list_attempts(conn: &Connection, delivery_id: &str) -> rusqlite::Result<Vec<D
     .collect()
 }
 
+/// How many resources of `kind` count against `owner`'s limit.
+fn count_of(c: &Connection, kind: QuotaKind, owner: &str) -> rusqlite::Result<u64> {
+    let sql = match kind {
+        QuotaKind::Projects => "SELECT count(*) FROM projects WHERE organization_id = ?1 AND state <> 'deleted'",
+        QuotaKind::Previews => "SELECT count(*) FROM previews WHERE project_id = ?1 AND state <> 'deleted'",
+        QuotaKind::Backups => "SELECT count(*) FROM backups WHERE project_id = ?1 AND state <> 'deleted'",
+        QuotaKind::Webhooks => "SELECT count(*) FROM webhooks WHERE organization_id = ?1",
+    };
+    let n: i64 = c.prepare_cached(sql)?.query_row([owner], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Refuses a claim over its limit. Inside the writer's IMMEDIATE
+/// transaction, so the count cannot change before the insert.
+fn check_quota(tx: &Transaction<'_>, q: &QuotaClaim) -> DomainResult<()> {
+    let in_use = count_of(tx, q.kind, &q.owner).map_err(sql_err("count against the limit"))?;
+    if in_use >= u64::from(q.limit) {
+        return Err(q.exceeded(in_use));
+    }
+    Ok(())
+}
+
+/// The checks of an `Admission`, before anything is written.
+fn admit(tx: &Transaction<'_>, job: &Job, admission: &Admission) -> DomainResult<()> {
+    if let Some(project_id) = &admission.hold_project {
+        let state: Option<String> = tx
+            .prepare_cached("SELECT state FROM projects WHERE id = ?1")
+            .and_then(|mut s| s.query_row([project_id], |r| r.get(0)).optional())
+            .map_err(sql_err("read the project's state"))?;
+        match state.as_deref() {
+            None | Some("deleted") => return Err(DomainError::not_found("project", project_id)),
+            Some("ready") => {}
+            Some(other) => return Err(Admission::project_not_ready(project_id, other)),
+        }
+        tx.prepare_cached("INSERT INTO project_holds (job_id, project_id) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute([&job.id, project_id]))
+            .map_err(sql_err("hold the project"))?;
+    }
+    if let Some(project_id) = &admission.project_unheld {
+        let holder: Option<String> = tx
+            .prepare_cached("SELECT job_id FROM project_holds WHERE project_id = ?1 ORDER BY job_id LIMIT 1")
+            .and_then(|mut s| s.query_row([project_id], |r| r.get(0)).optional())
+            .map_err(sql_err("check the project's holds"))?;
+        if let Some(holder) = holder {
+            return Err(Admission::project_held(project_id, &holder));
+        }
+    }
+    if let Some(q) = &admission.quota {
+        check_quota(tx, q)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn has_organizations(&self) -> DomainResult<bool> {
         self.read("check for organizations", |c| {
             c.prepare_cached("SELECT EXISTS (SELECT 1 FROM organizations)")?.query_row([], |r| r.get(0))
+        })
+    }
+
+    async fn usage(&self, org_id: &str) -> DomainResult<Usage> {
+        self.read("count the organization's resources", |c| {
+            Ok(Usage {
+                projects: count_of(c, QuotaKind::Projects, org_id)?,
+                webhooks: count_of(c, QuotaKind::Webhooks, org_id)?,
+            })
         })
     }
 
@@ -920,7 +982,13 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn begin_job(&self, job: &Job, write: &ResourceWrite, events: &[Event]) -> DomainResult<Option<String>> {
+    async fn begin_job(
+        &self,
+        job: &Job,
+        write: &ResourceWrite,
+        events: &[Event],
+        admission: &Admission,
+    ) -> DomainResult<Option<String>> {
         self.write("begin the job", |tx| {
             let holder: Option<String> = tx
                 .prepare_cached("SELECT job_id FROM resource_locks WHERE resource_kind = ?1 AND resource_id = ?2")
@@ -929,6 +997,7 @@ impl Store for SqliteStore {
             if holder.is_some() {
                 return Ok((holder, false));
             }
+            admit(tx, job, admission)?;
             write_resource(tx, write)?;
             insert_job(tx, job)?;
             tx.prepare_cached("INSERT INTO resource_locks (resource_kind, resource_id, job_id) VALUES (?1, ?2, ?3)")
@@ -970,6 +1039,11 @@ impl Store for SqliteStore {
             if !update_job_if(tx, job, expected_version)? {
                 return Ok((false, false));
             }
+            // Counts are of rows not deleted: a deleted resource frees its
+            // place by this write alone.
+            tx.prepare_cached("DELETE FROM project_holds WHERE job_id = ?1")
+                .and_then(|mut s| s.execute([&job.id]))
+                .map_err(sql_err("release the project hold"))?;
             write_resource(tx, write)?;
             // Only this job's own lock: after a lost lease the resource may
             // already be locked by the job that came next.
@@ -1026,8 +1100,13 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<()> {
-        self.write("create the webhook", |tx| insert_webhook(tx, webhook).map(|_| ((), true)))
+    async fn insert_webhook(&self, webhook: &WebhookEndpoint, quota: Option<&QuotaClaim>) -> DomainResult<()> {
+        self.write("create the webhook", |tx| {
+            if let Some(q) = quota {
+                check_quota(tx, q)?;
+            }
+            insert_webhook(tx, webhook).map(|_| ((), true))
+        })
     }
 
     async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>> {

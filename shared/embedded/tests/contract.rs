@@ -7,7 +7,7 @@ use std::time::Duration;
 use capydb_domain::contract;
 use capydb_domain::ids::{self, new_id};
 use capydb_domain::model::*;
-use capydb_domain::ports::{JobQueue, Page, ResourceWrite, Store};
+use capydb_domain::ports::{Admission, JobQueue, Page, ResourceWrite, Store};
 use capydb_domain::scopes::Scope;
 use capydb_domain::DomainError;
 use capydb_embedded::{CachedStore, KeyFileSecretBox, SqliteQueue, SqliteStore};
@@ -67,7 +67,10 @@ async fn cached_store_sees_revocation_and_project_writes_at_once() {
     assert!(after.revoked_at.is_some(), "a cached key must not outlive its revocation");
 
     // A project cached in one state is re-read after a job writes it.
-    assert_eq!(store.begin_job(&job, &ResourceWrite::Project(project.clone()), &[]).await.unwrap(), None);
+    assert_eq!(
+        store.begin_job(&job, &ResourceWrite::Project(project.clone()), &[], &Admission::default()).await.unwrap(),
+        None
+    );
     assert_eq!(store.get_project(&project.id).await.unwrap().unwrap().state, ProjectState::Provisioning);
     project.state = ProjectState::Ready;
     let expected = job.version;
@@ -185,10 +188,10 @@ async fn two_stores_on_one_file_share_the_resource_lock() {
     let (org, key, project, job) = fixtures(Utc::now());
     a.create_organization(&org, &key).await.expect("create org");
 
-    assert_eq!(a.begin_job(&job, &ResourceWrite::Project(project.clone()), &[]).await, Ok(None));
+    assert_eq!(a.begin_job(&job, &ResourceWrite::Project(project.clone()), &[], &Admission::default()).await, Ok(None));
     let second = job_on(&job);
     assert_eq!(
-        b.begin_job(&second, &ResourceWrite::Nothing, &[]).await,
+        b.begin_job(&second, &ResourceWrite::Nothing, &[], &Admission::default()).await,
         Ok(Some(job.id.clone())),
         "the other handle must see the lock and name its holder"
     );
@@ -213,7 +216,7 @@ async fn racing_begin_jobs_take_the_lock_once() {
         let job = job_on(&job);
         let write = ResourceWrite::Project(project.clone());
         tasks.push(tokio::spawn(async move {
-            let held = store.begin_job(&job, &write, &[]).await.expect("begin_job");
+            let held = store.begin_job(&job, &write, &[], &Admission::default()).await.expect("begin_job");
             (job.id, held)
         }));
     }
@@ -252,7 +255,10 @@ async fn data_survives_closing_and_reopening() {
         let store = SqliteStore::open(&path).expect("open store");
         let queue = SqliteQueue::open(&path, "jobs", 5).expect("open queue");
         store.create_organization(&org, &key).await.expect("create org");
-        store.begin_job(&job, &ResourceWrite::Project(project.clone()), &[]).await.expect("begin job");
+        store
+            .begin_job(&job, &ResourceWrite::Project(project.clone()), &[], &Admission::default())
+            .await
+            .expect("begin job");
         assert!(store
             .finish_job(&done, 1, &ResourceWrite::Project(ready.clone()), std::slice::from_ref(&event))
             .await

@@ -375,6 +375,11 @@ impl DatabaseProvider for PgProvider {
         Ok(self.role_is_superuser(role).await?.is_some())
     }
 
+    async fn ping(&self) -> ProviderResult<()> {
+        let client = open_admin(&self.admin).await?;
+        client.simple_query("SELECT 1").await.map(drop).map_err(|e| from_pg("ping the server", &e))
+    }
+
     fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
         client_info(&self.host, self.port, self.sslmode, database, role, password)
     }

@@ -101,7 +101,7 @@ async fn no_privilege_escalation_when_minting_keys() {
     r.expect_error(403, "projects:write");
     let r = app.call("POST", &path, Some(&minter), Some(json!({"name": "same", "scopes": ["projects:read"]}))).await;
     r.expect(201);
-    app.post(&path, json!({"name": "x", "scopes": []})).await.expect_error(400, "at least one scope");
+    app.post(&path, json!({"name": "x", "scopes": []})).await.expect_error(400, "scopes must list at least one");
     app.post(&path, json!({"name": "x", "scopes": ["root"]})).await.expect_error(400, "unknown variant");
 }
 
@@ -118,7 +118,7 @@ async fn project_scoped_key_acts_on_its_project_only() {
     }
     app.post(&path, json!({"name": "ci", "scopes": ["projects:read"], "project_id": "prj_01jzzzzzzzzzzzzzzzzzzzzzzz"}))
         .await
-        .expect_error(400, "not a project");
+        .expect_error(404, "not found in this organization");
 
     let ci = app
         .create_key(json!({"name": "ci", "project_id": mine,

@@ -99,7 +99,7 @@ async fn backup_drop_table_overwrite_restore_brings_it_back() {
     app.get(&format!("/v1/backups/{backup_id}")).await.expect_error(404, "not found");
     app.post(&format!("/v1/projects/{project}/restores"), json!({"backup_id": backup_id, "mode": "overwrite"}))
         .await
-        .expect_error(400, "not a backup");
+        .expect_error(404, "not found in project");
 }
 
 #[tokio::test]
@@ -203,7 +203,7 @@ async fn backup_rules_and_scopes() {
     let path = format!("/v1/projects/{project}/restores");
     app.post(&path, json!({"backup_id": "bkp_01jzzzzzzzzzzzzzzzzzzzzzzz", "mode": "overwrite"}))
         .await
-        .expect_error(400, "not a backup");
+        .expect_error(404, "not found in project");
     app.post(&path, json!({"backup_id": "x", "mode": "sideways"})).await.expect_error(400, "unknown variant");
     app.post(&format!("/v1/projects/{project}/backups"), json!({"nam": "x"})).await.expect_error(400, "unknown field");
 }

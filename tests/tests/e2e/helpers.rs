@@ -512,3 +512,6 @@ pub fn read_file(p: &Path) -> String {
     }
     s
 }
+
+/// Runs the futures concurrently (racing requests); their outputs in order.
+pub use capydb_domain::contract::futures_join_all as futures_join;

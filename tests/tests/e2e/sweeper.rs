@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use capydb_domain::fields::{Name, PreviewName, TtlHours};
 use capydb_domain::jobs::Disposition;
 use capydb_domain::model::{PreviewMode, PreviewState, Timestamp};
 use capydb_domain::ports::{
@@ -110,13 +111,17 @@ async fn expired_previews_are_deleted_and_extended_ones_are_kept() {
         capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "sweep", None).await.unwrap();
     let p = app.authenticate_api_key(&key, None).await.unwrap();
     let project = app
-        .create_project(&p, CreateProject { name: "ttl".into(), region: None, pg_version: None })
+        .create_project(&p, CreateProject { name: Name::parse("name", "ttl").unwrap(), region: None, pg_version: None })
         .await
         .unwrap()
         .project;
     drain(&app).await;
 
-    let new = |name: &str| CreatePreview { name: name.into(), mode: PreviewMode::Empty, ttl_hours: Some(1) };
+    let new = |name: &str| CreatePreview {
+        name: PreviewName::parse(name).unwrap(),
+        mode: PreviewMode::Empty,
+        ttl_hours: Some(TtlHours::parse("ttl_hours", 1).unwrap()),
+    };
     let doomed = app.create_preview(&p, &project.id, new("doomed")).await.unwrap().preview;
     let kept = app.create_preview(&p, &project.id, new("kept")).await.unwrap().preview;
     drain(&app).await;
@@ -124,7 +129,9 @@ async fn expired_previews_are_deleted_and_extended_ones_are_kept() {
 
     // Half an hour in, `kept` is extended to two hours from then.
     clock.advance(chrono::Duration::minutes(30));
-    app.update_preview(&p, &kept.id, UpdatePreview { ttl_hours: 2 }).await.unwrap();
+    app.update_preview(&p, &kept.id, UpdatePreview { ttl_hours: TtlHours::parse("ttl_hours", 2).unwrap() })
+        .await
+        .unwrap();
 
     // Past the first hour: only `doomed` has expired.
     clock.advance(chrono::Duration::minutes(31));
@@ -200,7 +207,10 @@ async fn a_backup_fails_cleanly_when_the_artifact_write_fails() {
         capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "disk", None).await.unwrap();
     let p = app.authenticate_api_key(&key, None).await.unwrap();
     let project = app
-        .create_project(&p, CreateProject { name: "full".into(), region: None, pg_version: None })
+        .create_project(
+            &p,
+            CreateProject { name: Name::parse("name", "full").unwrap(), region: None, pg_version: None },
+        )
         .await
         .unwrap()
         .project;
@@ -209,7 +219,10 @@ async fn a_backup_fails_cleanly_when_the_artifact_write_fails() {
     drain(&app).await;
     let job = app.get_job(&p, &started.job.id).await.unwrap();
     assert_eq!(job.state, JobState::Failed, "{job:?}");
-    assert!(job.error.as_deref().unwrap_or_default().contains("No space left on device"), "{job:?}");
+    // What went wrong, for a user: the disk's own words stay in the log.
+    let error = job.error.as_deref().unwrap_or_default();
+    assert!(error.contains("could not store the backup file"), "{job:?}");
+    assert!(!error.contains("No space left on device"), "raw OS text in a job error: {job:?}");
     let backup = app.store.get_backup(&started.backup.id).await.unwrap().unwrap();
     assert_eq!(backup.state, BackupState::Failed);
     assert!(!dir.join("backups/artifacts").join(&backup.id).exists(), "no partial artifact");
@@ -257,8 +270,13 @@ async fn every_job_kind_is_safe_to_run_twice() {
         capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "twice", None).await.unwrap();
     let p = app.authenticate_api_key(&key, None).await.unwrap();
 
-    let created =
-        app.create_project(&p, CreateProject { name: "twice".into(), region: None, pg_version: None }).await.unwrap();
+    let created = app
+        .create_project(
+            &p,
+            CreateProject { name: Name::parse("name", "twice").unwrap(), region: None, pg_version: None },
+        )
+        .await
+        .unwrap();
     drain(&app).await;
     run_again_from_scratch(&app, &created.job.id).await;
     let project = app.get_project(&p, &created.project.id).await.unwrap();
@@ -273,7 +291,11 @@ async fn every_job_kind_is_safe_to_run_twice() {
     run_again_from_scratch(&app, &rot.job.id).await;
 
     let pv = app
-        .create_preview(&p, &project.id, CreatePreview { name: "pr".into(), mode: PreviewMode::Clone, ttl_hours: None })
+        .create_preview(
+            &p,
+            &project.id,
+            CreatePreview { name: PreviewName::parse("pr").unwrap(), mode: PreviewMode::Clone, ttl_hours: None },
+        )
         .await
         .unwrap();
     drain(&app).await;

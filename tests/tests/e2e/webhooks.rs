@@ -300,7 +300,8 @@ async fn endpoint_management_validates_input_and_scopes() {
     let hooks = format!("/v1/organizations/{}/webhooks", app.org_id);
     for (body, status, needle) in [
         (json!({"url": "ftp://example.com/", "events": ["*"]}), 400, "http"),
-        (json!({"url": "not a url", "events": ["*"]}), 400, "valid URL"),
+        (json!({"url": "not a url", "events": ["*"]}), 400, "http:// or https://"),
+        (json!({"url": "https://exa mple.com/", "events": ["*"]}), 400, "valid URL"),
         (json!({"url": "https://u:p@example.com/", "events": ["*"]}), 400, "credentials"),
         (json!({"url": "https://example.com/", "events": []}), 400, "at least one"),
         (json!({"url": "https://example.com/", "events": ["nope.nope"]}), 400, "unknown event type"),
@@ -441,7 +442,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled() {
     let (org, key) =
         capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "hooks", None).await.unwrap();
     let p = app.authenticate_api_key(&key, None).await.unwrap();
-    let create = CreateWebhook { url, events: vec!["*".into()], project_id: None, description: None };
+    let create: CreateWebhook = serde_json::from_value(serde_json::json!({"url": url, "events": ["*"]})).unwrap();
     let w = app.create_webhook(&p, &org.id, create).await.unwrap().webhook;
 
     // Day 0: four attempts, all failing; the endpoint stays enabled.

@@ -15,12 +15,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem,
+    AttributeValue, CancellationReason, ConditionCheck, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    Select, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 use capydb_domain::model::*;
-use capydb_domain::ports::{Page, ResourceWrite, Store};
+use capydb_domain::ports::{Admission, Page, QuotaClaim, QuotaKind, ResourceWrite, Store, Usage};
 use capydb_domain::{DomainError, DomainResult};
 
 use item::{n, s, ts, Item};
@@ -30,6 +30,11 @@ use records::*;
 const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Retries of a transaction that collided with a concurrent one on the same item.
 const CONFLICT_RETRIES: u32 = 4;
+/// Tries of a transaction that counts: each cancellation that teaches it
+/// something (a record's stored state, a counter to start, a hold or a
+/// place released meanwhile) builds it again. A write usually learns one or
+/// two things at once, so running out means constant interference.
+const COUNTED_TRIES: u32 = 6;
 
 pub struct DynamoStore {
     client: crate::client::ClientCell<Client>,
@@ -53,6 +58,95 @@ struct Tx {
     name_claims: Vec<(usize, Preview)>,
     /// Previews written as deleted: their names are released after the commit.
     released_names: Vec<Preview>,
+    /// Puts of projects, previews and backups, whose conditions assume a
+    /// stored state (see [`Stored`]).
+    counted: Vec<CountedAt>,
+    /// Net change of each counter by the counted puts so far; `counters`
+    /// turns them into one update per counter (a transaction may touch an
+    /// item only once).
+    deltas: Vec<((QuotaKind, String), i64)>,
+    counters: Vec<CounterAt>,
+}
+
+/// What is stored under a counted record's key, as far as a transaction
+/// knows: its put is conditioned on it, so a wrong guess cancels the
+/// transaction instead of miscounting, and the store learns and tries again.
+/// Counting by state change rather than by who writes keeps a resource
+/// counted exactly while it exists and is not deleted, however often and
+/// by whichever method it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Absent,
+    /// Stored and not deleted: it counts.
+    Live,
+    Deleted,
+}
+
+/// Stored states learned from cancelled tries, by partition key.
+type Known = HashMap<String, Stored>;
+
+/// A counted put in a transaction.
+struct CountedAt {
+    at: usize,
+    pk: String,
+    sk: &'static str,
+}
+
+/// A counter update in a transaction.
+struct CounterAt {
+    at: usize,
+    kind: QuotaKind,
+    owner: String,
+    /// The highest value the counter may have for the claim to pass.
+    most: Option<i64>,
+    claim: Option<QuotaClaim>,
+}
+
+/// A project, preview or backup about to be put.
+struct CountedPut {
+    item: Item,
+    pk: String,
+    sk: &'static str,
+    kind: QuotaKind,
+    owner: String,
+    live: bool,
+    /// The record's `deleted` state, as stored.
+    deleted: &'static str,
+}
+
+/// What a cancelled counted transaction taught.
+enum Learned {
+    /// Something changed or was set up: build the transaction again.
+    Retry,
+    /// The claim is over its limit.
+    Refused(DomainError),
+    /// None of the counted items failed: the caller's own conditions did.
+    Nothing,
+}
+
+/// A condition expression with the placeholders it uses (DynamoDB refuses
+/// unused ones, so each condition carries exactly its own).
+#[derive(Default)]
+struct Cond {
+    expr: String,
+    names: Vec<(&'static str, &'static str)>,
+    values: Vec<(&'static str, AttributeValue)>,
+}
+
+impl Cond {
+    fn new(expr: impl Into<String>) -> Self {
+        Cond { expr: expr.into(), ..Cond::default() }
+    }
+
+    fn name(mut self, placeholder: &'static str, attr: &'static str) -> Self {
+        self.names.push((placeholder, attr));
+        self
+    }
+
+    fn value(mut self, placeholder: &'static str, v: AttributeValue) -> Self {
+        self.values.push((placeholder, v));
+        self
+    }
 }
 
 enum TxOutcome {
@@ -90,6 +184,66 @@ impl Tx {
         Ok(self.items.len() - 1)
     }
 
+    /// A put under a condition with attribute names; a cancellation returns
+    /// the stored item, so what the condition found needs no second read.
+    fn put_when(&mut self, table: &str, item: Item, cond: Cond) -> DomainResult<usize> {
+        let mut put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression(cond.expr)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (k, v) in cond.names {
+            put = put.expression_attribute_names(k, v);
+        }
+        for (k, v) in cond.values {
+            put = put.expression_attribute_values(k, v);
+        }
+        let put = build("build a transaction put", put.build())?;
+        self.items.push(TransactWriteItem::builder().put(put).build());
+        Ok(self.items.len() - 1)
+    }
+
+    /// A condition on an item the transaction does not write.
+    fn check(&mut self, table: &str, pk: String, sk: &str, cond: Cond) -> DomainResult<usize> {
+        let mut check = ConditionCheck::builder()
+            .table_name(table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression(cond.expr);
+        for (k, v) in cond.names {
+            check = check.expression_attribute_names(k, v);
+        }
+        for (k, v) in cond.values {
+            check = check.expression_attribute_values(k, v);
+        }
+        let check = build("build a transaction condition check", check.build())?;
+        self.items.push(TransactWriteItem::builder().condition_check(check).build());
+        Ok(self.items.len() - 1)
+    }
+
+    /// Adds `delta` to a counter item's `n` (`ADD` starts a missing one at 0).
+    fn add(&mut self, table: &str, pk: String, sk: &str, delta: i64, cond: Option<Cond>) -> DomainResult<usize> {
+        let mut update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression("ADD #n :delta")
+            .expression_attribute_names("#n", COUNTER_N)
+            .expression_attribute_values(":delta", n(delta));
+        if let Some(cond) = cond {
+            update = update.condition_expression(cond.expr);
+            for (k, v) in cond.names {
+                update = update.expression_attribute_names(k, v);
+            }
+            for (k, v) in cond.values {
+                update = update.expression_attribute_values(k, v);
+            }
+        }
+        let update = build("build a transaction update", update.build())?;
+        self.items.push(TransactWriteItem::builder().update(update).build());
+        Ok(self.items.len() - 1)
+    }
+
     fn delete(
         &mut self,
         table: &str,
@@ -111,15 +265,41 @@ impl Tx {
 
     /// Adds the items of a resource write: the resource itself and, for a
     /// preview, the claim on its name among the project's live previews.
-    fn resource(&mut self, table: &str, write: &ResourceWrite) -> DomainResult<()> {
+    /// Projects, previews and backups are counted (see [`Stored`]); `fresh`
+    /// is the kind being claimed, whose live writes are guessed new.
+    fn resource(
+        &mut self,
+        table: &str,
+        write: &ResourceWrite,
+        known: &Known,
+        fresh: Option<QuotaKind>,
+    ) -> DomainResult<()> {
         match write {
             ResourceWrite::Nothing => {}
             ResourceWrite::Project(p) => {
-                self.put(table, project_item(p), None)?;
+                let put = CountedPut {
+                    item: project_item(p),
+                    pk: project_pk(&p.id),
+                    sk: PROJECT_SK,
+                    kind: QuotaKind::Projects,
+                    owner: p.organization_id.clone(),
+                    live: p.state != ProjectState::Deleted,
+                    deleted: ProjectState::Deleted.as_str(),
+                };
+                self.counted(table, put, known, fresh)?;
             }
-            ResourceWrite::Preview(p) => self.preview(table, p, None)?,
+            ResourceWrite::Preview(p) => self.preview(table, p, known, fresh)?,
             ResourceWrite::Backup(b) => {
-                self.put(table, backup_item(b), None)?;
+                let put = CountedPut {
+                    item: backup_item(b),
+                    pk: backup_pk(&b.id),
+                    sk: BACKUP_SK,
+                    kind: QuotaKind::Backups,
+                    owner: b.project_id.clone(),
+                    live: b.state != BackupState::Deleted,
+                    deleted: BackupState::Deleted.as_str(),
+                };
+                self.counted(table, put, known, fresh)?;
             }
             ResourceWrite::Restore(r) => {
                 self.put(table, restore_item(r), None)?;
@@ -129,15 +309,81 @@ impl Tx {
             }
             ResourceWrite::All(writes) => {
                 for w in writes {
-                    self.resource(table, w)?;
+                    self.resource(table, w, known, fresh)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn preview(&mut self, table: &str, p: &Preview, condition: Option<&str>) -> DomainResult<()> {
-        self.put(table, preview_item(p), condition.map(|c| (c, vec![])))?;
+    /// Puts a counted record on the condition that what is stored is what
+    /// `known` says, or else what is likely: nothing for a live record of
+    /// the kind being claimed (a create), a live record otherwise (an update
+    /// or a deletion). Counts the difference the put makes.
+    fn counted(&mut self, table: &str, put: CountedPut, known: &Known, fresh: Option<QuotaKind>) -> DomainResult<()> {
+        let guess = if put.live && fresh == Some(put.kind) { Stored::Absent } else { Stored::Live };
+        let stored = known.get(&put.pk).copied().unwrap_or(guess);
+        let cond = match stored {
+            Stored::Absent => Cond::new("attribute_not_exists(pk)"),
+            Stored::Live => Cond::new("attribute_exists(pk) AND #state <> :deleted"),
+            Stored::Deleted => Cond::new("attribute_exists(pk) AND #state = :deleted"),
+        };
+        let cond = match stored {
+            Stored::Absent => cond,
+            Stored::Live | Stored::Deleted => cond.name("#state", "state").value(":deleted", s(put.deleted)),
+        };
+        let at = self.put_when(table, put.item, cond)?;
+        self.count(put.kind, &put.owner, i64::from(put.live) - i64::from(stored == Stored::Live));
+        self.counted.push(CountedAt { at, pk: put.pk, sk: put.sk });
+        Ok(())
+    }
+
+    fn count(&mut self, kind: QuotaKind, owner: &str, delta: i64) {
+        match self.deltas.iter_mut().find(|((k, o), _)| *k == kind && o == owner) {
+            Some((_, d)) => *d += delta,
+            None => self.deltas.push(((kind, owner.to_string()), delta)),
+        }
+    }
+
+    /// Adds one update per counter the transaction changes, and the claim's
+    /// condition: the counter may not pass the limit. Every update requires
+    /// the counter to exist: `ADD` on a missing one would start it at 0,
+    /// forgetting what a deployment from before counters already holds; the
+    /// store starts it from a count and tries again (see `learn`).
+    fn counters(&mut self, table: &str, claim: Option<&QuotaClaim>) -> DomainResult<()> {
+        if let Some(c) = claim {
+            self.count(c.kind, &c.owner, 0);
+        }
+        for ((kind, owner), delta) in std::mem::take(&mut self.deltas) {
+            let claim = claim.filter(|c| c.kind == kind && c.owner == owner);
+            if delta == 0 && claim.is_none() {
+                continue;
+            }
+            // A claim counts one more even if this write adds nothing of its kind.
+            let most = claim.map(|c| i64::from(c.limit) - delta.max(1));
+            let cond = match most {
+                Some(most) => {
+                    Cond::new("attribute_exists(#n) AND #n <= :most").name("#n", COUNTER_N).value(":most", n(most))
+                }
+                None => Cond::new("attribute_exists(#n)").name("#n", COUNTER_N),
+            };
+            let at = self.add(table, counter_pk(kind, &owner), COUNTER_SK, delta, Some(cond))?;
+            self.counters.push(CounterAt { at, kind, owner, most, claim: claim.cloned() });
+        }
+        Ok(())
+    }
+
+    fn preview(&mut self, table: &str, p: &Preview, known: &Known, fresh: Option<QuotaKind>) -> DomainResult<()> {
+        let put = CountedPut {
+            item: preview_item(p),
+            pk: preview_pk(&p.id),
+            sk: PREVIEW_SK,
+            kind: QuotaKind::Previews,
+            owner: p.project_id.clone(),
+            live: p.state != PreviewState::Deleted,
+            deleted: PreviewState::Deleted.as_str(),
+        };
+        self.counted(table, put, known, fresh)?;
         if preview_holds_name(p) {
             let i = self.put(
                 table,
@@ -456,6 +702,164 @@ impl DynamoStore {
             }
         }
     }
+
+    /// Deletes the endpoint and frees its place; false when the
+    /// organization has no such endpoint.
+    async fn delete_counted_webhook(&self, org_id: &str, id: &str) -> DomainResult<bool> {
+        let what = "delete the webhook";
+        let mut known = Known::new();
+        for _ in 0..COUNTED_TRIES {
+            let mut tx = Tx::default();
+            let at = tx.delete(
+                &self.table,
+                webhook_pk(id),
+                WEBHOOK_SK,
+                Some(("organization_id = :org", vec![(":org", s(org_id))])),
+            )?;
+            tx.count(QuotaKind::Webhooks, org_id, -1);
+            tx.counters(&self.table, None)?;
+            let reasons = match self.commit(what, &tx).await? {
+                TxOutcome::Committed => return Ok(true),
+                TxOutcome::Cancelled(reasons) => reasons,
+            };
+            if failed_at(&reasons, at) {
+                return Ok(false);
+            }
+            match self.learn(&tx, &reasons, &mut known).await? {
+                Learned::Retry => {}
+                Learned::Refused(e) => return Err(e),
+                Learned::Nothing => return Err(DomainError::internal(format!("{what}: unexpected cancellation"))),
+            }
+        }
+        Err(retries_exhausted(what))
+    }
+
+    /// What a cancellation of `tx` says about its counted items: the stored
+    /// state a counted put did not find as assumed (from the item the
+    /// cancellation returns, or read), a missing counter (started here), or
+    /// a claim over its limit. The caller's own conditions are its to read.
+    async fn learn(&self, tx: &Tx, reasons: &[CancellationReason], known: &mut Known) -> DomainResult<Learned> {
+        let mut retry = false;
+        for c in tx.counted.iter().filter(|c| failed_at(reasons, c.at)) {
+            let item = match reasons[c.at].item() {
+                Some(it) => Some(it.clone()),
+                None => self.get("read a counted record", c.pk.clone(), c.sk).await?,
+            };
+            let stored = match item {
+                None => Stored::Absent,
+                Some(it) => match it.get("state").and_then(|v| v.as_s().ok()) {
+                    // The three kinds share the word; `Tx::resource` says which.
+                    Some(state) if state == "deleted" => Stored::Deleted,
+                    _ => Stored::Live,
+                },
+            };
+            known.insert(c.pk.clone(), stored);
+            retry = true;
+        }
+        for u in tx.counters.iter().filter(|u| failed_at(reasons, u.at)) {
+            match self.counter(u.kind, &u.owner).await? {
+                None => {
+                    self.init_counter(u.kind, &u.owner).await?;
+                }
+                // Judged only once the puts' states are right: a corrected
+                // guess changes what the write adds.
+                Some(in_use) if !retry && u.most.is_some_and(|most| in_use > most) => {
+                    if let Some(claim) = &u.claim {
+                        return Ok(Learned::Refused(claim.exceeded(u64::try_from(in_use).unwrap_or(0))));
+                    }
+                }
+                // Changed since the transaction ran (a place was freed).
+                Some(_) => {}
+            }
+            retry = true;
+        }
+        Ok(if retry { Learned::Retry } else { Learned::Nothing })
+    }
+
+    /// A counter's value, `None` while it was never started.
+    async fn counter(&self, kind: QuotaKind, owner: &str) -> DomainResult<Option<i64>> {
+        self.get("read the counter", counter_pk(kind, owner), COUNTER_SK)
+            .await?
+            .map(|it| item::Reader::new(&it, "counter").n(COUNTER_N))
+            .transpose()
+    }
+
+    /// Starts a missing counter from a count of what exists: the owner's
+    /// gsi1 list of that kind, which holds exactly what counts. Written only
+    /// if still missing, so racing starters agree on one value.
+    ///
+    /// The count is eventually consistent (a global index offers nothing
+    /// stronger): a record written in the last moment before the start, by
+    /// a version of the code that did not count yet, may be missing from it.
+    /// Every write that counts requires the counter to exist, so nothing
+    /// counted can be lost this way, only writes of the previous version
+    /// while both run during a deployment.
+    async fn init_counter(&self, kind: QuotaKind, owner: &str) -> DomainResult<i64> {
+        let mut count: i64 = 0;
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .get()
+                .await?
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi1")
+                .key_condition_expression("gsi1pk = :pk")
+                .expression_attribute_values(":pk", s(counted_list(kind, owner)))
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("count what the limit counts", &e))?;
+            count += i64::from(page.count());
+            match page.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => break,
+            }
+        }
+        let started = self
+            .put_if("start the counter", counter_item(kind, owner, count), Some(("attribute_not_exists(pk)", vec![])))
+            .await?;
+        if started {
+            tracing::info!(counter = %counter_pk(kind, owner), count, "counter started from a count");
+            return Ok(count);
+        }
+        Ok(self.counter(kind, owner).await?.unwrap_or(count))
+    }
+
+    /// A counter's value, started if missing; what is in use, for `usage`.
+    async fn in_use(&self, kind: QuotaKind, owner: &str) -> DomainResult<u64> {
+        let n = match self.counter(kind, owner).await? {
+            Some(n) => n,
+            None => self.init_counter(kind, owner).await?,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// One job that holds the project, read strongly consistently from the
+    /// project's holds partition.
+    async fn a_holder(&self, project_id: &str) -> DomainResult<Option<String>> {
+        let page = self
+            .client
+            .get()
+            .await?
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :job)")
+            .expression_attribute_values(":pk", s(holds_pk(project_id)))
+            .expression_attribute_values(":job", s(HOLD_SK_PREFIX))
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| sdk_error("read the project's holds", &e))?;
+        page.items().first().map(|it| item::Reader::new(it, "project hold").s("job_id")).transpose()
+    }
+}
+
+fn retries_exhausted(what: &str) -> DomainError {
+    DomainError::Unavailable(format!("{what}: the records it counts kept changing meanwhile; retry"))
 }
 
 enum SortKey {
@@ -560,6 +964,13 @@ impl Store for DynamoStore {
         Ok(self.get("check for organizations", META_PK.into(), BOOTSTRAP_SK).await?.is_some())
     }
 
+    async fn usage(&self, org_id: &str) -> DomainResult<Usage> {
+        Ok(Usage {
+            projects: self.in_use(QuotaKind::Projects, org_id).await?,
+            webhooks: self.in_use(QuotaKind::Webhooks, org_id).await?,
+        })
+    }
+
     async fn create_organization(&self, org: &Organization, first_key: &ApiKey) -> DomainResult<()> {
         let t = &self.table;
         let mut tx = Tx::default();
@@ -662,12 +1073,27 @@ impl Store for DynamoStore {
     }
 
     async fn update_preview(&self, preview: &Preview) -> DomainResult<()> {
-        let mut tx = Tx::default();
-        tx.preview(&self.table, preview, Some("attribute_exists(pk)"))?;
-        match self.commit_with_names("update the preview", &tx).await? {
-            TxOutcome::Committed => Ok(()),
-            TxOutcome::Cancelled(_) => Err(DomainError::not_found("preview", &preview.id)),
+        let what = "update the preview";
+        let mut known = Known::new();
+        for _ in 0..COUNTED_TRIES {
+            let mut tx = Tx::default();
+            tx.preview(&self.table, preview, &known, None)?;
+            tx.counters(&self.table, None)?;
+            let reasons = match self.commit_with_names(what, &tx).await? {
+                TxOutcome::Committed => return Ok(()),
+                TxOutcome::Cancelled(reasons) => reasons,
+            };
+            match self.learn(&tx, &reasons, &mut known).await? {
+                // An update, never a create: a preview that is not stored is not found.
+                _ if known.get(&preview_pk(&preview.id)) == Some(&Stored::Absent) => {
+                    return Err(DomainError::not_found("preview", &preview.id));
+                }
+                Learned::Retry => {}
+                Learned::Refused(e) => return Err(e),
+                Learned::Nothing => return Err(DomainError::internal(format!("{what}: unexpected cancellation"))),
+            }
         }
+        Err(retries_exhausted(what))
     }
 
     async fn list_expired_previews(&self, now: Timestamp, limit: usize) -> DomainResult<Vec<Preview>> {
@@ -690,7 +1116,23 @@ impl Store for DynamoStore {
     }
 
     async fn put_backup(&self, backup: &Backup) -> DomainResult<()> {
-        self.put_if("write the backup", backup_item(backup), None).await.map(drop)
+        let what = "write the backup";
+        let mut known = Known::new();
+        for _ in 0..COUNTED_TRIES {
+            let mut tx = Tx::default();
+            tx.resource(&self.table, &ResourceWrite::Backup(backup.clone()), &known, None)?;
+            tx.counters(&self.table, None)?;
+            let reasons = match self.commit(what, &tx).await? {
+                TxOutcome::Committed => return Ok(()),
+                TxOutcome::Cancelled(reasons) => reasons,
+            };
+            match self.learn(&tx, &reasons, &mut known).await? {
+                Learned::Retry => {}
+                Learned::Refused(e) => return Err(e),
+                Learned::Nothing => return Err(DomainError::internal(format!("{what}: unexpected cancellation"))),
+            }
+        }
+        Err(retries_exhausted(what))
     }
 
     async fn get_restore(&self, id: &str) -> DomainResult<Option<Restore>> {
@@ -701,18 +1143,60 @@ impl Store for DynamoStore {
         self.get_as("read the import", import_pk(id), IMPORT_SK, import_from).await
     }
 
-    async fn begin_job(&self, job: &Job, write: &ResourceWrite, events: &[Event]) -> DomainResult<Option<String>> {
+    async fn begin_job(
+        &self,
+        job: &Job,
+        write: &ResourceWrite,
+        events: &[Event],
+        admission: &Admission,
+    ) -> DomainResult<Option<String>> {
+        let what = "begin the job";
         let t = &self.table;
-        let mut tx = Tx::default();
-        let lock = tx.put(t, lock_item(job), Some(("attribute_not_exists(pk)", vec![])))?;
-        let job_at = tx.put(t, job_item(job), Some(("attribute_not_exists(pk)", vec![])))?;
-        tx.resource(t, write)?;
-        tx.events(t, events)?;
-        match self.commit_with_names("begin the job", &tx).await? {
-            TxOutcome::Committed => Ok(None),
-            TxOutcome::Cancelled(reasons) if failed_at(&reasons, lock) => {
+        if admission.hold_project.is_some() && admission.hold_project == admission.project_unheld {
+            // Both would touch the holds counter: DynamoDB refuses two
+            // operations on one item in a transaction, and it is no rule anyway.
+            return Err(DomainError::internal("a job cannot both hold a project and require it unheld"));
+        }
+        let fresh = admission.quota.as_ref().map(|q| q.kind);
+        let mut known = Known::new();
+        for _ in 0..COUNTED_TRIES {
+            let mut tx = Tx::default();
+            let lock = tx.put(t, lock_item(job), Some(("attribute_not_exists(pk)", vec![])))?;
+            let job_at = tx.put(t, job_item(job), Some(("attribute_not_exists(pk)", vec![])))?;
+            tx.resource(t, write, &known, fresh)?;
+            tx.events(t, events)?;
+            // A hold never writes the project item (jobs on the project
+            // itself are kept apart by its lock), so it can check it here.
+            let hold = match &admission.hold_project {
+                Some(p) => {
+                    let ready = Cond::new("#state = :ready")
+                        .name("#state", "state")
+                        .value(":ready", s(ProjectState::Ready.as_str()));
+                    let at = tx.check(t, project_pk(p), PROJECT_SK, ready)?;
+                    tx.put(t, hold_item(p, &job.id), None)?;
+                    tx.add(t, holds_pk(p), COUNTER_SK, 1, None)?;
+                    Some((at, p))
+                }
+                None => None,
+            };
+            // A missing holds counter is no hold: nothing held the project
+            // since holds were counted.
+            let unheld = match &admission.project_unheld {
+                Some(p) => {
+                    let none =
+                        Cond::new("attribute_not_exists(#n) OR #n = :zero").name("#n", COUNTER_N).value(":zero", n(0));
+                    Some((tx.check(t, holds_pk(p), COUNTER_SK, none)?, p))
+                }
+                None => None,
+            };
+            tx.counters(t, admission.quota.as_ref())?;
+            let reasons = match self.commit_with_names(what, &tx).await? {
+                TxOutcome::Committed => return Ok(None),
+                TxOutcome::Cancelled(reasons) => reasons,
+            };
+            if failed_at(&reasons, lock) {
                 let holder = reasons[lock].item().and_then(|it| it.get("job_id")).and_then(|v| v.as_s().ok()).cloned();
-                match holder {
+                return match holder {
                     Some(h) => Ok(Some(h)),
                     // The condition failed but no item came back: read it.
                     None => {
@@ -722,13 +1206,33 @@ impl Store for DynamoStore {
                         let h = it.as_ref().map(|it| item::Reader::new(it, "lock").s("job_id")).transpose()?;
                         Ok(Some(h.unwrap_or_default()))
                     }
+                };
+            }
+            if failed_at(&reasons, job_at) {
+                return Err(DomainError::Conflict(format!("job {} already exists", job.id)));
+            }
+            if let Some((_, p)) = hold.filter(|(at, _)| failed_at(&reasons, *at)) {
+                match self.get_project(p).await?.map(|prj| prj.state) {
+                    None | Some(ProjectState::Deleted) => return Err(DomainError::not_found("project", p)),
+                    // Ready again since the transaction ran.
+                    Some(ProjectState::Ready) => continue,
+                    Some(state) => return Err(Admission::project_not_ready(p, state.as_str())),
                 }
             }
-            TxOutcome::Cancelled(reasons) if failed_at(&reasons, job_at) => {
-                Err(DomainError::Conflict(format!("job {} already exists", job.id)))
+            if let Some((_, p)) = unheld.filter(|(at, _)| failed_at(&reasons, *at)) {
+                match self.a_holder(p).await? {
+                    Some(holder) => return Err(Admission::project_held(p, &holder)),
+                    // Released since the transaction ran.
+                    None => continue,
+                }
             }
-            TxOutcome::Cancelled(_) => Err(DomainError::Conflict("a record of this job already exists".into())),
+            match self.learn(&tx, &reasons, &mut known).await? {
+                Learned::Retry => {}
+                Learned::Refused(e) => return Err(e),
+                Learned::Nothing => return Err(DomainError::Conflict("a record of this job already exists".into())),
+            }
         }
+        Err(retries_exhausted(what))
     }
 
     async fn get_job(&self, id: &str) -> DomainResult<Option<Job>> {
@@ -766,21 +1270,46 @@ impl Store for DynamoStore {
         let lock = self.get("read the resource lock", lock_pk.clone(), LOCK_SK).await?;
         let ours =
             lock.as_ref().and_then(|it| it.get("job_id")).and_then(|v| v.as_s().ok()).is_some_and(|h| *h == job.id);
-        let mut tx = Tx::default();
-        let job_at =
-            tx.put(t, job_item(job), Some(("version = :expected", vec![(":expected", n(expected_version))])))?;
-        if ours {
-            tx.delete(t, lock_pk, LOCK_SK, Some(("job_id = :job", vec![(":job", s(&job.id))])))?;
-        }
-        tx.resource(t, write)?;
-        tx.events(t, events)?;
-        match self.commit_with_names("finish the job", &tx).await? {
-            TxOutcome::Committed => Ok(true),
-            TxOutcome::Cancelled(reasons) if failed_at(&reasons, job_at) => Ok(false),
-            TxOutcome::Cancelled(_) => {
-                Err(DomainError::Unavailable("the job's lock changed while finishing it; retry".into()))
+        // The same for its hold on a project: only its begin wrote it, only
+        // this finish (guarded by the job's version) removes it.
+        let held = match &job.project_id {
+            Some(p) => self.get("read the project hold", holds_pk(p), &hold_sk(&job.id)).await?.map(|_| p),
+            None => None,
+        };
+        let what = "finish the job";
+        let mut known = Known::new();
+        for _ in 0..COUNTED_TRIES {
+            let mut tx = Tx::default();
+            let job_at =
+                tx.put(t, job_item(job), Some(("version = :expected", vec![(":expected", n(expected_version))])))?;
+            if ours {
+                tx.delete(t, lock_pk.clone(), LOCK_SK, Some(("job_id = :job", vec![(":job", s(&job.id))])))?;
+            }
+            if let Some(p) = held {
+                tx.delete(t, holds_pk(p), &hold_sk(&job.id), Some(("attribute_exists(pk)", vec![])))?;
+                tx.add(t, holds_pk(p), COUNTER_SK, -1, None)?;
+            }
+            tx.resource(t, write, &known, None)?;
+            tx.events(t, events)?;
+            tx.counters(t, None)?;
+            let reasons = match self.commit_with_names(what, &tx).await? {
+                TxOutcome::Committed => return Ok(true),
+                TxOutcome::Cancelled(reasons) => reasons,
+            };
+            if failed_at(&reasons, job_at) {
+                return Ok(false);
+            }
+            match self.learn(&tx, &reasons, &mut known).await? {
+                Learned::Retry => {}
+                Learned::Refused(e) => return Err(e),
+                Learned::Nothing => {
+                    return Err(DomainError::Unavailable(
+                        "the job's lock or hold changed while finishing it; retry".into(),
+                    ))
+                }
             }
         }
+        Err(retries_exhausted(what))
     }
 
     async fn list_stuck_jobs(&self, stale_before: Timestamp, limit: usize) -> DomainResult<Vec<Job>> {
@@ -815,13 +1344,29 @@ impl Store for DynamoStore {
         self.page_of("list events", events_of_org(org_id), page, event_from).await
     }
 
-    async fn insert_webhook(&self, webhook: &WebhookEndpoint) -> DomainResult<()> {
-        if self.put_if("insert the webhook", webhook_item(webhook)?, Some(("attribute_not_exists(pk)", vec![]))).await?
-        {
-            Ok(())
-        } else {
-            Err(DomainError::Conflict(format!("webhook {} already exists", webhook.id)))
+    async fn insert_webhook(&self, webhook: &WebhookEndpoint, quota: Option<&QuotaClaim>) -> DomainResult<()> {
+        let what = "insert the webhook";
+        let mut known = Known::new();
+        for _ in 0..COUNTED_TRIES {
+            let mut tx = Tx::default();
+            let at = tx.put(&self.table, webhook_item(webhook)?, Some(("attribute_not_exists(pk)", vec![])))?;
+            // Counted with or without a claim, as its deletion frees a place.
+            tx.count(QuotaKind::Webhooks, &webhook.organization_id, 1);
+            tx.counters(&self.table, quota)?;
+            let reasons = match self.commit(what, &tx).await? {
+                TxOutcome::Committed => return Ok(()),
+                TxOutcome::Cancelled(reasons) => reasons,
+            };
+            if failed_at(&reasons, at) {
+                return Err(DomainError::Conflict(format!("webhook {} already exists", webhook.id)));
+            }
+            match self.learn(&tx, &reasons, &mut known).await? {
+                Learned::Retry => {}
+                Learned::Refused(e) => return Err(e),
+                Learned::Nothing => return Err(DomainError::internal(format!("{what}: unexpected cancellation"))),
+            }
         }
+        Err(retries_exhausted(what))
     }
 
     async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>> {
@@ -898,15 +1443,7 @@ impl Store for DynamoStore {
     }
 
     async fn delete_webhook(&self, org_id: &str, id: &str) -> DomainResult<bool> {
-        if !self
-            .delete_item(
-                "delete the webhook",
-                webhook_pk(id),
-                WEBHOOK_SK,
-                Some(("organization_id = :org", ":org", s(org_id))),
-            )
-            .await?
-        {
+        if !self.delete_counted_webhook(org_id, id).await? {
             return Ok(false);
         }
         // Not one transaction (an endpoint may have more deliveries than one

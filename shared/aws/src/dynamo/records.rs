@@ -1,6 +1,7 @@
 //! Each entity as a DynamoDB item and back, with its keys. The layout is
 //! documented in `docs/data-model.md`; this file and that table must agree.
 use capydb_domain::model::*;
+use capydb_domain::ports::QuotaKind;
 use capydb_domain::DomainResult;
 
 use super::item::{sort_ts, Item, ItemBuilder, Reader};
@@ -54,6 +55,18 @@ pub fn delivery_pk(id: &str) -> String {
 pub fn delivery_key_pk(webhook_id: &str, event_id: &str) -> String {
     format!("DLVKEY#{webhook_id}#{event_id}")
 }
+/// The counter of one limited kind for its owner (an organization or a project).
+pub fn counter_pk(kind: QuotaKind, owner: &str) -> String {
+    format!("COUNT#{}#{owner}", quota_slug(kind))
+}
+/// A project's holds: one item per job that holds it, and their count.
+pub fn holds_pk(project: &str) -> String {
+    format!("HOLDS#{project}")
+}
+pub fn hold_sk(job: &str) -> String {
+    format!("{HOLD_SK_PREFIX}{job}")
+}
+pub const HOLD_SK_PREFIX: &str = "JOB#";
 pub fn attempt_sk(number: u32) -> String {
     format!("{ATTEMPT_SK_PREFIX}{number:010}")
 }
@@ -75,6 +88,11 @@ pub const EVENT_SK: &str = "EVT";
 pub const WEBHOOK_SK: &str = "WHK";
 pub const DELIVERY_SK: &str = "DLV";
 pub const DELIVERY_KEY_SK: &str = "DLVKEY";
+/// The sort key of a counter: a quota's (under `COUNT#...`) and a project's
+/// holds' (under `HOLDS#...`, next to the hold items it counts).
+pub const COUNTER_SK: &str = "COUNT";
+/// The number attribute of a counter item.
+pub const COUNTER_N: &str = "n";
 
 // gsi1: children of a parent, newest first by id.
 pub fn keys_of_org(org: &str) -> String {
@@ -100,6 +118,29 @@ pub fn webhooks_of_org(org: &str) -> String {
 }
 pub fn deliveries_of_webhook(webhook: &str) -> String {
     format!("WHK#{webhook}#DELIVERIES")
+}
+
+/// The gsi1 list holding exactly what counts against a limit: it is sparse
+/// (deleted projects, previews and backups leave it; deleted webhook
+/// endpoints are removed), so a count of it is the usage. Counters start
+/// from it (`DynamoStore::init_counter`).
+pub fn counted_list(kind: QuotaKind, owner: &str) -> String {
+    match kind {
+        QuotaKind::Projects => projects_of_org(owner),
+        QuotaKind::Previews => previews_of_project(owner),
+        QuotaKind::Backups => backups_of_project(owner),
+        QuotaKind::Webhooks => webhooks_of_org(owner),
+    }
+}
+
+/// A limited kind in a key (`QuotaKind::as_str` is prose, with spaces).
+pub fn quota_slug(kind: QuotaKind) -> &'static str {
+    match kind {
+        QuotaKind::Projects => "projects",
+        QuotaKind::Previews => "previews",
+        QuotaKind::Backups => "backups",
+        QuotaKind::Webhooks => "webhooks",
+    }
 }
 
 // gsi2: the sweeper's work lists, oldest first.
@@ -421,6 +462,14 @@ pub fn job_from(item: &Item) -> DomainResult<Job> {
 
 pub fn lock_item(j: &Job) -> Item {
     ItemBuilder::new(lock_pk(&j.resource.kind, &j.resource.id), LOCK_SK).s("job_id", &j.id).build()
+}
+
+pub fn counter_item(kind: QuotaKind, owner: &str, n: i64) -> Item {
+    ItemBuilder::new(counter_pk(kind, owner), COUNTER_SK).n(COUNTER_N, n).build()
+}
+
+pub fn hold_item(project: &str, job: &str) -> Item {
+    ItemBuilder::new(holds_pk(project), hold_sk(job)).s("job_id", job).build()
 }
 
 pub fn event_item(e: &Event) -> Item {
