@@ -36,7 +36,7 @@ for _ in $(seq 1 600); do
 done
 KEY=$(sed -n 's/^CAPYDB_API_KEY=//p' "$WORK/stdout")
 BASE="http://127.0.0.1:$API_PORT"
-PROJECT=$(curl -fs -X POST -H "Authorization: Bearer $KEY" -d '{"name":"bench"}' "$BASE/v1/projects" | jq -r .project.id)
+PROJECT=$(curl -fs -X POST -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{"name":"bench"}' "$BASE/v1/projects" | jq -r .project.id)
 for _ in $(seq 1 300); do
   STATE=$(curl -fs -H "Authorization: Bearer $KEY" "$BASE/v1/projects/$PROJECT" | jq -r .project.state)
   [ "$STATE" = ready ] && break
