@@ -98,7 +98,10 @@ impl EgressPolicy {
         }
         if !self.allow_private {
             if let Some((ip, why)) = addrs.iter().find_map(|a| non_public_reason(a.ip()).map(|w| (a.ip(), w))) {
-                return Err(EgressError::Refused(format!("{host} resolves to {ip}, {why}; {PUBLIC_ONLY}")));
+                // Which address and which range stay in the log: naming them
+                // would let a caller map internal names through this error.
+                tracing::info!(host, address = %ip, reason = why, "refused an outbound target");
+                return Err(EgressError::Refused(format!("{host} resolves to a non-public address; {PUBLIC_ONLY}")));
             }
         }
         Ok(addrs)
