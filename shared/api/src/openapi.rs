@@ -154,13 +154,13 @@ impl Modify for Conventions {
         let preview_only = capydb_domain::backups::PREVIEW_MODE_ONLY;
         let absent: serde_json::Map<String, serde_json::Value> =
             preview_only.iter().map(|f| (f.to_string(), serde_json::json!({"type": "null"}))).collect();
-        add_keyword(
-            components,
-            "CreateRestore",
-            "if",
-            serde_json::json!({"required": ["mode"], "properties": {"mode": {"const": "overwrite"}}}),
-        );
-        add_keyword(components, "CreateRestore", "then", serde_json::json!({"properties": absent}));
+        // One keyword per schema: utoipa keeps these in a HashMap, whose order
+        // would change from run to run, and the committed document with it.
+        let rule = serde_json::json!({
+            "if": {"required": ["mode"], "properties": {"mode": {"const": "overwrite"}}},
+            "then": {"properties": absent},
+        });
+        add_keyword(components, "CreateRestore", "allOf", serde_json::json!([rule]));
         for (path, item) in doc.paths.paths.iter_mut() {
             let public = path.ends_with("/openapi.json") || path.ends_with("/health");
             for (changes, op) in [

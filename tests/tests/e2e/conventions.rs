@@ -147,8 +147,8 @@ async fn the_document_states_the_bounds_the_server_enforces() {
     assert!(prop("CreateProject", "name")["pattern"].is_string());
     // Rules between fields: not both expiries; preview-only fields of a restore.
     assert_eq!(schemas["CreateApiKey"]["not"]["required"], json!(["expires_at", "expires_in_days"]));
-    assert_eq!(schemas["CreateRestore"]["if"]["properties"]["mode"]["const"], "overwrite");
-    assert_eq!(schemas["CreateRestore"]["then"]["properties"]["preview_name"]["type"], "null");
+    assert_eq!(schemas["CreateRestore"]["allOf"][0]["if"]["properties"]["mode"]["const"], "overwrite");
+    assert_eq!(schemas["CreateRestore"]["allOf"][0]["then"]["properties"]["preview_name"]["type"], "null");
     let limit = doc["paths"]["/v1/projects"]["get"]["parameters"]
         .as_array()
         .unwrap()
