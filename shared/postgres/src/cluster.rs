@@ -604,14 +604,7 @@ impl Relocation {
             }
         }
         let path = self.root.join(RELOCATION_LOCK);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| format!("could not open {}: {e}", path.display()))?;
+        let file = open_lock_file(&path)?;
         // SAFETY: the descriptor belongs to `file`, which outlives the call.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(format!("could not lock {}: {}", path.display(), io::Error::last_os_error()));
@@ -784,19 +777,24 @@ fn prepare_home(home: &Path, runner: Runner) -> Result<(), String> {
     Ok(())
 }
 
-/// Serializes `ensure_started` across processes sharing `dir`; released when
-/// the returned file is dropped.
-async fn lock_dir(dir: &Path) -> Result<File, String> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
+/// A lock file to `flock`: private, never followed through a symlink.
+fn open_lock_file(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| format!("could not open {}: {e}", path.display()))?;
+        .open(path)
+        .map_err(|e| format!("could not open {}: {e}", path.display()))
+}
+
+/// Serializes `ensure_started` across processes sharing `dir`; released when
+/// the returned file is dropped.
+async fn lock_dir(dir: &Path) -> Result<File, String> {
+    let path = dir.join(LOCK_FILE);
+    let file = open_lock_file(&path)?;
     let deadline = Instant::now() + LOCK_TIMEOUT;
     loop {
         // SAFETY: the descriptor belongs to `file`, which outlives the call.
