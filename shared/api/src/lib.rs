@@ -61,7 +61,7 @@ pub fn finish(routes: Router<App>, app: App) -> Router {
         .nest("/api/capydb", routes)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(middleware::json_errors))
+        .layer(tower::util::MapResponseLayer::new(middleware::json_errors))
         .layer(axum::middleware::from_fn_with_state(app.clone(), middleware::rate_limit))
         .layer(axum::middleware::from_fn(middleware::request_context))
         .with_state(app)

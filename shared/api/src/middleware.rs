@@ -55,15 +55,19 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
 /// Every 4xx and 5xx leaves as `{"error": ...}` JSON: the handlers' own
 /// errors already are; this catches what axum or a layer answers in plain
 /// text (a rejection this API has no extractor of its own for).
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
+/// A plain function over the response (a `MapResponseLayer`), not an async
+/// middleware: on every request's path, it costs a status check.
+pub fn json_errors(res: Response) -> Response {
     let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
     let is_json = res
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json || !(status.is_client_error() || status.is_server_error()) {
+    if is_json {
         return res;
     }
     let (mut parts, _) = res.into_parts();
