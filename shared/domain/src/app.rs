@@ -142,8 +142,6 @@ pub(crate) fn sub(ts: Timestamp, d: Duration) -> Timestamp {
     chrono::Duration::from_std(d).ok().and_then(|d| ts.checked_sub_signed(d)).unwrap_or(ts)
 }
 
-pub use crate::fields::parse_name;
-
 /// A random password of 32 base62 characters (~190 bits).
 pub fn random_password() -> String {
     use rand::Rng;

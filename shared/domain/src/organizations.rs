@@ -2,7 +2,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::{parse_name, App, QuotaSettings};
+use crate::app::{App, QuotaSettings};
 use crate::error::{DomainError, DomainResult};
 use crate::fields::Name;
 use crate::model::{ApiKey, Organization, Timestamp};
@@ -15,7 +15,7 @@ use crate::{apikey, ids};
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrganization {
     #[schema(inline)]
-    pub name: Option<Name<100>>,
+    pub name: Option<OrganizationName>,
 }
 
 /// An organization with its limits and what it uses of them.
@@ -92,8 +92,11 @@ impl App {
 /// the deployed shape's bootstrap checks it before it writes anything.
 /// `field` names the input in the error.
 pub fn parse_organization_name(field: &str, raw: &str) -> DomainResult<String> {
-    parse_name(field, raw, 100)
+    OrganizationName::parse(field, raw).map(Name::into_inner)
 }
+
+/// An organization's name, in a request body and wherever one is made.
+pub type OrganizationName = Name<100>;
 
 /// Creates an organization with an admin API key holding every scope, and
 /// returns the key's plaintext. `preset` is used as the key when given.
