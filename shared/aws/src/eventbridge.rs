@@ -36,7 +36,7 @@ impl EventBus for EventBridgeBus {
                     PutEventsRequestEntry::builder()
                         .event_bus_name(&self.bus)
                         .source(SOURCE)
-                        .detail_type(&e.kind)
+                        .detail_type(e.kind.as_str())
                         .detail(WebhookMessage::Event(e.clone()).to_body())
                         .build()
                 })

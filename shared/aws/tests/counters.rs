@@ -64,25 +64,10 @@ fn backup(org_id: &str, project_id: &str) -> Backup {
     }
 }
 
-fn job(org_id: &str, project_id: &str, kind: JobKind, resource: ResourceRef) -> Job {
-    Job {
-        id: new_id(ids::JOB),
-        kind,
-        state: JobState::Queued,
-        organization_id: org_id.into(),
-        project_id: Some(project_id.into()),
-        resource,
-        attempt: 0,
-        step: 0,
-        created_at: Utc::now(),
-        started_at: None,
-        finished_at: None,
-        error: None,
-        version: 1,
-        lease_owner: None,
-        lease_expires_at: None,
-        params: serde_json::json!({}),
-    }
+fn job(org_id: &str, project_id: &str, spec: JobSpec) -> Job {
+    let mut j = Job::queued(new_id(ids::JOB), spec, org_id, &project_id.into(), Utc::now());
+    j.version = 1;
+    j
 }
 
 fn webhook(org_id: &str) -> WebhookEndpoint {
@@ -106,7 +91,7 @@ fn webhook(org_id: &str) -> WebhookEndpoint {
 
 async fn create_project(store: &DynamoStore, p: &Project, limit: u32) -> Result<Option<String>, DomainError> {
     let j =
-        job(&p.organization_id, &p.id, JobKind::Provision, ResourceRef { kind: "project".into(), id: p.id.clone() });
+        job(&p.organization_id, &p.id, JobSpec::Provision);
     let admission = Admission {
         quota: Some(QuotaClaim { kind: QuotaKind::Projects, owner: p.organization_id.clone(), limit }),
         ..Admission::default()
@@ -163,7 +148,7 @@ async fn a_deletion_before_its_counter_started_frees_exactly_one_place() {
     let claim = QuotaClaim { kind: QuotaKind::Backups, owner: prj.clone(), limit: 2 };
     let admission = Admission { quota: Some(claim), ..Admission::default() };
     let create = |b: Backup| {
-        let j = job(&org, &prj, JobKind::CreateBackup, ResourceRef { kind: "backup".into(), id: b.id.clone() });
+        let j = job(&org, &prj, JobSpec::CreateBackup { backup: b.id.as_str().into() });
         let admission = admission.clone();
         let store = &t.store;
         async move { store.begin_job(&j, &ResourceWrite::Backup(b), &[], &admission).await }

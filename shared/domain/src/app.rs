@@ -87,10 +87,52 @@ impl QuotaSettings {
     }
 }
 
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Delays before the 2nd, 3rd, ... attempt. After the last, the delivery fails.
+    pub retry_schedule: Vec<Duration>,
+    /// Each delay is spread by up to this fraction either way.
+    pub jitter: f64,
+    pub timeout: Duration,
+    /// Visibility timeout of a received webhook-queue message.
+    pub visibility: Duration,
+    /// The longest delay a queue message can carry (SQS: 15 minutes); the
+    /// sweeper sends later retries when they are due.
+    pub max_queue_delay: Duration,
+    /// A due delivery with no attempt for this long is re-sent by the sweeper.
+    pub overdue_after: Duration,
+    /// An endpoint failing continuously this long is disabled.
+    pub disable_after: Duration,
+    /// How long the secret replaced by a rotation keeps signing.
+    pub previous_secret_grace: Duration,
+    /// The longest `Retry-After` honoured.
+    pub max_retry_after: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        let (s, m, h) = (1, 60, 3600);
+        WebhookSettings {
+            retry_schedule: [5 * s, 5 * m, 30 * m, 2 * h, 5 * h, 10 * h, 10 * h]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            jitter: 0.1,
+            timeout: Duration::from_secs(15),
+            visibility: Duration::from_secs(60),
+            max_queue_delay: Duration::from_secs(15 * m),
+            overdue_after: Duration::from_secs(30),
+            disable_after: Duration::from_secs(5 * 24 * h),
+            previous_secret_grace: Duration::from_secs(24 * h),
+            max_retry_after: Duration::from_secs(24 * h),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub jobs: JobSettings,
-    pub webhooks: crate::webhooks::WebhookSettings,
+    pub webhooks: WebhookSettings,
     pub rate_limit: RateLimitSettings,
     pub quotas: QuotaSettings,
 }

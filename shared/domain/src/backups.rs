@@ -9,8 +9,8 @@ use crate::fields::{Name, PreviewName, TtlHours};
 use crate::ids;
 use crate::jobs::StartedJob;
 use crate::model::{
-    Backup, BackupKind, BackupState, Import, Job, JobKind, OperationState, Preview, PreviewMode, Project, ResourceRef,
-    Restore, RestoreMode,
+    Backup, BackupKind, BackupState, Import, Job, JobSpec, OperationState, Preview, PreviewMode, Project, Restore,
+    RestoreInto, RestoreMode, Sealed,
 };
 use crate::ports::{Admission, QuotaKind};
 use crate::ports::{Page, ResourceWrite};
@@ -71,19 +71,6 @@ pub struct ImportJob {
 /// where it is built).
 pub const PREVIEW_MODE_ONLY: [&str; 2] = ["preview_name", "ttl_hours"];
 
-/// Job parameters.
-pub(crate) const RESTORE_ID: &str = "restore_id";
-pub(crate) const IMPORT_ID: &str = "import_id";
-pub(crate) const SOURCE_BACKUP_ID: &str = "backup_id";
-pub(crate) const SAFETY_BACKUP_ID: &str = "safety_backup_id";
-pub(crate) const SOURCE_URL_SEALED: &str = "source_url_sealed";
-
-/// Name of the scratch database a restore or import fills before the swap.
-pub(crate) fn scratch_database(project: &Project, kind: JobKind) -> String {
-    let suffix = if kind == JobKind::Import { "import" } else { "restore" };
-    format!("{}_{suffix}", project.database_name)
-}
-
 const SOURCE_URL_FORMAT: &str = "source_url must be postgres://user:password@host:port/database";
 
 /// Checks a `postgres://` URL and answers it without its password.
@@ -118,8 +105,8 @@ impl App {
         }
     }
 
-    fn operation_job(&self, kind: JobKind, project: &Project, resource: ResourceRef, params: serde_json::Value) -> Job {
-        self.queued_job(kind, (&project.organization_id, &project.id), resource, params)
+    fn operation_job(&self, spec: JobSpec, project: &Project) -> Job {
+        self.queued_job(spec, (&project.organization_id, &project.id))
     }
 
     async fn ready_project(&self, p: &Principal, project_id: &str, action: &str) -> DomainResult<Project> {
@@ -136,8 +123,7 @@ impl App {
             None => format!("backup-{}", self.now().format("%Y%m%d-%H%M%S")),
         };
         let backup = self.backup_record(&project, name, BackupKind::Manual);
-        let resource = ResourceRef { kind: "backup".into(), id: backup.id.clone() };
-        let job = self.operation_job(JobKind::CreateBackup, &project, resource, serde_json::Value::Null);
+        let job = self.operation_job(JobSpec::CreateBackup { backup: backup.id.as_str().into() }, &project);
         let admission = self.inside_project(&project.id, Some(QuotaKind::Backups));
         let StartedJob { job } = self.start_job(job, ResourceWrite::Backup(backup.clone()), admission).await?;
         Ok(BackupJob { backup, job })
@@ -226,11 +212,12 @@ impl App {
                 let safety =
                     self.backup_record(&project, format!("safety before restore {}", restore.id), BackupKind::Safety);
                 restore.safety_backup_id = Some(safety.id.clone());
-                let params = serde_json::json!({
-                    RESTORE_ID: restore.id, SOURCE_BACKUP_ID: backup.id, SAFETY_BACKUP_ID: safety.id,
-                });
-                let resource = ResourceRef { kind: "project".into(), id: project.id.clone() };
-                let job = self.operation_job(JobKind::Restore, &project, resource, params);
+                let spec = JobSpec::Restore {
+                    restore: restore.id.as_str().into(),
+                    source: backup.id.as_str().into(),
+                    into: RestoreInto::Project { safety_backup: safety.id.as_str().into() },
+                };
+                let job = self.operation_job(spec, &project);
                 restore.job_id = job.id.clone();
                 let write =
                     ResourceWrite::All(vec![ResourceWrite::Backup(safety), ResourceWrite::Restore(restore.clone())]);
@@ -251,9 +238,12 @@ impl App {
                 };
                 let preview = self.new_preview(&project, name, PreviewMode::Clone, req.ttl_hours).await?;
                 restore.preview_id = Some(preview.id.clone());
-                let params = serde_json::json!({ RESTORE_ID: restore.id, SOURCE_BACKUP_ID: backup.id });
-                let resource = ResourceRef { kind: "preview".into(), id: preview.id.clone() };
-                let job = self.operation_job(JobKind::Restore, &project, resource, params);
+                let spec = JobSpec::Restore {
+                    restore: restore.id.as_str().into(),
+                    source: backup.id.as_str().into(),
+                    into: RestoreInto::Preview(preview.id.as_str().into()),
+                };
+                let job = self.operation_job(spec, &project);
                 restore.job_id = job.id.clone();
                 let write = ResourceWrite::All(vec![
                     ResourceWrite::Preview(preview.clone()),
@@ -298,10 +288,12 @@ impl App {
             finished_at: None,
         };
         let sealed = self.secrets.seal(req.source_url.trim()).await?;
-        let params =
-            serde_json::json!({ IMPORT_ID: import.id, SAFETY_BACKUP_ID: safety.id, SOURCE_URL_SEALED: sealed });
-        let resource = ResourceRef { kind: "project".into(), id: project.id.clone() };
-        let job = self.operation_job(JobKind::Import, &project, resource, params);
+        let spec = JobSpec::Import {
+            import: import.id.as_str().into(),
+            source_url: Sealed::new(sealed),
+            safety_backup: safety.id.as_str().into(),
+        };
+        let job = self.operation_job(spec, &project);
         import.job_id = job.id.clone();
         let write = ResourceWrite::All(vec![ResourceWrite::Backup(safety), ResourceWrite::Import(import.clone())]);
         let StartedJob { job } = self.start_job(job, write, Admission::default()).await?;

@@ -98,31 +98,39 @@ fn project(org_id: &str, id: String, state: ProjectState, now: Timestamp) -> Pro
     }
 }
 
+/// A queued job of `kind` on the project, with a specification of that
+/// kind as the use cases make it (`aim` points it at a preview or backup).
 fn job(org_id: &str, project_id: &str, id: String, kind: JobKind, created_at: Timestamp) -> Job {
-    Job {
-        id,
-        kind,
-        state: JobState::Queued,
-        organization_id: org_id.into(),
-        project_id: Some(project_id.into()),
-        resource: ResourceRef { kind: "project".into(), id: project_id.into() },
-        attempt: 0,
-        step: 0,
-        created_at,
-        started_at: None,
-        finished_at: None,
-        error: None,
-        version: 1,
-        lease_owner: None,
-        lease_expires_at: None,
-        params: json!({ "sealed": "v1:params", "n": 7, "nested": { "ok": true } }),
-    }
+    let project = ResourceRef { kind: ResourceKind::Project, id: project_id.into() };
+    let params = match kind {
+        JobKind::RotateCredentials => json!({ "new_password_sealed": "v1:sealed-new-password" }),
+        JobKind::Restore => json!({ "restore_id": "rst_1", "backup_id": "bkp_1", "safety_backup_id": "bkp_2" }),
+        JobKind::Import => json!({ "import_id": "imp_1", "safety_backup_id": "bkp_2", "source_url_sealed": "v1:url" }),
+        _ => json!(null),
+    };
+    let target = match kind {
+        JobKind::CreatePreview | JobKind::ResetPreview | JobKind::DeletePreview => {
+            ResourceRef { kind: ResourceKind::Preview, id: new_id(ids::PREVIEW) }
+        }
+        JobKind::CreateBackup => ResourceRef { kind: ResourceKind::Backup, id: new_id(ids::BACKUP) },
+        _ => project,
+    };
+    let spec = JobSpec::decode(kind, &target, &params).expect("a specification of every kind");
+    let mut j = Job::queued(id, spec, org_id, &project_id.into(), created_at);
+    j.version = 1;
+    j
 }
 
-fn event(org_id: &str, project_id: &str, id: String, kind: &str, now: Timestamp) -> Event {
+/// Points a preview's or backup's job at `id`.
+fn aim(j: &mut Job, kind: ResourceKind, id: &str) {
+    j.resource = ResourceRef { kind, id: id.into() };
+    j.spec = JobSpec::decode(j.kind, &j.resource, &j.spec.params()).expect("a job of this resource kind");
+}
+
+fn event(org_id: &str, project_id: &str, id: String, kind: EventType, now: Timestamp) -> Event {
     Event {
         id,
-        kind: kind.into(),
+        kind,
         organization_id: org_id.into(),
         project_id: Some(project_id.into()),
         created_at: now,
@@ -189,7 +197,7 @@ fn preview(project: &Project, id: String, name: &str, expires_at: Timestamp, now
 /// job writing `final_state`.
 async fn put_preview(store: &dyn Store, pv: &Preview, final_state: PreviewState, now: Timestamp) -> DomainResult<()> {
     let mut j = job(&pv.organization_id, &pv.project_id, new_id(ids::JOB), JobKind::CreatePreview, now);
-    j.resource = ResourceRef { kind: "preview".into(), id: pv.id.clone() };
+    aim(&mut j, ResourceKind::Preview, &pv.id);
     assert_eq!(
         store.begin_job(&j, &ResourceWrite::Preview(pv.clone()), &[], &Admission::default()).await?,
         None,
@@ -475,7 +483,7 @@ pub async fn store_previews(store: &dyn Store) {
     // A second live preview with the same name in the project: Conflict, nothing written.
     let dup = preview(&prj, ids[1].clone(), "pr-1", future, now);
     let mut j = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreatePreview, now);
-    j.resource = ResourceRef { kind: "preview".into(), id: dup.id.clone() };
+    aim(&mut j, ResourceKind::Preview, &dup.id);
     match store.begin_job(&j, &ResourceWrite::Preview(dup.clone()), &[], &Admission::default()).await {
         Err(DomainError::Conflict(_)) => {}
         other => panic!("a duplicate live preview name must be a Conflict, got {other:?}"),
@@ -503,8 +511,8 @@ pub async fn store_previews(store: &dyn Store) {
 
     // begin_job writes the events it is given, in the same transaction.
     let mut del = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::DeletePreview, now);
-    del.resource = ResourceRef { kind: "preview".into(), id: c.id.clone() };
-    let e = event(&org.id, &prj.id, new_id(ids::EVENT), "preview.expired", now);
+    aim(&mut del, ResourceKind::Preview, &c.id);
+    let e = event(&org.id, &prj.id, new_id(ids::EVENT), EventType::PreviewExpired, now);
     let deleting = Preview { state: PreviewState::Deleting, ..c.clone() };
     assert_eq!(
         ok(
@@ -721,7 +729,7 @@ pub async fn store_project_holds(store: &dyn Store) {
     let unheld = Admission { project_unheld: Some(p.id.clone()), ..Admission::default() };
     let inside = |kind: JobKind, resource: &str| {
         let mut j = job(&org.id, &p.id, new_id(ids::JOB), kind, now);
-        j.resource = ResourceRef { kind: "backup".into(), id: resource.into() };
+        aim(&mut j, ResourceKind::Backup, resource);
         j
     };
 
@@ -836,7 +844,7 @@ pub async fn store_quotas(store: &dyn Store) {
     let new_preview = |name: &str| {
         let pv = preview(&prj, new_id(ids::PREVIEW), name, plus_ms(now, 3_600_000), now);
         let mut j = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreatePreview, now);
-        j.resource = ResourceRef { kind: "preview".into(), id: pv.id.clone() };
+        aim(&mut j, ResourceKind::Preview, &pv.id);
         (j, pv)
     };
     let (j1, pv1) = new_preview("one");
@@ -875,11 +883,11 @@ pub async fn store_quotas(store: &dyn Store) {
     };
     let b1 = backup(new_id(ids::BACKUP));
     let mut bj1 = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreateBackup, now);
-    bj1.resource = ResourceRef { kind: "backup".into(), id: b1.id.clone() };
+    aim(&mut bj1, ResourceKind::Backup, &b1.id);
     assert_eq!(ok(store.begin_job(&bj1, &ResourceWrite::Backup(b1.clone()), &[], &admission).await, "begin_job"), None);
     let b2 = backup(new_id(ids::BACKUP));
     let mut bj2 = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreateBackup, now);
-    bj2.resource = ResourceRef { kind: "backup".into(), id: b2.id.clone() };
+    aim(&mut bj2, ResourceKind::Backup, &b2.id);
     assert!(
         matches!(
             store.begin_job(&bj2, &ResourceWrite::Backup(b2.clone()), &[], &admission).await,
@@ -899,7 +907,7 @@ pub async fn store_quotas(store: &dyn Store) {
     );
     let b3 = backup(new_id(ids::BACKUP));
     let mut bj3 = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::CreateBackup, now);
-    bj3.resource = ResourceRef { kind: "backup".into(), id: b3.id.clone() };
+    aim(&mut bj3, ResourceKind::Backup, &b3.id);
     assert!(
         matches!(
             store.begin_job(&bj3, &ResourceWrite::Backup(b3), &[], &admission).await,
@@ -928,7 +936,7 @@ pub async fn store_job_versions(store: &dyn Store) {
     let now = base_time();
     let (org, _) = new_org(store, now).await;
     let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
-    let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
+    let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::DeleteProject, now);
     assert_eq!(
         ok(store.begin_job(&j, &ResourceWrite::Project(p), &[], &Admission::default()).await, "begin_job"),
         None,
@@ -945,14 +953,15 @@ pub async fn store_job_versions(store: &dyn Store) {
         version: 2,
         lease_owner: Some("worker-1".into()),
         lease_expires_at: Some(plus_ms(now, 30_000)),
-        params: json!({ "changed": [true, null] }),
+        // The progress a deletion records in its specification.
+        spec: JobSpec::DeleteProject { dropped_previews: vec![new_id(ids::PREVIEW).into(), new_id(ids::PREVIEW).into()] },
         ..j.clone()
     };
     assert!(ok(store.update_job(&running, 1).await, "update_job"), "update_job with the stored version must succeed");
     assert_eq!(
         ok(store.get_job(&j.id).await, "get_job"),
         Some(running.clone()),
-        "update_job must replace every field, lease and params included"
+        "update_job must replace every field, lease and specification included"
     );
 
     let stale = Job { step: 9, ..running.clone() };
@@ -992,8 +1001,8 @@ pub async fn store_finish_job(store: &dyn Store) {
 
     let eids = ordered_ids(ids::EVENT, 2);
     let events = vec![
-        event(&org.id, &p.id, eids[0].clone(), "project.ready", plus_ms(now, 3)),
-        event(&org.id, &p.id, eids[1].clone(), "job.completed", plus_ms(now, 3)),
+        event(&org.id, &p.id, eids[0].clone(), EventType::ProjectReady, plus_ms(now, 3)),
+        event(&org.id, &p.id, eids[1].clone(), EventType::JobCompleted, plus_ms(now, 3)),
     ];
     let ready = Project { state: ProjectState::Ready, ..p.clone() };
 
@@ -1126,7 +1135,7 @@ pub async fn store_outbox(store: &dyn Store) {
         "begin_job must succeed"
     );
     let eids = ordered_ids(ids::EVENT, 3);
-    let events: Vec<Event> = eids.iter().map(|id| event(&org.id, &p.id, id.clone(), "project.updated", now)).collect();
+    let events: Vec<Event> = eids.iter().map(|id| event(&org.id, &p.id, id.clone(), EventType::ProjectDeleted, now)).collect();
     let done = finished(&j, JobState::Completed, now);
     assert!(
         ok(store.finish_job(&done, 1, &ResourceWrite::Nothing, &events).await, "finish_job"),
@@ -1189,7 +1198,7 @@ fn delivery(w: &WebhookEndpoint, id: String, event_id: &str, now: Timestamp) -> 
         webhook_id: w.id.clone(),
         organization_id: w.organization_id.clone(),
         event_id: event_id.to_string(),
-        event_type: "project.ready".into(),
+        event_type: EventType::ProjectReady,
         state: DeliveryState::Pending,
         attempt_count: 0,
         next_attempt_at: Some(now),
@@ -1584,7 +1593,7 @@ pub async fn event_bus_contract(
         .enumerate()
         .map(|(i, id)| Event {
             data: json!({ "n": i, "text": "ünïcode ✓", "nested": { "list": [1, 2, 3] } }),
-            ..event(&org, &prj, id, "project.ready", plus_ms(now, i as i64))
+            ..event(&org, &prj, id, EventType::ProjectReady, plus_ms(now, i as i64))
         })
         .collect();
     // 12 events: more than one PutEvents batch.

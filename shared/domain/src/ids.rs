@@ -21,6 +21,56 @@ pub const DELIVERY: &str = "dlv";
 pub const USER: &str = "usr";
 pub const REQUEST: &str = "req";
 
+/// Ids that cross layers inside a job's specification, typed so a preview's
+/// id cannot be passed where a backup's is meant (`JobSpec`).
+macro_rules! id_type {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                $name(id)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                $name(id.to_string())
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+
+id_type!(
+    /// `prj_...`
+    ProjectId,
+    /// `pvw_...`
+    PreviewId,
+    /// `bkp_...`
+    BackupId,
+    /// `rst_...`
+    RestoreId,
+    /// `imp_...`
+    ImportId,
+    /// `job_...`
+    JobId,
+);
+
 /// A new id with the given prefix, e.g. `new_id(ids::PROJECT)`. Within a
 /// process, ids are strictly increasing: two made in the same millisecond
 /// still sort in the order they were made (the second is the first plus one,

@@ -9,7 +9,8 @@ use crate::error::{DomainError, DomainResult};
 use crate::fields::{PreviewName, TtlHours};
 use crate::ids;
 use crate::jobs::StartedJob;
-use crate::model::{ConnectionInfo, Job, JobKind, Preview, PreviewMode, PreviewState, Project, ResourceRef};
+use crate::ids::PreviewId;
+use crate::model::{ConnectionInfo, EventType, Job, JobSpec, Preview, PreviewMode, PreviewState, Project};
 use crate::ports::{Page, QuotaKind, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
@@ -62,9 +63,9 @@ impl App {
         Ok(preview)
     }
 
-    fn preview_job(&self, kind: JobKind, preview: &Preview) -> Job {
-        let resource = ResourceRef { kind: "preview".into(), id: preview.id.clone() };
-        self.queued_job(kind, (&preview.organization_id, &preview.project_id), resource, serde_json::Value::Null)
+    fn preview_job(&self, spec: fn(PreviewId) -> JobSpec, preview: &Preview) -> Job {
+        let spec = spec(PreviewId::from(preview.id.as_str()));
+        self.queued_job(spec, (&preview.organization_id, &preview.project_id))
     }
 
     /// A new preview record (state `creating`) with its own role and password.
@@ -112,7 +113,7 @@ impl App {
         // Input errors (400) come before state errors (409).
         let preview = self.new_preview(&project, req.name, req.mode, req.ttl_hours).await?;
         project.require_ready("previews can be created")?;
-        let job = self.preview_job(JobKind::CreatePreview, &preview);
+        let job = self.preview_job(|preview| JobSpec::CreatePreview { preview }, &preview);
         let admission = self.inside_project(&project.id, Some(QuotaKind::Previews));
         let StartedJob { job } = self.start_job(job, ResourceWrite::Preview(preview.clone()), admission).await?;
         Ok(PreviewJob { preview, job })
@@ -163,7 +164,7 @@ impl App {
         preview.state = PreviewState::Resetting;
         preview.expires_at = now + ttl_duration(TtlHours::parse("ttl_hours", preview.ttl_hours)?);
         preview.updated_at = now;
-        let job = self.preview_job(JobKind::ResetPreview, &preview);
+        let job = self.preview_job(|preview| JobSpec::ResetPreview { preview }, &preview);
         let admission = self.inside_project(&preview.project_id, None);
         let StartedJob { job } = self.start_job(job, ResourceWrite::Preview(preview.clone()), admission).await?;
         Ok(PreviewJob { preview, job })
@@ -182,7 +183,7 @@ impl App {
     ) -> DomainResult<PreviewJob> {
         preview.state = PreviewState::Deleting;
         preview.updated_at = self.now();
-        let job = self.preview_job(JobKind::DeletePreview, &preview);
+        let job = self.preview_job(|preview| JobSpec::DeletePreview { preview }, &preview);
         let admission = self.inside_project(&preview.project_id, None);
         let StartedJob { job } =
             self.start_job_with_events(job, ResourceWrite::Preview(preview.clone()), events, admission).await?;
@@ -212,7 +213,7 @@ impl App {
         for preview in self.store.list_expired_previews(now, 100).await? {
             let expired = crate::model::Event {
                 id: ids::new_id(ids::EVENT),
-                kind: "preview.expired".into(),
+                kind: EventType::PreviewExpired,
                 organization_id: preview.organization_id.clone(),
                 project_id: Some(preview.project_id.clone()),
                 created_at: now,

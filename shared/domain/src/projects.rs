@@ -8,7 +8,7 @@ use crate::error::{DomainError, DomainResult};
 use crate::fields::Name;
 use crate::ids;
 use crate::jobs::StartedJob;
-use crate::model::{ConnectionInfo, Job, JobKind, Project, ProjectState, ResourceRef};
+use crate::model::{ConnectionInfo, Job, JobSpec, Project, ProjectState, Sealed};
 use crate::ports::{Admission, Page, QuotaKind, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
@@ -52,8 +52,6 @@ impl Project {
     }
 }
 
-/// Sealed parameters of a credential rotation job.
-pub(crate) const NEW_PASSWORD_PARAM: &str = "new_password_sealed";
 
 impl App {
     /// Loads a live (not deleted) project the principal may see.
@@ -112,7 +110,7 @@ impl App {
             updated_at: now,
             password_sealed: self.secrets.seal(&random_password()).await?,
         };
-        let job = self.new_job(JobKind::Provision, &project, serde_json::Value::Null);
+        let job = self.new_job(JobSpec::Provision, &project);
         let admission = Admission {
             quota: Some(self.settings.quotas.claim(QuotaKind::Projects, &project.organization_id)),
             ..Admission::default()
@@ -160,7 +158,7 @@ impl App {
         let admission = Admission { project_unheld: Some(project.id.clone()), ..Admission::default() };
         project.state = ProjectState::Deleting;
         project.updated_at = self.now();
-        let job = self.new_job(JobKind::DeleteProject, &project, serde_json::Value::Null);
+        let job = self.new_job(JobSpec::DeleteProject { dropped_previews: Vec::new() }, &project);
         let StartedJob { job } = self.start_job(job, ResourceWrite::Project(project.clone()), admission).await?;
         Ok(ProjectJob { project, job })
     }
@@ -177,13 +175,12 @@ impl App {
         let project = self.visible_project(p, project_id).await?;
         project.require_ready("credentials can be rotated")?;
         let sealed = self.secrets.seal(&random_password()).await?;
-        let job = self.new_job(JobKind::RotateCredentials, &project, serde_json::json!({ NEW_PASSWORD_PARAM: sealed }));
+        let job = self.new_job(JobSpec::RotateCredentials { new_password: Sealed::new(sealed) }, &project);
         let StartedJob { job } = self.start_job(job, ResourceWrite::Nothing, Admission::default()).await?;
         Ok(ProjectJob { project, job })
     }
 
-    pub(crate) fn new_job(&self, kind: JobKind, project: &Project, params: serde_json::Value) -> Job {
-        let resource = ResourceRef { kind: "project".into(), id: project.id.clone() };
-        self.queued_job(kind, (&project.organization_id, &project.id), resource, params)
+    pub(crate) fn new_job(&self, spec: JobSpec, project: &Project) -> Job {
+        self.queued_job(spec, (&project.organization_id, &project.id))
     }
 }

@@ -22,38 +22,29 @@ use crate::error::{DomainError, DomainResult};
 use crate::fields::{NonEmpty, Text, UrlText};
 use crate::ids;
 use crate::jobs::Disposition;
-use crate::model::{Delivery, DeliveryAttempt, DeliveryState, Event, ProjectState, Timestamp, WebhookEndpoint};
+use crate::model::{
+    Delivery, DeliveryAttempt, DeliveryState, Event, EventType, ProjectState, Timestamp, WebhookEndpoint,
+};
 use crate::ports::{Page, QuotaKind, WebhookRequest, WebhookSendError};
 use crate::principal::Principal;
 use crate::scopes::Scope;
 
-/// Every event type an endpoint can subscribe to.
-pub const EVENT_TYPES: &[&str] = &[
-    "job.completed",
-    "job.failed",
-    "project.ready",
-    "project.deleted",
-    "preview.ready",
-    "preview.expired",
-    "preview.deleted",
-    "backup.completed",
-    "restore.completed",
-    "import.completed",
-    "credentials.rotated",
-    "webhook.ping",
-];
+/// Every event type an endpoint can subscribe to, as the API names them.
+pub fn event_type_names() -> impl Iterator<Item = &'static str> {
+    EventType::ALL.into_iter().map(EventType::as_str)
+}
 
 /// An event type an endpoint subscribes to, or `*` for every type. Its
-/// schema lists [`EVENT_TYPES`], the list the check reads.
+/// schema lists [`EventType::ALL`], the list the check reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFilter(String);
 
 impl EventFilter {
     pub fn parse(raw: &str) -> DomainResult<Self> {
-        if raw != "*" && !EVENT_TYPES.contains(&raw) {
+        if raw != "*" && EventType::parse(raw).is_none() {
             return Err(DomainError::invalid(format!(
                 "unknown event type {raw:?}; known types: {}, or \"*\" for all",
-                EVENT_TYPES.join(", ")
+                event_type_names().collect::<Vec<_>>().join(", ")
             )));
         }
         Ok(EventFilter(raw.to_string()))
@@ -69,7 +60,7 @@ impl<'de> Deserialize<'de> for EventFilter {
 
 impl utoipa::PartialSchema for EventFilter {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        let mut values: Vec<&str> = EVENT_TYPES.to_vec();
+        let mut values: Vec<&str> = event_type_names().collect();
         values.push("*");
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::Type::String)
@@ -89,47 +80,7 @@ const SECRET_PREFIX: &str = "whsec_";
 /// What an attempt keeps of a response body.
 pub const RESPONSE_KEEP_BYTES: usize = 1024;
 
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    /// Delays before the 2nd, 3rd, ... attempt. After the last, the delivery fails.
-    pub retry_schedule: Vec<Duration>,
-    /// Each delay is spread by up to this fraction either way.
-    pub jitter: f64,
-    pub timeout: Duration,
-    /// Visibility timeout of a received webhook-queue message.
-    pub visibility: Duration,
-    /// The longest delay a queue message can carry (SQS: 15 minutes); the
-    /// sweeper sends later retries when they are due.
-    pub max_queue_delay: Duration,
-    /// A due delivery with no attempt for this long is re-sent by the sweeper.
-    pub overdue_after: Duration,
-    /// An endpoint failing continuously this long is disabled.
-    pub disable_after: Duration,
-    /// How long the secret replaced by a rotation keeps signing.
-    pub previous_secret_grace: Duration,
-    /// The longest `Retry-After` honoured.
-    pub max_retry_after: Duration,
-}
-
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        let (s, m, h) = (1, 60, 3600);
-        WebhookSettings {
-            retry_schedule: [5 * s, 5 * m, 30 * m, 2 * h, 5 * h, 10 * h, 10 * h]
-                .into_iter()
-                .map(Duration::from_secs)
-                .collect(),
-            jitter: 0.1,
-            timeout: Duration::from_secs(15),
-            visibility: Duration::from_secs(60),
-            max_queue_delay: Duration::from_secs(15 * m),
-            overdue_after: Duration::from_secs(30),
-            disable_after: Duration::from_secs(5 * 24 * h),
-            previous_secret_grace: Duration::from_secs(24 * h),
-            max_retry_after: Duration::from_secs(24 * h),
-        }
-    }
-}
+pub use crate::app::WebhookSettings;
 
 /// A message on the webhook queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,9 +168,9 @@ pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &str) -> DomainRes
 }
 
 /// The body of every attempt of a delivery of `event`.
-pub fn payload(kind: &str, at: Timestamp, data: &serde_json::Value) -> String {
+pub fn payload(kind: EventType, at: Timestamp, data: &serde_json::Value) -> String {
     serde_json::json!({
-        "type": kind,
+        "type": kind.as_str(),
         "timestamp": at.to_rfc3339_opts(SecondsFormat::Micros, true),
         "data": data,
     })
@@ -241,9 +192,9 @@ fn parse_events(events: NonEmpty<EventFilter>) -> DomainResult<Vec<String>> {
 }
 
 /// Whether an endpoint wants this event.
-pub fn subscribed(w: &WebhookEndpoint, kind: &str, project_id: Option<&str>) -> bool {
+pub fn subscribed(w: &WebhookEndpoint, kind: EventType, project_id: Option<&str>) -> bool {
     w.enabled
-        && w.events.iter().any(|e| e == "*" || e == kind)
+        && w.events.iter().any(|e| e == "*" || e == kind.as_str())
         && w.project_id.as_deref().is_none_or(|p| project_id == Some(p))
 }
 
@@ -441,8 +392,8 @@ impl App {
         }
         let now = self.now();
         let event_id = ids::new_id(ids::EVENT);
-        let body = payload("webhook.ping", now, &serde_json::json!({ "webhook": w }));
-        let delivery = self.store.create_delivery(&self.new_delivery(&w, &event_id, "webhook.ping", body)).await?;
+        let body = payload(EventType::WebhookPing, now, &serde_json::json!({ "webhook": w }));
+        let delivery = self.store.create_delivery(&self.new_delivery(&w, &event_id, EventType::WebhookPing, body)).await?;
         self.queue_attempt(&delivery.id, Duration::ZERO).await?;
         Ok(delivery)
     }
@@ -491,14 +442,14 @@ impl App {
         Ok(d)
     }
 
-    fn new_delivery(&self, w: &WebhookEndpoint, event_id: &str, kind: &str, body: String) -> Delivery {
+    fn new_delivery(&self, w: &WebhookEndpoint, event_id: &str, kind: EventType, body: String) -> Delivery {
         let now = self.now();
         Delivery {
             id: ids::new_id(ids::DELIVERY),
             webhook_id: w.id.clone(),
             organization_id: w.organization_id.clone(),
             event_id: event_id.to_string(),
-            event_type: kind.to_string(),
+            event_type: kind,
             state: DeliveryState::Pending,
             attempt_count: 0,
             next_attempt_at: Some(now),
@@ -585,15 +536,15 @@ impl App {
 
     /// One delivery per subscribed endpoint of the event's organization.
     async fn fan_out(&self, event: &Event) -> DomainResult<()> {
-        let body = payload(&event.kind, event.created_at, &event.data);
+        let body = payload(event.kind, event.created_at, &event.data);
         let mut page = Page::first(100);
         loop {
             let endpoints = self.store.list_webhooks(&event.organization_id, &page).await?;
             for w in &endpoints {
-                if !subscribed(w, &event.kind, event.project_id.as_deref()) {
+                if !subscribed(w, event.kind, event.project_id.as_deref()) {
                     continue;
                 }
-                let d = self.store.create_delivery(&self.new_delivery(w, &event.id, &event.kind, body.clone())).await?;
+                let d = self.store.create_delivery(&self.new_delivery(w, &event.id, event.kind, body.clone())).await?;
                 // A delivery made by an earlier run of this message already has its message.
                 if d.state == DeliveryState::Pending && d.attempt_count == 0 {
                     self.queue_attempt(&d.id, Duration::ZERO).await?;
@@ -610,11 +561,17 @@ impl App {
         let settings = &self.settings.webhooks;
         let now = self.now();
         let lease = add(now, settings.timeout + Duration::from_secs(15));
-        let Some(mut d) = self.store.claim_delivery(id, now, lease).await? else {
+        let Some(d) = self.store.claim_delivery(id, now, lease).await? else {
             return self.unclaimed(id, now).await;
         };
         let span = tracing::info_span!("delivery", delivery_id = %d.id, webhook_id = %d.webhook_id);
-        let _enter = span.enter();
+        tracing::Instrument::instrument(self.attempt_claimed(d, now), span).await
+    }
+
+    /// An attempt of a delivery this worker has claimed, inside its span
+    /// (the span is entered on each poll, never held across an `.await`).
+    async fn attempt_claimed(&self, mut d: Delivery, now: Timestamp) -> DomainResult<Disposition> {
+        let settings = &self.settings.webhooks;
         let endpoint = self.store.get_webhook(&d.organization_id, &d.webhook_id).await?;
         let Some(w) = endpoint.filter(|w| w.enabled) else {
             d.state = DeliveryState::Failed;
@@ -646,10 +603,8 @@ impl App {
             body: d.payload.clone(),
             timeout: settings.timeout,
         };
-        drop(_enter);
         let started = Instant::now();
         let result = self.webhook_sender.send(&request).await;
-        let _enter = span.enter();
         let latency_ms = started.elapsed().as_millis() as u64;
 
         d.attempt_count += 1;
@@ -787,19 +742,19 @@ mod tests {
 
     #[test]
     fn subscriptions_filter_by_type_project_and_state() {
-        assert!(subscribed(&endpoint(&["*"], None, true), "job.failed", Some("prj_a")));
-        assert!(subscribed(&endpoint(&["job.failed"], None, true), "job.failed", None));
-        assert!(!subscribed(&endpoint(&["job.failed"], None, true), "job.completed", None));
-        assert!(subscribed(&endpoint(&["*"], Some("prj_a"), true), "job.failed", Some("prj_a")));
-        assert!(!subscribed(&endpoint(&["*"], Some("prj_a"), true), "job.failed", Some("prj_b")));
-        assert!(!subscribed(&endpoint(&["*"], Some("prj_a"), true), "job.failed", None));
-        assert!(!subscribed(&endpoint(&["*"], None, false), "job.failed", None));
+        assert!(subscribed(&endpoint(&["*"], None, true), EventType::JobFailed, Some("prj_a")));
+        assert!(subscribed(&endpoint(&["job.failed"], None, true), EventType::JobFailed, None));
+        assert!(!subscribed(&endpoint(&["job.failed"], None, true), EventType::JobCompleted, None));
+        assert!(subscribed(&endpoint(&["*"], Some("prj_a"), true), EventType::JobFailed, Some("prj_a")));
+        assert!(!subscribed(&endpoint(&["*"], Some("prj_a"), true), EventType::JobFailed, Some("prj_b")));
+        assert!(!subscribed(&endpoint(&["*"], Some("prj_a"), true), EventType::JobFailed, None));
+        assert!(!subscribed(&endpoint(&["*"], None, false), EventType::JobFailed, None));
     }
 
     #[test]
     fn payload_has_exactly_type_timestamp_and_data() {
         let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z").unwrap().to_utc();
-        let body = payload("project.ready", at, &serde_json::json!({"project": {"id": "prj_1"}}));
+        let body = payload(EventType::ProjectReady, at, &serde_json::json!({"project": {"id": "prj_1"}}));
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
             v,

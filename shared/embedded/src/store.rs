@@ -222,13 +222,22 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     let state: String = r.get(2)?;
     let version: i64 = r.get(13)?;
     let params: String = r.get(16)?;
+    let kind = JobKind::parse(&kind).ok_or_else(|| invalid_column(1, "unknown job kind"))?;
+    let resource_kind: String = r.get(5)?;
+    let resource = ResourceRef {
+        kind: ResourceKind::parse(&resource_kind).ok_or_else(|| invalid_column(5, "unknown resource kind"))?,
+        id: r.get(6)?,
+    };
+    let params = serde_json::from_str(&params).map_err(|_| invalid_column(16, "job params are not JSON"))?;
+    let spec = JobSpec::decode(kind, &resource, &params)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(16, rusqlite::types::Type::Text, e.into()))?;
     Ok(Job {
         id: r.get(0)?,
-        kind: JobKind::parse(&kind).ok_or_else(|| invalid_column(1, "unknown job kind"))?,
+        kind,
         state: JobState::parse(&state).ok_or_else(|| invalid_column(2, "unknown job state"))?,
         organization_id: r.get(3)?,
         project_id: r.get(4)?,
-        resource: ResourceRef { kind: r.get(5)?, id: r.get(6)? },
+        resource,
         attempt: r.get(7)?,
         step: r.get(8)?,
         created_at: get_ts(r, 9)?,
@@ -238,15 +247,16 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         version: u64::try_from(version).map_err(|_| invalid_column(13, "negative job version"))?,
         lease_owner: r.get(14)?,
         lease_expires_at: get_opt_ts(r, 15)?,
-        params: serde_json::from_str(&params).map_err(|_| invalid_column(16, "job params are not JSON"))?,
+        spec,
     })
 }
 
 fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
     let data: String = r.get(5)?;
+    let kind: String = r.get(1)?;
     Ok(Event {
         id: r.get(0)?,
-        kind: r.get(1)?,
+        kind: EventType::parse(&kind).ok_or_else(|| invalid_column(1, "unknown event type"))?,
         organization_id: r.get(2)?,
         project_id: r.get(3)?,
         created_at: get_ts(r, 4)?,
@@ -511,14 +521,15 @@ fn with_job_params<R>(job: &Job, version: i64, f: impl FnOnce(&[&dyn ToSql]) -> 
     let (kind, state) = (job.kind.as_str(), job.state.as_str());
     let (created, started, finished) = (ts(&job.created_at), opt_ts(&job.started_at), opt_ts(&job.finished_at));
     let lease = opt_ts(&job.lease_expires_at);
-    let params = job.params.to_string();
+    let params = job.spec.params().to_string();
+    let resource_kind = job.resource.kind.as_str();
     f(&[
         &job.id,
         &kind,
         &state,
         &job.organization_id,
         &job.project_id,
-        &job.resource.kind,
+        &resource_kind,
         &job.resource.id,
         &job.attempt,
         &job.step,
@@ -573,7 +584,7 @@ fn insert_event(conn: &Connection, e: &Event) -> DomainResult<()> {
         .and_then(|mut s| {
             s.execute(params![
                 e.id,
-                e.kind,
+                e.kind.as_str(),
                 e.organization_id,
                 e.project_id,
                 ts(&e.created_at),
@@ -647,12 +658,13 @@ fn insert_webhook(conn: &Connection, w: &WebhookEndpoint) -> DomainResult<usize>
 
 fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     let state: String = r.get(5)?;
+    let event_type: String = r.get(4)?;
     Ok(Delivery {
         id: r.get(0)?,
         webhook_id: r.get(1)?,
         organization_id: r.get(2)?,
         event_id: r.get(3)?,
-        event_type: r.get(4)?,
+        event_type: EventType::parse(&event_type).ok_or_else(|| invalid_column(4, "unknown event type"))?,
         state: DeliveryState::parse(&state).ok_or_else(|| invalid_column(5, "unknown delivery state"))?,
         attempt_count: r.get(6)?,
         next_attempt_at: get_opt_ts(r, 7)?,
@@ -682,7 +694,7 @@ fn upsert_delivery(conn: &Connection, d: &Delivery) -> DomainResult<()> {
             d.webhook_id,
             d.organization_id,
             d.event_id,
-            d.event_type,
+            d.event_type.as_str(),
             d.state.as_str(),
             d.attempt_count,
             opt_ts(&d.next_attempt_at),
@@ -992,7 +1004,7 @@ impl Store for SqliteStore {
         self.write("begin the job", |tx| {
             let holder: Option<String> = tx
                 .prepare_cached("SELECT job_id FROM resource_locks WHERE resource_kind = ?1 AND resource_id = ?2")
-                .and_then(|mut s| s.query_row([&job.resource.kind, &job.resource.id], |r| r.get(0)).optional())
+                .and_then(|mut s| s.query_row([job.resource.kind.as_str(), &job.resource.id], |r| r.get(0)).optional())
                 .map_err(sql_err("check the resource lock"))?;
             if holder.is_some() {
                 return Ok((holder, false));
@@ -1001,7 +1013,7 @@ impl Store for SqliteStore {
             write_resource(tx, write)?;
             insert_job(tx, job)?;
             tx.prepare_cached("INSERT INTO resource_locks (resource_kind, resource_id, job_id) VALUES (?1, ?2, ?3)")
-                .and_then(|mut s| s.execute([&job.resource.kind, &job.resource.id, &job.id]))
+                .and_then(|mut s| s.execute([job.resource.kind.as_str(), &job.resource.id, &job.id]))
                 .map_err(sql_err("lock the resource"))?;
             for event in events {
                 insert_event(tx, event)?;
@@ -1050,7 +1062,7 @@ impl Store for SqliteStore {
             tx.prepare_cached(
                 "DELETE FROM resource_locks WHERE resource_kind = ?1 AND resource_id = ?2 AND job_id = ?3",
             )
-            .and_then(|mut s| s.execute([&job.resource.kind, &job.resource.id, &job.id]))
+            .and_then(|mut s| s.execute([job.resource.kind.as_str(), &job.resource.id, &job.id]))
             .map_err(sql_err("release the resource lock"))?;
             for event in events {
                 insert_event(tx, event)?;

@@ -154,29 +154,18 @@ fn fixtures(now: Timestamp) -> (Organization, ApiKey, Project, Job) {
         updated_at: now,
         password_sealed: "v1:opaque".into(),
     };
-    let job = Job {
-        id: new_id(ids::JOB),
-        kind: JobKind::Provision,
-        state: JobState::Queued,
-        organization_id: org.id.clone(),
-        project_id: Some(project.id.clone()),
-        resource: ResourceRef { kind: "project".into(), id: project.id.clone() },
-        attempt: 0,
-        step: 0,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        error: None,
-        version: 1,
-        lease_owner: None,
-        lease_expires_at: None,
-        params: json!({}),
-    };
+    let mut job = Job::queued(new_id(ids::JOB), JobSpec::Provision, &org.id, &project.id.as_str().into(), now);
+    job.version = 1;
     (org, key, project, job)
 }
 
 fn job_on(job: &Job) -> Job {
-    Job { id: new_id(ids::JOB), kind: JobKind::DeleteProject, ..job.clone() }
+    Job {
+        id: new_id(ids::JOB),
+        kind: JobKind::DeleteProject,
+        spec: JobSpec::DeleteProject { dropped_previews: Vec::new() },
+        ..job.clone()
+    }
 }
 
 #[tokio::test]
@@ -242,7 +231,7 @@ async fn data_survives_closing_and_reopening() {
     let (org, key, project, job) = fixtures(now);
     let event = Event {
         id: new_id(ids::EVENT),
-        kind: "project.ready".into(),
+        kind: EventType::ProjectReady,
         organization_id: org.id.clone(),
         project_id: Some(project.id.clone()),
         created_at: now,

@@ -115,7 +115,7 @@ impl<'a> Reader<'a> {
         Reader { item, what }
     }
 
-    fn bad(&self, k: &str, why: &str) -> DomainError {
+    pub fn bad(&self, k: &str, why: &str) -> DomainError {
         DomainError::internal(format!("corrupt {} item: attribute {k:?} {why}", self.what))
     }
 

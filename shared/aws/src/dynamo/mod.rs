@@ -1201,7 +1201,7 @@ impl Store for DynamoStore {
                     // The condition failed but no item came back: read it.
                     None => {
                         let it = self
-                            .get("read the resource lock", lock_pk(&job.resource.kind, &job.resource.id), LOCK_SK)
+                            .get("read the resource lock", lock_pk(job.resource.kind.as_str(), &job.resource.id), LOCK_SK)
                             .await?;
                         let h = it.as_ref().map(|it| item::Reader::new(it, "lock").s("job_id")).transpose()?;
                         Ok(Some(h.unwrap_or_default()))
@@ -1266,7 +1266,7 @@ impl Store for DynamoStore {
         // already be locked by the job that came next. The lock cannot
         // change hands between this read and the commit while this job holds
         // it, since only this job's finish releases it.
-        let lock_pk = lock_pk(&job.resource.kind, &job.resource.id);
+        let lock_pk = lock_pk(job.resource.kind.as_str(), &job.resource.id);
         let lock = self.get("read the resource lock", lock_pk.clone(), LOCK_SK).await?;
         let ours =
             lock.as_ref().and_then(|it| it.get("job_id")).and_then(|v| v.as_s().ok()).is_some_and(|h| *h == job.id);

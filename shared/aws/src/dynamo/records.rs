@@ -423,7 +423,7 @@ pub fn job_item(j: &Job) -> Item {
         .s("state", j.state.as_str())
         .s("organization_id", &j.organization_id)
         .os("project_id", j.project_id.as_deref())
-        .s("resource_kind", &j.resource.kind)
+        .s("resource_kind", j.resource.kind.as_str())
         .s("resource_id", &j.resource.id)
         .n("attempt", j.attempt)
         .n("step", j.step)
@@ -434,19 +434,23 @@ pub fn job_item(j: &Job) -> Item {
         .n("version", j.version)
         .os("lease_owner", j.lease_owner.as_deref())
         .ot("lease_expires_at", j.lease_expires_at.as_ref())
-        .s("params", j.params.to_string())
+        .s("params", j.spec.params().to_string())
         .build()
 }
 
 pub fn job_from(item: &Item) -> DomainResult<Job> {
     let r = Reader::new(item, "job");
+    let kind = r.e("kind", JobKind::parse)?;
+    let resource = ResourceRef { kind: r.e("resource_kind", ResourceKind::parse)?, id: r.s("resource_id")? };
+    let params: serde_json::Value = r.json("params")?;
+    let spec = JobSpec::decode(kind, &resource, &params).map_err(|e| r.bad("params", &format!("are not usable: {e}")))?;
     Ok(Job {
         id: r.s("id")?,
-        kind: r.e("kind", JobKind::parse)?,
+        kind,
         state: r.e("state", JobState::parse)?,
         organization_id: r.s("organization_id")?,
         project_id: r.os("project_id")?,
-        resource: ResourceRef { kind: r.s("resource_kind")?, id: r.s("resource_id")? },
+        resource,
         attempt: r.n("attempt")?,
         step: r.n("step")?,
         created_at: r.t("created_at")?,
@@ -456,12 +460,12 @@ pub fn job_from(item: &Item) -> DomainResult<Job> {
         version: r.n("version")?,
         lease_owner: r.os("lease_owner")?,
         lease_expires_at: r.ot("lease_expires_at")?,
-        params: r.json("params")?,
+        spec,
     })
 }
 
 pub fn lock_item(j: &Job) -> Item {
-    ItemBuilder::new(lock_pk(&j.resource.kind, &j.resource.id), LOCK_SK).s("job_id", &j.id).build()
+    ItemBuilder::new(lock_pk(j.resource.kind.as_str(), &j.resource.id), LOCK_SK).s("job_id", &j.id).build()
 }
 
 pub fn counter_item(kind: QuotaKind, owner: &str, n: i64) -> Item {
@@ -477,7 +481,7 @@ pub fn event_item(e: &Event) -> Item {
         .index("gsi1", Some((events_of_org(&e.organization_id), e.id.clone())))
         .index("gsi2", e.published_at.is_none().then(|| (UNPUBLISHED_EVENTS.to_string(), e.id.clone())))
         .s("id", &e.id)
-        .s("kind", &e.kind)
+        .s("kind", e.kind.as_str())
         .s("organization_id", &e.organization_id)
         .os("project_id", e.project_id.as_deref())
         .t("created_at", &e.created_at)
@@ -490,7 +494,7 @@ pub fn event_from(item: &Item) -> DomainResult<Event> {
     let r = Reader::new(item, "event");
     Ok(Event {
         id: r.s("id")?,
-        kind: r.s("kind")?,
+        kind: r.e("kind", EventType::parse)?,
         organization_id: r.s("organization_id")?,
         project_id: r.os("project_id")?,
         created_at: r.t("created_at")?,
@@ -552,7 +556,7 @@ pub fn delivery_item(d: &Delivery) -> Item {
         .s("webhook_id", &d.webhook_id)
         .s("organization_id", &d.organization_id)
         .s("event_id", &d.event_id)
-        .s("event_type", &d.event_type)
+        .s("event_type", d.event_type.as_str())
         .s("state", d.state.as_str())
         .n("attempt_count", d.attempt_count)
         .ot("next_attempt_at", d.next_attempt_at.as_ref())
@@ -575,7 +579,7 @@ pub fn delivery_from(item: &Item) -> DomainResult<Delivery> {
         webhook_id: r.s("webhook_id")?,
         organization_id: r.s("organization_id")?,
         event_id: r.s("event_id")?,
-        event_type: r.s("event_type")?,
+        event_type: r.e("event_type", EventType::parse)?,
         state: r.e("state", DeliveryState::parse)?,
         attempt_count: r.n("attempt_count")?,
         next_attempt_at: r.ot("next_attempt_at")?,

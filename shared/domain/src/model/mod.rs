@@ -7,6 +7,9 @@ use utoipa::ToSchema;
 
 use crate::scopes::Scope;
 
+mod job;
+pub use job::{Job, JobKind, JobSpec, JobState, ResourceKind, ResourceRef, RestoreInto, Sealed};
+
 pub type Timestamp = DateTime<Utc>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -229,81 +232,58 @@ pub struct Import {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// Every type of event CapyDB announces (the `type` of an event and of a
+/// webhook payload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Provision,
-    DeleteProject,
-    RotateCredentials,
-    CreatePreview,
-    ResetPreview,
-    DeletePreview,
-    CreateBackup,
-    Restore,
-    Import,
+pub enum EventType {
+    #[serde(rename = "job.completed")]
+    JobCompleted,
+    #[serde(rename = "job.failed")]
+    JobFailed,
+    #[serde(rename = "project.ready")]
+    ProjectReady,
+    #[serde(rename = "project.deleted")]
+    ProjectDeleted,
+    #[serde(rename = "preview.ready")]
+    PreviewReady,
+    #[serde(rename = "preview.expired")]
+    PreviewExpired,
+    #[serde(rename = "preview.deleted")]
+    PreviewDeleted,
+    #[serde(rename = "backup.completed")]
+    BackupCompleted,
+    #[serde(rename = "restore.completed")]
+    RestoreCompleted,
+    #[serde(rename = "import.completed")]
+    ImportCompleted,
+    #[serde(rename = "credentials.rotated")]
+    CredentialsRotated,
+    #[serde(rename = "webhook.ping")]
+    WebhookPing,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Completed,
-    Failed,
+impl EventType {
+    /// Every type, in the order the API lists them.
+    pub const ALL: [EventType; 12] = [
+        EventType::JobCompleted,
+        EventType::JobFailed,
+        EventType::ProjectReady,
+        EventType::ProjectDeleted,
+        EventType::PreviewReady,
+        EventType::PreviewExpired,
+        EventType::PreviewDeleted,
+        EventType::BackupCompleted,
+        EventType::RestoreCompleted,
+        EventType::ImportCompleted,
+        EventType::CredentialsRotated,
+        EventType::WebhookPing,
+    ];
 }
 
-impl JobState {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Completed | JobState::Failed)
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ResourceRef {
-    /// `project` or `preview` (later also `backup`, `restore`, `import`).
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Job {
-    /// `job_...`
-    pub id: String,
-    pub kind: JobKind,
-    pub state: JobState,
-    pub organization_id: String,
-    pub project_id: Option<String>,
-    pub resource: ResourceRef,
-    /// How many times a worker has started running this job.
-    pub attempt: u32,
-    /// Index of the next step to run (steps before it are done).
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub step: u32,
-    #[serde(serialize_with = "crate::ts::serialize")]
-    pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::ts::serialize_opt")]
-    pub started_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "crate::ts::serialize_opt")]
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Why the job failed, in words fit for the caller.
-    pub error: Option<String>,
-    /// Optimistic-concurrency version, bumped by every write.
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub version: u64,
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub lease_owner: Option<String>,
-    #[serde(skip)]
-    #[schema(ignore)]
-    #[serde(serialize_with = "crate::ts::serialize_opt")]
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    /// Kind-specific parameters (e.g. the sealed new password of a rotation).
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub params: serde_json::Value,
 }
 
 /// A domain event, written to the outbox in the same transaction as the state
@@ -313,7 +293,7 @@ pub struct Event {
     /// `evt_...`, stable across republishing.
     pub id: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventType,
     pub organization_id: String,
     pub project_id: Option<String>,
     #[serde(serialize_with = "crate::ts::serialize")]
@@ -371,7 +351,7 @@ pub struct Delivery {
     pub organization_id: String,
     /// The event delivered; also the `webhook-id` header, the same on every attempt.
     pub event_id: String,
-    pub event_type: String,
+    pub event_type: EventType,
     pub state: DeliveryState,
     /// Attempts made so far.
     pub attempt_count: u32,
@@ -480,6 +460,20 @@ text_enum!(JobKind {
     Restore => "restore",
     Import => "import",
 });
+text_enum!(EventType {
+    JobCompleted => "job.completed",
+    JobFailed => "job.failed",
+    ProjectReady => "project.ready",
+    ProjectDeleted => "project.deleted",
+    PreviewReady => "preview.ready",
+    PreviewExpired => "preview.expired",
+    PreviewDeleted => "preview.deleted",
+    BackupCompleted => "backup.completed",
+    RestoreCompleted => "restore.completed",
+    ImportCompleted => "import.completed",
+    CredentialsRotated => "credentials.rotated",
+    WebhookPing => "webhook.ping",
+});
 text_enum!(JobState { Queued => "queued", Running => "running", Completed => "completed", Failed => "failed" });
 text_enum!(BackupKind { Manual => "manual", Safety => "safety" });
 text_enum!(BackupState { Creating => "creating", Completed => "completed", Failed => "failed", Deleted => "deleted" });
@@ -516,6 +510,12 @@ mod tests {
             Import,
         ] {
             agrees(k, JobKind::as_str, JobKind::parse);
+        }
+        for t in EventType::ALL {
+            agrees(t, EventType::as_str, EventType::parse);
+        }
+        for k in [ResourceKind::Project, ResourceKind::Preview, ResourceKind::Backup] {
+            agrees(k, ResourceKind::as_str, ResourceKind::parse);
         }
         for s in [JobState::Queued, JobState::Running, JobState::Completed, JobState::Failed] {
             agrees(s, JobState::as_str, JobState::parse);

@@ -1,0 +1,217 @@
+//! `restore` and `import`: data copied into the project from a backup or
+//! another server, or from a backup into a new preview.
+//!
+//! Over the project, a safety backup is taken first, a scratch database is
+//! filled and only then swapped in, so a failure before the swap leaves the
+//! project's data as it was.
+use super::{Ending, StepError, StepOutcome};
+use crate::app::App;
+use crate::error::DomainResult;
+use crate::ids::{BackupId, ImportId, PreviewId, RestoreId};
+use crate::model::{BackupState, EventType, Job, OperationState, PreviewState, Project, RestoreInto, Sealed};
+use crate::ports::ResourceWrite;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The preview's role, or the project's safety backup.
+    Prepare,
+    CopyData,
+    SwapDatabase,
+    VerifyConnection,
+}
+
+pub const PLAN: &[Step] = &[Step::Prepare, Step::CopyData, Step::SwapDatabase, Step::VerifyConnection];
+
+/// Where the data comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    Backup { restore: &'a RestoreId, backup: &'a BackupId },
+    Server { import: &'a ImportId, url: &'a Sealed },
+}
+
+/// Where it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Project { safety_backup: &'a BackupId },
+    Preview(&'a PreviewId),
+}
+
+impl<'a> Target<'a> {
+    pub fn of(into: &'a RestoreInto) -> Self {
+        match into {
+            RestoreInto::Project { safety_backup } => Target::Project { safety_backup },
+            RestoreInto::Preview(id) => Target::Preview(id),
+        }
+    }
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Prepare => "prepare",
+            Step::CopyData => "copy_data",
+            Step::SwapDatabase => "swap_database",
+            Step::VerifyConnection => "verify_connection",
+        }
+    }
+
+    pub fn purpose(self, source: Source<'_>, target: Target<'_>) -> &'static str {
+        match (self, source, target) {
+            (Step::Prepare, _, Target::Preview(_)) => "the preview's role could not be created",
+            (Step::Prepare, Source::Backup { .. }, _) => "the safety backup before the restore could not be taken",
+            (Step::Prepare, Source::Server { .. }, _) => "the safety backup before the import could not be taken",
+            (Step::CopyData, Source::Backup { .. }, _) => "the backup could not be restored",
+            (Step::CopyData, Source::Server { .. }, _) => "the source database could not be imported",
+            (Step::SwapDatabase, _, _) => "the new copy could not take the project's place",
+            (Step::VerifyConnection, _, _) => super::VERIFY_PURPOSE,
+        }
+    }
+}
+
+/// The scratch database a restore or import over the project fills before the swap.
+pub(super) fn scratch_database(project: &Project, source: Source<'_>) -> String {
+    let suffix = match source {
+        Source::Server { .. } => "import",
+        Source::Backup { .. } => "restore",
+    };
+    format!("{}_{suffix}", project.database_name)
+}
+
+pub(super) async fn run(
+    app: &App,
+    job: &Job,
+    source: Source<'_>,
+    target: Target<'_>,
+    step: Step,
+) -> Result<StepOutcome, StepError> {
+    let project = app.job_project(job).await?;
+    let provider = &app.provider;
+    match (step, target) {
+        (Step::Prepare, Target::Preview(id)) => {
+            let preview = app.job_preview(id).await?;
+            let password = app.secrets.open(&preview.password_sealed).await?;
+            provider.ensure_role(&preview.role_name, &password).await?;
+        }
+        (Step::Prepare, Target::Project { safety_backup }) => {
+            // The safety backup: nothing is overwritten before it is stored.
+            let safety = app.job_backup(safety_backup).await?;
+            if safety.state != BackupState::Completed {
+                let mut safety = super::backup::take(app, &project, safety).await?;
+                safety.state = BackupState::Completed;
+                safety.completed_at = Some(app.now());
+                app.store.put_backup(&safety).await?;
+            }
+        }
+        (Step::CopyData, _) => {
+            let (database, owner) = match target {
+                Target::Preview(id) => {
+                    let preview = app.job_preview(id).await?;
+                    (preview.database_name, preview.role_name)
+                }
+                Target::Project { .. } => (scratch_database(&project, source), project.role_name.clone()),
+            };
+            match source {
+                Source::Backup { backup, .. } => {
+                    let backup = app.job_backup(backup).await?;
+                    if backup.state != BackupState::Completed {
+                        return Err(StepError::Permanent(format!("backup {} is {}", backup.id, backup.state.as_str())));
+                    }
+                    let dump = app.artifacts.fetch(&backup.id).await?;
+                    provider.restore_database(&dump, &database, &owner).await?;
+                }
+                Source::Server { url, .. } => {
+                    let url = app.secrets.open(url.as_str()).await?;
+                    provider.import_database(&url, &database, &owner).await?;
+                }
+            }
+        }
+        (Step::SwapDatabase, Target::Preview(_)) => {}
+        (Step::SwapDatabase, Target::Project { .. }) => {
+            provider.replace_database(&project.database_name, &scratch_database(&project, source)).await?;
+        }
+        (Step::VerifyConnection, _) => {
+            let (database, role, sealed) = match target {
+                Target::Preview(id) => {
+                    let pv = app.job_preview(id).await?;
+                    (pv.database_name, pv.role_name, pv.password_sealed)
+                }
+                Target::Project { .. } => (project.database_name, project.role_name, project.password_sealed),
+            };
+            let password = app.secrets.open(&sealed).await?;
+            provider.check_connection(&database, &role, &password).await?;
+        }
+    }
+    Ok(StepOutcome::Done)
+}
+
+/// The restore or import record's end, the safety backup's, the preview's,
+/// and their events.
+pub(super) async fn finish(
+    app: &App,
+    job: &Job,
+    source: Source<'_>,
+    target: Target<'_>,
+    ending: Ending,
+) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
+    let now = app.now();
+    let ok = ending == Ending::Completed;
+    let mut writes = Vec::new();
+    let mut events = Vec::new();
+    let mut data = serde_json::json!({ "job": job });
+    let project = app.job_project(job).await.map_err(StepError::into_internal)?;
+    if let Target::Project { safety_backup } = target {
+        if !ok {
+            // Whatever the copy left behind before the swap goes.
+            if let Err(e) = app.provider.drop_database(&scratch_database(&project, source)).await {
+                tracing::warn!(error = %e, "could not drop the scratch database");
+            }
+        }
+        if let Some(mut safety) = app.store.get_backup(safety_backup.as_str()).await? {
+            if safety.state == BackupState::Completed {
+                let d = serde_json::json!({ "job": job, "backup": safety });
+                events.push(app.job_event(EventType::BackupCompleted, job, d));
+            } else {
+                safety.state = BackupState::Failed;
+                writes.push(ResourceWrite::Backup(safety));
+            }
+        }
+    }
+    let state = if ok { OperationState::Completed } else { OperationState::Failed };
+    let announce = match source {
+        Source::Backup { restore, .. } => {
+            if let Some(mut r) = app.store.get_restore(restore.as_str()).await? {
+                r.state = state;
+                r.finished_at = Some(now);
+                data["restore"] = serde_json::to_value(&r).map_err(super::json_error)?;
+                writes.push(ResourceWrite::Restore(r));
+            }
+            EventType::RestoreCompleted
+        }
+        Source::Server { import, .. } => {
+            if let Some(mut i) = app.store.get_import(import.as_str()).await? {
+                i.state = state;
+                i.finished_at = Some(now);
+                data["import"] = serde_json::to_value(&i).map_err(super::json_error)?;
+                writes.push(ResourceWrite::Import(i));
+            }
+            EventType::ImportCompleted
+        }
+    };
+    if let Target::Preview(id) = target {
+        let mut preview = app.job_preview(id).await.map_err(StepError::into_internal)?;
+        preview.state = if ok { PreviewState::Ready } else { PreviewState::Failed };
+        preview.updated_at = now;
+        data["preview"] = serde_json::to_value(&preview).map_err(super::json_error)?;
+        writes.push(ResourceWrite::Preview(preview));
+    }
+    if ok {
+        events.push(app.job_event(EventType::JobCompleted, job, data.clone()));
+        events.push(app.job_event(announce, job, data.clone()));
+        if let Target::Preview(_) = target {
+            events.push(app.job_event(EventType::PreviewReady, job, data));
+        }
+    } else {
+        events.push(app.job_event(EventType::JobFailed, job, data));
+    }
+    Ok((ResourceWrite::All(writes), events))
+}

@@ -1,0 +1,99 @@
+//! `delete_project`: its previews, then its database and role.
+use super::{Ending, StepError, StepOutcome};
+use crate::app::App;
+use crate::error::DomainResult;
+use crate::ids::PreviewId;
+use crate::model::{EventType, Job, JobSpec, PreviewState, Project, ProjectState};
+use crate::ports::{Page, ResourceWrite};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    DropPreviews,
+    DropDatabase,
+    DropRole,
+}
+
+pub const PLAN: &[Step] = &[Step::DropPreviews, Step::DropDatabase, Step::DropRole];
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::DropPreviews => "drop_previews",
+            Step::DropDatabase => "drop_database",
+            Step::DropRole => "drop_role",
+        }
+    }
+
+    pub fn purpose(self) -> &'static str {
+        match self {
+            Step::DropPreviews => "the project's previews could not be deleted",
+            Step::DropDatabase => "the database could not be dropped",
+            Step::DropRole => "the role could not be dropped",
+        }
+    }
+}
+
+pub(super) async fn run(app: &App, job: &mut Job, step: Step) -> Result<StepOutcome, StepError> {
+    let project = app.job_project(job).await?;
+    match step {
+        Step::DropPreviews => drop_previews(app, job, &project).await?,
+        Step::DropDatabase => app.provider.drop_database(&project.database_name).await?,
+        Step::DropRole => app.provider.drop_role(&project.role_name).await?,
+    }
+    Ok(StepOutcome::Done)
+}
+
+/// A project's previews go before the project: each database and role is
+/// dropped and the preview marked deleted. Their ids are kept in the job's
+/// specification so its completion can announce each `preview.deleted`.
+async fn drop_previews(app: &App, job: &mut Job, project: &Project) -> Result<(), StepError> {
+    loop {
+        let batch = app.store.list_previews(&project.id, &Page::first(100)).await?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for mut preview in batch {
+            app.provider.drop_database(&preview.database_name).await?;
+            app.provider.drop_role(&preview.role_name).await?;
+            preview.state = PreviewState::Deleted;
+            preview.updated_at = app.now();
+            app.store.update_preview(&preview).await?;
+            if let JobSpec::DeleteProject { dropped_previews } = &mut job.spec {
+                dropped_previews.push(PreviewId::from(preview.id.clone()));
+            }
+        }
+    }
+}
+
+/// Deleted, `project.deleted` and a `preview.deleted` per preview dropped; or failed.
+pub(super) async fn finish(
+    app: &App,
+    job: &Job,
+    dropped: &[PreviewId],
+    ending: Ending,
+) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
+    let mut project = app.job_project(job).await.map_err(StepError::into_internal)?;
+    project.updated_at = app.now();
+    project.state = match ending {
+        Ending::Completed => ProjectState::Deleted,
+        Ending::Failed => ProjectState::Failed,
+    };
+    let data = serde_json::json!({ "job": job, "project": project });
+    let events = match ending {
+        Ending::Completed => {
+            let mut events = vec![
+                app.job_event(EventType::JobCompleted, job, data.clone()),
+                app.job_event(EventType::ProjectDeleted, job, data),
+            ];
+            for id in dropped {
+                if let Some(preview) = app.store.get_preview(id.as_str()).await? {
+                    let data = serde_json::json!({ "job": job, "preview": preview });
+                    events.push(app.job_event(EventType::PreviewDeleted, job, data));
+                }
+            }
+            events
+        }
+        Ending::Failed => vec![app.job_event(EventType::JobFailed, job, data)],
+    };
+    Ok((ResourceWrite::Project(project), events))
+}

@@ -1,0 +1,557 @@
+//! Jobs: starting them (resource + job + lock in one transaction, then a
+//! queue message), reading them, and running them as resumable steps.
+//!
+//! A job's specification (`JobSpec`) says what it is for; each kind's module
+//! here holds its steps (an enum, in order), what each step does, and what
+//! the job's end writes and announces, completed or failed. This module runs
+//! any of them: lease, steps, retries with backoff, waits, completion and
+//! failure, and the dead-letter and sweeper repairs.
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::{add, sub, App};
+use crate::error::{DomainError, DomainResult};
+use crate::ids::{self, BackupId, PreviewId, ProjectId, RestoreId};
+use crate::model::{
+    Backup, ConnectionInfo, Event, EventType, Job, JobSpec, JobState, Preview, Project, RestoreInto, Sealed, Timestamp,
+};
+use crate::ports::{Admission, Page, ProviderError, QuotaKind, ResourceWrite};
+use crate::principal::Principal;
+use crate::scopes::Scope;
+
+mod backup;
+mod copy_in;
+mod delete_project;
+mod preview;
+mod provision;
+mod rotate;
+
+#[cfg(test)]
+mod tests;
+
+/// The body of a job queue message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobMessage {
+    pub job_id: String,
+}
+
+pub(crate) struct StartedJob {
+    pub job: Job,
+}
+
+/// What a step achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    Done,
+    /// Not finished yet (e.g. a cloud database still creating): run this step
+    /// again after the delay, without counting an attempt as failed.
+    Wait(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<ProviderError> for StepError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::Retryable(m) => StepError::Retryable(m),
+            ProviderError::Permanent(m) => StepError::Permanent(m),
+        }
+    }
+}
+
+/// What a job's `error` says when the store, the queue or the artifact store
+/// failed: their own words (paths, SQL, SDK errors) are only logged.
+const SERVICE_UNAVAILABLE: &str =
+    "a CapyDB service was unavailable; the job is retried, contact support if it keeps failing";
+
+impl From<DomainError> for StepError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Unavailable(m) | DomainError::Internal(m) => {
+                // Inside the job's span: the entry carries the job id.
+                tracing::warn!(error = %m, "a job step's store or service call failed");
+                StepError::Retryable(SERVICE_UNAVAILABLE.into())
+            }
+            other => StepError::Permanent(other.to_string()),
+        }
+    }
+}
+
+/// What a step was doing, in a user's words: a failed job's `error` is
+/// `<step>: <this>: <why; what to do>`, the cause coming from the step
+/// (provider errors are written for users, see `ProviderError`).
+const VERIFY_PURPOSE: &str = "the database did not accept its owner's connection";
+
+/// What the worker should do with the queue message that carried a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// The job is finished (or gone): delete the message.
+    Done,
+    /// Make the message visible again after this delay.
+    RetryAfter(Duration),
+    /// The message could not be handled (the store is unavailable, a record
+    /// is unreadable): like `RetryAfter`, but it counts toward the queue's
+    /// dead-letter limit, so a message that always fails ends there.
+    Failed(Duration),
+}
+
+impl StepError {
+    /// A step error met while ending a job (its resource is gone, the store
+    /// failed): the ending is retried, or the job failed alone.
+    fn into_internal(self) -> DomainError {
+        DomainError::Internal(self.to_string())
+    }
+}
+
+fn json_error(e: serde_json::Error) -> DomainError {
+    DomainError::Internal(format!("could not serialize an event's data: {e}"))
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Completed,
+    Failed,
+}
+
+/// One step of a job's plan, with what the job's specification gives it.
+#[derive(Debug, Clone, Copy)]
+pub enum Task<'a> {
+    Provision(provision::Step),
+    DeleteProject(delete_project::Step),
+    Rotate(&'a Sealed, rotate::Step),
+    Preview(&'a PreviewId, preview::Step),
+    Backup(&'a BackupId, backup::Step),
+    CopyIn(copy_in::Source<'a>, copy_in::Target<'a>, copy_in::Step),
+}
+
+/// Where a restore or import reads and writes.
+fn copy_in_ends<'a>(
+    restore: &'a RestoreId,
+    source: &'a BackupId,
+    into: &'a RestoreInto,
+) -> (copy_in::Source<'a>, copy_in::Target<'a>) {
+    (copy_in::Source::Backup { restore, backup: source }, copy_in::Target::of(into))
+}
+
+/// Step `index` of the job's plan, `None` past the last. A step is
+/// idempotent: running it again after a crash finds what the previous run
+/// made and carries on.
+pub fn task(spec: &JobSpec, index: usize) -> Option<Task<'_>> {
+    Some(match spec {
+        JobSpec::Provision => Task::Provision(*provision::PLAN.get(index)?),
+        JobSpec::DeleteProject { .. } => Task::DeleteProject(*delete_project::PLAN.get(index)?),
+        JobSpec::RotateCredentials { new_password } => Task::Rotate(new_password, *rotate::PLAN.get(index)?),
+        JobSpec::CreatePreview { preview: id } => Task::Preview(id, *preview::CREATE.get(index)?),
+        JobSpec::ResetPreview { preview: id } => Task::Preview(id, *preview::RESET.get(index)?),
+        JobSpec::DeletePreview { preview: id } => Task::Preview(id, *preview::DELETE.get(index)?),
+        JobSpec::CreateBackup { backup: id } => Task::Backup(id, *backup::PLAN.get(index)?),
+        JobSpec::Restore { restore, source, into } => {
+            let (source, target) = copy_in_ends(restore, source, into);
+            Task::CopyIn(source, target, *copy_in::PLAN.get(index)?)
+        }
+        JobSpec::Import { import, source_url, safety_backup } => Task::CopyIn(
+            copy_in::Source::Server { import, url: source_url },
+            copy_in::Target::Project { safety_backup },
+            *copy_in::PLAN.get(index)?,
+        ),
+    })
+}
+
+/// The names of a job's steps, in order.
+pub fn step_names(spec: &JobSpec) -> Vec<&'static str> {
+    (0..).map_while(|i| task(spec, i)).map(Task::name).collect()
+}
+
+impl Task<'_> {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Provision(s) => s.name(),
+            Task::DeleteProject(s) => s.name(),
+            Task::Rotate(_, s) => s.name(),
+            Task::Preview(_, s) => s.name(),
+            Task::Backup(_, s) => s.name(),
+            Task::CopyIn(_, _, s) => s.name(),
+        }
+    }
+
+    /// What the step was doing, for the `error` of a job it failed.
+    fn purpose(self) -> &'static str {
+        match self {
+            Task::Provision(s) => s.purpose(),
+            Task::DeleteProject(s) => s.purpose(),
+            Task::Rotate(_, s) => s.purpose(),
+            Task::Preview(_, s) => s.purpose(),
+            Task::Backup(_, s) => s.purpose(),
+            Task::CopyIn(source, target, s) => s.purpose(source, target),
+        }
+    }
+}
+
+/// Makes `job` the failed job to store (a new version, no lease) and answers
+/// the version it replaces.
+fn mark_failed(job: &mut Job, error: &str, now: Timestamp) -> u64 {
+    let expected = job.version;
+    job.version += 1;
+    job.state = JobState::Failed;
+    job.finished_at = Some(now);
+    job.error = Some(error.to_string());
+    job.lease_owner = None;
+    job.lease_expires_at = None;
+    expected
+}
+
+impl App {
+    /// The admission of a job inside `project_id` (a preview, a backup): it
+    /// holds the project until it finishes (see [`Admission`]), and counts
+    /// one more of `quota` when it adds a resource.
+    pub(crate) fn inside_project(&self, project_id: &str, quota: Option<QuotaKind>) -> Admission {
+        Admission {
+            hold_project: Some(project_id.to_string()),
+            quota: quota.map(|k| self.settings.quotas.claim(k, project_id)),
+            ..Admission::default()
+        }
+    }
+
+    /// Writes the resource, the job and the lock, then enqueues the job. A
+    /// lost enqueue is repaired by the sweeper, which re-drives stale queued jobs.
+    pub(crate) async fn start_job(
+        &self,
+        job: Job,
+        write: ResourceWrite,
+        admission: Admission,
+    ) -> DomainResult<StartedJob> {
+        self.start_job_with_events(job, write, &[], admission).await
+    }
+
+    pub(crate) async fn start_job_with_events(
+        &self,
+        job: Job,
+        write: ResourceWrite,
+        events: &[Event],
+        admission: Admission,
+    ) -> DomainResult<StartedJob> {
+        if let Some(running) = self.store.begin_job(&job, &write, events, &admission).await? {
+            return Err(DomainError::Conflict(format!(
+                "{} {} has a lifecycle job in progress: {running}; wait for it to finish",
+                job.resource.kind, job.resource.id
+            )));
+        }
+        tracing::info!(job_id = %job.id, kind = job.kind.as_str(), resource = %job.resource.id, "job queued");
+        self.publish_events(events).await;
+        self.enqueue(&job.id, Duration::ZERO).await;
+        Ok(StartedJob { job })
+    }
+
+    async fn enqueue(&self, job_id: &str, delay: Duration) {
+        let body = match serde_json::to_string(&JobMessage { job_id: job_id.to_string() }) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(job_id, error = %e, "could not write a job message; the sweeper will re-drive it");
+                return;
+            }
+        };
+        if let Err(e) = self.queue.send(&body, delay).await {
+            tracing::error!(job_id, error = %e, "could not enqueue job; the sweeper will re-drive it");
+        }
+    }
+
+    /// A new `queued` job of `project` (organization, project id).
+    pub(crate) fn queued_job(&self, spec: JobSpec, (organization_id, project_id): (&str, &str)) -> Job {
+        Job::queued(ids::new_id(ids::JOB), spec, organization_id, &ProjectId::from(project_id), self.now())
+    }
+
+    /// The owner-role connection details of a database, for `/connections`.
+    pub(crate) async fn owner_connection(
+        &self,
+        database: &str,
+        role: &str,
+        password_sealed: &str,
+    ) -> DomainResult<Vec<ConnectionInfo>> {
+        let password = self.secrets.open(password_sealed).await?;
+        let mut info = self.provider.connection_info(database, role, &password);
+        info.role = "owner".into();
+        Ok(vec![info])
+    }
+
+    pub async fn get_job(&self, p: &Principal, job_id: &str) -> DomainResult<Job> {
+        p.require(Scope::JobsRead)?;
+        let job = self.store.get_job(job_id).await?.ok_or_else(|| DomainError::not_found("job", job_id))?;
+        p.check_project(&job.organization_id, job.project_id.as_deref(), "job", job_id)?;
+        Ok(job)
+    }
+
+    pub async fn list_project_jobs(&self, p: &Principal, project_id: &str, page: &Page) -> DomainResult<Vec<Job>> {
+        p.require(Scope::JobsRead)?;
+        self.visible_project(p, project_id).await?;
+        self.store.list_project_jobs(project_id, page).await
+    }
+
+    /// Handles one queue message: takes the job's lease and runs its
+    /// remaining steps. Safe to call twice for the same job, concurrently or not.
+    pub async fn run_job_message(&self, body: &str, worker: &str) -> Disposition {
+        let Ok(msg) = serde_json::from_str::<JobMessage>(body) else {
+            tracing::error!("dropping a job message that is not JSON {{\"job_id\"}}");
+            return Disposition::Done;
+        };
+        let span = tracing::info_span!("job", job_id = %msg.job_id);
+        match tracing::Instrument::instrument(self.run_job(&msg.job_id, worker), span).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(job_id = %msg.job_id, error = %e, "job run interrupted; will retry");
+                Disposition::Failed(self.settings.jobs.backoff_base)
+            }
+        }
+    }
+
+    async fn run_job(&self, job_id: &str, worker: &str) -> DomainResult<Disposition> {
+        let Some(mut job) = self.store.get_job(job_id).await? else {
+            tracing::warn!("job not found; dropping its message");
+            return Ok(Disposition::Done);
+        };
+        if job.state.is_terminal() {
+            return Ok(Disposition::Done);
+        }
+        let now = self.now();
+        if let Some(until) = job.lease_expires_at.filter(|t| *t > now) {
+            // Leased by a live worker, or backing off before its next attempt.
+            return Ok(Disposition::RetryAfter((until - now).to_std().unwrap_or_default()));
+        }
+        let expected = job.version;
+        job.version += 1;
+        job.state = JobState::Running;
+        job.attempt += 1;
+        job.started_at.get_or_insert(now);
+        job.lease_owner = Some(worker.to_string());
+        job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
+        if !self.store.update_job(&job, expected).await? {
+            return Ok(Disposition::RetryAfter(Duration::from_secs(1)));
+        }
+        tracing::info!(kind = job.kind.as_str(), attempt = job.attempt, step = job.step, "job running");
+
+        loop {
+            let spec = job.spec.clone();
+            let Some(task) = task(&spec, job.step as usize) else { break };
+            let result = self.run_task(&mut job, task).await;
+            let now = self.now();
+            let expected = job.version;
+            job.version += 1;
+            let name = task.name();
+            match result {
+                Ok(StepOutcome::Done) => {
+                    tracing::info!(step = name, "step done");
+                    job.step += 1;
+                    job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
+                    if !self.store.update_job(&job, expected).await? {
+                        tracing::warn!(step = name, "lost the job lease; another worker carries on");
+                        return Ok(Disposition::Done);
+                    }
+                }
+                Ok(StepOutcome::Wait(delay)) => {
+                    job.lease_owner = None;
+                    job.lease_expires_at = Some(add(now, delay));
+                    job.attempt -= 1;
+                    self.store.update_job(&job, expected).await?;
+                    return Ok(Disposition::RetryAfter(delay));
+                }
+                Err(StepError::Retryable(msg)) if job.attempt < self.settings.jobs.max_attempts => {
+                    let delay = self.backoff(job.attempt);
+                    tracing::warn!(job_id = %job.id, step = name, error = %msg, retry_in_ms = delay.as_millis() as u64, "step failed; will retry");
+                    job.lease_owner = None;
+                    job.lease_expires_at = Some(add(now, delay));
+                    let purpose = task.purpose();
+                    job.error = Some(format!("retrying after: {name}: {purpose}: {msg}"));
+                    self.store.update_job(&job, expected).await?;
+                    return Ok(Disposition::RetryAfter(delay));
+                }
+                Err(StepError::Retryable(msg) | StepError::Permanent(msg)) => {
+                    job.version = expected;
+                    tracing::error!(job_id = %job.id, step = name, error = %msg, "job failed");
+                    let purpose = task.purpose();
+                    if let Err(e) = self.fail_job(job.clone(), &format!("{name}: {purpose}: {msg}")).await {
+                        // The failure could not be recorded (its resource is
+                        // unreadable, the store is down): give the lease back
+                        // so the message's next delivery retries at once, and
+                        // let the error count toward the dead-letter limit.
+                        job.version = expected + 1;
+                        job.lease_owner = None;
+                        job.lease_expires_at = None;
+                        if let Err(e2) = self.store.update_job(&job, expected).await {
+                            tracing::warn!(error = %e2, "could not release the lease of a job that failed to fail");
+                        }
+                        return Err(e);
+                    }
+                    return Ok(Disposition::Done);
+                }
+            }
+        }
+        self.complete_job(job).await?;
+        Ok(Disposition::Done)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let s = &self.settings.jobs;
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        s.backoff_base.saturating_mul(factor).min(s.backoff_cap)
+    }
+
+    /// Runs one step of the job's plan: the kind's own module does the work.
+    async fn run_task(&self, job: &mut Job, task: Task<'_>) -> Result<StepOutcome, StepError> {
+        match task {
+            Task::Provision(s) => provision::run(self, job, s).await,
+            Task::DeleteProject(s) => delete_project::run(self, job, s).await,
+            Task::Rotate(new_password, s) => rotate::run(self, job, new_password, s).await,
+            Task::Preview(id, s) => preview::run(self, job, id, s).await,
+            Task::Backup(id, s) => backup::run(self, job, id, s).await,
+            Task::CopyIn(source, target, s) => copy_in::run(self, job, source, target, s).await,
+        }
+    }
+
+    /// What the job's end writes and announces, by kind.
+    async fn ending(&self, job: &Job, ending: Ending) -> DomainResult<(ResourceWrite, Vec<Event>)> {
+        match &job.spec {
+            JobSpec::Provision => provision::finish(self, job, ending).await,
+            JobSpec::DeleteProject { dropped_previews } => {
+                delete_project::finish(self, job, dropped_previews, ending).await
+            }
+            JobSpec::RotateCredentials { new_password } => rotate::finish(self, job, new_password, ending).await,
+            JobSpec::CreatePreview { preview } | JobSpec::ResetPreview { preview } | JobSpec::DeletePreview { preview } => {
+                preview::finish(self, job, preview, ending).await
+            }
+            JobSpec::CreateBackup { backup } => backup::finish(self, job, backup, ending).await,
+            JobSpec::Restore { restore, source, into } => {
+                let (source, target) = copy_in_ends(restore, source, into);
+                copy_in::finish(self, job, source, target, ending).await
+            }
+            JobSpec::Import { import, source_url, safety_backup } => {
+                let source = copy_in::Source::Server { import, url: source_url };
+                copy_in::finish(self, job, source, copy_in::Target::Project { safety_backup }, ending).await
+            }
+        }
+    }
+
+    pub(crate) async fn job_project(&self, job: &Job) -> Result<Project, StepError> {
+        let id = job.project();
+        self.store
+            .get_project(id.as_str())
+            .await?
+            .ok_or_else(|| StepError::Permanent(format!("project {id} no longer exists")))
+    }
+
+    async fn job_preview(&self, id: &PreviewId) -> Result<Preview, StepError> {
+        self.store
+            .get_preview(id.as_str())
+            .await?
+            .ok_or_else(|| StepError::Permanent(format!("preview {id} no longer exists")))
+    }
+
+    async fn job_backup(&self, id: &BackupId) -> Result<Backup, StepError> {
+        self.store
+            .get_backup(id.as_str())
+            .await?
+            .ok_or_else(|| StepError::Permanent(format!("backup {id} no longer exists")))
+    }
+
+    /// An event of `job`'s organization and project.
+    fn job_event(&self, kind: EventType, job: &Job, data: serde_json::Value) -> Event {
+        Event {
+            id: ids::new_id(ids::EVENT),
+            kind,
+            organization_id: job.organization_id.clone(),
+            project_id: job.project_id.clone(),
+            created_at: self.now(),
+            data,
+            published_at: None,
+        }
+    }
+
+    async fn complete_job(&self, mut job: Job) -> DomainResult<()> {
+        let expected = job.version;
+        job.version += 1;
+        job.state = JobState::Completed;
+        job.finished_at = Some(self.now());
+        job.error = None;
+        job.lease_owner = None;
+        job.lease_expires_at = None;
+        let (write, events) = self.ending(&job, Ending::Completed).await?;
+        if self.store.finish_job(&job, expected, &write, &events).await? {
+            tracing::info!("job completed");
+            self.publish_events(&events).await;
+        }
+        Ok(())
+    }
+
+    async fn fail_job(&self, mut job: Job, error: &str) -> DomainResult<()> {
+        if let JobSpec::RotateCredentials { .. } = job.spec {
+            rotate::undo(self, &job).await;
+        }
+        let expected = mark_failed(&mut job, error, self.now());
+        let (write, events) = self.ending(&job, Ending::Failed).await?;
+        if self.store.finish_job(&job, expected, &write, &events).await? {
+            self.publish_events(&events).await;
+        }
+        Ok(())
+    }
+
+    /// Fails the job of a message the queue gave up on (it reached the
+    /// dead-letter queue): the job must not stay `running` forever. The
+    /// resource is marked failed as a failed step would; when even that
+    /// cannot be done (the resource is unreadable), the job alone is failed
+    /// and its lock released. False when the job is unknown or already over.
+    pub async fn abandon_job_message(&self, body: &str, why: &str) -> DomainResult<bool> {
+        let Ok(msg) = serde_json::from_str::<JobMessage>(body) else {
+            return Ok(false);
+        };
+        let Some(job) = self.store.get_job(&msg.job_id).await? else {
+            return Ok(false);
+        };
+        if job.state.is_terminal() {
+            return Ok(false);
+        }
+        tracing::error!(job_id = %job.id, reason = why, "abandoning a job whose message reached the dead-letter queue");
+        let error = format!("the job could not be run: {why}");
+        if let Err(e) = self.fail_job(job.clone(), &error).await {
+            tracing::warn!(job_id = %job.id, error = %e, "failing the job's resource failed; failing the job alone");
+            let mut failed = job;
+            let expected = mark_failed(&mut failed, &error, self.now());
+            let events = [self.job_event(EventType::JobFailed, &failed, serde_json::json!({ "job": failed }))];
+            if self.store.finish_job(&failed, expected, &ResourceWrite::Nothing, &events).await? {
+                self.publish_events(&events).await;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends a fresh message for every job that is not moving: queued with
+    /// no message seen for `stale_after`, or holding an expired lease.
+    /// `everything` re-drives every unfinished job (start-up of a process
+    /// that knows no other worker runs).
+    pub async fn redrive_stuck_jobs(&self, everything: bool) -> DomainResult<usize> {
+        let now = self.now();
+        let stale_before: Timestamp = if everything {
+            add(now, Duration::from_secs(365 * 24 * 3600))
+        } else {
+            sub(now, self.settings.jobs.stale_after)
+        };
+        let stuck = self.store.list_stuck_jobs(stale_before, 500).await?;
+        for mut job in stuck.iter().cloned() {
+            if everything && job.lease_owner.is_some() {
+                let expected = job.version;
+                job.version += 1;
+                job.lease_owner = None;
+                job.lease_expires_at = None;
+                self.store.update_job(&job, expected).await?;
+            }
+            tracing::info!(job_id = %job.id, "re-driving job");
+            self.enqueue(&job.id, Duration::ZERO).await;
+        }
+        Ok(stuck.len())
+    }
+}

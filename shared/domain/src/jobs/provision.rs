@@ -1,0 +1,68 @@
+//! `provision`: a new project's role and database, ready once its owner
+//! has logged in.
+use super::{Ending, StepError, StepOutcome};
+use crate::app::App;
+use crate::error::DomainResult;
+use crate::model::{EventType, Job, ProjectState};
+use crate::ports::ResourceWrite;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    CreateRole,
+    CreateDatabase,
+    VerifyConnection,
+}
+
+pub const PLAN: &[Step] = &[Step::CreateRole, Step::CreateDatabase, Step::VerifyConnection];
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::CreateRole => "create_role",
+            Step::CreateDatabase => "create_database",
+            Step::VerifyConnection => "verify_connection",
+        }
+    }
+
+    pub fn purpose(self) -> &'static str {
+        match self {
+            Step::CreateRole => "the project's role could not be created",
+            Step::CreateDatabase => "the project's database could not be created",
+            Step::VerifyConnection => super::VERIFY_PURPOSE,
+        }
+    }
+}
+
+pub(super) async fn run(app: &App, job: &Job, step: Step) -> Result<StepOutcome, StepError> {
+    let project = app.job_project(job).await?;
+    match step {
+        Step::CreateRole => {
+            let password = app.secrets.open(&project.password_sealed).await?;
+            app.provider.ensure_role(&project.role_name, &password).await?;
+        }
+        Step::CreateDatabase => app.provider.ensure_database(&project.database_name, &project.role_name).await?,
+        Step::VerifyConnection => {
+            let password = app.secrets.open(&project.password_sealed).await?;
+            app.provider.check_connection(&project.database_name, &project.role_name, &password).await?;
+        }
+    }
+    Ok(StepOutcome::Done)
+}
+
+/// Ready and `project.ready`, or failed.
+pub(super) async fn finish(app: &App, job: &Job, ending: Ending) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
+    let mut project = app.job_project(job).await.map_err(StepError::into_internal)?;
+    project.updated_at = app.now();
+    project.state = match ending {
+        Ending::Completed => ProjectState::Ready,
+        Ending::Failed => ProjectState::Failed,
+    };
+    let data = serde_json::json!({ "job": job, "project": project });
+    let events = match ending {
+        Ending::Completed => {
+            vec![app.job_event(EventType::JobCompleted, job, data.clone()), app.job_event(EventType::ProjectReady, job, data)]
+        }
+        Ending::Failed => vec![app.job_event(EventType::JobFailed, job, data)],
+    };
+    Ok((ResourceWrite::Project(project), events))
+}

@@ -1,0 +1,88 @@
+//! `rotate_credentials`: the project's role gets the new password; the
+//! stored one changes only once a login with it has succeeded.
+use super::{Ending, StepError, StepOutcome};
+use crate::app::App;
+use crate::error::DomainResult;
+use crate::model::{EventType, Job, Sealed};
+use crate::ports::ResourceWrite;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    SetPassword,
+    VerifyConnection,
+}
+
+pub const PLAN: &[Step] = &[Step::SetPassword, Step::VerifyConnection];
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::SetPassword => "set_password",
+            Step::VerifyConnection => "verify_connection",
+        }
+    }
+
+    pub fn purpose(self) -> &'static str {
+        match self {
+            Step::SetPassword => "the new password could not be set",
+            Step::VerifyConnection => super::VERIFY_PURPOSE,
+        }
+    }
+}
+
+pub(super) async fn run(app: &App, job: &Job, new_password: &Sealed, step: Step) -> Result<StepOutcome, StepError> {
+    let project = app.job_project(job).await?;
+    let password = app.secrets.open(new_password.as_str()).await?;
+    match step {
+        Step::SetPassword => app.provider.ensure_role(&project.role_name, &password).await?,
+        Step::VerifyConnection => {
+            app.provider.check_connection(&project.database_name, &project.role_name, &password).await?
+        }
+    }
+    Ok(StepOutcome::Done)
+}
+
+/// After a failure past the first step the new password may be set on the
+/// server already: the old one goes back, so the stored credentials keep
+/// working. Best effort; what fails is logged.
+pub(super) async fn undo(app: &App, job: &Job) {
+    if job.step == 0 {
+        return;
+    }
+    let restored = match app.job_project(job).await {
+        Ok(project) => match app.secrets.open(&project.password_sealed).await {
+            Ok(old) => app.provider.ensure_role(&project.role_name, &old).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = restored {
+        tracing::error!(error = %e, "could not restore the previous password after a failed rotation");
+    }
+}
+
+/// The new sealed password becomes the project's, and `credentials.rotated`.
+pub(super) async fn finish(
+    app: &App,
+    job: &Job,
+    new_password: &Sealed,
+    ending: Ending,
+) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
+    let mut project = app.job_project(job).await.map_err(StepError::into_internal)?;
+    match ending {
+        Ending::Completed => {
+            project.updated_at = app.now();
+            project.password_sealed = new_password.as_str().to_string();
+            let data = serde_json::json!({ "job": job, "project": project });
+            let events = vec![
+                app.job_event(EventType::JobCompleted, job, data.clone()),
+                app.job_event(EventType::CredentialsRotated, job, data),
+            ];
+            Ok((ResourceWrite::Project(project), events))
+        }
+        Ending::Failed => {
+            let data = serde_json::json!({ "job": job, "project": project });
+            Ok((ResourceWrite::Nothing, vec![app.job_event(EventType::JobFailed, job, data)]))
+        }
+    }
+}
