@@ -90,8 +90,7 @@ fn webhook(org_id: &str) -> WebhookEndpoint {
 }
 
 async fn create_project(store: &DynamoStore, p: &Project, limit: u32) -> Result<Option<String>, DomainError> {
-    let j =
-        job(&p.organization_id, &p.id, JobSpec::Provision);
+    let j = job(&p.organization_id, &p.id, JobSpec::Provision);
     let admission = Admission {
         quota: Some(QuotaClaim { kind: QuotaKind::Projects, owner: p.organization_id.clone(), limit }),
         ..Admission::default()

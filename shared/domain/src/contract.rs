@@ -954,7 +954,9 @@ pub async fn store_job_versions(store: &dyn Store) {
         lease_owner: Some("worker-1".into()),
         lease_expires_at: Some(plus_ms(now, 30_000)),
         // The progress a deletion records in its specification.
-        spec: JobSpec::DeleteProject { dropped_previews: vec![new_id(ids::PREVIEW).into(), new_id(ids::PREVIEW).into()] },
+        spec: JobSpec::DeleteProject {
+            dropped_previews: vec![new_id(ids::PREVIEW).into(), new_id(ids::PREVIEW).into()],
+        },
         ..j.clone()
     };
     assert!(ok(store.update_job(&running, 1).await, "update_job"), "update_job with the stored version must succeed");
@@ -1135,7 +1137,8 @@ pub async fn store_outbox(store: &dyn Store) {
         "begin_job must succeed"
     );
     let eids = ordered_ids(ids::EVENT, 3);
-    let events: Vec<Event> = eids.iter().map(|id| event(&org.id, &p.id, id.clone(), EventType::ProjectDeleted, now)).collect();
+    let events: Vec<Event> =
+        eids.iter().map(|id| event(&org.id, &p.id, id.clone(), EventType::ProjectDeleted, now)).collect();
     let done = finished(&j, JobState::Completed, now);
     assert!(
         ok(store.finish_job(&done, 1, &ResourceWrite::Nothing, &events).await, "finish_job"),

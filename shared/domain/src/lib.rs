@@ -26,3 +26,5 @@ pub use error::{DomainError, DomainResult};
 
 #[cfg(feature = "testkit")]
 pub mod contract;
+#[cfg(feature = "testkit")]
+pub mod fakes;

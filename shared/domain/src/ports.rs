@@ -368,6 +368,11 @@ pub enum ProviderError {
     /// The request can never succeed as made (bad credentials, invalid name...).
     #[error("{0}")]
     Permanent(String),
+    /// The operation is under way but not finished (a cloud database still
+    /// being created): ask again after this long. The job waits without
+    /// counting an attempt, and its step runs again.
+    #[error("not finished yet; check again in {0:?}")]
+    NotYet(std::time::Duration),
 }
 
 pub type ProviderResult<T> = Result<T, ProviderError>;

@@ -52,7 +52,6 @@ impl Project {
     }
 }
 
-
 impl App {
     /// Loads a live (not deleted) project the principal may see.
     pub(crate) async fn visible_project(&self, p: &Principal, project_id: &str) -> DomainResult<Project> {

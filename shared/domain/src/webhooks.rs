@@ -393,7 +393,8 @@ impl App {
         let now = self.now();
         let event_id = ids::new_id(ids::EVENT);
         let body = payload(EventType::WebhookPing, now, &serde_json::json!({ "webhook": w }));
-        let delivery = self.store.create_delivery(&self.new_delivery(&w, &event_id, EventType::WebhookPing, body)).await?;
+        let delivery =
+            self.store.create_delivery(&self.new_delivery(&w, &event_id, EventType::WebhookPing, body)).await?;
         self.queue_attempt(&delivery.id, Duration::ZERO).await?;
         Ok(delivery)
     }

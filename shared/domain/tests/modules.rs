@@ -102,10 +102,8 @@ fn no_module_of_the_domain_depends_on_itself() {
 fn the_checker_sees_grouped_imports_and_finds_cycles() {
     let deps = crate_paths("use crate::{app::App, model::{Job, Event}, ids};\nlet x = crate::jobs::plan;");
     assert_eq!(deps.into_iter().collect::<Vec<_>>(), ["app", "ids", "jobs", "model"]);
-    let graph: BTreeMap<String, BTreeSet<String>> = [
-        ("a".to_string(), BTreeSet::from(["b".to_string()])),
-        ("b".to_string(), BTreeSet::from(["a".to_string()])),
-    ]
-    .into();
+    let graph: BTreeMap<String, BTreeSet<String>> =
+        [("a".to_string(), BTreeSet::from(["b".to_string()])), ("b".to_string(), BTreeSet::from(["a".to_string()]))]
+            .into();
     assert_eq!(cycle_through(&graph, "a"), Some(vec!["a".into(), "b".into(), "a".into()]));
 }

@@ -1201,7 +1201,11 @@ impl Store for DynamoStore {
                     // The condition failed but no item came back: read it.
                     None => {
                         let it = self
-                            .get("read the resource lock", lock_pk(job.resource.kind.as_str(), &job.resource.id), LOCK_SK)
+                            .get(
+                                "read the resource lock",
+                                lock_pk(job.resource.kind.as_str(), &job.resource.id),
+                                LOCK_SK,
+                            )
                             .await?;
                         let h = it.as_ref().map(|it| item::Reader::new(it, "lock").s("job_id")).transpose()?;
                         Ok(Some(h.unwrap_or_default()))

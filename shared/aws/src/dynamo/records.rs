@@ -443,7 +443,8 @@ pub fn job_from(item: &Item) -> DomainResult<Job> {
     let kind = r.e("kind", JobKind::parse)?;
     let resource = ResourceRef { kind: r.e("resource_kind", ResourceKind::parse)?, id: r.s("resource_id")? };
     let params: serde_json::Value = r.json("params")?;
-    let spec = JobSpec::decode(kind, &resource, &params).map_err(|e| r.bad("params", &format!("are not usable: {e}")))?;
+    let spec =
+        JobSpec::decode(kind, &resource, &params).map_err(|e| r.bad("params", &format!("are not usable: {e}")))?;
     Ok(Job {
         id: r.s("id")?,
         kind,

@@ -55,6 +55,10 @@ pub enum StepError {
     Retryable(String),
     #[error("{0}")]
     Permanent(String),
+    /// Not an error: the provider's operation is under way (see
+    /// `ProviderError::NotYet`); the step becomes `StepOutcome::Wait`.
+    #[error("not finished yet; check again in {0:?}")]
+    NotYet(Duration),
 }
 
 impl From<ProviderError> for StepError {
@@ -62,6 +66,7 @@ impl From<ProviderError> for StepError {
         match e {
             ProviderError::Retryable(m) => StepError::Retryable(m),
             ProviderError::Permanent(m) => StepError::Permanent(m),
+            ProviderError::NotYet(d) => StepError::NotYet(d),
         }
     }
 }
@@ -354,7 +359,8 @@ impl App {
                         return Ok(Disposition::Done);
                     }
                 }
-                Ok(StepOutcome::Wait(delay)) => {
+                Ok(StepOutcome::Wait(delay)) | Err(StepError::NotYet(delay)) => {
+                    tracing::info!(step = name, wait_ms = delay.as_millis() as u64, "step not finished; waiting");
                     job.lease_owner = None;
                     job.lease_expires_at = Some(add(now, delay));
                     job.attempt -= 1;
@@ -422,9 +428,9 @@ impl App {
                 delete_project::finish(self, job, dropped_previews, ending).await
             }
             JobSpec::RotateCredentials { new_password } => rotate::finish(self, job, new_password, ending).await,
-            JobSpec::CreatePreview { preview } | JobSpec::ResetPreview { preview } | JobSpec::DeletePreview { preview } => {
-                preview::finish(self, job, preview, ending).await
-            }
+            JobSpec::CreatePreview { preview }
+            | JobSpec::ResetPreview { preview }
+            | JobSpec::DeletePreview { preview } => preview::finish(self, job, preview, ending).await,
             JobSpec::CreateBackup { backup } => backup::finish(self, job, backup, ending).await,
             JobSpec::Restore { restore, source, into } => {
                 let (source, target) = copy_in_ends(restore, source, into);

@@ -58,7 +58,12 @@ pub(super) async fn run(app: &App, job: &Job, id: &PreviewId, step: Step) -> Res
         Step::CopyData => match preview.mode {
             PreviewMode::Clone => {
                 let how = provider
-                    .clone_database(&project.database_name, &project.role_name, &preview.database_name, &preview.role_name)
+                    .clone_database(
+                        &project.database_name,
+                        &project.role_name,
+                        &preview.database_name,
+                        &preview.role_name,
+                    )
                     .await?;
                 tracing::info!(strategy = ?how, "cloned the project's database");
             }

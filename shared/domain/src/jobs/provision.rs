@@ -60,7 +60,10 @@ pub(super) async fn finish(app: &App, job: &Job, ending: Ending) -> DomainResult
     let data = serde_json::json!({ "job": job, "project": project });
     let events = match ending {
         Ending::Completed => {
-            vec![app.job_event(EventType::JobCompleted, job, data.clone()), app.job_event(EventType::ProjectReady, job, data)]
+            vec![
+                app.job_event(EventType::JobCompleted, job, data.clone()),
+                app.job_event(EventType::ProjectReady, job, data),
+            ]
         }
         Ending::Failed => vec![app.job_event(EventType::JobFailed, job, data)],
     };

@@ -1,1 +1,77 @@
+use super::*;
+use crate::model::{JobKind, ResourceKind, ResourceRef};
 
+/// A stored job keeps the index of its next step, so a kind's plan may only
+/// grow at its end: these are the plans jobs have been stored with.
+#[test]
+fn the_plans_keep_the_step_order_stored_jobs_index() {
+    let stored: [(JobKind, ResourceKind, serde_json::Value, &[&str]); 10] = [
+        (
+            JobKind::Provision,
+            ResourceKind::Project,
+            serde_json::json!(null),
+            &["create_role", "create_database", "verify_connection"],
+        ),
+        (
+            JobKind::DeleteProject,
+            ResourceKind::Project,
+            serde_json::json!(null),
+            &["drop_previews", "drop_database", "drop_role"],
+        ),
+        (
+            JobKind::RotateCredentials,
+            ResourceKind::Project,
+            serde_json::json!({ "new_password_sealed": "v1:x" }),
+            &["set_password", "verify_connection"],
+        ),
+        (
+            JobKind::CreatePreview,
+            ResourceKind::Preview,
+            serde_json::json!(null),
+            &["create_role", "copy_data", "verify_connection"],
+        ),
+        (JobKind::ResetPreview, ResourceKind::Preview, serde_json::json!(null), &["copy_data", "verify_connection"]),
+        (JobKind::DeletePreview, ResourceKind::Preview, serde_json::json!(null), &["drop_database", "drop_role"]),
+        (JobKind::CreateBackup, ResourceKind::Backup, serde_json::json!(null), &["dump"]),
+        (
+            JobKind::Restore,
+            ResourceKind::Project,
+            serde_json::json!({ "restore_id": "r", "backup_id": "b", "safety_backup_id": "s" }),
+            &["prepare", "copy_data", "swap_database", "verify_connection"],
+        ),
+        (
+            JobKind::Restore,
+            ResourceKind::Preview,
+            serde_json::json!({ "restore_id": "r", "backup_id": "b" }),
+            &["prepare", "copy_data", "swap_database", "verify_connection"],
+        ),
+        (
+            JobKind::Import,
+            ResourceKind::Project,
+            serde_json::json!({ "import_id": "i", "safety_backup_id": "s", "source_url_sealed": "v1:u" }),
+            &["prepare", "copy_data", "swap_database", "verify_connection"],
+        ),
+    ];
+    for (kind, resource, params, steps) in stored {
+        let spec = JobSpec::decode(kind, &ResourceRef { kind: resource, id: "x".into() }, &params).unwrap();
+        assert_eq!(step_names(&spec), steps, "{kind:?}");
+    }
+}
+
+#[test]
+fn a_step_says_what_it_was_doing_in_a_users_words() {
+    let into_preview = JobSpec::Restore {
+        restore: "r".into(),
+        source: "b".into(),
+        into: crate::model::RestoreInto::Preview("p".into()),
+    };
+    let over_project = JobSpec::Import {
+        import: "i".into(),
+        source_url: crate::model::Sealed::new("v1:u".into()),
+        safety_backup: "s".into(),
+    };
+    assert_eq!(task(&into_preview, 0).unwrap().purpose(), "the preview's role could not be created");
+    assert_eq!(task(&over_project, 0).unwrap().purpose(), "the safety backup before the import could not be taken");
+    assert_eq!(task(&over_project, 1).unwrap().purpose(), "the source database could not be imported");
+    assert!(task(&over_project, 4).is_none());
+}

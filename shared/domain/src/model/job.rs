@@ -122,14 +122,34 @@ pub enum JobSpec {
     Provision,
     /// `dropped_previews` is progress, not a parameter: the previews the
     /// first step has deleted so far, each announced when the job completes.
-    DeleteProject { dropped_previews: Vec<PreviewId> },
-    RotateCredentials { new_password: Sealed },
-    CreatePreview { preview: PreviewId },
-    ResetPreview { preview: PreviewId },
-    DeletePreview { preview: PreviewId },
-    CreateBackup { backup: BackupId },
-    Restore { restore: RestoreId, source: BackupId, into: RestoreInto },
-    Import { import: ImportId, source_url: Sealed, safety_backup: BackupId },
+    DeleteProject {
+        dropped_previews: Vec<PreviewId>,
+    },
+    RotateCredentials {
+        new_password: Sealed,
+    },
+    CreatePreview {
+        preview: PreviewId,
+    },
+    ResetPreview {
+        preview: PreviewId,
+    },
+    DeletePreview {
+        preview: PreviewId,
+    },
+    CreateBackup {
+        backup: BackupId,
+    },
+    Restore {
+        restore: RestoreId,
+        source: BackupId,
+        into: RestoreInto,
+    },
+    Import {
+        import: ImportId,
+        source_url: Sealed,
+        safety_backup: BackupId,
+    },
 }
 
 /// The stored parameter names (see the module's comment).
@@ -249,7 +269,9 @@ impl JobSpec {
             }
             JobKind::DeleteProject => {
                 on(ResourceKind::Project)?;
-                JobSpec::DeleteProject { dropped_previews: p.dropped_previews.into_iter().map(PreviewId::from).collect() }
+                JobSpec::DeleteProject {
+                    dropped_previews: p.dropped_previews.into_iter().map(PreviewId::from).collect(),
+                }
             }
             JobKind::RotateCredentials => {
                 on(ResourceKind::Project)?;
@@ -374,7 +396,12 @@ mod tests {
         use ResourceKind::*;
         vec![
             (JobKind::Provision, r(Project, "prj_1"), json!(null), JobSpec::Provision),
-            (JobKind::DeleteProject, r(Project, "prj_1"), json!(null), JobSpec::DeleteProject { dropped_previews: vec![] }),
+            (
+                JobKind::DeleteProject,
+                r(Project, "prj_1"),
+                json!(null),
+                JobSpec::DeleteProject { dropped_previews: vec![] },
+            ),
             (
                 JobKind::DeleteProject,
                 r(Project, "prj_1"),
@@ -387,9 +414,24 @@ mod tests {
                 json!({ "new_password_sealed": "v1:abc" }),
                 JobSpec::RotateCredentials { new_password: Sealed::new("v1:abc".into()) },
             ),
-            (JobKind::CreatePreview, r(Preview, "pvw_1"), json!(null), JobSpec::CreatePreview { preview: "pvw_1".into() }),
-            (JobKind::ResetPreview, r(Preview, "pvw_1"), json!(null), JobSpec::ResetPreview { preview: "pvw_1".into() }),
-            (JobKind::DeletePreview, r(Preview, "pvw_1"), json!(null), JobSpec::DeletePreview { preview: "pvw_1".into() }),
+            (
+                JobKind::CreatePreview,
+                r(Preview, "pvw_1"),
+                json!(null),
+                JobSpec::CreatePreview { preview: "pvw_1".into() },
+            ),
+            (
+                JobKind::ResetPreview,
+                r(Preview, "pvw_1"),
+                json!(null),
+                JobSpec::ResetPreview { preview: "pvw_1".into() },
+            ),
+            (
+                JobKind::DeletePreview,
+                r(Preview, "pvw_1"),
+                json!(null),
+                JobSpec::DeletePreview { preview: "pvw_1".into() },
+            ),
             (JobKind::CreateBackup, r(Backup, "bkp_1"), json!(null), JobSpec::CreateBackup { backup: "bkp_1".into() }),
             (
                 JobKind::Restore,
@@ -405,7 +447,11 @@ mod tests {
                 JobKind::Restore,
                 r(Preview, "pvw_1"),
                 json!({ "restore_id": "rst_1", "backup_id": "bkp_1" }),
-                JobSpec::Restore { restore: "rst_1".into(), source: "bkp_1".into(), into: RestoreInto::Preview("pvw_1".into()) },
+                JobSpec::Restore {
+                    restore: "rst_1".into(),
+                    source: "bkp_1".into(),
+                    into: RestoreInto::Preview("pvw_1".into()),
+                },
             ),
             (
                 JobKind::Import,
@@ -449,7 +495,8 @@ mod tests {
         }
         let e = JobSpec::decode(JobKind::CreatePreview, &project, &json!(null)).unwrap_err();
         assert!(e.contains("preview"), "{e}");
-        let e = JobSpec::decode(JobKind::RotateCredentials, &project, &json!({ "new_password_sealed": 7 })).unwrap_err();
+        let e =
+            JobSpec::decode(JobKind::RotateCredentials, &project, &json!({ "new_password_sealed": 7 })).unwrap_err();
         assert!(e.contains("rotate_credentials"), "{e}");
     }
 
