@@ -207,3 +207,38 @@ impl DatabaseProvider for FakeProvider {
         }
     }
 }
+
+/// Jobs as stored before the typed job model (see the file's `about`).
+pub const STORED_JOBS_V1: &str = include_str!("../fixtures/stored-jobs-v1.json");
+
+/// One job of [`STORED_JOBS_V1`].
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct StoredJob {
+    pub kind: String,
+    pub resource_kind: String,
+    pub resource_id: String,
+    pub step: u32,
+    pub params: String,
+}
+
+/// The stored jobs of [`STORED_JOBS_V1`] and the body of their queue message.
+pub fn stored_jobs_v1() -> (String, Vec<StoredJob>) {
+    #[derive(serde::Deserialize)]
+    struct File {
+        message: String,
+        jobs: Vec<StoredJob>,
+    }
+    let f: File = serde_json::from_str(STORED_JOBS_V1).expect("the fixture is JSON");
+    (f.message, f.jobs)
+}
+
+/// `text` with each `$NAME` of `values` replaced, longest names first.
+pub fn fill(text: &str, values: &[(&str, &str)]) -> String {
+    let mut values = values.to_vec();
+    values.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+    let mut out = text.to_string();
+    for (k, v) in values {
+        out = out.replace(&format!("${k}"), v);
+    }
+    out
+}

@@ -60,6 +60,8 @@ struct Harness {
     clock: Arc<TestClock>,
     principal: Principal,
     store: Arc<SqliteStore>,
+    queue: Arc<SqliteQueue>,
+    db: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -84,7 +86,7 @@ async fn harness() -> Harness {
     let clock = Arc::new(TestClock(Mutex::new(chrono::Utc::now())));
     let app = App::new(AppParts {
         store: store.clone() as Arc<dyn Store>,
-        queue: queue as Arc<dyn JobQueue>,
+        queue: queue.clone() as Arc<dyn JobQueue>,
         webhook_queue: webhook_queue.clone() as Arc<dyn JobQueue>,
         bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,
         webhook_sender: Arc::new(NoWebhooks) as Arc<dyn WebhookSender>,
@@ -101,7 +103,7 @@ async fn harness() -> Harness {
     });
     let (_, key) = app.bootstrap(None).await.unwrap().unwrap();
     let principal = app.authenticate_api_key(&key, None).await.unwrap();
-    Harness { app, provider, clock, principal, store, _dir: TempDir(dir) }
+    Harness { app, provider, clock, principal, store, queue, db, _dir: TempDir(dir) }
 }
 
 fn body(job_id: &str) -> String {
@@ -523,5 +525,107 @@ async fn every_kind_fails_with_the_reason_when_its_message_dead_letters() {
         assert_eq!(h.app.run_job_message(&body(&s.job_id), "worker-2").await, Disposition::Done);
         assert!(!h.app.abandon_job_message(&body(&s.job_id), why).await.unwrap());
         assert_eq!(h.job(&s.job_id).await, job, "{kind:?}");
+    }
+}
+
+/// A job as the code before the typed job model stored it (the fixture of
+/// the domain's testkit, column for column), with the message that carried
+/// it, runs to completion: the row is rewritten in the old shape under a job
+/// the use case started, and the old message is the only one on the queue.
+#[tokio::test]
+async fn jobs_stored_before_the_typed_model_run_to_completion() {
+    use capydb_domain::fakes::{fill, stored_jobs_v1};
+    let (message, stored) = stored_jobs_v1();
+    assert_eq!(stored.len(), 9);
+    for old in stored {
+        let kind = match (old.kind.as_str(), old.resource_kind.as_str()) {
+            ("provision", _) => Kind::Provision,
+            ("rotate_credentials", _) => Kind::Rotate,
+            ("create_preview", _) => Kind::ClonePreview,
+            ("delete_preview", _) => Kind::DeletePreview,
+            ("create_backup", _) => Kind::Backup,
+            ("restore", "project") => Kind::RestoreOverwrite,
+            ("restore", _) => Kind::RestoreToPreview,
+            ("import", _) => Kind::Import,
+            ("delete_project", _) => Kind::DeleteProject,
+            other => panic!("no kind for {other:?}"),
+        };
+        let h = harness().await;
+        let s = kind.start(&h).await;
+        let job = h.job(&s.job_id).await;
+        // The ids and sealed values of the records the use case made.
+        let mut values = vec![("JOB", s.job_id.clone()), ("PROJECT", s.project_id.clone())];
+        values.extend(s.preview_id.clone().map(|v| ("PREVIEW", v)));
+        match &job.spec {
+            JobSpec::RotateCredentials { new_password } => {
+                values.push(("NEW_PASSWORD_SEALED", new_password.as_str().into()))
+            }
+            JobSpec::CreateBackup { backup } => values.push(("BACKUP", backup.to_string())),
+            JobSpec::Restore { restore, source, into } => {
+                values.push(("RESTORE", restore.to_string()));
+                values.push(("SOURCE_BACKUP", source.to_string()));
+                if let RestoreInto::Project { safety_backup } = into {
+                    values.push(("SAFETY_BACKUP", safety_backup.to_string()));
+                }
+            }
+            JobSpec::Import { import, source_url, safety_backup } => {
+                values.push(("IMPORT", import.to_string()));
+                values.push(("SOURCE_URL_SEALED", source_url.as_str().into()));
+                values.push(("SAFETY_BACKUP", safety_backup.to_string()));
+            }
+            _ => {}
+        }
+        let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let params = fill(&old.params, &values);
+        assert!(!params.contains('$'), "{kind:?}: every placeholder has a value: {params}");
+        let conn = rusqlite::Connection::open(&h.db).unwrap();
+        let changed = conn
+            .execute(
+                "UPDATE jobs SET kind = ?1, resource_kind = ?2, resource_id = ?3, step = ?4, params = ?5 WHERE id = ?6",
+                rusqlite::params![
+                    old.kind,
+                    old.resource_kind,
+                    fill(&old.resource_id, &values),
+                    old.step,
+                    params,
+                    s.job_id
+                ],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+        if old.kind == "delete_project" {
+            // Its first step ran before the old process stopped.
+            let preview = h.store.get_preview(s.preview_id.as_ref().unwrap()).await.unwrap().unwrap();
+            h.provider.drop_database(&preview.database_name).await.unwrap();
+            h.provider.drop_role(&preview.role_name).await.unwrap();
+        }
+        // Only the old message on the queue.
+        for m in h.queue.receive(100, Duration::from_secs(60)).await.unwrap() {
+            h.queue.delete(&m.receipt).await.unwrap();
+        }
+        h.queue.send(&fill(&message, &values), Duration::ZERO).await.unwrap();
+        for _ in 0..10 {
+            let Some(m) = h.queue.receive(1, Duration::from_secs(60)).await.unwrap().pop() else { break };
+            match h.app.run_job_message(&m.body, "worker-1").await {
+                Disposition::Done => h.queue.delete(&m.receipt).await.unwrap(),
+                other => panic!("{kind:?}: {other:?}"),
+            }
+        }
+        let job = h.job(&s.job_id).await;
+        assert_eq!(
+            (job.state, job.error.as_deref()),
+            (JobState::Completed, None),
+            "{kind:?} ({} {})",
+            old.kind,
+            old.params
+        );
+        let old_params: serde_json::Value = serde_json::from_str(&params).unwrap();
+        assert_eq!(job.spec.params(), old_params, "{kind:?}: written back in the same shape");
+        if old.kind != "delete_project" {
+            kind.check_completed(&h, &s).await;
+        } else {
+            let events = h.events_of(&s.job_id).await;
+            assert_eq!(events, [EventType::JobCompleted, EventType::ProjectDeleted, EventType::PreviewDeleted]);
+        }
     }
 }
