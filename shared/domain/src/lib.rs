@@ -28,3 +28,5 @@ pub use error::{DomainError, DomainResult};
 pub mod contract;
 #[cfg(feature = "testkit")]
 pub mod fakes;
+#[cfg(feature = "testkit")]
+pub mod job_contract;

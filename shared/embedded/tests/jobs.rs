@@ -1,40 +1,19 @@
-//! The job state machine, kind by kind, against the in-memory provider of
-//! the domain's testkit (on the SQLite store and queue): success, a
-//! retryable failure then success, a permanent failure, a planned wait, and a
-//! message that dead-letters. A clock the test moves stands in for time, so
-//! backoffs and waits take none.
+//! The job state machine's contract (`capydb_domain::job_contract`) on the
+//! SQLite store and queues.
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use capydb_domain::fakes::FakeProvider;
-use capydb_domain::jobs::{Disposition, JobMessage};
-use capydb_domain::model::*;
+use capydb_domain::fakes::StoredJob;
+use capydb_domain::job_contract::{run_job_contract, JobRigs};
 use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, Page, ProviderError, RateLimiter, SecretBox,
-    Store, WebhookRequest, WebhookResponse, WebhookSendError, WebhookSender,
+    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookRequest,
+    WebhookResponse, WebhookSendError, WebhookSender,
 };
-use capydb_domain::principal::Principal;
-use capydb_domain::{App, AppParts, JobSettings, Settings};
+use capydb_domain::{App, AppParts, Settings};
 use capydb_embedded::{
     FileArtifactStore, KeyFileSecretBox, MemoryRateLimiter, QueueEventBus, SqliteQueue, SqliteStore,
 };
-use serde_json::json;
-
-struct TestClock(Mutex<Timestamp>);
-
-impl Clock for TestClock {
-    fn now(&self) -> Timestamp {
-        *self.0.lock().unwrap()
-    }
-}
-
-impl TestClock {
-    fn advance(&self, d: Duration) {
-        let mut t = self.0.lock().unwrap();
-        *t += chrono::Duration::from_std(d).unwrap() + chrono::Duration::milliseconds(1);
-    }
-}
 
 struct NoWebhooks;
 
@@ -45,6 +24,7 @@ impl WebhookSender for NoWebhooks {
     }
 }
 
+/// Every import source is allowed: the fake provider connects nowhere.
 struct AnyWhere;
 
 #[async_trait]
@@ -54,578 +34,61 @@ impl Egress for AnyWhere {
     }
 }
 
-struct Harness {
-    app: App,
-    provider: Arc<FakeProvider>,
-    clock: Arc<TestClock>,
-    principal: Principal,
-    store: Arc<SqliteStore>,
-    queue: Arc<SqliteQueue>,
-    db: std::path::PathBuf,
-    _dir: TempDir,
+/// Each `App` on its own data dir; the last one's database is rewritten.
+#[derive(Default)]
+struct SqliteRigs {
+    dirs: Mutex<Vec<PathBuf>>,
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
+impl Drop for SqliteRigs {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-const MAX_ATTEMPTS: u32 = 4;
-
-async fn harness() -> Harness {
-    let dir = std::env::temp_dir().join(capydb_domain::ids::new_id("jobs-test"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("capydb.sqlite3");
-    let store = Arc::new(SqliteStore::open(&db).unwrap());
-    let queue = Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap());
-    let webhook_queue = Arc::new(SqliteQueue::open(&db, "webhooks", 5).unwrap());
-    let provider = Arc::new(FakeProvider::new());
-    let clock = Arc::new(TestClock(Mutex::new(chrono::Utc::now())));
-    let app = App::new(AppParts {
-        store: store.clone() as Arc<dyn Store>,
-        queue: queue.clone() as Arc<dyn JobQueue>,
-        webhook_queue: webhook_queue.clone() as Arc<dyn JobQueue>,
-        bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,
-        webhook_sender: Arc::new(NoWebhooks) as Arc<dyn WebhookSender>,
-        egress: Arc::new(AnyWhere) as Arc<dyn Egress>,
-        provider: provider.clone() as Arc<dyn DatabaseProvider>,
-        secrets: Arc::new(KeyFileSecretBox::open_or_create(&dir.join("secret.key")).unwrap()) as Arc<dyn SecretBox>,
-        artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).unwrap()) as Arc<dyn ArtifactStore>,
-        rate_limiter: Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>,
-        clock: clock.clone() as Arc<dyn Clock>,
-        settings: Settings {
-            jobs: JobSettings { max_attempts: MAX_ATTEMPTS, ..JobSettings::default() },
-            ..Settings::default()
-        },
-    });
-    let (_, key) = app.bootstrap(None).await.unwrap().unwrap();
-    let principal = app.authenticate_api_key(&key, None).await.unwrap();
-    Harness { app, provider, clock, principal, store, queue, db, _dir: TempDir(dir) }
-}
-
-fn body(job_id: &str) -> String {
-    serde_json::to_string(&JobMessage { job_id: job_id.into() }).unwrap()
-}
-
-/// What the runs of a job's message answered.
-#[derive(Debug, Default)]
-struct Runs {
-    waits: Vec<Duration>,
-    retries: usize,
-}
-
-impl Harness {
-    fn req<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-        serde_json::from_value(v).unwrap()
-    }
-
-    async fn job(&self, id: &str) -> Job {
-        self.store.get_job(id).await.unwrap().unwrap()
-    }
-
-    /// Runs the job's message until it is done, moving the clock over every
-    /// wait and backoff it asks for.
-    async fn run(&self, job_id: &str) -> Runs {
-        let mut runs = Runs::default();
-        for _ in 0..50 {
-            match self.app.run_job_message(&body(job_id), "worker-1").await {
-                Disposition::Done => return runs,
-                Disposition::RetryAfter(d) => {
-                    let job = self.job(job_id).await;
-                    if job.error.as_deref().is_some_and(|e| e.starts_with("retrying after")) {
-                        runs.retries += 1;
-                    } else {
-                        runs.waits.push(d);
-                    }
-                    self.clock.advance(d);
-                }
-                Disposition::Failed(d) => panic!("the store is local; a run cannot fail to run ({d:?})"),
-            }
-        }
-        panic!("job {job_id} did not finish in 50 runs");
-    }
-
-    async fn ready_project(&self) -> Project {
-        let pj = self.app.create_project(&self.principal, Self::req(json!({ "name": "shop" }))).await.unwrap();
-        self.run(&pj.job.id).await;
-        let project = self.store.get_project(&pj.project.id).await.unwrap().unwrap();
-        assert_eq!(project.state, ProjectState::Ready);
-        self.provider.write(&project.database_name, "rows of the project");
-        project
-    }
-
-    async fn ready_preview(&self, project: &Project, mode: &str) -> Preview {
-        let req = Self::req(json!({ "name": format!("pr-{mode}"), "mode": mode }));
-        let pj = self.app.create_preview(&self.principal, &project.id, req).await.unwrap();
-        self.run(&pj.job.id).await;
-        let preview = self.store.get_preview(&pj.preview.id).await.unwrap().unwrap();
-        assert_eq!(preview.state, PreviewState::Ready);
-        preview
-    }
-
-    async fn completed_backup(&self, project: &Project) -> Backup {
-        let bj = self.app.create_backup(&self.principal, &project.id, Self::req(json!({}))).await.unwrap();
-        self.run(&bj.job.id).await;
-        let backup = self.store.get_backup(&bj.backup.id).await.unwrap().unwrap();
-        assert_eq!(backup.state, BackupState::Completed);
-        backup
-    }
-
-    async fn events_of(&self, job_id: &str) -> Vec<EventType> {
-        let org = self.principal.org_id().to_string();
-        let mut all = self.store.list_events(&org, &Page::first(1000)).await.unwrap();
-        all.reverse();
-        all.into_iter()
-            .filter(|e| e.data.get("job").and_then(|j| j.get("id")).and_then(|v| v.as_str()) == Some(job_id))
-            .map(|e| e.kind)
-            .collect()
-    }
-}
-
-/// Each kind: how to start it (after whatever it needs exists), the provider
-/// operation one of its steps calls, and how its resource ends.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Provision,
-    DeleteProject,
-    Rotate,
-    ClonePreview,
-    EmptyPreview,
-    ResetPreview,
-    DeletePreview,
-    Backup,
-    RestoreOverwrite,
-    RestoreToPreview,
-    Import,
-}
-
-const KINDS: [Kind; 11] = [
-    Kind::Provision,
-    Kind::DeleteProject,
-    Kind::Rotate,
-    Kind::ClonePreview,
-    Kind::EmptyPreview,
-    Kind::ResetPreview,
-    Kind::DeletePreview,
-    Kind::Backup,
-    Kind::RestoreOverwrite,
-    Kind::RestoreToPreview,
-    Kind::Import,
-];
-
-/// A started job and where to look for its resource.
-struct Started {
-    job_id: String,
-    project_id: String,
-    preview_id: Option<String>,
-    backup_id: Option<String>,
-    /// The project's sealed password before the job (rotation).
-    password_before: Option<String>,
-}
-
-impl Kind {
-    /// A provider operation one of the kind's steps calls, and the step's name.
-    fn operation(self) -> (&'static str, &'static str) {
-        match self {
-            Kind::Provision => ("ensure_database", "create_database"),
-            Kind::DeleteProject => ("drop_database", "drop_previews"),
-            Kind::Rotate => ("check_connection", "verify_connection"),
-            Kind::ClonePreview => ("clone_database", "copy_data"),
-            Kind::EmptyPreview => ("ensure_database", "copy_data"),
-            Kind::ResetPreview => ("clone_database", "copy_data"),
-            Kind::DeletePreview => ("drop_role", "drop_role"),
-            Kind::Backup => ("dump_database", "dump"),
-            Kind::RestoreOverwrite => ("replace_database", "swap_database"),
-            Kind::RestoreToPreview => ("restore_database", "copy_data"),
-            Kind::Import => ("import_database", "copy_data"),
-        }
-    }
-
-    /// Sets up what the job needs and starts it (the provider's plan is set
-    /// by the caller after this, so setup jobs run clean).
-    async fn start(self, h: &Harness) -> Started {
-        let p = &h.principal;
-        if self == Kind::Provision {
-            let pj = h.app.create_project(p, Harness::req(json!({ "name": "fresh" }))).await.unwrap();
-            return Started {
-                job_id: pj.job.id,
-                project_id: pj.project.id,
-                preview_id: None,
-                backup_id: None,
-                password_before: None,
-            };
-        }
-        let project = h.ready_project().await;
-        let mut s = Started {
-            job_id: String::new(),
-            project_id: project.id.clone(),
-            preview_id: None,
-            backup_id: None,
-            password_before: Some(project.password_sealed.clone()),
-        };
-        match self {
-            Kind::Provision => unreachable!(),
-            Kind::DeleteProject => {
-                let preview = h.ready_preview(&project, "empty").await;
-                s.preview_id = Some(preview.id);
-                s.job_id = h.app.delete_project(p, &project.id).await.unwrap().job.id;
-            }
-            Kind::Rotate => s.job_id = h.app.rotate_credentials(p, &project.id).await.unwrap().job.id,
-            Kind::ClonePreview | Kind::EmptyPreview => {
-                let mode = if self == Kind::ClonePreview { "clone" } else { "empty" };
-                let req = Harness::req(json!({ "name": "pr-1", "mode": mode }));
-                let pj = h.app.create_preview(p, &project.id, req).await.unwrap();
-                s.preview_id = Some(pj.preview.id);
-                s.job_id = pj.job.id;
-            }
-            Kind::ResetPreview => {
-                let preview = h.ready_preview(&project, "clone").await;
-                s.job_id = h.app.reset_preview(p, &preview.id).await.unwrap().job.id;
-                s.preview_id = Some(preview.id);
-            }
-            Kind::DeletePreview => {
-                let preview = h.ready_preview(&project, "empty").await;
-                s.job_id = h.app.delete_preview(p, &preview.id).await.unwrap().job.id;
-                s.preview_id = Some(preview.id);
-            }
-            Kind::Backup => {
-                let bj = h.app.create_backup(p, &project.id, Harness::req(json!({ "name": "b" }))).await.unwrap();
-                s.backup_id = Some(bj.backup.id);
-                s.job_id = bj.job.id;
-            }
-            Kind::RestoreOverwrite | Kind::RestoreToPreview => {
-                let backup = h.completed_backup(&project).await;
-                h.provider.write(&project.database_name, "rows written after the backup");
-                let mode = if self == Kind::RestoreOverwrite { "overwrite" } else { "preview" };
-                let req = Harness::req(json!({ "backup_id": backup.id, "mode": mode }));
-                let rj = h.app.create_restore(p, &project.id, req).await.unwrap();
-                s.preview_id = rj.preview.map(|pv| pv.id);
-                s.backup_id = Some(backup.id);
-                s.job_id = rj.job.id;
-            }
-            Kind::Import => {
-                let req = Harness::req(json!({ "source_url": "postgres://u:secret@127.0.0.1:5999/src" }));
-                s.job_id = h.app.create_import(p, &project.id, req).await.unwrap().job.id;
-            }
-        }
-        s
-    }
-
-    /// The resource after the job completed, and the events it announced.
-    async fn check_completed(self, h: &Harness, s: &Started) {
-        let project = h.store.get_project(&s.project_id).await.unwrap().unwrap();
-        let preview = match &s.preview_id {
-            Some(id) => h.store.get_preview(id).await.unwrap(),
-            None => None,
-        };
-        let events = h.events_of(&s.job_id).await;
-        use EventType::*;
-        match self {
-            Kind::Provision => {
-                assert_eq!(project.state, ProjectState::Ready);
-                assert!(h.provider.database(&project.database_name).is_some());
-                assert_eq!(events, [JobCompleted, ProjectReady]);
-            }
-            Kind::DeleteProject => {
-                assert_eq!(project.state, ProjectState::Deleted);
-                assert_eq!(preview.unwrap().state, PreviewState::Deleted);
-                assert!(h.provider.database(&project.database_name).is_none());
-                assert_eq!(events, [JobCompleted, ProjectDeleted, PreviewDeleted]);
-            }
-            Kind::Rotate => {
-                assert_ne!(Some(&project.password_sealed), s.password_before.as_ref(), "the new password is stored");
-                let password = h.app.secrets.open(&project.password_sealed).await.unwrap();
-                assert_eq!(h.provider.role_password(&project.role_name), Some(password));
-                assert_eq!(events, [JobCompleted, CredentialsRotated]);
-            }
-            Kind::ClonePreview | Kind::ResetPreview => {
-                let preview = preview.unwrap();
-                assert_eq!(preview.state, PreviewState::Ready);
-                let (owner, content) = h.provider.database(&preview.database_name).unwrap();
-                assert_eq!((owner.as_str(), content.as_str()), (preview.role_name.as_str(), "rows of the project"));
-                assert_eq!(events, [JobCompleted, PreviewReady]);
-            }
-            Kind::EmptyPreview => {
-                let preview = preview.unwrap();
-                assert_eq!(preview.state, PreviewState::Ready);
-                assert_eq!(h.provider.database(&preview.database_name).unwrap().1, "");
-                assert_eq!(events, [JobCompleted, PreviewReady]);
-            }
-            Kind::DeletePreview => {
-                let preview = preview.unwrap();
-                assert_eq!(preview.state, PreviewState::Deleted);
-                assert!(h.provider.role_password(&preview.role_name).is_none());
-                assert_eq!(events, [JobCompleted, PreviewDeleted]);
-            }
-            Kind::Backup => {
-                let backup = h.store.get_backup(s.backup_id.as_ref().unwrap()).await.unwrap().unwrap();
-                assert_eq!(backup.state, BackupState::Completed);
-                assert_eq!(backup.size_bytes, Some("rows of the project".len() as u64));
-                assert_eq!(events, [JobCompleted, BackupCompleted]);
-            }
-            Kind::RestoreOverwrite => {
-                assert_eq!(h.provider.database(&project.database_name).unwrap().1, "rows of the project");
-                assert_eq!(events, [BackupCompleted, JobCompleted, RestoreCompleted], "the safety backup first");
-            }
-            Kind::RestoreToPreview => {
-                let preview = preview.unwrap();
-                assert_eq!(preview.state, PreviewState::Ready);
-                assert_eq!(h.provider.database(&preview.database_name).unwrap().1, "rows of the project");
-                assert_eq!(events, [JobCompleted, RestoreCompleted, PreviewReady]);
-            }
-            Kind::Import => {
-                assert!(h.provider.database(&project.database_name).unwrap().1.starts_with("imported"));
-                assert_eq!(events, [BackupCompleted, JobCompleted, ImportCompleted]);
-            }
-        }
-    }
-
-    /// The resource after the job failed.
-    async fn check_failed(self, h: &Harness, s: &Started) {
-        let project = h.store.get_project(&s.project_id).await.unwrap().unwrap();
-        let preview = match &s.preview_id {
-            Some(id) => h.store.get_preview(id).await.unwrap(),
-            None => None,
-        };
-        assert_eq!(h.events_of(&s.job_id).await.last(), Some(&EventType::JobFailed), "{self:?}");
-        match self {
-            Kind::Provision | Kind::DeleteProject => assert_eq!(project.state, ProjectState::Failed),
-            Kind::Rotate => {
-                assert_eq!(Some(&project.password_sealed), s.password_before.as_ref(), "the old password is kept");
-                let old = h.app.secrets.open(&project.password_sealed).await.unwrap();
-                assert_eq!(h.provider.role_password(&project.role_name), Some(old), "and set back on the server");
-                assert_eq!(project.state, ProjectState::Ready);
-            }
-            Kind::ClonePreview | Kind::EmptyPreview | Kind::ResetPreview | Kind::DeletePreview => {
-                assert_eq!(preview.unwrap().state, PreviewState::Failed)
-            }
-            Kind::Backup => {
-                let backup = h.store.get_backup(s.backup_id.as_ref().unwrap()).await.unwrap().unwrap();
-                assert_eq!(backup.state, BackupState::Failed);
-            }
-            Kind::RestoreOverwrite | Kind::Import => {
-                assert_eq!(project.state, ProjectState::Ready);
-                assert_eq!(
-                    h.provider.database(&project.database_name).unwrap().1,
-                    if self == Kind::Import { "rows of the project" } else { "rows written after the backup" },
-                    "the project's data is as it was"
-                );
-                let scratch =
-                    format!("{}_{}", project.database_name, if self == Kind::Import { "import" } else { "restore" });
-                assert!(h.provider.database(&scratch).is_none(), "the scratch database is dropped");
-            }
-            Kind::RestoreToPreview => assert_eq!(preview.unwrap().state, PreviewState::Failed),
+        for dir in self.dirs.lock().unwrap().iter() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
 
-#[tokio::test]
-async fn every_kind_completes() {
-    for kind in KINDS {
-        let h = harness().await;
-        let s = kind.start(&h).await;
-        let runs = h.run(&s.job_id).await;
-        let job = h.job(&s.job_id).await;
-        assert_eq!((job.state, job.error.as_deref(), job.attempt), (JobState::Completed, None, 1), "{kind:?}");
-        assert_eq!((runs.retries, runs.waits.len()), (0, 0), "{kind:?}");
-        kind.check_completed(&h, &s).await;
-    }
-}
+const DB: &str = "capydb.sqlite3";
 
-#[tokio::test]
-async fn every_kind_completes_after_retryable_failures() {
-    for kind in KINDS {
-        let h = harness().await;
-        let s = kind.start(&h).await;
-        let (op, _) = kind.operation();
-        let transient = || ProviderError::Retryable("the server is restarting; retry".into());
-        h.provider.plan(op, [transient(), transient()]);
-        let runs = h.run(&s.job_id).await;
-        let job = h.job(&s.job_id).await;
-        assert_eq!((job.state, job.error.as_deref()), (JobState::Completed, None), "{kind:?}");
-        assert_eq!((runs.retries, job.attempt), (2, 3), "{kind:?}: two retries, three attempts");
-        kind.check_completed(&h, &s).await;
+#[async_trait]
+impl JobRigs for SqliteRigs {
+    async fn app(&self, provider: Arc<dyn DatabaseProvider>, clock: Arc<dyn Clock>, settings: Settings) -> App {
+        let dir = std::env::temp_dir().join(capydb_domain::ids::new_id("jobs-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        self.dirs.lock().unwrap().push(dir.clone());
+        let db = dir.join(DB);
+        let webhook_queue = Arc::new(SqliteQueue::open(&db, "webhooks", 5).unwrap());
+        App::new(AppParts {
+            store: Arc::new(SqliteStore::open(&db).unwrap()) as Arc<dyn Store>,
+            queue: Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap()) as Arc<dyn JobQueue>,
+            webhook_queue: webhook_queue.clone() as Arc<dyn JobQueue>,
+            bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,
+            webhook_sender: Arc::new(NoWebhooks) as Arc<dyn WebhookSender>,
+            egress: Arc::new(AnyWhere) as Arc<dyn Egress>,
+            provider,
+            secrets: Arc::new(KeyFileSecretBox::open_or_create(&dir.join("secret.key")).unwrap()) as Arc<dyn SecretBox>,
+            artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).unwrap()) as Arc<dyn ArtifactStore>,
+            rate_limiter: Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>,
+            clock,
+            settings,
+        })
     }
-}
 
-#[tokio::test]
-async fn every_kind_fails_on_a_permanent_error_with_its_step_and_cause() {
-    for kind in KINDS {
-        let h = harness().await;
-        let s = kind.start(&h).await;
-        let (op, step) = kind.operation();
-        h.provider.plan(op, [ProviderError::Permanent("the disk is full; free space and retry".into())]);
-        let runs = h.run(&s.job_id).await;
-        let job = h.job(&s.job_id).await;
-        assert_eq!((job.state, job.attempt, runs.retries), (JobState::Failed, 1, 0), "{kind:?}");
-        let error = job.error.unwrap();
-        assert!(
-            error.starts_with(&format!("{step}: ")) && error.ends_with(": the disk is full; free space and retry"),
-            "{kind:?}: {error}"
-        );
-        kind.check_failed(&h, &s).await;
-    }
-}
-
-#[tokio::test]
-async fn every_kind_fails_when_retries_run_out() {
-    for kind in KINDS {
-        let h = harness().await;
-        let s = kind.start(&h).await;
-        let (op, _) = kind.operation();
-        h.provider.plan(op, (0..MAX_ATTEMPTS).map(|_| ProviderError::Retryable("the server is busy".into())));
-        let runs = h.run(&s.job_id).await;
-        let job = h.job(&s.job_id).await;
-        assert_eq!((job.state, job.attempt), (JobState::Failed, MAX_ATTEMPTS), "{kind:?}");
-        assert_eq!(runs.retries, MAX_ATTEMPTS as usize - 1, "{kind:?}");
-        assert!(job.error.unwrap().ends_with("the server is busy"), "{kind:?}");
-        kind.check_failed(&h, &s).await;
-    }
-}
-
-#[tokio::test]
-async fn every_kind_waits_without_spending_attempts_then_completes() {
-    for kind in KINDS {
-        let h = harness().await;
-        let s = kind.start(&h).await;
-        let (op, _) = kind.operation();
-        let wait = Duration::from_secs(15);
-        // More waits than attempts: waiting must never count as one.
-        h.provider.plan(op, (0..MAX_ATTEMPTS + 2).map(|_| ProviderError::NotYet(wait)));
-        let calls_before = h.provider.count(op);
-        let runs = h.run(&s.job_id).await;
-        let job = h.job(&s.job_id).await;
-        assert_eq!((job.state, job.error.as_deref()), (JobState::Completed, None), "{kind:?}");
-        assert_eq!(runs.waits, vec![wait; MAX_ATTEMPTS as usize + 2], "{kind:?}: each wait as the step asked");
-        assert_eq!((runs.retries, job.attempt), (0, 1), "{kind:?}: waits are not attempts");
-        assert!(h.provider.count(op) >= calls_before + MAX_ATTEMPTS as usize + 3, "{kind:?}: the step ran again");
-        kind.check_completed(&h, &s).await;
-    }
-}
-
-#[tokio::test]
-async fn every_kind_fails_with_the_reason_when_its_message_dead_letters() {
-    for kind in KINDS {
-        let h = harness().await;
-        let s = kind.start(&h).await;
-        let (op, _) = kind.operation();
-        h.provider.plan(op, [ProviderError::Retryable("the server is busy".into())]);
-        // One run, which backs off; then the queue gives up on the message.
-        assert!(matches!(h.app.run_job_message(&body(&s.job_id), "worker-1").await, Disposition::RetryAfter(_)));
-        let why = "its queue message failed 5 times and was moved to the dead-letter queue";
-        assert!(h.app.abandon_job_message(&body(&s.job_id), why).await.unwrap(), "{kind:?}");
-        let job = h.job(&s.job_id).await;
-        assert_eq!(job.state, JobState::Failed, "{kind:?}");
-        assert_eq!(job.error.as_deref(), Some(format!("the job could not be run: {why}").as_str()), "{kind:?}");
-        kind.check_failed(&h, &s).await;
-        // A later delivery of the same message changes nothing.
-        assert_eq!(h.app.run_job_message(&body(&s.job_id), "worker-2").await, Disposition::Done);
-        assert!(!h.app.abandon_job_message(&body(&s.job_id), why).await.unwrap());
-        assert_eq!(h.job(&s.job_id).await, job, "{kind:?}");
-    }
-}
-
-/// A job as the code before the typed job model stored it (the fixture of
-/// the domain's testkit, column for column), with the message that carried
-/// it, runs to completion: the row is rewritten in the old shape under a job
-/// the use case started, and the old message is the only one on the queue.
-#[tokio::test]
-async fn jobs_stored_before_the_typed_model_run_to_completion() {
-    use capydb_domain::fakes::{fill, stored_jobs_v1};
-    let (message, stored) = stored_jobs_v1();
-    assert_eq!(stored.len(), 9);
-    for old in stored {
-        let kind = match (old.kind.as_str(), old.resource_kind.as_str()) {
-            ("provision", _) => Kind::Provision,
-            ("rotate_credentials", _) => Kind::Rotate,
-            ("create_preview", _) => Kind::ClonePreview,
-            ("delete_preview", _) => Kind::DeletePreview,
-            ("create_backup", _) => Kind::Backup,
-            ("restore", "project") => Kind::RestoreOverwrite,
-            ("restore", _) => Kind::RestoreToPreview,
-            ("import", _) => Kind::Import,
-            ("delete_project", _) => Kind::DeleteProject,
-            other => panic!("no kind for {other:?}"),
-        };
-        let h = harness().await;
-        let s = kind.start(&h).await;
-        let job = h.job(&s.job_id).await;
-        // The ids and sealed values of the records the use case made.
-        let mut values = vec![("JOB", s.job_id.clone()), ("PROJECT", s.project_id.clone())];
-        values.extend(s.preview_id.clone().map(|v| ("PREVIEW", v)));
-        match &job.spec {
-            JobSpec::RotateCredentials { new_password } => {
-                values.push(("NEW_PASSWORD_SEALED", new_password.as_str().into()))
-            }
-            JobSpec::CreateBackup { backup } => values.push(("BACKUP", backup.to_string())),
-            JobSpec::Restore { restore, source, into } => {
-                values.push(("RESTORE", restore.to_string()));
-                values.push(("SOURCE_BACKUP", source.to_string()));
-                if let RestoreInto::Project { safety_backup } = into {
-                    values.push(("SAFETY_BACKUP", safety_backup.to_string()));
-                }
-            }
-            JobSpec::Import { import, source_url, safety_backup } => {
-                values.push(("IMPORT", import.to_string()));
-                values.push(("SOURCE_URL_SEALED", source_url.as_str().into()));
-                values.push(("SAFETY_BACKUP", safety_backup.to_string()));
-            }
-            _ => {}
-        }
-        let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let params = fill(&old.params, &values);
-        assert!(!params.contains('$'), "{kind:?}: every placeholder has a value: {params}");
-        let conn = rusqlite::Connection::open(&h.db).unwrap();
+    /// The row's columns as the code before the typed job model wrote them.
+    async fn store_old_shape(&self, job_id: &str, old: &StoredJob) {
+        let db = self.dirs.lock().unwrap().last().unwrap().join(DB);
+        let conn = rusqlite::Connection::open(db).unwrap();
         let changed = conn
             .execute(
                 "UPDATE jobs SET kind = ?1, resource_kind = ?2, resource_id = ?3, step = ?4, params = ?5 WHERE id = ?6",
-                rusqlite::params![
-                    old.kind,
-                    old.resource_kind,
-                    fill(&old.resource_id, &values),
-                    old.step,
-                    params,
-                    s.job_id
-                ],
+                rusqlite::params![old.kind, old.resource_kind, old.resource_id, old.step, old.params, job_id],
             )
             .unwrap();
-        assert_eq!(changed, 1);
-        if old.kind == "delete_project" {
-            // Its first step ran before the old process stopped.
-            let preview = h.store.get_preview(s.preview_id.as_ref().unwrap()).await.unwrap().unwrap();
-            h.provider.drop_database(&preview.database_name).await.unwrap();
-            h.provider.drop_role(&preview.role_name).await.unwrap();
-        }
-        // Only the old message on the queue.
-        for m in h.queue.receive(100, Duration::from_secs(60)).await.unwrap() {
-            h.queue.delete(&m.receipt).await.unwrap();
-        }
-        h.queue.send(&fill(&message, &values), Duration::ZERO).await.unwrap();
-        for _ in 0..10 {
-            let Some(m) = h.queue.receive(1, Duration::from_secs(60)).await.unwrap().pop() else { break };
-            match h.app.run_job_message(&m.body, "worker-1").await {
-                Disposition::Done => h.queue.delete(&m.receipt).await.unwrap(),
-                other => panic!("{kind:?}: {other:?}"),
-            }
-        }
-        let job = h.job(&s.job_id).await;
-        assert_eq!(
-            (job.state, job.error.as_deref()),
-            (JobState::Completed, None),
-            "{kind:?} ({} {})",
-            old.kind,
-            old.params
-        );
-        let old_params: serde_json::Value = serde_json::from_str(&params).unwrap();
-        assert_eq!(job.spec.params(), old_params, "{kind:?}: written back in the same shape");
-        if old.kind != "delete_project" {
-            kind.check_completed(&h, &s).await;
-        } else {
-            let events = h.events_of(&s.job_id).await;
-            assert_eq!(events, [EventType::JobCompleted, EventType::ProjectDeleted, EventType::PreviewDeleted]);
-        }
+        assert_eq!(changed, 1, "the job's row");
     }
+}
+
+#[tokio::test]
+async fn the_job_state_machine_keeps_its_contract_on_sqlite() {
+    run_job_contract(&SqliteRigs::default()).await;
 }
