@@ -1321,15 +1321,51 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    /// The stuck-jobs query hard-codes the terminal states; it must agree
-    /// with the domain's notion of terminal.
-    #[test]
-    fn terminal_states_in_sql_match_the_domain() {
-        let terminal: Vec<&str> = [JobState::Queued, JobState::Running, JobState::Completed, JobState::Failed]
-            .into_iter()
-            .filter(|s| s.is_terminal())
-            .map(JobState::as_str)
-            .collect();
-        assert_eq!(terminal, ["completed", "failed"]);
+    /// The stuck-jobs query names the terminal states in SQL; it must agree
+    /// with the domain's `is_terminal`. For every state (the `match` stops
+    /// compiling when one is added), a job in it whose lease lapsed long ago
+    /// is listed as stuck exactly when that state is not terminal.
+    #[tokio::test]
+    async fn the_stuck_jobs_query_skips_exactly_the_terminal_states() {
+        let states = [JobState::Queued, JobState::Running, JobState::Completed, JobState::Failed];
+        for s in states {
+            match s {
+                JobState::Queued | JobState::Running | JobState::Completed | JobState::Failed => {}
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("capydb-stuck-{}-{:x}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("s.sqlite3")).unwrap();
+        let long_ago = chrono::Utc::now() - chrono::Duration::days(1);
+        let mut ids = Vec::new();
+        for state in states {
+            let id = capydb_domain::ids::new_id(capydb_domain::ids::JOB);
+            let job = Job {
+                id: id.clone(),
+                kind: JobKind::Provision,
+                state,
+                organization_id: "org_1".into(),
+                project_id: Some(format!("prj_{}", state.as_str())),
+                resource: ResourceRef { kind: "project".into(), id: format!("prj_{}", state.as_str()) },
+                attempt: 1,
+                step: 0,
+                created_at: long_ago,
+                started_at: None,
+                finished_at: None,
+                error: None,
+                version: 1,
+                lease_owner: Some("w".into()),
+                lease_expires_at: Some(long_ago),
+                params: serde_json::Value::Null,
+            };
+            assert_eq!(store.begin_job(&job, &ResourceWrite::Nothing, &[], &Admission::default()).await.unwrap(), None);
+            ids.push((state, id));
+        }
+        let stuck = store.list_stuck_jobs(chrono::Utc::now(), 100).await.unwrap();
+        for (state, id) in ids {
+            let listed = stuck.iter().any(|j| j.id == id);
+            assert_eq!(listed, !state.is_terminal(), "a {} job with a lapsed lease: listed {listed}", state.as_str());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
