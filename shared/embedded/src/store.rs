@@ -619,7 +619,7 @@ fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookEndpoint> {
 }
 
 fn insert_webhook(conn: &Connection, w: &WebhookEndpoint) -> DomainResult<usize> {
-    let events = serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into());
+    let events = w.events_json()?;
     conn.prepare_cached(&format!(
         "INSERT INTO webhooks ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         webhook_cols!()
@@ -930,15 +930,17 @@ impl Store for SqliteStore {
 
     async fn list_expired_previews(&self, now: Timestamp, limit: usize) -> DomainResult<Vec<Preview>> {
         let limit = sql_limit(limit);
-        self.read("list expired previews", |c| {
-            c.prepare_cached(concat!(
-                "SELECT ",
-                preview_cols!(),
-                " FROM previews WHERE state IN ('ready', 'failed') AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"
-            ))?
-            .query_map(params![ts(&now), limit], preview_from_row)?
-            .collect()
-        })
+        // The states come from the domain's rule (`PreviewState::EXPIRING`).
+        let states: Vec<String> = PreviewState::EXPIRING.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "SELECT {} FROM previews WHERE state IN ({}) AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+            preview_cols!(),
+            states.join(", ")
+        );
+        let listed: Vec<Preview> = self.read("list expired previews", |c| {
+            c.prepare_cached(&sql)?.query_map(params![ts(&now), limit], preview_from_row)?.collect()
+        })?;
+        Ok(listed.into_iter().filter(|p| p.is_expired(now)).collect())
     }
 
     async fn get_backup(&self, id: &str) -> DomainResult<Option<Backup>> {
@@ -1127,13 +1129,18 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected_updated_at: Timestamp) -> DomainResult<bool> {
+    async fn update_webhook(
+        &self,
+        webhook: &WebhookEndpoint,
+        expected_updated_at: Timestamp,
+        clear_failing_since: bool,
+    ) -> DomainResult<bool> {
         let w = webhook;
-        let events = serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into());
+        let events = w.events_json()?;
         let n = self.execute(
             "update the webhook",
             "UPDATE webhooks SET url = ?3, events = ?4, project_id = ?5, description = ?6, \
-             failing_since = CASE WHEN ?7 AND NOT enabled THEN NULL ELSE failing_since END, \
+             failing_since = CASE WHEN ?14 THEN NULL ELSE failing_since END, \
              enabled = ?7, disabled_reason = ?8, updated_at = ?9, secret_sealed = ?10, \
              previous_secret_sealed = ?11, previous_secret_expires_at = ?12 \
              WHERE id = ?1 AND organization_id = ?2 AND updated_at = ?13",
@@ -1151,6 +1158,7 @@ impl Store for SqliteStore {
                 w.previous_secret_sealed,
                 opt_ts(&w.previous_secret_expires_at),
                 ts(&expected_updated_at),
+                clear_failing_since,
             ],
         )?;
         Ok(n == 1)
