@@ -1332,11 +1332,20 @@ pub async fn store_webhooks(store: &dyn Store) {
     assert!(ok(store.update_webhook(&edited, disabled.updated_at, false).await, "update_webhook"));
     let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
     assert_eq!(got.failing_since, Some(t2), "an edit that leaves it disabled keeps failing_since");
+    // The store applies the caller's decision, not a rule of its own: told
+    // to, it clears even on a write that leaves the endpoint disabled.
+    let t35 = plus_ms(now, 35);
+    let still_disabled = WebhookEndpoint { updated_at: t35, failing_since: None, ..got.clone() };
+    assert!(ok(store.update_webhook(&still_disabled, t3, true).await, "update_webhook"));
+    let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
+    assert_eq!((got.enabled, got.failing_since), (false, None), "clear_failing_since clears, whatever else is written");
+    assert_eq!(ok(store.set_webhook_health(&org.id, &wids[1], false, t2).await, "set_webhook_health"), Some(t2));
+    let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
     // Re-enabling: the domain decides (`WebhookEndpoint::set_enabled`), the store clears.
-    let mut enabled = WebhookEndpoint { updated_at: plus_ms(now, 31), ..got.clone() };
+    let mut enabled = WebhookEndpoint { updated_at: plus_ms(now, 36), ..got.clone() };
     assert!(enabled.set_enabled(true), "enabling a disabled endpoint re-enables it");
     assert_eq!((enabled.disabled_reason.as_deref(), enabled.failing_since), (None, None));
-    assert!(ok(store.update_webhook(&enabled, t3, true).await, "update_webhook"));
+    assert!(ok(store.update_webhook(&enabled, t35, true).await, "update_webhook"));
     let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
     assert_eq!((got.enabled, got.failing_since), (true, None), "update_webhook(clear_failing_since) clears it");
     assert_eq!(got, enabled, "the re-enabled endpoint round-trips");
