@@ -186,11 +186,11 @@ async fn the_rate_limit_counts_per_address_and_skips_requests_without_one() {
     };
     let api = api_with("ratelimit", settings).await;
     for remaining in ["1", "0"] {
-        let r = call("GET", "/v1/health").from_ip("127.0.0.1").send(&api.router).await;
+        let r = call("GET", "/v1/health").client_ip("127.0.0.1").send(&api.router).await;
         assert_eq!(r.headers.get("ratelimit-limit").unwrap(), "2");
         assert_eq!(r.headers.get("ratelimit-remaining").unwrap(), remaining);
     }
-    let r = call("GET", "/v1/me").key(&api.key).from_ip("127.0.0.1").send(&api.router).await;
+    let r = call("GET", "/v1/me").key(&api.key).client_ip("127.0.0.1").send(&api.router).await;
     r.expect_error(429, "rate limit exceeded: at most 2 requests per 3600 s");
     let retry: u64 = r.headers.get(header::RETRY_AFTER).unwrap().to_str().unwrap().parse().unwrap();
     assert!((1..=3600).contains(&retry), "Retry-After {retry}");

@@ -215,7 +215,7 @@ impl Call {
         self.body = Some(body);
         self
     }
-    pub fn from_ip(mut self, ip: &str) -> Call {
+    pub fn client_ip(mut self, ip: &str) -> Call {
         self.extensions = Some(capydb_api::extract::ClientIp(ip.parse().unwrap()));
         self
     }
