@@ -1,7 +1,8 @@
 //! One `App` per test: the SQLite store and queues in a fresh temp dir, the
 //! key-file secret box, an in-memory rate limiter, and a database provider
 //! that names its region and versions but has no server behind it (no test
-//! here runs a job).
+//! here runs a job). Egress allows loopback, the only address a test
+//! names (nothing here sends a webhook: no worker runs).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -132,8 +133,9 @@ pub async fn api_with(tag: &str, settings: Settings) -> Api {
         queue: Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap()) as Arc<dyn JobQueue>,
         webhook_queue: webhook_queue.clone(),
         bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,
-        webhook_sender: Arc::new(HttpWebhookSender::new(EgressPolicy::DENY_PRIVATE).unwrap()) as Arc<dyn WebhookSender>,
-        egress: Arc::new(EgressPolicy::DENY_PRIVATE),
+        webhook_sender: Arc::new(HttpWebhookSender::new(EgressPolicy::ALLOW_PRIVATE).unwrap())
+            as Arc<dyn WebhookSender>,
+        egress: Arc::new(EgressPolicy::ALLOW_PRIVATE),
         provider: Arc::new(NoServer) as Arc<dyn DatabaseProvider>,
         secrets: Arc::new(KeyFileSecretBox::open_or_create(&dir.0.join("secret.key")).unwrap()) as Arc<dyn SecretBox>,
         artifacts: Arc::new(FileArtifactStore::open(&dir.0.join("backups")).unwrap()) as Arc<dyn ArtifactStore>,

@@ -7,3 +7,4 @@ mod errors;
 mod extraction;
 mod helpers;
 mod pagination;
+mod webhooks;
