@@ -195,13 +195,25 @@ async fn the_rate_limit_counts_per_address_and_skips_requests_without_one() {
     let retry: u64 = r.headers.get(header::RETRY_AFTER).unwrap().to_str().unwrap().parse().unwrap();
     assert!((1..=3600).contains(&retry), "Retry-After {retry}");
     assert_eq!(r.headers.get("ratelimit-reset").unwrap().to_str().unwrap(), retry.to_string());
-    // The TCP peer counts the same way, per address.
-    for (peer, expect_limited) in [("127.0.0.1:40000", true), ("127.0.0.2:40000", false)] {
+    // The TCP peer counts the same way, per address: as `capydb-local`'s
+    // listener reports it (`ConnectInfo<Peer>`) or as a plain `SocketAddr`.
+    for (peer, as_peer, expect_limited) in [
+        ("127.0.0.1:40000", true, true),
+        ("127.0.0.1:40001", false, true),
+        ("127.0.0.2:40000", true, false),
+        ("127.0.0.3:40000", false, false),
+    ] {
         let mut req =
             Request::get("/v1/me").header("authorization", format!("Bearer {}", api.key)).body(Body::empty()).unwrap();
-        req.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
-        let status = api.router.clone().oneshot(req).await.unwrap().status();
-        assert_eq!(status == 429, expect_limited, "{peer}: {status}");
+        let addr = peer.parse::<SocketAddr>().unwrap();
+        if as_peer {
+            req.extensions_mut().insert(ConnectInfo(capydb_api::serve::Peer(addr)));
+        } else {
+            req.extensions_mut().insert(ConnectInfo(addr));
+        }
+        let res = api.router.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status() == 429, expect_limited, "{peer}: {}", res.status());
+        assert_eq!(res.headers().get("ratelimit-limit").unwrap(), "2", "{peer}: counted");
     }
     // No address: not counted, no headers, never limited.
     for _ in 0..3 {
