@@ -63,11 +63,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             // serde_json reports some wrong types as syntax errors ("expected
             // value" for a number where an enum's string belongs): when the
             // body is valid JSON, read it again from its value, which
-            // classifies the error as data and names the field.
+            // classifies the error as data and names the field. That read
+            // only words the refusal: it never accepts what the first refused.
             Err(syntax) if syntax.1 => match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                Ok(v) => {
-                    serde_path_to_error::deserialize(v).map_err(|e| data_error(e.path().to_string(), &e.into_inner()))
-                }
+                Ok(v) => match serde_path_to_error::deserialize::<_, T>(v) {
+                    Err(e) => Err(data_error(e.path().to_string(), &e.into_inner())),
+                    Ok(_) => Err(syntax.0),
+                },
                 Err(_) => Err(syntax.0),
             },
             other => other.map_err(|e| e.0),
