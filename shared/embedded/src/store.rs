@@ -1341,9 +1341,20 @@ mod tests {
                 JobState::Queued | JobState::Running | JobState::Completed | JobState::Failed => {}
             }
         }
-        let dir = std::env::temp_dir().join(format!("capydb-stuck-{}-{:x}", std::process::id(), rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = SqliteStore::open(&dir.join("s.sqlite3")).unwrap();
+        // Removed when the test ends, failed or not.
+        struct TempDir(std::path::PathBuf);
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = TempDir(std::env::temp_dir().join(format!(
+            "capydb-stuck-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        )));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let store = SqliteStore::open(&dir.0.join("s.sqlite3")).unwrap();
         let long_ago = chrono::Utc::now() - chrono::Duration::days(1);
         let mut ids = Vec::new();
         for state in states {
@@ -1374,6 +1385,5 @@ mod tests {
             let listed = stuck.iter().any(|j| j.id == id);
             assert_eq!(listed, !state.is_terminal(), "a {} job with a lapsed lease: listed {listed}", state.as_str());
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
