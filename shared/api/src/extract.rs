@@ -59,33 +59,53 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             return Err(ApiError::bad_request("the request body must be a JSON object"));
         }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = deserialize_body(&mut de)?;
+        let value = match deserialize_body(&mut de) {
+            // serde_json reports some wrong types as syntax errors ("expected
+            // value" for a number where an enum's string belongs): when the
+            // body is valid JSON, read it again from its value, which
+            // classifies the error as data and names the field. That read
+            // only words the refusal: it never accepts what the first refused.
+            Err(syntax) if syntax.1 => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) => match serde_path_to_error::deserialize::<_, T>(v) {
+                    Err(e) => Err(data_error(e.path().to_string(), &e.into_inner())),
+                    Ok(_) => Err(syntax.0),
+                },
+                Err(_) => Err(syntax.0),
+            },
+            other => other.map_err(|e| e.0),
+        }?;
         de.end().map_err(|_| ApiError::bad_request("malformed JSON: trailing characters after the body"))?;
         Ok(ApiJson(value))
     }
 }
 
+/// The body as `T`, or the error and whether it is one of syntax.
 fn deserialize_body<T: DeserializeOwned>(
     de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
-) -> Result<T, ApiError> {
+) -> Result<T, (ApiError, bool)> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         use serde_json::error::Category;
         let path = e.path().to_string();
         let e = e.into_inner();
         match e.classify() {
-            Category::Data => {
-                let what = strip_position(&e);
-                // A field's own check says "must ...": name the field first.
-                let msg = match path.as_str() {
-                    "." | "" => what,
-                    p if what.starts_with("must ") => format!("{p} {what}"),
-                    p => format!("{p}: {what}"),
-                };
-                ApiError::bad_request(format!("invalid request body: {msg}"))
+            Category::Data => (data_error(path, &e), false),
+            Category::Syntax | Category::Eof | Category::Io => {
+                (ApiError::bad_request(format!("malformed JSON: {e}")), true)
             }
-            Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(format!("malformed JSON: {e}")),
         }
     })
+}
+
+/// A body that is JSON but not the request's shape: the field named first.
+fn data_error(path: String, e: &serde_json::Error) -> ApiError {
+    let what = strip_position(e);
+    // A field's own check says "must ...": name the field first.
+    let msg = match path.as_str() {
+        "." | "" => what,
+        p if what.starts_with("must ") => format!("{p} {what}"),
+        p => format!("{p}: {what}"),
+    };
+    ApiError::bad_request(format!("invalid request body: {msg}"))
 }
 
 /// serde's data errors end with "at line 1 column 42"; drop that position.

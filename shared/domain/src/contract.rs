@@ -508,6 +508,7 @@ pub async fn store_previews(store: &dyn Store) {
     let expired = ok(store.list_expired_previews(now, 100).await, "list_expired_previews");
     let mine: Vec<_> = expired.iter().filter(|p| p.project_id == prj.id).map(|p| p.id.clone()).collect();
     assert_eq!(mine, vec![c.id.clone()], "only c has expired and is still live");
+    store_preview_expiry(store, &prj, now).await;
 
     // begin_job writes the events it is given, in the same transaction.
     let mut del = job(&org.id, &prj.id, new_id(ids::JOB), JobKind::DeletePreview, now);
@@ -530,6 +531,57 @@ pub async fn store_previews(store: &dyn Store) {
         "finish",
     );
     ok(store.mark_event_published(&e.id, now).await, "mark_event_published");
+}
+
+/// `list_expired_previews` applies `Preview::is_expired`: in every state, a
+/// preview past its expiry is listed exactly when the state expires (ready,
+/// failed), and `expires_at == now` has expired while a nanosecond later has not.
+async fn store_preview_expiry(store: &dyn Store, prj: &Project, now: Timestamp) {
+    let expiring = |s: PreviewState| match s {
+        PreviewState::Ready | PreviewState::Failed => true,
+        PreviewState::Creating | PreviewState::Resetting | PreviewState::Deleting | PreviewState::Deleted => false,
+    };
+    let states = [
+        PreviewState::Creating,
+        PreviewState::Ready,
+        PreviewState::Resetting,
+        PreviewState::Deleting,
+        PreviewState::Deleted,
+        PreviewState::Failed,
+    ];
+    // Long before `now`, so other previews of a shared store do not crowd ours out.
+    let past = now - chrono::Duration::days(400);
+    let mut expected = Vec::new();
+    let mut all = Vec::new();
+    for (i, state) in states.into_iter().enumerate() {
+        let pv = preview(prj, new_id(ids::PREVIEW), &format!("expiry-{i}"), plus_ms(past, i as i64), now);
+        ok(put_preview(store, &pv, state, now).await, "put preview (expiry)");
+        assert_eq!(expiring(state), state.can_expire(), "PreviewState::can_expire disagrees for {state:?}");
+        if expiring(state) {
+            expected.push(pv.id.clone());
+        }
+        all.push(pv.id);
+    }
+    let at_now = preview(prj, new_id(ids::PREVIEW), "expiry-now", now, now);
+    ok(put_preview(store, &at_now, PreviewState::Ready, now).await, "put preview (expiry now)");
+    let just_after = preview(prj, new_id(ids::PREVIEW), "expiry-later", now + chrono::Duration::nanoseconds(1), now);
+    ok(put_preview(store, &just_after, PreviewState::Ready, now).await, "put preview (expiry later)");
+    all.extend([at_now.id.clone(), just_after.id.clone()]);
+
+    let listed = ok(store.list_expired_previews(now, 1000).await, "list_expired_previews");
+    let mine: Vec<String> = listed.iter().filter(|p| all.contains(&p.id)).map(|p| p.id.clone()).collect();
+    expected.push(at_now.id.clone());
+    assert_eq!(
+        mine, expected,
+        "list_expired_previews must list, oldest expiry first, the ready and failed previews whose expires_at <= now \
+         (expires_at == now included); never creating, resetting, deleting or deleted ones, nor one a nanosecond from expiry"
+    );
+    assert!(listed.iter().all(|p| p.is_expired(now)), "every listed preview must be expired by Preview::is_expired");
+    // Cleanup: free the names and the expiry listing for the next run.
+    for id in &all {
+        let pv = ok(store.get_preview(id).await, "get_preview").expect("stored");
+        ok(store.update_preview(&Preview { state: PreviewState::Deleted, ..pv }).await, "update_preview");
+    }
 }
 
 /// Backups, restores and imports: round trips, listing without the deleted,
@@ -1246,17 +1298,17 @@ pub async fn store_webhooks(store: &dyn Store) {
     changed.previous_secret_expires_at = Some(plus_ms(now, 86_400_000));
     changed.secret_sealed = "new-sealed".into();
     changed.updated_at = plus_ms(now, 5);
-    assert!(ok(store.update_webhook(&changed, now).await, "update_webhook"));
+    assert!(ok(store.update_webhook(&changed, now, false).await, "update_webhook"));
     assert_eq!(ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook"), Some(changed.clone()));
     let stale = WebhookEndpoint { url: "https://stale.example.com/".into(), ..changed.clone() };
     assert!(
-        !ok(store.update_webhook(&stale, now).await, "update_webhook"),
+        !ok(store.update_webhook(&stale, now, false).await, "update_webhook"),
         "update_webhook must refuse a write based on an outdated read"
     );
     assert_eq!(ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook"), Some(changed.clone()));
     let ghost = webhook(&org.id, new_id(ids::WEBHOOK), now);
     assert!(
-        !ok(store.update_webhook(&ghost, now).await, "update_webhook"),
+        !ok(store.update_webhook(&ghost, now, false).await, "update_webhook"),
         "update_webhook of a missing endpoint is false"
     );
     assert_eq!(ok(store.get_webhook(&org.id, &ghost.id).await, "get_webhook"), None, "and must not create it");
@@ -1278,16 +1330,58 @@ pub async fn store_webhooks(store: &dyn Store) {
     assert_eq!(disabled.failing_since, Some(t2));
     assert_eq!(disabled.url, changed.url, "disable_webhook must change nothing else");
     let edited = WebhookEndpoint { description: Some("edit".into()), failing_since: None, ..disabled.clone() };
-    assert!(!ok(store.update_webhook(&edited, changed.updated_at).await, "update_webhook"), "a disable is a change");
+    assert!(
+        !ok(store.update_webhook(&edited, changed.updated_at, true).await, "update_webhook"),
+        "a disable is a change"
+    );
+    assert_eq!(
+        ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint").failing_since,
+        Some(t2),
+        "a refused update_webhook must not clear failing_since"
+    );
     let t3 = plus_ms(now, 30);
     let edited = WebhookEndpoint { updated_at: t3, ..edited };
-    assert!(ok(store.update_webhook(&edited, disabled.updated_at).await, "update_webhook"));
+    assert!(ok(store.update_webhook(&edited, disabled.updated_at, false).await, "update_webhook"));
     let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
     assert_eq!(got.failing_since, Some(t2), "an edit that leaves it disabled keeps failing_since");
-    let enabled = WebhookEndpoint { enabled: true, disabled_reason: None, updated_at: plus_ms(now, 31), ..got.clone() };
-    assert!(ok(store.update_webhook(&enabled, t3).await, "update_webhook"));
+    // The store applies the caller's decision, not a rule of its own: told
+    // to, it clears even on a write that leaves the endpoint disabled.
+    let t35 = plus_ms(now, 35);
+    let still_disabled = WebhookEndpoint { updated_at: t35, failing_since: None, ..got.clone() };
+    assert!(ok(store.update_webhook(&still_disabled, t3, true).await, "update_webhook"));
     let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
-    assert_eq!((got.enabled, got.failing_since), (true, None), "enabling clears failing_since");
+    assert_eq!((got.enabled, got.failing_since), (false, None), "clear_failing_since clears, whatever else is written");
+    assert_eq!(ok(store.set_webhook_health(&org.id, &wids[1], false, t2).await, "set_webhook_health"), Some(t2));
+    let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
+    // Re-enabling: the domain decides (`WebhookEndpoint::set_enabled`), the store clears.
+    let mut enabled = WebhookEndpoint { updated_at: plus_ms(now, 36), ..got.clone() };
+    assert!(enabled.set_enabled(true), "enabling a disabled endpoint re-enables it");
+    assert_eq!((enabled.disabled_reason.as_deref(), enabled.failing_since), (None, None));
+    assert!(ok(store.update_webhook(&enabled, t35, true).await, "update_webhook"));
+    let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
+    assert_eq!((got.enabled, got.failing_since), (true, None), "update_webhook(clear_failing_since) clears it");
+    assert_eq!(got, enabled, "the re-enabled endpoint round-trips");
+    // A failure while enabled, then an edit of the enabled endpoint: kept.
+    let t4 = plus_ms(now, 40);
+    ok(store.set_webhook_health(&org.id, &wids[1], false, t4).await, "set_webhook_health");
+    let mut again = WebhookEndpoint { updated_at: plus_ms(now, 41), ..got.clone() };
+    assert!(!again.set_enabled(true), "enabling an enabled endpoint is no re-enabling");
+    assert!(ok(store.update_webhook(&again, got.updated_at, false).await, "update_webhook"));
+    let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
+    assert_eq!(got.failing_since, Some(t4), "an edit without clear_failing_since keeps failing_since");
+    // A delivery that succeeds clears it.
+    assert_eq!(ok(store.set_webhook_health(&org.id, &wids[1], true, t4).await, "set_webhook_health"), None);
+    let got = ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook").expect("endpoint");
+    assert_eq!(got.failing_since, None, "a success clears the stored failing_since");
+
+    // `events` round-trips as the list it is, whatever its strings hold.
+    let odd = WebhookEndpoint {
+        events: vec!["project.ready".into(), "quote\"back\\slash".into(), "ünïcödé ✓".into(), "[]".into(), "*".into()],
+        updated_at: plus_ms(now, 50),
+        ..got.clone()
+    };
+    assert!(ok(store.update_webhook(&odd, got.updated_at, false).await, "update_webhook"));
+    assert_eq!(ok(store.get_webhook(&org.id, &wids[1]).await, "get_webhook"), Some(odd), "events round-trip");
 
     assert!(!ok(store.delete_webhook(&other.id, &wids[0]).await, "delete_webhook"), "not another org's endpoint");
     assert!(ok(store.delete_webhook(&org.id, &wids[0]).await, "delete_webhook"));

@@ -161,7 +161,8 @@ pub trait Store: Send + Sync {
     async fn list_previews(&self, project_id: &str, page: &Page) -> DomainResult<Vec<Preview>>;
     /// Replaces the preview row (TTL extension).
     async fn update_preview(&self, preview: &Preview) -> DomainResult<()>;
-    /// `ready` or `failed` previews whose `expires_at <= now`, oldest expiry first.
+    /// Previews that `Preview::is_expired` at `now` (an expiring state,
+    /// `expires_at <= now`), oldest expiry first.
     async fn list_expired_previews(&self, now: Timestamp, limit: usize) -> DomainResult<Vec<Preview>>;
 
     // backups, restores, imports
@@ -224,9 +225,14 @@ pub trait Store: Send + Sync {
     /// Writes the endpoint if its stored `updated_at` is still
     /// `expected_updated_at` (nobody changed or disabled it since it was
     /// read); false otherwise, or when it no longer exists. `failing_since`
-    /// is not written: it is kept, and cleared when the write enables a
-    /// disabled endpoint.
-    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected_updated_at: Timestamp) -> DomainResult<bool>;
+    /// is not written: it is kept, and cleared when `clear_failing_since`
+    /// (the write re-enables the endpoint: `WebhookEndpoint::set_enabled`).
+    async fn update_webhook(
+        &self,
+        webhook: &WebhookEndpoint,
+        expected_updated_at: Timestamp,
+        clear_failing_since: bool,
+    ) -> DomainResult<bool>;
     /// Records the outcome of an attempt on the endpoint: a success clears
     /// `failing_since`, a failure sets it unless set. Returns it as stored.
     async fn set_webhook_health(

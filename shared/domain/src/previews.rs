@@ -18,6 +18,24 @@ use crate::scopes::Scope;
 /// When a request gives no `ttl_hours`.
 pub const DEFAULT_TTL_HOURS: u32 = 72;
 
+impl PreviewState {
+    /// The states whose previews the sweeper deletes once `expires_at` has
+    /// passed: not one a job is working on, not one already gone. Every
+    /// store lists expired previews by this rule (`Preview::is_expired`).
+    pub const EXPIRING: [PreviewState; 2] = [PreviewState::Ready, PreviewState::Failed];
+
+    pub fn can_expire(self) -> bool {
+        Self::EXPIRING.contains(&self)
+    }
+}
+
+impl Preview {
+    /// In an expiring state with `expires_at <= now`: the sweeper deletes it.
+    pub fn is_expired(&self, now: crate::model::Timestamp) -> bool {
+        self.state.can_expire() && self.expires_at <= now
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePreview {

@@ -82,6 +82,28 @@ pub const RESPONSE_KEEP_BYTES: usize = 1024;
 
 pub use crate::app::WebhookSettings;
 
+impl WebhookEndpoint {
+    /// Enables or disables the endpoint. Enabling a disabled one clears
+    /// `disabled_reason` and `failing_since` and answers true: the write must
+    /// then clear the stored `failing_since` (`Store::update_webhook`).
+    pub fn set_enabled(&mut self, enabled: bool) -> bool {
+        let reenabled = enabled && !self.enabled;
+        if reenabled {
+            self.disabled_reason = None;
+            self.failing_since = None;
+        }
+        self.enabled = enabled;
+        reenabled
+    }
+
+    /// `events` as every store keeps it: a JSON array of strings. A failure
+    /// is an error, never an empty list (which would unsubscribe the endpoint).
+    pub fn events_json(&self) -> DomainResult<String> {
+        serde_json::to_string(&self.events)
+            .map_err(|e| DomainError::internal(format!("could not encode webhook {}'s events: {e}", self.id)))
+    }
+}
+
 /// A message on the webhook queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -330,23 +352,17 @@ impl App {
         if let Some(url) = req.url {
             w.url = self.parse_target(url.as_str()).await?;
         }
-        if let Some(enabled) = req.enabled {
-            if enabled && !w.enabled {
-                w.disabled_reason = None;
-                w.failing_since = None;
-            }
-            w.enabled = enabled;
-        }
+        let reenabled = req.enabled.is_some_and(|enabled| w.set_enabled(enabled));
         let read_at = w.updated_at;
         w.updated_at = self.now();
-        self.write_webhook(&w, read_at).await?;
+        self.write_webhook(&w, read_at, reenabled).await?;
         self.load_webhook(org_id, id).await
     }
 
     /// Writes an edited endpoint unless it changed since it was read (a
     /// concurrent edit or rotation, or a disable by the delivery loop).
-    async fn write_webhook(&self, w: &WebhookEndpoint, read_at: Timestamp) -> DomainResult<()> {
-        if self.store.update_webhook(w, read_at).await? {
+    async fn write_webhook(&self, w: &WebhookEndpoint, read_at: Timestamp, reenabled: bool) -> DomainResult<()> {
+        if self.store.update_webhook(w, read_at, reenabled).await? {
             return Ok(());
         }
         self.load_webhook(&w.organization_id, &w.id).await?;
@@ -378,7 +394,7 @@ impl App {
         w.previous_secret_expires_at = Some(add(now, self.settings.webhooks.previous_secret_grace));
         let read_at = w.updated_at;
         w.updated_at = now;
-        self.write_webhook(&w, read_at).await?;
+        self.write_webhook(&w, read_at, false).await?;
         tracing::info!(webhook_id = %id, "webhook secret rotated");
         Ok(WebhookWithSecret { webhook: w, secret })
     }

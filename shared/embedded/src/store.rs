@@ -630,7 +630,7 @@ fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookEndpoint> {
 }
 
 fn insert_webhook(conn: &Connection, w: &WebhookEndpoint) -> DomainResult<usize> {
-    let events = serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into());
+    let events = w.events_json()?;
     conn.prepare_cached(&format!(
         "INSERT INTO webhooks ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         webhook_cols!()
@@ -942,15 +942,17 @@ impl Store for SqliteStore {
 
     async fn list_expired_previews(&self, now: Timestamp, limit: usize) -> DomainResult<Vec<Preview>> {
         let limit = sql_limit(limit);
-        self.read("list expired previews", |c| {
-            c.prepare_cached(concat!(
-                "SELECT ",
-                preview_cols!(),
-                " FROM previews WHERE state IN ('ready', 'failed') AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"
-            ))?
-            .query_map(params![ts(&now), limit], preview_from_row)?
-            .collect()
-        })
+        // The states come from the domain's rule (`PreviewState::EXPIRING`).
+        let states: Vec<String> = PreviewState::EXPIRING.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "SELECT {} FROM previews WHERE state IN ({}) AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+            preview_cols!(),
+            states.join(", ")
+        );
+        let listed: Vec<Preview> = self.read("list expired previews", |c| {
+            c.prepare_cached(&sql)?.query_map(params![ts(&now), limit], preview_from_row)?.collect()
+        })?;
+        Ok(listed.into_iter().filter(|p| p.is_expired(now)).collect())
     }
 
     async fn get_backup(&self, id: &str) -> DomainResult<Option<Backup>> {
@@ -1139,13 +1141,18 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected_updated_at: Timestamp) -> DomainResult<bool> {
+    async fn update_webhook(
+        &self,
+        webhook: &WebhookEndpoint,
+        expected_updated_at: Timestamp,
+        clear_failing_since: bool,
+    ) -> DomainResult<bool> {
         let w = webhook;
-        let events = serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into());
+        let events = w.events_json()?;
         let n = self.execute(
             "update the webhook",
             "UPDATE webhooks SET url = ?3, events = ?4, project_id = ?5, description = ?6, \
-             failing_since = CASE WHEN ?7 AND NOT enabled THEN NULL ELSE failing_since END, \
+             failing_since = CASE WHEN ?14 THEN NULL ELSE failing_since END, \
              enabled = ?7, disabled_reason = ?8, updated_at = ?9, secret_sealed = ?10, \
              previous_secret_sealed = ?11, previous_secret_expires_at = ?12 \
              WHERE id = ?1 AND organization_id = ?2 AND updated_at = ?13",
@@ -1163,6 +1170,7 @@ impl Store for SqliteStore {
                 w.previous_secret_sealed,
                 opt_ts(&w.previous_secret_expires_at),
                 ts(&expected_updated_at),
+                clear_failing_since,
             ],
         )?;
         Ok(n == 1)
@@ -1333,15 +1341,61 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    /// The stuck-jobs query hard-codes the terminal states; it must agree
-    /// with the domain's notion of terminal.
-    #[test]
-    fn terminal_states_in_sql_match_the_domain() {
-        let terminal: Vec<&str> = [JobState::Queued, JobState::Running, JobState::Completed, JobState::Failed]
-            .into_iter()
-            .filter(|s| s.is_terminal())
-            .map(JobState::as_str)
-            .collect();
-        assert_eq!(terminal, ["completed", "failed"]);
+    /// The stuck-jobs query names the terminal states in SQL; it must agree
+    /// with the domain's `is_terminal`. For every state (the `match` stops
+    /// compiling when one is added), a job in it whose lease lapsed long ago
+    /// is listed as stuck exactly when that state is not terminal.
+    #[tokio::test]
+    async fn the_stuck_jobs_query_skips_exactly_the_terminal_states() {
+        let states = [JobState::Queued, JobState::Running, JobState::Completed, JobState::Failed];
+        for s in states {
+            match s {
+                JobState::Queued | JobState::Running | JobState::Completed | JobState::Failed => {}
+            }
+        }
+        // Removed when the test ends, failed or not.
+        struct TempDir(std::path::PathBuf);
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = TempDir(std::env::temp_dir().join(format!(
+            "capydb-stuck-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        )));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let store = SqliteStore::open(&dir.0.join("s.sqlite3")).unwrap();
+        let long_ago = chrono::Utc::now() - chrono::Duration::days(1);
+        let mut ids = Vec::new();
+        for state in states {
+            let id = capydb_domain::ids::new_id(capydb_domain::ids::JOB);
+            let job = Job {
+                id: id.clone(),
+                kind: JobKind::Provision,
+                state,
+                organization_id: "org_1".into(),
+                project_id: Some(format!("prj_{}", state.as_str())),
+                resource: ResourceRef { kind: "project".into(), id: format!("prj_{}", state.as_str()) },
+                attempt: 1,
+                step: 0,
+                created_at: long_ago,
+                started_at: None,
+                finished_at: None,
+                error: None,
+                version: 1,
+                lease_owner: Some("w".into()),
+                lease_expires_at: Some(long_ago),
+                params: serde_json::Value::Null,
+            };
+            assert_eq!(store.begin_job(&job, &ResourceWrite::Nothing, &[], &Admission::default()).await.unwrap(), None);
+            ids.push((state, id));
+        }
+        let stuck = store.list_stuck_jobs(chrono::Utc::now(), 100).await.unwrap();
+        for (state, id) in ids {
+            let listed = stuck.iter().any(|j| j.id == id);
+            assert_eq!(listed, !state.is_terminal(), "a {} job with a lapsed lease: listed {listed}", state.as_str());
+        }
     }
 }

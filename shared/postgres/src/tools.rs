@@ -87,7 +87,12 @@ pub(crate) fn tool_command(bin: &Path, name: &str) -> tokio::process::Command {
 
 /// One dump/restore worker per CPU, at least two.
 pub(crate) fn jobs() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+    jobs_for(std::thread::available_parallelism().ok().map(|n| n.get()))
+}
+
+/// `jobs()` for a machine with this many CPUs (`None`: unknown).
+fn jobs_for(cpus: Option<usize>) -> usize {
+    cpus.map_or(2, |n| n).max(2)
 }
 
 /// The directory holding pg_dump and pg_restore, preferring the server's
@@ -217,9 +222,18 @@ mod tests {
         assert!(!path.exists());
     }
 
+    /// One worker per CPU, never fewer than two (also when the CPU count is
+    /// unknown); `jobs()` asks this machine. The CPU counts are given, so
+    /// the rule is checked whatever machine runs the test.
     #[test]
-    fn at_least_two_jobs() {
-        assert!(jobs() >= 2);
+    fn one_job_per_cpu_and_at_least_two() {
+        assert_eq!(jobs_for(None), 2);
+        assert_eq!(jobs_for(Some(1)), 2);
+        assert_eq!(jobs_for(Some(2)), 2);
+        assert_eq!(jobs_for(Some(3)), 3);
+        assert_eq!(jobs_for(Some(64)), 64);
+        let cpus = std::thread::available_parallelism().ok().map(|n| n.get());
+        assert_eq!(jobs(), jobs_for(cpus));
     }
 
     /// What the probe saw in a failed backup's job: pg_dump's words, with the

@@ -1104,7 +1104,13 @@ impl Store for DynamoStore {
             forward: true,
             limit,
         };
-        self.query("list expired previews", q, |_| true).await?.iter().map(preview_from).collect()
+        let listed: Vec<Preview> = self
+            .query("list expired previews", q, |_| true)
+            .await?
+            .iter()
+            .map(preview_from)
+            .collect::<DomainResult<_>>()?;
+        Ok(listed.into_iter().filter(|p| p.is_expired(now)).collect())
     }
 
     async fn get_backup(&self, id: &str) -> DomainResult<Option<Backup>> {
@@ -1384,12 +1390,14 @@ impl Store for DynamoStore {
         self.page_of("list webhooks", webhooks_of_org(org_id), page, webhook_from).await
     }
 
-    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected_updated_at: Timestamp) -> DomainResult<bool> {
+    async fn update_webhook(
+        &self,
+        webhook: &WebhookEndpoint,
+        expected_updated_at: Timestamp,
+        clear_failing_since: bool,
+    ) -> DomainResult<bool> {
         let w = webhook;
-        let Some(current) = self.get_webhook(&w.organization_id, &w.id).await? else {
-            return Ok(false);
-        };
-        let events = serde_json::to_string(&w.events).map_err(DomainError::internal)?;
+        let events = w.events_json()?;
         let mut u = Update::default()
             .set("url", s(&w.url))
             .set("events", s(events))
@@ -1401,19 +1409,15 @@ impl Store for DynamoStore {
             .set("secret_sealed", s(&w.secret_sealed))
             .set_opt("previous_secret_sealed", opt_s(w.previous_secret_sealed.as_deref()))
             .set_opt("previous_secret_expires_at", w.previous_secret_expires_at.as_ref().map(ts));
-        if w.enabled && !current.enabled {
+        if clear_failing_since {
             u = u.remove("failing_since");
         }
-        // `enabled` is in the condition too: whether failing_since is
-        // cleared was decided on the state read above.
+        // The caller decided on the endpoint as it read it: the write holds
+        // only while nobody changed or disabled it since (`updated_at`).
         let u = u.when(
-            "#organization_id = :org AND #updated_at = :expected AND #enabled = :was_enabled",
+            "#organization_id = :org AND #updated_at = :expected",
             &["organization_id"],
-            vec![
-                (":org", s(&w.organization_id)),
-                (":expected", ts(&expected_updated_at)),
-                (":was_enabled", AttributeValue::Bool(current.enabled)),
-            ],
+            vec![(":org", s(&w.organization_id)), (":expected", ts(&expected_updated_at))],
         );
         Ok(self.update("update the webhook", webhook_pk(&w.id), WEBHOOK_SK, u).await?.is_some())
     }

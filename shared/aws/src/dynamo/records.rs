@@ -270,7 +270,7 @@ pub fn preview_holds_name(p: &Preview) -> bool {
 }
 
 pub fn preview_item(p: &Preview) -> Item {
-    let expiring = matches!(p.state, PreviewState::Ready | PreviewState::Failed);
+    let expiring = p.state.can_expire();
     ItemBuilder::new(preview_pk(&p.id), PREVIEW_SK)
         .index("gsi1", preview_holds_name(p).then(|| (previews_of_project(&p.project_id), p.id.clone())))
         .index("gsi2", expiring.then(|| (EXPIRING_PREVIEWS.to_string(), timed(&p.expires_at, &p.id))))
@@ -505,7 +505,7 @@ pub fn event_from(item: &Item) -> DomainResult<Event> {
 }
 
 pub fn webhook_item(w: &WebhookEndpoint) -> DomainResult<Item> {
-    let events = serde_json::to_string(&w.events).map_err(capydb_domain::DomainError::internal)?;
+    let events = w.events_json()?;
     Ok(ItemBuilder::new(webhook_pk(&w.id), WEBHOOK_SK)
         .index("gsi1", Some((webhooks_of_org(&w.organization_id), w.id.clone())))
         .s("id", &w.id)
