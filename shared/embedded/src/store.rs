@@ -1377,7 +1377,7 @@ mod tests {
                 state,
                 organization_id: "org_1".into(),
                 project_id: Some(format!("prj_{}", state.as_str())),
-                resource: ResourceRef { kind: "project".into(), id: format!("prj_{}", state.as_str()) },
+                resource: ResourceRef { kind: ResourceKind::Project, id: format!("prj_{}", state.as_str()) },
                 attempt: 1,
                 step: 0,
                 created_at: long_ago,
@@ -1387,7 +1387,7 @@ mod tests {
                 version: 1,
                 lease_owner: Some("w".into()),
                 lease_expires_at: Some(long_ago),
-                params: serde_json::Value::Null,
+                spec: JobSpec::Provision,
             };
             assert_eq!(store.begin_job(&job, &ResourceWrite::Nothing, &[], &Admission::default()).await.unwrap(), None);
             ids.push((state, id));
