@@ -541,19 +541,12 @@ async fn store_preview_expiry(store: &dyn Store, prj: &Project, now: Timestamp) 
         PreviewState::Ready | PreviewState::Failed => true,
         PreviewState::Creating | PreviewState::Resetting | PreviewState::Deleting | PreviewState::Deleted => false,
     };
-    let states = [
-        PreviewState::Creating,
-        PreviewState::Ready,
-        PreviewState::Resetting,
-        PreviewState::Deleting,
-        PreviewState::Deleted,
-        PreviewState::Failed,
-    ];
+    let states = PreviewState::ALL.iter().copied();
     // Long before `now`, so other previews of a shared store do not crowd ours out.
     let past = now - chrono::Duration::days(400);
     let mut expected = Vec::new();
     let mut all = Vec::new();
-    for (i, state) in states.into_iter().enumerate() {
+    for (i, state) in states.enumerate() {
         let pv = preview(prj, new_id(ids::PREVIEW), &format!("expiry-{i}"), plus_ms(past, i as i64), now);
         ok(put_preview(store, &pv, state, now).await, "put preview (expiry)");
         assert_eq!(expiring(state), state.can_expire(), "PreviewState::can_expire disagrees for {state:?}");

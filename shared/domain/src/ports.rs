@@ -223,16 +223,11 @@ pub trait Store: Send + Sync {
     /// Endpoints of the organization, newest first.
     async fn list_webhooks(&self, org_id: &str, page: &Page) -> DomainResult<Vec<WebhookEndpoint>>;
     /// Writes the endpoint if its stored `updated_at` is still
-    /// `expected_updated_at` (nobody changed or disabled it since it was
+    /// `expected` (nobody changed or disabled it since it was
     /// read); false otherwise, or when it no longer exists. `failing_since`
-    /// is not written: it is kept, and cleared when `clear_failing_since`
+    /// is not written: it is kept, and cleared when `clear`
     /// (the write re-enables the endpoint: `WebhookEndpoint::set_enabled`).
-    async fn update_webhook(
-        &self,
-        webhook: &WebhookEndpoint,
-        expected_updated_at: Timestamp,
-        clear_failing_since: bool,
-    ) -> DomainResult<bool>;
+    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected: Timestamp, clear: bool) -> DomainResult<bool>;
     /// Records the outcome of an attempt on the endpoint: a success clears
     /// `failing_since`, a failure sets it unless set. Returns it as stored.
     async fn set_webhook_health(

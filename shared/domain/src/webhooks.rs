@@ -31,7 +31,7 @@ use crate::scopes::Scope;
 
 /// Every event type an endpoint can subscribe to, as the API names them.
 pub fn event_type_names() -> impl Iterator<Item = &'static str> {
-    EventType::ALL.into_iter().map(EventType::as_str)
+    EventType::ALL.iter().map(|t| t.as_str())
 }
 
 /// An event type an endpoint subscribes to, or `*` for every type. Its

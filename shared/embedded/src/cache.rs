@@ -273,13 +273,8 @@ impl<S: Store> Store for CachedStore<S> {
     async fn list_webhooks(&self, org_id: &str, page: &Page) -> DomainResult<Vec<WebhookEndpoint>> {
         self.inner.list_webhooks(org_id, page).await
     }
-    async fn update_webhook(
-        &self,
-        webhook: &WebhookEndpoint,
-        expected_updated_at: Timestamp,
-        clear_failing_since: bool,
-    ) -> DomainResult<bool> {
-        self.inner.update_webhook(webhook, expected_updated_at, clear_failing_since).await
+    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected: Timestamp, clear: bool) -> DomainResult<bool> {
+        self.inner.update_webhook(webhook, expected, clear).await
     }
     async fn set_webhook_health(
         &self,

@@ -1141,12 +1141,7 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn update_webhook(
-        &self,
-        webhook: &WebhookEndpoint,
-        expected_updated_at: Timestamp,
-        clear_failing_since: bool,
-    ) -> DomainResult<bool> {
+    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected: Timestamp, clear: bool) -> DomainResult<bool> {
         let w = webhook;
         let events = w.events_json()?;
         let n = self.execute(
@@ -1169,8 +1164,8 @@ impl Store for SqliteStore {
                 w.secret_sealed,
                 w.previous_secret_sealed,
                 opt_ts(&w.previous_secret_expires_at),
-                ts(&expected_updated_at),
-                clear_failing_since,
+                ts(&expected),
+                clear,
             ],
         )?;
         Ok(n == 1)

@@ -1390,12 +1390,7 @@ impl Store for DynamoStore {
         self.page_of("list webhooks", webhooks_of_org(org_id), page, webhook_from).await
     }
 
-    async fn update_webhook(
-        &self,
-        webhook: &WebhookEndpoint,
-        expected_updated_at: Timestamp,
-        clear_failing_since: bool,
-    ) -> DomainResult<bool> {
+    async fn update_webhook(&self, webhook: &WebhookEndpoint, expected: Timestamp, clear: bool) -> DomainResult<bool> {
         let w = webhook;
         let events = w.events_json()?;
         let mut u = Update::default()
@@ -1409,7 +1404,7 @@ impl Store for DynamoStore {
             .set("secret_sealed", s(&w.secret_sealed))
             .set_opt("previous_secret_sealed", opt_s(w.previous_secret_sealed.as_deref()))
             .set_opt("previous_secret_expires_at", w.previous_secret_expires_at.as_ref().map(ts));
-        if clear_failing_since {
+        if clear {
             u = u.remove("failing_since");
         }
         // The caller decided on the endpoint as it read it: the write holds
@@ -1417,7 +1412,7 @@ impl Store for DynamoStore {
         let u = u.when(
             "#organization_id = :org AND #updated_at = :expected",
             &["organization_id"],
-            vec![(":org", s(&w.organization_id)), (":expected", ts(&expected_updated_at))],
+            vec![(":org", s(&w.organization_id)), (":expected", ts(&expected))],
         );
         Ok(self.update("update the webhook", webhook_pk(&w.id), WEBHOOK_SK, u).await?.is_some())
     }

@@ -83,12 +83,6 @@ pub(super) async fn finish(
         }
     }
     let data = serde_json::json!({ "job": job, "backup": backup });
-    let events = match ending {
-        Ending::Completed => vec![
-            app.job_event(EventType::JobCompleted, job, data.clone()),
-            app.job_event(EventType::BackupCompleted, job, data),
-        ],
-        Ending::Failed => vec![app.job_event(EventType::JobFailed, job, data)],
-    };
+    let events = app.ending_events(job, ending, EventType::BackupCompleted, data);
     Ok((ResourceWrite::All(vec![ResourceWrite::Backup(backup)]), events))
 }

@@ -6,6 +6,8 @@ use crate::ids::PreviewId;
 use crate::model::{EventType, Job, JobSpec, PreviewState, Project, ProjectState};
 use crate::ports::{Page, ResourceWrite};
 
+/// The steps' names are the stored ones (`drop_previews`, ...).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     DropPreviews,
@@ -79,21 +81,14 @@ pub(super) async fn finish(
         Ending::Failed => ProjectState::Failed,
     };
     let data = serde_json::json!({ "job": job, "project": project });
-    let events = match ending {
-        Ending::Completed => {
-            let mut events = vec![
-                app.job_event(EventType::JobCompleted, job, data.clone()),
-                app.job_event(EventType::ProjectDeleted, job, data),
-            ];
-            for id in dropped {
-                if let Some(preview) = app.store.get_preview(id.as_str()).await? {
-                    let data = serde_json::json!({ "job": job, "preview": preview });
-                    events.push(app.job_event(EventType::PreviewDeleted, job, data));
-                }
+    let mut events = app.ending_events(job, ending, EventType::ProjectDeleted, data);
+    if ending == Ending::Completed {
+        for id in dropped {
+            if let Some(preview) = app.store.get_preview(id.as_str()).await? {
+                let data = serde_json::json!({ "job": job, "preview": preview });
+                events.push(app.job_event(EventType::PreviewDeleted, job, data));
             }
-            events
         }
-        Ending::Failed => vec![app.job_event(EventType::JobFailed, job, data)],
-    };
+    }
     Ok((ResourceWrite::Project(project), events))
 }

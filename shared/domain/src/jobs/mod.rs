@@ -478,6 +478,17 @@ impl App {
         }
     }
 
+    /// The events of a job's end: `job.completed` and `announce` with the
+    /// same data, or `job.failed` alone.
+    fn ending_events(&self, job: &Job, ending: Ending, announce: EventType, data: serde_json::Value) -> Vec<Event> {
+        match ending {
+            Ending::Completed => {
+                vec![self.job_event(EventType::JobCompleted, job, data.clone()), self.job_event(announce, job, data)]
+            }
+            Ending::Failed => vec![self.job_event(EventType::JobFailed, job, data)],
+        }
+    }
+
     async fn complete_job(&self, mut job: Job) -> DomainResult<()> {
         let expected = job.version;
         job.version += 1;

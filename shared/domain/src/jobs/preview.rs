@@ -93,24 +93,13 @@ pub(super) async fn finish(
 ) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
     let mut preview = app.job_preview(id).await.map_err(StepError::into_internal)?;
     preview.updated_at = app.now();
-    let announce = match (ending, &job.spec) {
-        (Ending::Failed, _) => {
-            preview.state = PreviewState::Failed;
-            None
-        }
-        (Ending::Completed, JobSpec::DeletePreview { .. }) => {
-            preview.state = PreviewState::Deleted;
-            Some(EventType::PreviewDeleted)
-        }
-        (Ending::Completed, _) => {
-            preview.state = PreviewState::Ready;
-            Some(EventType::PreviewReady)
-        }
+    let (state, announce) = match (ending, &job.spec) {
+        (Ending::Failed, _) => (PreviewState::Failed, EventType::JobFailed),
+        (Ending::Completed, JobSpec::DeletePreview { .. }) => (PreviewState::Deleted, EventType::PreviewDeleted),
+        (Ending::Completed, _) => (PreviewState::Ready, EventType::PreviewReady),
     };
+    preview.state = state;
     let data = serde_json::json!({ "job": job, "preview": preview });
-    let events = match announce {
-        Some(kind) => vec![app.job_event(EventType::JobCompleted, job, data.clone()), app.job_event(kind, job, data)],
-        None => vec![app.job_event(EventType::JobFailed, job, data)],
-    };
+    let events = app.ending_events(job, ending, announce, data);
     Ok((ResourceWrite::Preview(preview), events))
 }

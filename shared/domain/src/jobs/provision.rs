@@ -58,14 +58,6 @@ pub(super) async fn finish(app: &App, job: &Job, ending: Ending) -> DomainResult
         Ending::Failed => ProjectState::Failed,
     };
     let data = serde_json::json!({ "job": job, "project": project });
-    let events = match ending {
-        Ending::Completed => {
-            vec![
-                app.job_event(EventType::JobCompleted, job, data.clone()),
-                app.job_event(EventType::ProjectReady, job, data),
-            ]
-        }
-        Ending::Failed => vec![app.job_event(EventType::JobFailed, job, data)],
-    };
+    let events = app.ending_events(job, ending, EventType::ProjectReady, data);
     Ok((ResourceWrite::Project(project), events))
 }

@@ -69,20 +69,13 @@ pub(super) async fn finish(
     ending: Ending,
 ) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
     let mut project = app.job_project(job).await.map_err(StepError::into_internal)?;
-    match ending {
-        Ending::Completed => {
-            project.updated_at = app.now();
-            project.password_sealed = new_password.as_str().to_string();
-            let data = serde_json::json!({ "job": job, "project": project });
-            let events = vec![
-                app.job_event(EventType::JobCompleted, job, data.clone()),
-                app.job_event(EventType::CredentialsRotated, job, data),
-            ];
-            Ok((ResourceWrite::Project(project), events))
-        }
-        Ending::Failed => {
-            let data = serde_json::json!({ "job": job, "project": project });
-            Ok((ResourceWrite::Nothing, vec![app.job_event(EventType::JobFailed, job, data)]))
-        }
+    let completed = ending == Ending::Completed;
+    if completed {
+        project.updated_at = app.now();
+        project.password_sealed = new_password.as_str().to_string();
     }
+    let data = serde_json::json!({ "job": job, "project": project });
+    let events = app.ending_events(job, ending, EventType::CredentialsRotated, data);
+    // A failed rotation leaves the project as it was (`undo`).
+    Ok((if completed { ResourceWrite::Project(project) } else { ResourceWrite::Nothing }, events))
 }

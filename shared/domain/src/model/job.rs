@@ -14,20 +14,20 @@ use utoipa::ToSchema;
 
 use crate::ids::{BackupId, ImportId, PreviewId, ProjectId, RestoreId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Provision,
-    DeleteProject,
-    RotateCredentials,
-    CreatePreview,
-    ResetPreview,
-    DeletePreview,
-    CreateBackup,
-    Restore,
-    Import,
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+    pub enum JobKind {
+        Provision => "provision",
+        DeleteProject => "delete_project",
+        RotateCredentials => "rotate_credentials",
+        CreatePreview => "create_preview",
+        ResetPreview => "reset_preview",
+        DeletePreview => "delete_preview",
+        CreateBackup => "create_backup",
+        Restore => "restore",
+        Import => "import",
+    }
 }
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -43,31 +43,13 @@ impl JobState {
     }
 }
 
-/// What a job acts on, as the API names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ResourceKind {
-    Project,
-    Preview,
-    Backup,
-}
-
-impl ResourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResourceKind::Project => "project",
-            ResourceKind::Preview => "preview",
-            ResourceKind::Backup => "backup",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "project" => Some(ResourceKind::Project),
-            "preview" => Some(ResourceKind::Preview),
-            "backup" => Some(ResourceKind::Backup),
-            _ => None,
-        }
+text_enum! {
+    /// What a job acts on, as the API names it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+    pub enum ResourceKind {
+        Project => "project",
+        Preview => "preview",
+        Backup => "backup",
     }
 }
 

@@ -7,6 +7,31 @@ use utoipa::ToSchema;
 
 use crate::scopes::Scope;
 
+/// `as_str` / `parse` / `ALL` for the enums stored as text. Given the whole
+/// enum (`pub enum T { Variant => "name", ... }`) it also defines it, each
+/// variant's serde name being its stored name, so the names are written once.
+macro_rules! text_enum {
+    ($(#[$m:meta])* pub enum $t:ident { $($(#[$vm:meta])* $v:ident => $s:tt),* $(,)? }) => {
+        $(#[$m])*
+        pub enum $t {
+            $($(#[$vm])* #[serde(rename = $s)] $v),*
+        }
+        text_enum!($t { $($v => $s),* });
+    };
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$t] = &[$(Self::$v),*];
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some(Self::$v),)* _ => None }
+            }
+        }
+    };
+}
+
 mod job;
 pub use job::{Job, JobKind, JobSpec, JobState, ResourceKind, ResourceRef, RestoreInto, Sealed};
 
@@ -232,52 +257,24 @@ pub struct Import {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// Every type of event CapyDB announces (the `type` of an event and of a
-/// webhook payload).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-pub enum EventType {
-    #[serde(rename = "job.completed")]
-    JobCompleted,
-    #[serde(rename = "job.failed")]
-    JobFailed,
-    #[serde(rename = "project.ready")]
-    ProjectReady,
-    #[serde(rename = "project.deleted")]
-    ProjectDeleted,
-    #[serde(rename = "preview.ready")]
-    PreviewReady,
-    #[serde(rename = "preview.expired")]
-    PreviewExpired,
-    #[serde(rename = "preview.deleted")]
-    PreviewDeleted,
-    #[serde(rename = "backup.completed")]
-    BackupCompleted,
-    #[serde(rename = "restore.completed")]
-    RestoreCompleted,
-    #[serde(rename = "import.completed")]
-    ImportCompleted,
-    #[serde(rename = "credentials.rotated")]
-    CredentialsRotated,
-    #[serde(rename = "webhook.ping")]
-    WebhookPing,
-}
-
-impl EventType {
-    /// Every type, in the order the API lists them.
-    pub const ALL: [EventType; 12] = [
-        EventType::JobCompleted,
-        EventType::JobFailed,
-        EventType::ProjectReady,
-        EventType::ProjectDeleted,
-        EventType::PreviewReady,
-        EventType::PreviewExpired,
-        EventType::PreviewDeleted,
-        EventType::BackupCompleted,
-        EventType::RestoreCompleted,
-        EventType::ImportCompleted,
-        EventType::CredentialsRotated,
-        EventType::WebhookPing,
-    ];
+text_enum! {
+    /// Every type of event CapyDB announces (the `type` of an event and of a
+    /// webhook payload).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+    pub enum EventType {
+        JobCompleted => "job.completed",
+        JobFailed => "job.failed",
+        ProjectReady => "project.ready",
+        ProjectDeleted => "project.deleted",
+        PreviewReady => "preview.ready",
+        PreviewExpired => "preview.expired",
+        PreviewDeleted => "preview.deleted",
+        BackupCompleted => "backup.completed",
+        RestoreCompleted => "restore.completed",
+        ImportCompleted => "import.completed",
+        CredentialsRotated => "credentials.rotated",
+        WebhookPing => "webhook.ping",
+    }
 }
 
 impl std::fmt::Display for EventType {
@@ -419,20 +416,6 @@ pub struct ConnectionInfo {
     pub uri: String,
 }
 
-/// `as_str` / `parse` for the enums stored as text.
-macro_rules! text_enum {
-    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
-        impl $t {
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$v => $s),* }
-            }
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($s => Some(Self::$v),)* _ => None }
-            }
-        }
-    };
-}
-
 text_enum!(ProjectState {
     Provisioning => "provisioning",
     Ready => "ready",
@@ -448,31 +431,6 @@ text_enum!(PreviewState {
     Deleting => "deleting",
     Deleted => "deleted",
     Failed => "failed",
-});
-text_enum!(JobKind {
-    Provision => "provision",
-    DeleteProject => "delete_project",
-    RotateCredentials => "rotate_credentials",
-    CreatePreview => "create_preview",
-    ResetPreview => "reset_preview",
-    DeletePreview => "delete_preview",
-    CreateBackup => "create_backup",
-    Restore => "restore",
-    Import => "import",
-});
-text_enum!(EventType {
-    JobCompleted => "job.completed",
-    JobFailed => "job.failed",
-    ProjectReady => "project.ready",
-    ProjectDeleted => "project.deleted",
-    PreviewReady => "preview.ready",
-    PreviewExpired => "preview.expired",
-    PreviewDeleted => "preview.deleted",
-    BackupCompleted => "backup.completed",
-    RestoreCompleted => "restore.completed",
-    ImportCompleted => "import.completed",
-    CredentialsRotated => "credentials.rotated",
-    WebhookPing => "webhook.ping",
 });
 text_enum!(JobState { Queued => "queued", Running => "running", Completed => "completed", Failed => "failed" });
 text_enum!(BackupKind { Manual => "manual", Safety => "safety" });
@@ -497,53 +455,30 @@ mod tests {
 
     #[test]
     fn stored_names_match_api_names() {
-        use JobKind::*;
-        for k in [
-            Provision,
-            DeleteProject,
-            RotateCredentials,
-            CreatePreview,
-            ResetPreview,
-            DeletePreview,
-            CreateBackup,
-            Restore,
-            Import,
-        ] {
-            agrees(k, JobKind::as_str, JobKind::parse);
+        macro_rules! every {
+            ($($t:ty),*) => {$(
+                assert!(!<$t>::ALL.is_empty());
+                for v in <$t>::ALL {
+                    agrees(*v, <$t>::as_str, <$t>::parse);
+                }
+            )*};
         }
-        for t in EventType::ALL {
-            agrees(t, EventType::as_str, EventType::parse);
-        }
-        for k in [ResourceKind::Project, ResourceKind::Preview, ResourceKind::Backup] {
-            agrees(k, ResourceKind::as_str, ResourceKind::parse);
-        }
-        for s in [JobState::Queued, JobState::Running, JobState::Completed, JobState::Failed] {
-            agrees(s, JobState::as_str, JobState::parse);
-        }
-        for s in [
-            ProjectState::Provisioning,
-            ProjectState::Ready,
-            ProjectState::Deleting,
-            ProjectState::Deleted,
-            ProjectState::Failed,
-        ] {
-            agrees(s, ProjectState::as_str, ProjectState::parse);
-        }
-        for s in [
-            PreviewState::Creating,
-            PreviewState::Ready,
-            PreviewState::Resetting,
-            PreviewState::Deleting,
-            PreviewState::Deleted,
-            PreviewState::Failed,
-        ] {
-            agrees(s, PreviewState::as_str, PreviewState::parse);
-        }
-        agrees(PreviewMode::Clone, PreviewMode::as_str, PreviewMode::parse);
-        agrees(PreviewMode::Empty, PreviewMode::as_str, PreviewMode::parse);
-        for s in [DeliveryState::Pending, DeliveryState::Succeeded, DeliveryState::Failed] {
-            agrees(s, DeliveryState::as_str, DeliveryState::parse);
-        }
+        every!(
+            JobKind,
+            JobState,
+            EventType,
+            ResourceKind,
+            ProjectState,
+            PreviewState,
+            PreviewMode,
+            BackupKind,
+            BackupState,
+            RestoreMode,
+            OperationState,
+            DeliveryState
+        );
+        assert_eq!(JobKind::ALL.len(), 9);
+        assert_eq!(EventType::ALL.len(), 12);
         assert_eq!(JobKind::parse("nope"), None);
     }
 }
