@@ -11,33 +11,13 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use capydb_aws::dynamo::records::{job_pk, JOB_SK};
 use capydb_aws::testkit::{self, Template};
 use capydb_aws::{DynamoStore, EventBridgeBus, KmsSecretBox, SqsQueue};
-use capydb_domain::fakes::StoredJob;
+use capydb_domain::fakes::{AnyWhere, NoWebhooks, StoredJob};
 use capydb_domain::job_contract::{run_job_contract, JobRigs};
 use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookRequest,
-    WebhookResponse, WebhookSendError, WebhookSender,
+    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookSender,
 };
 use capydb_domain::{App, AppParts, Settings};
 use capydb_embedded::{FileArtifactStore, MemoryRateLimiter};
-
-struct NoWebhooks;
-
-#[async_trait]
-impl WebhookSender for NoWebhooks {
-    async fn send(&self, _: &WebhookRequest) -> Result<WebhookResponse, WebhookSendError> {
-        Err(WebhookSendError::Failed("no webhooks in these tests".into()))
-    }
-}
-
-/// Every import source is allowed: the fake provider connects nowhere.
-struct AnyWhere;
-
-#[async_trait]
-impl Egress for AnyWhere {
-    async fn check_url(&self, _: &url::Url) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 /// One table per `App` (each bootstraps its own organization); the queues,
 /// bus and key are shared.

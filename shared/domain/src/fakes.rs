@@ -9,7 +9,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::model::ConnectionInfo;
-use crate::ports::{CloneStrategy, DatabaseProvider, ProviderError, ProviderResult};
+use crate::ports::{
+    CloneStrategy, DatabaseProvider, Egress, ProviderError, ProviderResult, WebhookRequest, WebhookResponse,
+    WebhookSendError, WebhookSender,
+};
 
 /// The operations whose answers a test can plan (the `DatabaseProvider`
 /// method names).
@@ -241,4 +244,25 @@ pub fn fill(text: &str, values: &[(&str, &str)]) -> String {
         out = out.replace(&format!("${k}"), v);
     }
     out
+}
+
+/// A webhook sender for tests that send none: every attempt fails.
+pub struct NoWebhooks;
+
+#[async_trait]
+impl WebhookSender for NoWebhooks {
+    async fn send(&self, _: &WebhookRequest) -> Result<WebhookResponse, WebhookSendError> {
+        Err(WebhookSendError::Failed("no webhooks in these tests".into()))
+    }
+}
+
+/// An egress policy that allows every target, for tests whose provider
+/// connects nowhere (`FakeProvider`).
+pub struct AnyWhere;
+
+#[async_trait]
+impl Egress for AnyWhere {
+    async fn check_url(&self, _: &url::Url) -> Result<(), String> {
+        Ok(())
+    }
 }

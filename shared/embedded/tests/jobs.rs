@@ -4,35 +4,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use capydb_domain::fakes::StoredJob;
+use capydb_domain::fakes::{AnyWhere, NoWebhooks, StoredJob};
 use capydb_domain::job_contract::{run_job_contract, JobRigs};
 use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookRequest,
-    WebhookResponse, WebhookSendError, WebhookSender,
+    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookSender,
 };
 use capydb_domain::{App, AppParts, Settings};
 use capydb_embedded::{
     FileArtifactStore, KeyFileSecretBox, MemoryRateLimiter, QueueEventBus, SqliteQueue, SqliteStore,
 };
-
-struct NoWebhooks;
-
-#[async_trait]
-impl WebhookSender for NoWebhooks {
-    async fn send(&self, _: &WebhookRequest) -> Result<WebhookResponse, WebhookSendError> {
-        Err(WebhookSendError::Failed("no webhooks in these tests".into()))
-    }
-}
-
-/// Every import source is allowed: the fake provider connects nowhere.
-struct AnyWhere;
-
-#[async_trait]
-impl Egress for AnyWhere {
-    async fn check_url(&self, _: &url::Url) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 /// Each `App` on its own data dir; the last one's database is rewritten.
 #[derive(Default)]
