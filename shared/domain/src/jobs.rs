@@ -225,7 +225,7 @@ impl App {
         password_sealed: &str,
     ) -> DomainResult<Vec<ConnectionInfo>> {
         let password = self.secrets.open(password_sealed).await?;
-        let mut info = self.provider.connection_info(database, role, &password);
+        let mut info = self.endpoint.connection_info(database, role, &password);
         info.role = "owner".into();
         Ok(vec![info])
     }
@@ -371,7 +371,7 @@ impl App {
 
     async fn run_step(&self, job: &mut Job, step: &str) -> Result<StepOutcome, StepError> {
         let project = self.job_project(job).await?;
-        let provider = &self.provider;
+        let provider = self.database()?;
         match job.kind {
             JobKind::Provision | JobKind::DeleteProject | JobKind::RotateCredentials => match (job.kind, step) {
                 (JobKind::Provision, "create_role") => {
@@ -460,7 +460,7 @@ impl App {
     /// records size and digest; the backup is complete once this returns.
     async fn take_backup(&self, project: &Project, mut backup: Backup) -> Result<Backup, StepError> {
         let staged = self.artifacts.staging_path(&backup.id).await?;
-        self.provider.dump_database(&project.database_name, &staged).await?;
+        self.database()?.dump_database(&project.database_name, &staged).await?;
         let info = self.artifacts.put(&backup.id, &staged).await.map_err(|e| match e {
             // A failed artifact write (disk full) will not heal by itself soon.
             DomainError::Internal(m) | DomainError::Unavailable(m) => {
@@ -482,7 +482,7 @@ impl App {
     /// scratch database first and only then swaps it in, so a failure before
     /// the swap leaves the project's data as it was.
     async fn run_data_step(&self, job: &mut Job, project: &Project, step: &str) -> Result<(), StepError> {
-        let provider = &self.provider;
+        let provider = self.database()?;
         let into_preview = job.resource.kind == "preview";
         match (job.kind, step) {
             (JobKind::CreateBackup, "dump") => {
@@ -572,7 +572,7 @@ impl App {
                 let project = self.job_project(job).await.map_err(step_err)?;
                 if !ok && job.resource.kind == "project" {
                     // Whatever the copy left behind before the swap goes.
-                    if let Err(e) = self.provider.drop_database(&scratch_database(&project, job.kind)).await {
+                    if let Err(e) = self.database()?.drop_database(&scratch_database(&project, job.kind)).await {
                         tracing::warn!(error = %e, "could not drop the scratch database");
                     }
                 }
@@ -639,8 +639,8 @@ impl App {
                 job.params = serde_json::json!({});
             }
             for mut preview in batch {
-                self.provider.drop_database(&preview.database_name).await?;
-                self.provider.drop_role(&preview.role_name).await?;
+                self.database()?.drop_database(&preview.database_name).await?;
+                self.database()?.drop_role(&preview.role_name).await?;
                 preview.state = PreviewState::Deleted;
                 preview.updated_at = self.now();
                 self.store.update_preview(&preview).await?;
@@ -742,7 +742,7 @@ impl App {
             // one back so the stored credentials keep working.
             let project = self.job_project(&job).await.map_err(step_err)?;
             let restored = match self.secrets.open(&project.password_sealed).await {
-                Ok(old) => self.provider.ensure_role(&project.role_name, &old).await.map_err(|e| e.to_string()),
+                Ok(old) => self.database()?.ensure_role(&project.role_name, &old).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = restored {

@@ -648,7 +648,10 @@ impl App {
         };
         drop(_enter);
         let started = Instant::now();
-        let result = self.webhook_sender.send(&request).await;
+        let result = match self.webhook_sender() {
+            Ok(sender) => sender.send(&request).await,
+            Err(e) => Err(e),
+        };
         let _enter = span.enter();
         let latency_ms = started.elapsed().as_millis() as u64;
 
