@@ -7,6 +7,7 @@ pub mod cli;
 mod logging;
 mod runtime;
 mod slow;
+pub mod wiring;
 
 use std::process::ExitCode;
 

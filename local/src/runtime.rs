@@ -10,30 +10,20 @@ use std::time::Duration;
 use capydb_domain::api_keys::{mint_api_key, CreateApiKey};
 use capydb_domain::app::QuotaSettings;
 use capydb_domain::fields::{ExpiresInDays, Name, NonEmpty};
-use capydb_domain::jobs::Disposition;
-use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, SystemClock,
-    WebhookSender,
-};
+use capydb_domain::ports::{Clock, DatabaseProvider, Store, SystemClock};
+use capydb_domain::runtime::{sweep_every, Consumer};
 use capydb_domain::webhooks::WebhookSettings;
-use capydb_domain::{App, AppParts, JobSettings, RateLimitSettings, Settings};
+use capydb_domain::{JobSettings, RateLimitSettings, Settings};
 use capydb_egress::{EgressPolicy, HttpWebhookSender};
-use capydb_embedded::{
-    CachedStore, FileArtifactStore, KeyFileSecretBox, MemoryRateLimiter, QueueEventBus, SqliteQueue, SqliteStore,
-};
+use capydb_embedded::{FileArtifactStore, SqliteStore};
 use capydb_postgres::{LocalCluster, PgProvider};
 use tokio::sync::watch;
 
 use crate::cli::{KeysCreateArgs, OrgsCreateArgs, ResetArgs, ServeArgs, DEFAULT_DATA_DIR};
+use crate::wiring::{open_adapters, Adapters, DB_FILE, MAX_RECEIVES, SECRET_KEY_FILE};
 
-const DB_FILE: &str = "capydb.sqlite3";
-const SECRET_KEY_FILE: &str = "secret.key";
 const BOOTSTRAP_FILE: &str = "bootstrap.json";
 const CLUSTER_DIR: &str = "postgres";
-const JOB_QUEUE: &str = "jobs";
-const WEBHOOK_QUEUE: &str = "webhooks";
-/// Receives of one job message before it goes to the dead-letter queue.
-const MAX_RECEIVES: u32 = 20;
 const REGION: &str = "local";
 
 /// The data dir and everything in it are its user's alone (0700 dirs, 0600
@@ -121,29 +111,6 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
         return Err(format!("another capydb-local is running on the data dir {}", dir.display()));
     }
     Ok(file)
-}
-
-struct Adapters {
-    store: Arc<CachedStore<SqliteStore>>,
-    queue: Arc<SqliteQueue>,
-    webhook_queue: Arc<SqliteQueue>,
-    secrets: Arc<KeyFileSecretBox>,
-}
-
-fn open_adapters(dir: &Path) -> Result<Adapters, String> {
-    let secrets = KeyFileSecretBox::open_or_create(&dir.join(SECRET_KEY_FILE)).map_err(|e| e.to_string())?;
-    let db = dir.join(DB_FILE);
-    let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
-    let queue = SqliteQueue::open(&db, JOB_QUEUE, MAX_RECEIVES).map_err(|e| e.to_string())?;
-    let webhook_queue = SqliteQueue::open(&db, WEBHOOK_QUEUE, MAX_RECEIVES).map_err(|e| e.to_string())?;
-    // This process holds the data dir's lock, so every write to the cached
-    // records goes through this one store value: the cache stays exact.
-    Ok(Adapters {
-        store: Arc::new(CachedStore::new(store)),
-        queue: Arc::new(queue),
-        webhook_queue: Arc::new(webhook_queue),
-        secrets: Arc::new(secrets),
-    })
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
@@ -269,24 +236,20 @@ async fn run(
         },
     };
     let sender = HttpWebhookSender::new(egress)?;
-    let app = App::new(AppParts {
-        store: adapters.store.clone() as Arc<dyn Store>,
-        queue: adapters.queue.clone() as Arc<dyn JobQueue>,
-        webhook_queue: adapters.webhook_queue.clone() as Arc<dyn JobQueue>,
-        bus: Arc::new(QueueEventBus::new(adapters.webhook_queue.clone())) as Arc<dyn EventBus>,
-        webhook_sender: Arc::new(sender) as Arc<dyn WebhookSender>,
-        egress: Arc::new(egress) as Arc<dyn Egress>,
-        provider: match args.debug_provider_delay_ms {
-            0 => Arc::new(provider) as Arc<dyn DatabaseProvider>,
-            ms => Arc::new(crate::slow::SlowProvider::new(provider, Duration::from_millis(ms))),
+    let app = crate::wiring::app(
+        &adapters,
+        crate::wiring::Parts {
+            provider: match args.debug_provider_delay_ms {
+                0 => Arc::new(provider) as Arc<dyn DatabaseProvider>,
+                ms => Arc::new(crate::slow::SlowProvider::new(provider, Duration::from_millis(ms))),
+            },
+            webhook_sender: Arc::new(sender),
+            egress,
+            artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).map_err(|e| e.to_string())?),
+            clock: Arc::new(SystemClock),
+            settings,
         },
-        secrets: adapters.secrets.clone() as Arc<dyn SecretBox>,
-        artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).map_err(|e| e.to_string())?)
-            as Arc<dyn ArtifactStore>,
-        rate_limiter: Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>,
-        clock: Arc::new(SystemClock) as Arc<dyn Clock>,
-        settings,
-    });
+    );
 
     let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let base = format!("http://{local_addr}/api/capydb");
@@ -327,12 +290,13 @@ async fn run(
     let mut tasks = Vec::new();
     let worker_prefix = capydb_domain::ids::new_id("wrk");
     for n in 0..args.workers {
-        tasks.push(tokio::spawn(worker_loop(app.clone(), format!("{worker_prefix}-{n}"), stop_rx.clone())));
+        let consumer = Consumer::jobs(&app, format!("{worker_prefix}-{n}"), MAX_RECEIVES);
+        tasks.push(tokio::spawn(consumer.run(stop_rx.clone())));
     }
     for _ in 0..args.webhook_workers.max(1) {
-        tasks.push(tokio::spawn(webhook_loop(app.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(Consumer::webhooks(&app, MAX_RECEIVES).run(stop_rx.clone())));
     }
-    tasks.push(tokio::spawn(sweeper_loop(
+    tasks.push(tokio::spawn(sweep_every(
         app.clone(),
         Duration::from_secs(args.sweep_interval.max(1)),
         stop_rx.clone(),
@@ -420,105 +384,6 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-    }
-}
-
-/// How long an idle worker waits before asking the queue again.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Job worker: runs one job message at a time.
-async fn worker_loop(app: App, worker: String, stop: watch::Receiver<bool>) {
-    let queue = app.queue.clone();
-    let visibility = app.settings.jobs.visibility;
-    consume(queue, visibility, "job", stop, |body| {
-        let (app, worker) = (app.clone(), worker.clone());
-        async move { app.run_job_message(&body, &worker).await }
-    })
-    .await
-}
-
-/// Delivers webhooks: fans published events out into deliveries and makes
-/// the attempts. Separate from the job workers, so a slow receiver never
-/// holds up a job (nor a request: nothing here runs on the request path).
-async fn webhook_loop(app: App, stop: watch::Receiver<bool>) {
-    let queue = app.webhook_queue.clone();
-    let visibility = app.settings.webhooks.visibility;
-    consume(queue, visibility, "webhook", stop, |body| {
-        let app = app.clone();
-        async move { app.handle_webhook_message(&body).await }
-    })
-    .await
-}
-
-/// Receives one message at a time from `queue` until `stop`, hands its body
-/// to `handle`, and settles it as `handle` says: deleted when done, made
-/// visible again after the delay it asks for.
-async fn consume<F, Fut>(
-    queue: Arc<dyn JobQueue>,
-    visibility: Duration,
-    what: &'static str,
-    mut stop: watch::Receiver<bool>,
-    handle: F,
-) where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Disposition>,
-{
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let messages = match queue.receive(1, visibility).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, queue = what, "queue receive failed");
-                Vec::new()
-            }
-        };
-        if messages.is_empty() {
-            tokio::select! {
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                _ = stop.changed() => return,
-            }
-            continue;
-        }
-        for m in messages {
-            let outcome = match handle(m.body).await {
-                Disposition::Done => queue.delete(&m.receipt).await,
-                Disposition::RetryAfter(d) | Disposition::Failed(d) => queue.change_visibility(&m.receipt, d).await,
-            };
-            if let Err(e) = outcome {
-                tracing::warn!(error = %e, queue = what, "could not settle a message; it will be redelivered");
-            }
-        }
-    }
-}
-
-async fn sweeper_loop(app: App, every: Duration, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        match app.expire_previews().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(previews = n, "sweeper started deleting expired previews"),
-            Err(e) => tracing::warn!(error = %e, "preview expiry sweep failed"),
-        }
-        match app.redrive_stuck_jobs(false).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "sweeper re-drove stuck jobs"),
-            Err(e) => tracing::warn!(error = %e, "sweep failed"),
-        }
-        match app.republish_events().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "sweeper published events left unpublished"),
-            Err(e) => tracing::warn!(error = %e, "event republish failed"),
-        }
-        match app.send_due_deliveries().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deliveries = n, "sweeper queued due webhook retries"),
-            Err(e) => tracing::warn!(error = %e, "webhook retry sweep failed"),
-        }
     }
 }
 

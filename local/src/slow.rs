@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use capydb_domain::model::ConnectionInfo;
-use capydb_domain::ports::{CloneStrategy, DatabaseProvider, ProviderResult};
+use capydb_domain::ports::{CloneStrategy, DatabaseEndpoint, DatabaseProvider, ProviderResult};
 
 pub struct SlowProvider<P> {
     inner: P,
@@ -19,14 +19,21 @@ impl<P> SlowProvider<P> {
     }
 }
 
-#[async_trait]
-impl<P: DatabaseProvider> DatabaseProvider for SlowProvider<P> {
+// Not slowed: nothing here talks to the server.
+impl<P: DatabaseEndpoint> DatabaseEndpoint for SlowProvider<P> {
     fn region(&self) -> String {
         self.inner.region()
     }
     fn pg_versions(&self) -> Vec<String> {
         self.inner.pg_versions()
     }
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        self.inner.connection_info(database, role, password)
+    }
+}
+
+#[async_trait]
+impl<P: DatabaseProvider> DatabaseProvider for SlowProvider<P> {
     async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()> {
         tokio::time::sleep(self.delay).await;
         self.inner.ensure_role(role, password).await
@@ -82,8 +89,5 @@ impl<P: DatabaseProvider> DatabaseProvider for SlowProvider<P> {
     // Not slowed: the health check is no provider operation a test interrupts.
     async fn ping(&self) -> ProviderResult<()> {
         self.inner.ping().await
-    }
-    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
-        self.inner.connection_info(database, role, password)
     }
 }

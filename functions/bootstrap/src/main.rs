@@ -1,5 +1,5 @@
 //! The first organization and its admin API key, invoked by hand once after `sam deploy`.
 #[tokio::main]
-async fn main() -> Result<(), capydb_aws::lambda::Error> {
-    capydb_aws::lambda::run_bootstrap().await
+async fn main() -> Result<(), capydb_lambda::Error> {
+    capydb_lambda::run_bootstrap().await
 }

@@ -1,5 +1,5 @@
 //! Webhook delivery: fans published events out to endpoints and sends the attempts.
 #[tokio::main]
-async fn main() -> Result<(), capydb_aws::lambda::Error> {
-    capydb_aws::lambda::run_webhook_delivery().await
+async fn main() -> Result<(), capydb_lambda::Error> {
+    capydb_lambda::run_webhook_delivery().await
 }

@@ -1,5 +1,5 @@
 //! The webhook-endpoint and delivery routes.
 #[tokio::main]
-async fn main() -> Result<(), capydb_aws::lambda::Error> {
-    capydb_aws::lambda::serve_webhooks_api(capydb_aws::lambda::functions::WEBHOOKS).await
+async fn main() -> Result<(), capydb_lambda::Error> {
+    capydb_lambda::serve_webhooks_api(capydb_lambda::functions::WEBHOOKS).await
 }

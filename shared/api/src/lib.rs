@@ -24,32 +24,51 @@ use capydb_domain::App;
 
 use crate::error::ApiError;
 
-/// Route groups by name, so each function of the serverless bundle can mount its own.
-pub fn group(name: &str) -> Option<Router<App>> {
-    Some(match name {
-        "identity" => me::router(),
-        "organizations" => organizations::router(),
-        "projects" => projects::router(),
-        "previews" => previews::router(),
-        "backups" => backups::router(),
-        "jobs" => jobs::router(),
-        "webhooks" => webhooks::router(),
-        "openapi" => openapi::router(),
-        "health" => health::router(),
-        _ => return None,
-    })
+/// A route group's router.
+pub type Group = fn() -> Router<App>;
+
+/// The route groups of each API function of the serverless bundle (package
+/// name = function name = binary name; `infra/template.yaml` routes to
+/// them). Each function's `main.rs` names its own slice, so its binary
+/// links only those routers; [`router`] mounts them all.
+pub mod functions {
+    use super::*;
+    pub const IDENTITY: &[Group] = &[me::router, organizations::router];
+    pub const PROJECTS: &[Group] = &[projects::router];
+    pub const PREVIEWS: &[Group] = &[previews::router];
+    /// With the health check: the one API function that reaches the database server.
+    pub const BACKUPS: &[Group] = &[backups::router, health::router];
+    pub const JOBS: &[Group] = &[jobs::router];
+    pub const WEBHOOKS: &[Group] = &[webhooks::router];
+    pub const OPENAPI: &[Group] = &[openapi::router];
 }
 
-pub const GROUPS: [&str; 9] =
-    ["identity", "organizations", "projects", "previews", "backups", "jobs", "webhooks", "openapi", "health"];
+/// Every API function by name with its route groups: the one registry of
+/// route groups, for `capydb-local` (all of them), the functions, tests and tools.
+pub const FUNCTIONS: &[(&str, &[Group])] = &[
+    ("identity", functions::IDENTITY),
+    ("projects", functions::PROJECTS),
+    ("previews", functions::PREVIEWS),
+    ("backups", functions::BACKUPS),
+    ("jobs", functions::JOBS),
+    ("webhooks", functions::WEBHOOKS),
+    ("openapi", functions::OPENAPI),
+];
+
+/// The route groups of an API function.
+pub fn groups_of(function: &str) -> Option<&'static [Group]> {
+    FUNCTIONS.iter().find(|(f, _)| *f == function).map(|(_, g)| *g)
+}
+
+/// The route groups on one router, without the shared conventions.
+pub fn routes(groups: &[Group]) -> Router<App> {
+    groups.iter().fold(Router::new(), |routes, g| routes.merge(g()))
+}
 
 /// Every route group on one router, answering on `/v1/...` and `/api/capydb/v1/...`.
 pub fn router(app: App) -> Router {
-    let mut routes = Router::new();
-    for g in GROUPS {
-        routes = routes.merge(group(g).unwrap_or_default());
-    }
-    finish(routes, app)
+    let all = FUNCTIONS.iter().flat_map(|(_, groups)| groups.iter()).fold(Router::new(), |routes, g| routes.merge(g()));
+    finish(all, app)
 }
 
 /// Adds the conventions every deployed shape shares: both path prefixes, the

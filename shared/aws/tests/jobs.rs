@@ -11,10 +11,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use capydb_aws::dynamo::records::{job_pk, JOB_SK};
 use capydb_aws::testkit::{self, Template};
 use capydb_aws::{DynamoStore, EventBridgeBus, KmsSecretBox, SqsQueue};
-use capydb_domain::fakes::{AnyWhere, NoWebhooks, StoredJob};
+use capydb_domain::fakes::{AnyWhere, FakeProvider, StoredJob};
 use capydb_domain::job_contract::{run_job_contract, JobRigs};
 use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookSender,
+    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store,
 };
 use capydb_domain::{App, AppParts, Settings};
 use capydb_embedded::{FileArtifactStore, MemoryRateLimiter};
@@ -43,7 +43,7 @@ impl Drop for AwsRigs {
 
 #[async_trait]
 impl JobRigs for AwsRigs {
-    async fn app(&self, provider: Arc<dyn DatabaseProvider>, clock: Arc<dyn Clock>, settings: Settings) -> App {
+    async fn app(&self, provider: Arc<FakeProvider>, clock: Arc<dyn Clock>, settings: Settings) -> App {
         let dynamodb = aws_sdk_dynamodb::Client::new(&self.config);
         let table = testkit::unique("capydb-jobs");
         testkit::create_table(&dynamodb, &self.template, &table).await;
@@ -62,9 +62,10 @@ impl JobRigs for AwsRigs {
             )) as Arc<dyn JobQueue>,
             bus: Arc::new(EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&self.config), self.bus.clone()))
                 as Arc<dyn EventBus>,
-            webhook_sender: Arc::new(NoWebhooks) as Arc<dyn WebhookSender>,
+            webhook_sender: None,
             egress: Arc::new(AnyWhere) as Arc<dyn Egress>,
-            provider,
+            endpoint: provider.clone() as Arc<dyn DatabaseEndpoint>,
+            provider: Some(provider as Arc<dyn DatabaseProvider>),
             secrets: Arc::new(KmsSecretBox::new(aws_sdk_kms::Client::new(&self.config), self.key.clone()))
                 as Arc<dyn SecretBox>,
             artifacts: Arc::new(FileArtifactStore::open(&dir).unwrap()) as Arc<dyn ArtifactStore>,

@@ -8,10 +8,12 @@ use crate::model::Timestamp;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::error::{DomainError, DomainResult};
 use crate::ports::{
-    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookSender,
+    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox,
+    Store, WebhookSender,
 };
-use crate::ports::{QuotaClaim, QuotaKind};
+use crate::ports::{QuotaClaim, QuotaKind, WebhookSendError};
 
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -154,10 +156,16 @@ pub struct AppParts {
     /// Published events and webhook attempts (a second queue of the same kind).
     pub webhook_queue: Arc<dyn JobQueue>,
     pub bus: Arc<dyn EventBus>,
-    pub webhook_sender: Arc<dyn WebhookSender>,
+    /// Sends webhook requests; `None` where the entry point sends none
+    /// (the worker, the API functions but `webhooks`, the sweeper).
+    pub webhook_sender: Option<Arc<dyn WebhookSender>>,
     /// Decides where outbound connections a caller aims may go.
     pub egress: Arc<dyn Egress>,
-    pub provider: Arc<dyn DatabaseProvider>,
+    /// Where databases live and how clients reach them; every entry point has it.
+    pub endpoint: Arc<dyn DatabaseEndpoint>,
+    /// Manages databases; `None` where the entry point manages none (the
+    /// API functions but `backups`, the sweeper, `webhook-delivery`).
+    pub provider: Option<Arc<dyn DatabaseProvider>>,
     pub secrets: Arc<dyn SecretBox>,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub rate_limiter: Arc<dyn RateLimiter>,
@@ -172,6 +180,21 @@ impl App {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The database provider, or an error where this entry point was wired
+    /// without one (a bug in the wiring, never a user's doing).
+    pub fn database(&self) -> DomainResult<&dyn DatabaseProvider> {
+        self.provider.as_deref().ok_or_else(|| {
+            DomainError::Internal("this function manages no database (it was wired without a provider)".into())
+        })
+    }
+
+    /// The webhook sender, or why there is none.
+    pub fn webhook_sender(&self) -> Result<&dyn WebhookSender, WebhookSendError> {
+        self.webhook_sender.as_deref().ok_or_else(|| {
+            WebhookSendError::Failed("this function sends no webhooks (it was wired without a sender)".into())
+        })
     }
 }
 

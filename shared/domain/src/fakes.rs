@@ -9,10 +9,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::model::ConnectionInfo;
-use crate::ports::{
-    CloneStrategy, DatabaseProvider, Egress, ProviderError, ProviderResult, WebhookRequest, WebhookResponse,
-    WebhookSendError, WebhookSender,
-};
+use crate::ports::{CloneStrategy, DatabaseEndpoint, DatabaseProvider, Egress, ProviderError, ProviderResult};
 
 /// The operations whose answers a test can plan (the `DatabaseProvider`
 /// method names).
@@ -100,8 +97,7 @@ fn missing(what: &str, name: &str) -> ProviderError {
     ProviderError::Permanent(format!("{what} {name} does not exist"))
 }
 
-#[async_trait]
-impl DatabaseProvider for FakeProvider {
+impl DatabaseEndpoint for FakeProvider {
     fn region(&self) -> String {
         "test".into()
     }
@@ -110,6 +106,22 @@ impl DatabaseProvider for FakeProvider {
         vec!["15".into()]
     }
 
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        ConnectionInfo {
+            role: role.into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: database.into(),
+            user: role.into(),
+            password: password.into(),
+            sslmode: "disable".into(),
+            uri: format!("postgres://{role}:{password}@127.0.0.1:5432/{database}"),
+        }
+    }
+}
+
+#[async_trait]
+impl DatabaseProvider for FakeProvider {
     async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()> {
         self.call("ensure_role", role)?.roles.insert(role.into(), password.into());
         Ok(())
@@ -196,19 +208,6 @@ impl DatabaseProvider for FakeProvider {
     async fn ping(&self) -> ProviderResult<()> {
         Ok(())
     }
-
-    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
-        ConnectionInfo {
-            role: role.into(),
-            host: "127.0.0.1".into(),
-            port: 5432,
-            database: database.into(),
-            user: role.into(),
-            password: password.into(),
-            sslmode: "disable".into(),
-            uri: format!("postgres://{role}:{password}@127.0.0.1:5432/{database}"),
-        }
-    }
 }
 
 /// Jobs as stored before the typed job model (see the file's `about`).
@@ -244,16 +243,6 @@ pub fn fill(text: &str, values: &[(&str, &str)]) -> String {
         out = out.replace(&format!("${k}"), v);
     }
     out
-}
-
-/// A webhook sender for tests that send none: every attempt fails.
-pub struct NoWebhooks;
-
-#[async_trait]
-impl WebhookSender for NoWebhooks {
-    async fn send(&self, _: &WebhookRequest) -> Result<WebhookResponse, WebhookSendError> {
-        Err(WebhookSendError::Failed("no webhooks in these tests".into()))
-    }
 }
 
 /// An egress policy that allows every target, for tests whose provider

@@ -5,6 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::app::App;
+use crate::error::DomainError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -50,7 +51,9 @@ impl App {
         let (store, queue, database) = tokio::join!(
             check("store", self.store.has_organizations()),
             check("queue", self.queue.depth()),
-            check("database", self.provider.ping()),
+            check("database", async {
+                self.database()?.ping().await.map_err(|e| DomainError::Unavailable(e.to_string()))
+            }),
         );
         let all = [store, queue, database].iter().all(|c| *c == Check::Ok);
         Health { status: if all { Check::Ok } else { Check::Unavailable }, store, queue, database }

@@ -35,8 +35,9 @@ pub async fn run_job_contract(rigs: &dyn JobRigs) {
 #[async_trait]
 pub trait JobRigs: Send + Sync {
     /// A new `App` on fresh adapters under test (store, queues, secret box,
-    /// artifacts), with the suite's provider, clock and settings.
-    async fn app(&self, provider: Arc<dyn DatabaseProvider>, clock: Arc<dyn Clock>, settings: Settings) -> App;
+    /// artifacts), with the suite's provider (as the endpoint too), clock
+    /// and settings, and no webhook sender.
+    async fn app(&self, provider: Arc<FakeProvider>, clock: Arc<dyn Clock>, settings: Settings) -> App;
     /// Rewrites the stored job `job_id` of the `App` made last: its kind,
     /// resource, step and parameters as the raw record holds them, taken
     /// from `old` as is.

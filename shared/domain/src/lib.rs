@@ -17,7 +17,9 @@ pub mod ports;
 pub mod previews;
 pub mod principal;
 pub mod projects;
+pub mod runtime;
 pub mod scopes;
+pub mod sweep;
 pub mod ts;
 pub mod webhooks;
 

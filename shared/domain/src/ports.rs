@@ -387,14 +387,22 @@ pub enum CloneStrategy {
     DumpRestore,
 }
 
-/// Creates and removes databases and roles on a PostgreSQL service. Every
-/// operation is idempotent: running it twice leaves the same state as once.
-#[async_trait]
-pub trait DatabaseProvider: Send + Sync {
+/// What every function knows about the PostgreSQL service without talking
+/// to it: where it is and how a client reaches a database there. The API
+/// functions have only this; the worker has a whole [`DatabaseProvider`].
+pub trait DatabaseEndpoint: Send + Sync {
     /// Where databases live, e.g. `local`.
     fn region(&self) -> String;
     /// Major versions this provider can create, e.g. `["15"]`.
     fn pg_versions(&self) -> Vec<String>;
+    /// The connection details a client uses to reach `database` as `role`.
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo;
+}
+
+/// Creates and removes databases and roles on a PostgreSQL service. Every
+/// operation is idempotent: running it twice leaves the same state as once.
+#[async_trait]
+pub trait DatabaseProvider: DatabaseEndpoint {
     /// Creates a LOGIN role with this password, or sets the password if it exists.
     async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()>;
     /// Creates the database owned by `owner` unless it exists.
@@ -441,8 +449,6 @@ pub trait DatabaseProvider: Send + Sync {
     /// health check's question): on a connection of its own, so a busy
     /// admin session does not make a healthy server look down.
     async fn ping(&self) -> ProviderResult<()>;
-    /// The connection details a client uses to reach `database` as `role`.
-    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo;
 }
 
 /// Seals secrets at rest (database passwords, later webhook secrets).

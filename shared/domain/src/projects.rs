@@ -72,7 +72,7 @@ impl App {
         }
         p.require_admin("create a project")?;
         let name = req.name.into_inner();
-        let region = self.provider.region();
+        let region = self.endpoint.region();
         if let Some(r) = &req.region {
             if *r != region {
                 return Err(DomainError::invalid(format!(
@@ -80,7 +80,7 @@ impl App {
                 )));
             }
         }
-        let versions = self.provider.pg_versions();
+        let versions = self.endpoint.pg_versions();
         let pg_version = match req.pg_version {
             Some(v) if versions.contains(&v) => v,
             Some(v) => {

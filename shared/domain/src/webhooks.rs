@@ -621,7 +621,10 @@ impl App {
             timeout: settings.timeout,
         };
         let started = Instant::now();
-        let result = self.webhook_sender.send(&request).await;
+        let result = match self.webhook_sender() {
+            Ok(sender) => sender.send(&request).await,
+            Err(e) => Err(e),
+        };
         let latency_ms = started.elapsed().as_millis() as u64;
 
         d.attempt_count += 1;

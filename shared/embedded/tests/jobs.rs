@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use capydb_domain::fakes::{AnyWhere, NoWebhooks, StoredJob};
+use capydb_domain::fakes::{AnyWhere, FakeProvider, StoredJob};
 use capydb_domain::job_contract::{run_job_contract, JobRigs};
 use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store, WebhookSender,
+    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox, Store,
 };
 use capydb_domain::{App, AppParts, Settings};
 use capydb_embedded::{
@@ -32,7 +32,7 @@ const DB: &str = "capydb.sqlite3";
 
 #[async_trait]
 impl JobRigs for SqliteRigs {
-    async fn app(&self, provider: Arc<dyn DatabaseProvider>, clock: Arc<dyn Clock>, settings: Settings) -> App {
+    async fn app(&self, provider: Arc<FakeProvider>, clock: Arc<dyn Clock>, settings: Settings) -> App {
         let dir = std::env::temp_dir().join(capydb_domain::ids::new_id("jobs-test"));
         std::fs::create_dir_all(&dir).unwrap();
         self.dirs.lock().unwrap().push(dir.clone());
@@ -43,9 +43,10 @@ impl JobRigs for SqliteRigs {
             queue: Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap()) as Arc<dyn JobQueue>,
             webhook_queue: webhook_queue.clone() as Arc<dyn JobQueue>,
             bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,
-            webhook_sender: Arc::new(NoWebhooks) as Arc<dyn WebhookSender>,
+            webhook_sender: None,
             egress: Arc::new(AnyWhere) as Arc<dyn Egress>,
-            provider,
+            endpoint: provider.clone() as Arc<dyn DatabaseEndpoint>,
+            provider: Some(provider as Arc<dyn DatabaseProvider>),
             secrets: Arc::new(KeyFileSecretBox::open_or_create(&dir.join("secret.key")).unwrap()) as Arc<dyn SecretBox>,
             artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).unwrap()) as Arc<dyn ArtifactStore>,
             rate_limiter: Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>,

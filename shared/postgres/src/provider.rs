@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use capydb_domain::model::ConnectionInfo;
-use capydb_domain::ports::{CloneStrategy, DatabaseProvider, ProviderError, ProviderResult};
+use capydb_domain::ports::{CloneStrategy, DatabaseEndpoint, DatabaseProvider, ProviderError, ProviderResult};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
@@ -202,8 +202,7 @@ impl PgProvider {
     }
 }
 
-#[async_trait]
-impl DatabaseProvider for PgProvider {
+impl DatabaseEndpoint for PgProvider {
     fn region(&self) -> String {
         self.region.clone()
     }
@@ -212,6 +211,13 @@ impl DatabaseProvider for PgProvider {
         vec![self.pg_version.clone()]
     }
 
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        client_info(&self.host, self.port, self.sslmode, database, role, password)
+    }
+}
+
+#[async_trait]
+impl DatabaseProvider for PgProvider {
     async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()> {
         self.check_tenant_role(role)?;
         let literal = password_literal(password)?;
@@ -378,10 +384,6 @@ impl DatabaseProvider for PgProvider {
     async fn ping(&self) -> ProviderResult<()> {
         let client = open_admin(&self.admin).await?;
         client.simple_query("SELECT 1").await.map(drop).map_err(|e| from_pg("ping the server", &e))
-    }
-
-    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
-        client_info(&self.host, self.port, self.sslmode, database, role, password)
     }
 }
 

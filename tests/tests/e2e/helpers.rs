@@ -11,7 +11,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -20,6 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+
+pub use crate::support::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_capydb-local-e2e");
 
@@ -91,72 +92,6 @@ impl Resp {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-/// A fresh directory under this test binary's scratch root. The root (the
-/// shared cluster's data dir included) is removed when the binary exits, so a
-/// run leaves nothing behind in the system temp dir; a failed `TestApp` moves
-/// its own dir out first (see its `Drop`) to keep its logs.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = scratch_root().join(format!("{tag}-{}", capydb_domain::ids::new_id("t")));
-    fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-static SCRATCH_ROOT: OnceLock<PathBuf> = OnceLock::new();
-static CLUSTER_TO_STOP: OnceLock<capydb_postgres::LocalCluster> = OnceLock::new();
-
-fn scratch_root() -> &'static Path {
-    SCRATCH_ROOT.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("capydb-e2e-{}", capydb_domain::ids::new_id("run")));
-        fs::create_dir_all(&root).expect("scratch root");
-        // Runs when the test binary exits (libtest returns from main, or
-        // calls exit with 101 when a test failed): stop the shared cluster
-        // and delete it (a relocated cluster lives outside the root), then
-        // remove everything under the root.
-        extern "C" fn clean_up() {
-            if let Some(c) = CLUSTER_TO_STOP.get() {
-                let _ = c.destroy();
-            }
-            if let Some(root) = SCRATCH_ROOT.get() {
-                let _ = fs::remove_dir_all(root);
-            }
-        }
-        // SAFETY: registering a plain extern "C" fn with no captured state.
-        unsafe { libc::atexit(clean_up) };
-        root
-    })
-}
-
-/// The PostgreSQL server shared by the tests of this binary.
-pub fn shared_postgres_url() -> String {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("CAPYDB_TEST_POSTGRES_URL") {
-            return url;
-        }
-        // No server given: run one capydb-local with a private cluster and
-        // borrow it. `capydb-local` prints nothing about its admin URL, so
-        // start the cluster through the library instead.
-        // A thread of its own: callers are inside a tokio runtime already.
-        std::thread::spawn(start_private_cluster_for_tests).join().expect("shared cluster start")
-    })
-    .clone()
-}
-
-fn start_private_cluster_for_tests() -> String {
-    let dir = temp_dir("shared-pg");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let secrets = capydb_embedded::KeyFileSecretBox::open_or_create(&dir.join("secret.key")).expect("secret box");
-        let cluster = capydb_postgres::LocalCluster::ensure_started(&dir.join("postgres"), &secrets)
-            .await
-            .expect("a PostgreSQL cluster for the tests (set CAPYDB_TEST_POSTGRES_URL to use an existing server)");
-        let url = cluster.admin_url();
-        // Stopped when the test binary exits (see `scratch_root`).
-        CLUSTER_TO_STOP.set(cluster).ok();
-        url
-    })
 }
 
 impl TestApp {

@@ -1,8 +1,8 @@
 //! One end-to-end test binary (zero2prod style): `helpers` starts the app.
 mod helpers;
+mod support;
 
 mod auth;
-mod aws_shape;
 mod backups;
 mod conventions;
 mod crash;

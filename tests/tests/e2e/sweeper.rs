@@ -7,14 +7,12 @@ use std::time::Duration;
 use capydb_domain::fields::{Name, PreviewName, TtlHours};
 use capydb_domain::jobs::Disposition;
 use capydb_domain::model::{PreviewMode, PreviewState, Timestamp};
-use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseProvider, EventBus, JobQueue, Page, SecretBox, Store, WebhookSender,
-};
+use capydb_domain::ports::{ArtifactStore, Clock, DatabaseProvider, JobQueue, Page};
 use capydb_domain::previews::{CreatePreview, UpdatePreview};
 use capydb_domain::projects::CreateProject;
-use capydb_domain::{App, AppParts, Settings};
+use capydb_domain::{App, Settings};
 use capydb_egress::{EgressPolicy, HttpWebhookSender};
-use capydb_embedded::{FileArtifactStore, KeyFileSecretBox, QueueEventBus, SqliteQueue, SqliteStore};
+use capydb_embedded::FileArtifactStore;
 use capydb_postgres::PgProvider;
 
 use crate::helpers::*;
@@ -79,26 +77,20 @@ pub async fn in_process_app_with(
     artifacts: Arc<dyn ArtifactStore>,
     settings: Settings,
 ) -> (App, Arc<ManualClock>, Arc<PgProvider>) {
-    let db = dir.join("capydb.sqlite3");
     let clock = Arc::new(ManualClock(Mutex::new(chrono::Utc::now())));
-    let secrets = Arc::new(KeyFileSecretBox::open_or_create(&dir.join("secret.key")).unwrap());
     let provider = Arc::new(PgProvider::connect(&shared_postgres_url(), "local").await.expect("provider"));
-    let webhook_queue = Arc::new(SqliteQueue::open(&db, "webhooks", 5).unwrap()) as Arc<dyn JobQueue>;
-    let app = App::new(AppParts {
-        store: Arc::new(SqliteStore::open(&db).unwrap()) as Arc<dyn Store>,
-        queue: Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap()) as Arc<dyn JobQueue>,
-        webhook_queue: webhook_queue.clone(),
-        bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,
-        webhook_sender: Arc::new(HttpWebhookSender::new(EgressPolicy::ALLOW_PRIVATE).unwrap())
-            as Arc<dyn WebhookSender>,
-        egress: Arc::new(EgressPolicy::ALLOW_PRIVATE),
-        provider: provider.clone() as Arc<dyn DatabaseProvider>,
-        secrets: secrets as Arc<dyn SecretBox>,
-        artifacts,
-        rate_limiter: Arc::new(capydb_embedded::MemoryRateLimiter::new()),
-        clock: clock.clone() as Arc<dyn Clock>,
-        settings,
-    });
+    let adapters = capydb_local::wiring::open_adapters(dir).expect("the data dir's adapters");
+    let app = capydb_local::wiring::app(
+        &adapters,
+        capydb_local::wiring::Parts {
+            provider: provider.clone() as Arc<dyn DatabaseProvider>,
+            webhook_sender: Arc::new(HttpWebhookSender::new(EgressPolicy::ALLOW_PRIVATE).unwrap()),
+            egress: EgressPolicy::ALLOW_PRIVATE,
+            artifacts,
+            clock: clock.clone() as Arc<dyn Clock>,
+            settings,
+        },
+    );
     (app, clock, provider)
 }
 

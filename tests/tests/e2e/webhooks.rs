@@ -1,131 +1,13 @@
 //! Webhooks end to end: a real receiver on 127.0.0.1, signatures checked by
 //! the `standardwebhooks` package from PyPI (not by our signing code),
 //! retries, 410, the egress guard, and deliveries surviving SIGKILL.
-use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path as AxumPath, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-
-/// One request the receiver got.
-#[derive(Clone, Debug)]
-pub(crate) struct Received {
-    pub(crate) path: String,
-    pub(crate) headers: HashMap<String, String>,
-    pub(crate) body: String,
-}
-
-#[derive(Default)]
-struct ReceiverState {
-    got: Vec<Received>,
-    /// Statuses to answer per path, in order; 200 once a path's list is empty.
-    script: HashMap<String, VecDeque<u16>>,
-    /// While set, every path answers 503.
-    down: bool,
-}
-
-#[derive(Clone)]
-pub(crate) struct Receiver {
-    base: String,
-    state: Arc<Mutex<ReceiverState>>,
-}
-
-impl Receiver {
-    pub(crate) async fn start() -> Receiver {
-        let state = Arc::new(Mutex::new(ReceiverState::default()));
-        let app = axum::Router::new().route("/{path}", axum::routing::post(receive)).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the receiver");
-        let base = format!("http://{}", listener.local_addr().expect("receiver address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { base, state }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}/{path}", self.base)
-    }
-
-    fn script(&self, path: &str, statuses: &[u16]) {
-        self.state.lock().unwrap().script.insert(path.to_string(), statuses.iter().copied().collect());
-    }
-
-    fn set_down(&self, down: bool) {
-        self.state.lock().unwrap().down = down;
-    }
-
-    pub(crate) fn got_any(&self, path: &str, kind: &str) -> bool {
-        self.got(path).iter().any(|r| event_type(r) == kind)
-    }
-
-    fn got(&self, path: &str) -> Vec<Received> {
-        self.state.lock().unwrap().got.iter().filter(|r| r.path == path).cloned().collect()
-    }
-
-    /// Waits until `done` holds for what `path` received.
-    pub(crate) async fn wait(&self, path: &str, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let got = self.got(path);
-            if done(&got) {
-                return got;
-            }
-            let types: Vec<String> = got.iter().map(event_type).collect();
-            assert!(Instant::now() < deadline, "receiver never saw {what}; got {types:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-async fn receive(
-    State(state): State<Arc<Mutex<ReceiverState>>>,
-    AxumPath(path): AxumPath<String>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, &'static str) {
-    let mut s = state.lock().unwrap();
-    let headers =
-        headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string())).collect();
-    let status = if s.down { 503 } else { s.script.get_mut(&path).and_then(|q| q.pop_front()).unwrap_or(200) };
-    s.got.push(Received { path, headers, body });
-    (StatusCode::from_u16(status).unwrap(), "thanks")
-}
-
-pub(crate) fn event_type(r: &Received) -> String {
-    serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["type"].as_str().map(str::to_string)).unwrap_or_default()
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("CAPYDB_TEST_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-ci/bin/python");
-    assert!(
-        venv.exists(),
-        "the webhook tests verify signatures with the standardwebhooks package: run `bash .ci/run` once \
-         (it creates .venv-ci), or set CAPYDB_TEST_PYTHON to a python with standardwebhooks installed"
-    );
-    venv
-}
-
-/// Runs the independent verifier over `(secret, delivery, expected validity)`;
-/// returns how many verified.
-pub(crate) fn verify_independently(cases: &[(&str, &Received, bool)]) -> usize {
-    let file = temp_dir("webhook-verify").join("deliveries.json");
-    let list: Vec<Value> = cases
-        .iter()
-        .map(|(secret, r, valid)| json!({"secret": secret, "headers": r.headers, "body": r.body, "valid": valid}))
-        .collect();
-    std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("webhooks/verify.py");
-    let out = std::process::Command::new(python()).arg(script).arg(&file).output().expect("run verify.py");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "independent verification failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    stdout.trim().strip_prefix("verified ").and_then(|n| n.parse().ok()).expect("verify.py output")
-}
 
 async fn wait_completed(app: &TestApp, r: Resp) -> Value {
     let job = r.expect(202)["job"]["id"].as_str().expect("job id").to_string();

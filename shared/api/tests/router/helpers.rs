@@ -1,18 +1,18 @@
 //! One `App` per test: the SQLite store and queues in a fresh temp dir, the
-//! key-file secret box, an in-memory rate limiter, and a database provider
-//! that names its region and versions but has no server behind it (no test
-//! here runs a job). Egress allows loopback, the only address a test
+//! key-file secret box, an in-memory rate limiter, and, as the API functions
+//! have, a database endpoint (the testkit's `FakeProvider`: region `test`,
+//! version 15) but no database server to manage (no test here runs a job). Egress allows loopback, the only address a test
 //! names (nothing here sends a webhook: no worker runs).
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use capydb_domain::model::ConnectionInfo;
+use capydb_domain::fakes::FakeProvider;
 use capydb_domain::ports::{
-    ArtifactStore, Clock, CloneStrategy, DatabaseProvider, EventBus, JobQueue, ProviderError, ProviderResult,
-    RateLimiter, SecretBox, Store, SystemClock, WebhookSender,
+    ArtifactStore, Clock, DatabaseEndpoint, EventBus, JobQueue, RateLimiter, SecretBox, Store, SystemClock,
+    WebhookSender,
 };
 use capydb_domain::{App, AppParts, Settings};
 use capydb_egress::{EgressPolicy, HttpWebhookSender};
@@ -22,75 +22,6 @@ use capydb_embedded::{
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-
-/// A provider with a region and versions (what creating a project reads)
-/// and no server: every operation on a database is refused.
-pub struct NoServer;
-
-fn no_server<T>() -> ProviderResult<T> {
-    Err(ProviderError::Permanent("router tests have no database server".into()))
-}
-
-#[async_trait::async_trait]
-impl DatabaseProvider for NoServer {
-    fn region(&self) -> String {
-        "local".into()
-    }
-    fn pg_versions(&self) -> Vec<String> {
-        vec!["16".into()]
-    }
-    async fn ensure_role(&self, _: &str, _: &str) -> ProviderResult<()> {
-        no_server()
-    }
-    async fn ensure_database(&self, _: &str, _: &str) -> ProviderResult<()> {
-        no_server()
-    }
-    async fn clone_database(&self, _: &str, _: &str, _: &str, _: &str) -> ProviderResult<CloneStrategy> {
-        no_server()
-    }
-    async fn dump_database(&self, _: &str, _: &Path) -> ProviderResult<()> {
-        no_server()
-    }
-    async fn restore_database(&self, _: &Path, _: &str, _: &str) -> ProviderResult<()> {
-        no_server()
-    }
-    async fn import_database(&self, _: &str, _: &str, _: &str) -> ProviderResult<()> {
-        no_server()
-    }
-    async fn replace_database(&self, _: &str, _: &str) -> ProviderResult<()> {
-        no_server()
-    }
-    async fn check_connection(&self, _: &str, _: &str, _: &str) -> ProviderResult<()> {
-        no_server()
-    }
-    async fn drop_database(&self, _: &str) -> ProviderResult<()> {
-        no_server()
-    }
-    async fn drop_role(&self, _: &str) -> ProviderResult<()> {
-        no_server()
-    }
-    async fn database_exists(&self, _: &str) -> ProviderResult<bool> {
-        no_server()
-    }
-    async fn role_exists(&self, _: &str) -> ProviderResult<bool> {
-        no_server()
-    }
-    async fn ping(&self) -> ProviderResult<()> {
-        no_server()
-    }
-    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
-        ConnectionInfo {
-            role: "owner".into(),
-            host: "127.0.0.1".into(),
-            port: 5432,
-            database: database.into(),
-            user: role.into(),
-            password: password.into(),
-            sslmode: "disable".into(),
-            uri: format!("postgres://{role}:{password}@127.0.0.1:5432/{database}"),
-        }
-    }
-}
 
 /// A temp dir removed when the test ends.
 pub struct TempDir(pub PathBuf);
@@ -133,10 +64,14 @@ pub async fn api_with(tag: &str, settings: Settings) -> Api {
         queue: Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap()) as Arc<dyn JobQueue>,
         webhook_queue: webhook_queue.clone(),
         bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,
-        webhook_sender: Arc::new(HttpWebhookSender::new(EgressPolicy::ALLOW_PRIVATE).unwrap())
-            as Arc<dyn WebhookSender>,
+        webhook_sender: Some(
+            Arc::new(HttpWebhookSender::new(EgressPolicy::ALLOW_PRIVATE).unwrap()) as Arc<dyn WebhookSender>
+        ),
         egress: Arc::new(EgressPolicy::ALLOW_PRIVATE),
-        provider: Arc::new(NoServer) as Arc<dyn DatabaseProvider>,
+        // The API functions' shape: an endpoint that names its region and
+        // versions, and no database server to manage.
+        endpoint: Arc::new(FakeProvider::new()) as Arc<dyn DatabaseEndpoint>,
+        provider: None,
         secrets: Arc::new(KeyFileSecretBox::open_or_create(&dir.0.join("secret.key")).unwrap()) as Arc<dyn SecretBox>,
         artifacts: Arc::new(FileArtifactStore::open(&dir.0.join("backups")).unwrap()) as Arc<dyn ArtifactStore>,
         rate_limiter: Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>,

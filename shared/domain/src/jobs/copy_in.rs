@@ -85,7 +85,7 @@ pub(super) async fn run(
     step: Step,
 ) -> Result<StepOutcome, StepError> {
     let project = app.job_project(job).await?;
-    let provider = &app.provider;
+    let provider = app.database()?;
     match (step, target) {
         (Step::Prepare, Target::Preview(id)) => {
             let preview = app.job_preview(id).await?;
@@ -162,7 +162,7 @@ pub(super) async fn finish(
     if let Target::Project { safety_backup } = target {
         if !ok {
             // Whatever the copy left behind before the swap goes.
-            if let Err(e) = app.provider.drop_database(&scratch_database(&project, source)).await {
+            if let Err(e) = app.database()?.drop_database(&scratch_database(&project, source)).await {
                 tracing::warn!(error = %e, "could not drop the scratch database");
             }
         }

@@ -39,8 +39,8 @@ pub(super) async fn run(app: &App, job: &mut Job, step: Step) -> Result<StepOutc
     let project = app.job_project(job).await?;
     match step {
         Step::DropPreviews => drop_previews(app, job, &project).await?,
-        Step::DropDatabase => app.provider.drop_database(&project.database_name).await?,
-        Step::DropRole => app.provider.drop_role(&project.role_name).await?,
+        Step::DropDatabase => app.database()?.drop_database(&project.database_name).await?,
+        Step::DropRole => app.database()?.drop_role(&project.role_name).await?,
     }
     Ok(StepOutcome::Done)
 }
@@ -55,8 +55,8 @@ async fn drop_previews(app: &App, job: &mut Job, project: &Project) -> Result<()
             return Ok(());
         }
         for mut preview in batch {
-            app.provider.drop_database(&preview.database_name).await?;
-            app.provider.drop_role(&preview.role_name).await?;
+            app.database()?.drop_database(&preview.database_name).await?;
+            app.database()?.drop_role(&preview.role_name).await?;
             preview.state = PreviewState::Deleted;
             preview.updated_at = app.now();
             app.store.update_preview(&preview).await?;

@@ -281,7 +281,7 @@ impl App {
         password_sealed: &str,
     ) -> DomainResult<Vec<ConnectionInfo>> {
         let password = self.secrets.open(password_sealed).await?;
-        let mut info = self.provider.connection_info(database, role, &password);
+        let mut info = self.endpoint.connection_info(database, role, &password);
         info.role = "owner".into();
         Ok(vec![info])
     }

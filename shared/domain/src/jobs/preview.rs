@@ -45,7 +45,7 @@ impl Step {
 pub(super) async fn run(app: &App, job: &Job, id: &PreviewId, step: Step) -> Result<StepOutcome, StepError> {
     let project = app.job_project(job).await?;
     let preview = app.job_preview(id).await?;
-    let provider = &app.provider;
+    let provider = app.database()?;
     let deleting = matches!(job.spec, JobSpec::DeletePreview { .. });
     if !deleting && matches!(project.state, ProjectState::Deleting | ProjectState::Deleted) {
         return Err(StepError::Permanent(format!("project {} is being deleted", project.id)));

@@ -38,12 +38,12 @@ pub(super) async fn run(app: &App, job: &Job, step: Step) -> Result<StepOutcome,
     match step {
         Step::CreateRole => {
             let password = app.secrets.open(&project.password_sealed).await?;
-            app.provider.ensure_role(&project.role_name, &password).await?;
+            app.database()?.ensure_role(&project.role_name, &password).await?;
         }
-        Step::CreateDatabase => app.provider.ensure_database(&project.database_name, &project.role_name).await?,
+        Step::CreateDatabase => app.database()?.ensure_database(&project.database_name, &project.role_name).await?,
         Step::VerifyConnection => {
             let password = app.secrets.open(&project.password_sealed).await?;
-            app.provider.check_connection(&project.database_name, &project.role_name, &password).await?;
+            app.database()?.check_connection(&project.database_name, &project.role_name, &password).await?;
         }
     }
     Ok(StepOutcome::Done)

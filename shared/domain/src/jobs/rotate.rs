@@ -34,9 +34,9 @@ pub(super) async fn run(app: &App, job: &Job, new_password: &Sealed, step: Step)
     let project = app.job_project(job).await?;
     let password = app.secrets.open(new_password.as_str()).await?;
     match step {
-        Step::SetPassword => app.provider.ensure_role(&project.role_name, &password).await?,
+        Step::SetPassword => app.database()?.ensure_role(&project.role_name, &password).await?,
         Step::VerifyConnection => {
-            app.provider.check_connection(&project.database_name, &project.role_name, &password).await?
+            app.database()?.check_connection(&project.database_name, &project.role_name, &password).await?
         }
     }
     Ok(StepOutcome::Done)
@@ -51,7 +51,10 @@ pub(super) async fn undo(app: &App, job: &Job) {
     }
     let restored = match app.job_project(job).await {
         Ok(project) => match app.secrets.open(&project.password_sealed).await {
-            Ok(old) => app.provider.ensure_role(&project.role_name, &old).await.map_err(|e| e.to_string()),
+            Ok(old) => match app.database() {
+                Ok(db) => db.ensure_role(&project.role_name, &old).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
             Err(e) => Err(e.to_string()),
         },
         Err(e) => Err(e.to_string()),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capydb_domain::ports::DatabaseProvider;
+use capydb_domain::ports::{DatabaseEndpoint, DatabaseProvider};
 use capydb_postgres::PgProvider;
 use tokio_postgres::NoTls;
 

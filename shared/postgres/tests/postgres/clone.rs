@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capydb_domain::ports::{CloneStrategy, DatabaseProvider, ProviderError};
+use capydb_domain::ports::{CloneStrategy, DatabaseEndpoint, DatabaseProvider, ProviderError};
 use capydb_postgres::PgProvider;
 use tokio_postgres::{Client, NoTls};
 

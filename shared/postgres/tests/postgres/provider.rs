@@ -1,6 +1,6 @@
 //! `PgProvider` against a real server: the `DatabaseProvider` contract,
 //! isolation between tenants, and how failures are classified.
-use capydb_domain::ports::{DatabaseProvider, ProviderError};
+use capydb_domain::ports::{DatabaseEndpoint, DatabaseProvider, ProviderError};
 use capydb_postgres::PgProvider;
 use tokio_postgres::NoTls;
 

@@ -2,14 +2,14 @@
 //! 127.0.0.1): the table comes from `infra/template.yaml`, the secret's
 //! name from the function's environment there, and the event from
 //! `events/bootstrap.first-run.json`.
-use capydb_aws::bootstrap::{Bootstrap, BootstrapError, Bootstrapped};
-use capydb_aws::lambda::{self, Config, Role};
 use capydb_aws::sdk::{dynamodb, secretsmanager};
 use capydb_aws::secretsmanager::SecretsManager;
 use capydb_aws::testkit::{self, Template};
 use capydb_aws::DynamoStore;
 use capydb_domain::apikey;
 use capydb_domain::scopes::Scope;
+use capydb_lambda::bootstrap::{Bootstrap, BootstrapError, Bootstrapped};
+use capydb_lambda::{self as lambda, Config, Role};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex, OnceLock};
 

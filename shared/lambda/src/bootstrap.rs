@@ -35,8 +35,16 @@ use capydb_domain::ports::{Clock, Store, SystemClock};
 use capydb_domain::{apikey, DomainError};
 use serde::{Deserialize, Serialize};
 
-use crate::secretsmanager::{Created, SecretsManager};
-use crate::DynamoStore;
+use std::sync::Arc;
+
+use capydb_aws::client::{ClientCell, SdkCell};
+use capydb_aws::sdk::{dynamodb, secretsmanager};
+use capydb_aws::secretsmanager::{Created, SecretsManager};
+use capydb_aws::DynamoStore;
+use lambda_runtime::{service_fn, LambdaEvent};
+
+use crate::config::BootstrapConfig;
+use crate::{init_tracing, sdk_config, Error};
 
 const SECRET_DESCRIPTION: &str =
     "CapyDB: admin API key of the first organization, written once by the bootstrap function";
@@ -214,6 +222,25 @@ impl Bootstrap {
             organization_id: org_id,
         }
     }
+}
+
+/// `main` of `bootstrap`: invoked by hand once after `sam deploy` with
+/// `{"organization_name": "..."}` (see `crate::bootstrap`).
+pub async fn run_bootstrap() -> Result<(), Error> {
+    init_tracing();
+    let config = BootstrapConfig::from_env()?;
+    let sdk = SdkCell::lazy(|| async { sdk_config().await.map_err(|e| e.to_string()) });
+    let bootstrap = Arc::new(Bootstrap::new(
+        DynamoStore::new(ClientCell::lazy(&sdk, dynamodb::Client::new), config.table),
+        SecretsManager::new(ClientCell::lazy(&sdk, secretsmanager::Client::new)),
+        config.secret_name,
+        config.kms_key_id,
+    ));
+    lambda_runtime::run(service_fn(move |e: LambdaEvent<serde_json::Value>| {
+        let bootstrap = Arc::clone(&bootstrap);
+        async move { bootstrap.handle(e.payload).await }
+    }))
+    .await
 }
 
 #[cfg(test)]

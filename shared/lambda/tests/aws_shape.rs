@@ -9,17 +9,19 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use capydb_aws::lambda::{self, Config};
-use capydb_aws::sdk::aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use capydb_aws::sdk::{dynamodb, sqs, ssm};
 use capydb_aws::testkit::{self, QueuePair, Template};
 use capydb_domain::App;
+use capydb_lambda::events::aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use capydb_lambda::{self as lambda, Config};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::helpers::*;
-use crate::webhooks::{event_type, verify_independently, Receiver};
+#[path = "../../../tests/tests/e2e/support.rs"]
+mod support;
+
+use support::*;
 
 /// One app per function role, as deployed: the API functions' (no database
 /// management, no webhook egress), the webhooks functions', the worker's.
@@ -101,7 +103,7 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32) -> Deplo
 }
 
 fn events_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+    workspace_root().join("events")
 }
 
 /// The function `infra/template.yaml` routes `method path` to (matching
@@ -165,9 +167,9 @@ impl Deployed {
             }
         }
         let request =
-            capydb_aws::sdk::lambda_http::request::from_str(&event.to_string()).expect("a valid API GW event");
+            capydb_lambda::events::lambda_http::request::from_str(&event.to_string()).expect("a valid API GW event");
         let function = function_for(&self.template, method, path);
-        let groups = lambda::groups_of(&function).expect("an API function");
+        let groups = capydb_api::groups_of(&function).expect("an API function");
         // The webhooks function alone checks webhook targets (and so has the egress client).
         let app = if function == "webhooks" { &self.webhooks_app } else { &self.api };
         let response = lambda::routes(app.clone(), groups).oneshot(request).await.expect("router");
@@ -322,7 +324,7 @@ async fn a_project_goes_from_post_to_a_real_database_and_a_signed_webhook_on_the
     assert_eq!(payload["data"]["project"]["id"], project_id.as_str());
     assert!(!ready.body.contains(&uri), "a webhook must not carry the connection string");
     // Verified by the standardwebhooks package, not by our own code.
-    let tampered = crate::webhooks::Received { body: ready.body.replace("ready", "READY"), ..ready.clone() };
+    let tampered = Received { body: ready.body.replace("ready", "READY"), ..ready.clone() };
     assert_eq!(verify_independently(&[(&secret, ready, true), (&secret, &tampered, false)]), 1);
 
     // The key's last use is recorded with the caller's address from API
@@ -457,7 +459,7 @@ async fn every_template_route_reaches_a_handler_of_its_function() {
     for id in template.of_type("AWS::Serverless::Function") {
         let f = template.resource(&id);
         let binary = f["Metadata"]["BuildProperties"]["Binary"].as_str().expect("Binary").to_string();
-        let Some(groups) = lambda::groups_of(&binary) else { continue };
+        let Some(groups) = capydb_api::groups_of(&binary) else { continue };
         let events = f["Properties"]["Events"].as_object().cloned().unwrap_or_default();
         for e in events.values().filter(|e| e["Type"] == "HttpApi") {
             let (method, path) =
@@ -485,9 +487,28 @@ async fn every_template_route_reaches_a_handler_of_its_function() {
     assert!(seen >= 41, "every API operation is routed ({seen})");
 }
 
-/// An app on the in-process adapters, for routing checks that never reach a port.
+/// The functions' app on an emulator whose resources do not exist, for
+/// routing checks that never reach a port (the health check's answer may be 503).
 async fn in_memory_app() -> App {
-    let dir = temp_dir("aws-routes");
-    let artifacts = capydb_embedded::FileArtifactStore::open(&dir.join("backups")).expect("artifacts");
-    crate::sweeper::in_process_app(&dir, std::sync::Arc::new(artifacts)).await.0
+    let config = Config {
+        table: testkit::unique("no-such-table"),
+        jobs_queue_url: "http://127.0.0.1:9/jobs".into(),
+        jobs_dead_letter_url: None,
+        webhook_queue_url: "http://127.0.0.1:9/webhooks".into(),
+        webhook_dead_letter_url: None,
+        event_bus: "unused".into(),
+        kms_key_id: "unused".into(),
+        pg_admin_url: "postgres://capydb_admin@127.0.0.1:9/postgres".into(),
+        pg_admin_password_param: None,
+        pg_version: "15".into(),
+        artifact_dir: temp_dir("aws-routes"),
+        jobs_max_receives: 5,
+        allow_private_egress: false,
+        region: "us-east-1".into(),
+        job_max_attempts: 3,
+        rate_limit_per_minute: 0,
+        quotas: capydb_domain::app::QuotaSettings::default(),
+    };
+    let sdk = capydb_aws::client::SdkCell::ready(testkit::sdk_config().await);
+    lambda::app(&config, &sdk, lambda::Role::worker(&config, &sdk).expect("the worker role"))
 }

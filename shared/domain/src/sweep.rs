@@ -1,0 +1,65 @@
+//! The sweep: the periodic catch-up of every shape (`capydb-local`'s sweeper
+//! loop, the `sweeper` function every minute).
+use serde::Serialize;
+
+use crate::app::App;
+use crate::error::DomainResult;
+
+/// What one sweep did, and the errors of the parts that failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    /// Expired previews whose deletion started.
+    pub expired_previews: usize,
+    /// Jobs that were not moving and got a fresh queue message.
+    pub redriven_jobs: usize,
+    /// Events written but not yet published, published now.
+    pub republished_events: usize,
+    /// Webhook deliveries due for a retry, queued.
+    pub webhook_retries: usize,
+    /// `<part>: <error>` of each part that failed.
+    pub errors: Vec<String>,
+}
+
+impl SweepReport {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+impl App {
+    /// One sweep: expired previews, stuck jobs, unpublished events, due
+    /// webhook retries. Each part runs even if another fails; the report
+    /// says which did.
+    pub async fn sweep(&self) -> SweepReport {
+        let mut report = SweepReport::default();
+        let mut note = |what: &str, r: DomainResult<usize>| match r {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(part = what, error = %e, "sweep part failed");
+                report.errors.push(format!("{what}: {e}"));
+                0
+            }
+        };
+        let expired_previews = note("expire previews", self.expire_previews().await);
+        let redriven_jobs = note("re-drive stuck jobs", self.redrive_stuck_jobs(false).await);
+        let republished_events = note("republish events", self.republish_events().await);
+        let webhook_retries = note("send due webhook retries", self.send_due_deliveries().await);
+        report.expired_previews = expired_previews;
+        report.redriven_jobs = redriven_jobs;
+        report.republished_events = republished_events;
+        report.webhook_retries = webhook_retries;
+        if expired_previews + redriven_jobs + republished_events + webhook_retries > 0 {
+            tracing::info!(
+                expired_previews,
+                redriven_jobs,
+                republished_events,
+                webhook_retries,
+                failed_parts = report.errors.len(),
+                "sweep done"
+            );
+        } else {
+            tracing::debug!(failed_parts = report.errors.len(), "sweep done; nothing to do");
+        }
+        report
+    }
+}

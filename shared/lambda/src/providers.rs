@@ -1,0 +1,184 @@
+//! The database providers of the functions: [`Endpoint`] (where databases
+//! are and how clients reach them, for the API functions) and
+//! [`LazyProvider`] (the PostgreSQL provider, connected on first use, for
+//! the worker and the backups function).
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use capydb_aws::client::{ClientCell, SdkCell};
+use capydb_aws::sdk::ssm;
+use capydb_domain::model::ConnectionInfo;
+use capydb_domain::ports::{CloneStrategy, DatabaseEndpoint, DatabaseProvider, ProviderError, ProviderResult};
+use capydb_egress::EgressPolicy;
+use capydb_postgres::{ClientEndpoint, PgProvider};
+use tokio::sync::OnceCell;
+
+use crate::config::Config;
+
+/// Where databases are and how clients reach them, from the configuration
+/// alone: the functions that only answer about databases never connect.
+pub struct Endpoint {
+    region: String,
+    pg_version: String,
+    endpoint: ClientEndpoint,
+}
+
+impl Endpoint {
+    pub fn of(config: &Config) -> Result<Endpoint, String> {
+        Ok(Endpoint {
+            region: config.region.clone(),
+            pg_version: config.pg_version.clone(),
+            endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+impl DatabaseEndpoint for Endpoint {
+    fn region(&self) -> String {
+        self.region.clone()
+    }
+    fn pg_versions(&self) -> Vec<String> {
+        vec![self.pg_version.clone()]
+    }
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        self.endpoint.connection_info(database, role, password)
+    }
+}
+
+/// `DatabaseProvider` that connects on first use: the admin password comes
+/// from SSM then, so functions that only answer connection strings never fetch it.
+pub struct LazyProvider {
+    admin_url: String,
+    password_param: Option<String>,
+    ssm: ClientCell<ssm::Client>,
+    region: String,
+    pg_version: String,
+    endpoint: ClientEndpoint,
+    /// Where imports may connect (the deployed policy denies private targets).
+    egress: EgressPolicy,
+    provider: OnceCell<PgProvider>,
+}
+
+/// A failure to set the provider up (configuration, SSM): it reaches a
+/// job's `error`, so the detail goes to the log and a user reads a sentence.
+fn setup_error(retryable: bool, detail: String) -> ProviderError {
+    tracing::error!(error = %detail, "the worker could not set up its PostgreSQL provider");
+    let message = "CapyDB could not reach its database server; retry, or contact support if it persists".to_string();
+    if retryable {
+        ProviderError::Retryable(message)
+    } else {
+        ProviderError::Permanent(message)
+    }
+}
+
+impl LazyProvider {
+    /// The PostgreSQL provider of `config`, connected (and its admin
+    /// password read from SSM) on first use.
+    pub fn of(config: &Config, sdk: &Arc<SdkCell>) -> Result<LazyProvider, String> {
+        Ok(LazyProvider {
+            admin_url: config.pg_admin_url.clone(),
+            password_param: config.pg_admin_password_param.clone(),
+            ssm: ClientCell::lazy(sdk, ssm::Client::new),
+            region: config.region.clone(),
+            pg_version: config.pg_version.clone(),
+            endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
+            egress: config.egress(),
+            provider: OnceCell::new(),
+        })
+    }
+
+    async fn get(&self) -> ProviderResult<&PgProvider> {
+        self.provider
+            .get_or_try_init(|| async {
+                let mut url = url::Url::parse(&self.admin_url)
+                    .map_err(|e| setup_error(false, format!("invalid CAPYDB_PG_ADMIN_URL: {e}")))?;
+                if let Some(param) = &self.password_param {
+                    let ssm = self.ssm.get().await.map_err(|e| setup_error(true, e.to_string()))?;
+                    let out = ssm.get_parameter().name(param).with_decryption(true).send().await.map_err(|e| {
+                        let why = ssm::error::DisplayErrorContext(&e);
+                        setup_error(true, format!("read the admin password parameter {param}: {why}"))
+                    })?;
+                    let password = out.parameter().and_then(|p| p.value()).unwrap_or_default();
+                    url.set_password(Some(password))
+                        .map_err(|()| setup_error(false, "CAPYDB_PG_ADMIN_URL cannot carry a password".into()))?;
+                }
+                // Its own errors are already a user's sentence, the detail logged.
+                let mut provider = PgProvider::connect(url.as_str(), &self.region).await?;
+                provider.set_egress_policy(self.egress);
+                let versions = provider.pg_versions();
+                if !versions.contains(&self.pg_version) {
+                    return Err(setup_error(
+                        false,
+                        format!(
+                            "CAPYDB_PG_VERSION is {} but the server runs PostgreSQL {}",
+                            self.pg_version,
+                            versions.join(", ")
+                        ),
+                    ));
+                }
+                Ok(provider)
+            })
+            .await
+    }
+}
+
+impl DatabaseEndpoint for LazyProvider {
+    fn region(&self) -> String {
+        self.region.clone()
+    }
+    fn pg_versions(&self) -> Vec<String> {
+        vec![self.pg_version.clone()]
+    }
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        self.endpoint.connection_info(database, role, password)
+    }
+}
+
+#[async_trait]
+impl DatabaseProvider for LazyProvider {
+    async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()> {
+        self.get().await?.ensure_role(role, password).await
+    }
+    async fn ensure_database(&self, database: &str, owner: &str) -> ProviderResult<()> {
+        self.get().await?.ensure_database(database, owner).await
+    }
+    async fn clone_database(
+        &self,
+        source: &str,
+        source_owner: &str,
+        target: &str,
+        owner: &str,
+    ) -> ProviderResult<CloneStrategy> {
+        self.get().await?.clone_database(source, source_owner, target, owner).await
+    }
+    async fn dump_database(&self, database: &str, dest: &std::path::Path) -> ProviderResult<()> {
+        self.get().await?.dump_database(database, dest).await
+    }
+    async fn restore_database(&self, dump: &std::path::Path, target: &str, owner: &str) -> ProviderResult<()> {
+        self.get().await?.restore_database(dump, target, owner).await
+    }
+    async fn import_database(&self, source_url: &str, target: &str, owner: &str) -> ProviderResult<()> {
+        self.get().await?.import_database(source_url, target, owner).await
+    }
+    async fn replace_database(&self, live: &str, replacement: &str) -> ProviderResult<()> {
+        self.get().await?.replace_database(live, replacement).await
+    }
+    async fn check_connection(&self, database: &str, role: &str, password: &str) -> ProviderResult<()> {
+        self.get().await?.check_connection(database, role, password).await
+    }
+    async fn drop_database(&self, database: &str) -> ProviderResult<()> {
+        self.get().await?.drop_database(database).await
+    }
+    async fn drop_role(&self, role: &str) -> ProviderResult<()> {
+        self.get().await?.drop_role(role).await
+    }
+    async fn database_exists(&self, database: &str) -> ProviderResult<bool> {
+        self.get().await?.database_exists(database).await
+    }
+    async fn role_exists(&self, role: &str) -> ProviderResult<bool> {
+        self.get().await?.role_exists(role).await
+    }
+    async fn ping(&self) -> ProviderResult<()> {
+        self.get().await?.ping().await
+    }
+}

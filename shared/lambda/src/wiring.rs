@@ -1,0 +1,98 @@
+//! The one place the functions' `App` is assembled from the AWS adapters,
+//! and the role of each function: what it needs beyond what they all have.
+use std::sync::Arc;
+
+use capydb_aws::client::{ClientCell, SdkCell};
+use capydb_aws::sdk::{dynamodb, eventbridge, kms, sqs};
+use capydb_aws::{DynamoRateLimiter, DynamoStore, EventBridgeBus, KmsSecretBox, SqsQueue};
+use capydb_domain::ports::{
+    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox,
+    Store, SystemClock, WebhookSender,
+};
+use capydb_domain::{App, AppParts, Settings};
+
+use crate::artifacts::LazyArtifacts;
+use crate::config::Config;
+use crate::providers::{Endpoint, LazyProvider};
+
+/// What a function needs beyond the adapters every function has. Chosen by
+/// each function's entry point, so a binary links only what it uses: the
+/// PostgreSQL provider (tokio-postgres, the clone and dump code) only where
+/// databases are managed or pinged, the webhook HTTP client only where
+/// webhooks are checked or sent. What a role lacks is `None` in its `App`,
+/// not an adapter that fails every call.
+pub struct Role {
+    pub endpoint: Arc<dyn DatabaseEndpoint>,
+    pub provider: Option<Arc<dyn DatabaseProvider>>,
+    pub webhook_sender: Option<Arc<dyn WebhookSender>>,
+}
+
+impl Role {
+    /// Answers connection strings; manages no database, sends no webhook.
+    pub fn api(config: &Config) -> Result<Role, String> {
+        Ok(Role { endpoint: Arc::new(Endpoint::of(config)?), provider: None, webhook_sender: None })
+    }
+
+    /// Checks and sends webhooks through the egress guard.
+    pub fn webhooks(config: &Config) -> Result<Role, String> {
+        Ok(Role {
+            endpoint: Arc::new(Endpoint::of(config)?),
+            provider: None,
+            webhook_sender: Some(Arc::new(capydb_egress::HttpWebhookSender::new(config.egress())?)),
+        })
+    }
+
+    /// Runs job steps against the PostgreSQL server.
+    pub fn worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
+        let provider: Arc<dyn DatabaseProvider> = Arc::new(LazyProvider::of(config, sdk)?);
+        Ok(Role { endpoint: provider.clone(), provider: Some(provider), webhook_sender: None })
+    }
+
+    /// An API function that also reaches the PostgreSQL server: the backups
+    /// function (in the VPC for its file system), which serves `/v1/health`
+    /// and so must be able to ask the server. It runs no job step.
+    pub fn api_with_database(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
+        Self::worker(config, sdk)
+    }
+}
+
+/// The settings of every function, from its configuration.
+pub fn settings(config: &Config) -> Settings {
+    Settings {
+        jobs: capydb_domain::JobSettings { max_attempts: config.job_max_attempts, ..Default::default() },
+        rate_limit: capydb_domain::RateLimitSettings {
+            limit: config.rate_limit_per_minute,
+            window: std::time::Duration::from_secs(60),
+        },
+        quotas: config.quotas,
+        ..Default::default()
+    }
+}
+
+/// The application on the AWS adapters. No network call is made here, and
+/// no SDK client is made: each is made on first use from `sdk`.
+pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
+    let dynamodb = ClientCell::lazy(sdk, dynamodb::Client::new);
+    let sqs = ClientCell::lazy(sdk, sqs::Client::new);
+    App::new(AppParts {
+        store: Arc::new(DynamoStore::new(dynamodb.clone(), &config.table)) as Arc<dyn Store>,
+        queue: Arc::new(SqsQueue::new(sqs.clone(), &config.jobs_queue_url, config.jobs_dead_letter_url.clone()))
+            as Arc<dyn JobQueue>,
+        webhook_queue: Arc::new(SqsQueue::new(sqs, &config.webhook_queue_url, config.webhook_dead_letter_url.clone()))
+            as Arc<dyn JobQueue>,
+        bus: Arc::new(EventBridgeBus::new(ClientCell::lazy(sdk, eventbridge::Client::new), &config.event_bus))
+            as Arc<dyn EventBus>,
+        webhook_sender: role.webhook_sender,
+        // Every function that creates webhooks or imports checks them with
+        // the same policy the worker and the webhook sender connect under.
+        egress: Arc::new(config.egress()) as Arc<dyn Egress>,
+        endpoint: role.endpoint,
+        provider: role.provider,
+        secrets: Arc::new(KmsSecretBox::new(ClientCell::lazy(sdk, kms::Client::new), &config.kms_key_id))
+            as Arc<dyn SecretBox>,
+        artifacts: Arc::new(LazyArtifacts::new(config.artifact_dir.clone())) as Arc<dyn ArtifactStore>,
+        rate_limiter: Arc::new(DynamoRateLimiter::new(dynamodb, &config.table)) as Arc<dyn RateLimiter>,
+        clock: Arc::new(SystemClock) as Arc<dyn Clock>,
+        settings: settings(config),
+    })
+}
