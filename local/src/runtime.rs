@@ -236,11 +236,13 @@ async fn run(
         },
     };
     let sender = HttpWebhookSender::new(egress)?;
+    let provider = Arc::new(provider);
     let app = crate::wiring::app(
         &adapters,
         crate::wiring::Parts {
+            endpoint: Arc::new(provider.endpoint()),
             provider: match args.debug_provider_delay_ms {
-                0 => Arc::new(provider) as Arc<dyn DatabaseProvider>,
+                0 => provider as Arc<dyn DatabaseProvider>,
                 ms => Arc::new(crate::slow::SlowProvider::new(provider, Duration::from_millis(ms))),
             },
             webhook_sender: Arc::new(sender),

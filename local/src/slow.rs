@@ -2,38 +2,25 @@
 //! `--debug-provider-delay-ms`): lets the crash tests SIGKILL the process
 //! while a job is between two steps, deterministically.
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capydb_domain::model::ConnectionInfo;
-use capydb_domain::ports::{CloneStrategy, DatabaseEndpoint, DatabaseProvider, ProviderResult};
+use capydb_domain::ports::{CloneStrategy, DatabaseProvider, ProviderResult};
 
-pub struct SlowProvider<P> {
-    inner: P,
+pub struct SlowProvider {
+    inner: Arc<dyn DatabaseProvider>,
     delay: Duration,
 }
 
-impl<P> SlowProvider<P> {
-    pub fn new(inner: P, delay: Duration) -> Self {
+impl SlowProvider {
+    pub fn new(inner: Arc<dyn DatabaseProvider>, delay: Duration) -> Self {
         SlowProvider { inner, delay }
     }
 }
 
-// Not slowed: nothing here talks to the server.
-impl<P: DatabaseEndpoint> DatabaseEndpoint for SlowProvider<P> {
-    fn region(&self) -> String {
-        self.inner.region()
-    }
-    fn pg_versions(&self) -> Vec<String> {
-        self.inner.pg_versions()
-    }
-    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
-        self.inner.connection_info(database, role, password)
-    }
-}
-
 #[async_trait]
-impl<P: DatabaseProvider> DatabaseProvider for SlowProvider<P> {
+impl DatabaseProvider for SlowProvider {
     async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()> {
         tokio::time::sleep(self.delay).await;
         self.inner.ensure_role(role, password).await

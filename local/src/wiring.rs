@@ -47,6 +47,8 @@ pub fn open_adapters(dir: &Path) -> Result<Adapters, String> {
 
 /// What differs between the server and a test on the same adapters.
 pub struct Parts {
+    /// Region, versions and connection strings (the provider's server).
+    pub endpoint: Arc<dyn DatabaseEndpoint>,
     pub provider: Arc<dyn DatabaseProvider>,
     pub webhook_sender: Arc<dyn WebhookSender>,
     /// Checked when webhooks and imports are created; the provider and the
@@ -60,7 +62,6 @@ pub struct Parts {
 /// The application on the embedded adapters: published events go to the
 /// webhook queue, rate limits are counted in memory.
 pub fn app(adapters: &Adapters, parts: Parts) -> App {
-    let endpoint: Arc<dyn DatabaseEndpoint> = parts.provider.clone();
     App::new(AppParts {
         store: adapters.store.clone() as Arc<dyn Store>,
         queue: adapters.queue.clone() as Arc<dyn JobQueue>,
@@ -68,7 +69,7 @@ pub fn app(adapters: &Adapters, parts: Parts) -> App {
         bus: Arc::new(QueueEventBus::new(adapters.webhook_queue.clone())) as Arc<dyn EventBus>,
         webhook_sender: Some(parts.webhook_sender),
         egress: Arc::new(parts.egress) as Arc<dyn Egress>,
-        endpoint,
+        endpoint: parts.endpoint,
         provider: Some(parts.provider),
         secrets: adapters.secrets.clone() as Arc<dyn SecretBox>,
         artifacts: parts.artifacts,

@@ -402,7 +402,7 @@ pub trait DatabaseEndpoint: Send + Sync {
 /// Creates and removes databases and roles on a PostgreSQL service. Every
 /// operation is idempotent: running it twice leaves the same state as once.
 #[async_trait]
-pub trait DatabaseProvider: DatabaseEndpoint {
+pub trait DatabaseProvider: Send + Sync {
     /// Creates a LOGIN role with this password, or sets the password if it exists.
     async fn ensure_role(&self, role: &str, password: &str) -> ProviderResult<()>;
     /// Creates the database owned by `owner` unless it exists.

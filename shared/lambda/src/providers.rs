@@ -1,4 +1,4 @@
-//! The database providers of the functions: [`Endpoint`] (where databases
+//! The database providers of the functions: [`endpoint`] (where databases
 //! are and how clients reach them, for the API functions) and
 //! [`LazyProvider`] (the PostgreSQL provider, connected on first use, for
 //! the worker and the backups function).
@@ -7,7 +7,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use capydb_aws::client::{ClientCell, SdkCell};
 use capydb_aws::sdk::ssm;
-use capydb_domain::model::ConnectionInfo;
 use capydb_domain::ports::{CloneStrategy, DatabaseEndpoint, DatabaseProvider, ProviderError, ProviderResult};
 use capydb_egress::EgressPolicy;
 use capydb_postgres::{ClientEndpoint, PgProvider};
@@ -17,32 +16,8 @@ use crate::config::Config;
 
 /// Where databases are and how clients reach them, from the configuration
 /// alone: the functions that only answer about databases never connect.
-pub struct Endpoint {
-    region: String,
-    pg_version: String,
-    endpoint: ClientEndpoint,
-}
-
-impl Endpoint {
-    pub fn of(config: &Config) -> Result<Endpoint, String> {
-        Ok(Endpoint {
-            region: config.region.clone(),
-            pg_version: config.pg_version.clone(),
-            endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
-        })
-    }
-}
-
-impl DatabaseEndpoint for Endpoint {
-    fn region(&self) -> String {
-        self.region.clone()
-    }
-    fn pg_versions(&self) -> Vec<String> {
-        vec![self.pg_version.clone()]
-    }
-    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
-        self.endpoint.connection_info(database, role, password)
-    }
+pub fn endpoint(config: &Config) -> Result<ClientEndpoint, String> {
+    ClientEndpoint::of_admin_url(&config.pg_admin_url, &config.region, &config.pg_version).map_err(|e| e.to_string())
 }
 
 /// `DatabaseProvider` that connects on first use: the admin password comes
@@ -51,8 +26,7 @@ pub struct LazyProvider {
     admin_url: String,
     password_param: Option<String>,
     ssm: ClientCell<ssm::Client>,
-    region: String,
-    pg_version: String,
+    /// Region, version and connection strings, as the API functions answer them.
     endpoint: ClientEndpoint,
     /// Where imports may connect (the deployed policy denies private targets).
     egress: EgressPolicy,
@@ -79,9 +53,7 @@ impl LazyProvider {
             admin_url: config.pg_admin_url.clone(),
             password_param: config.pg_admin_password_param.clone(),
             ssm: ClientCell::lazy(sdk, ssm::Client::new),
-            region: config.region.clone(),
-            pg_version: config.pg_version.clone(),
-            endpoint: ClientEndpoint::of_admin_url(&config.pg_admin_url).map_err(|e| e.to_string())?,
+            endpoint: endpoint(config)?,
             egress: config.egress(),
             provider: OnceCell::new(),
         })
@@ -103,15 +75,16 @@ impl LazyProvider {
                         .map_err(|()| setup_error(false, "CAPYDB_PG_ADMIN_URL cannot carry a password".into()))?;
                 }
                 // Its own errors are already a user's sentence, the detail logged.
-                let mut provider = PgProvider::connect(url.as_str(), &self.region).await?;
+                let mut provider = PgProvider::connect(url.as_str(), &self.endpoint.region()).await?;
                 provider.set_egress_policy(self.egress);
-                let versions = provider.pg_versions();
-                if !versions.contains(&self.pg_version) {
+                let versions = provider.endpoint().pg_versions();
+                let wanted = self.endpoint.pg_versions();
+                if !wanted.iter().all(|v| versions.contains(v)) {
                     return Err(setup_error(
                         false,
                         format!(
                             "CAPYDB_PG_VERSION is {} but the server runs PostgreSQL {}",
-                            self.pg_version,
+                            wanted.join(", "),
                             versions.join(", ")
                         ),
                     ));
@@ -119,18 +92,6 @@ impl LazyProvider {
                 Ok(provider)
             })
             .await
-    }
-}
-
-impl DatabaseEndpoint for LazyProvider {
-    fn region(&self) -> String {
-        self.region.clone()
-    }
-    fn pg_versions(&self) -> Vec<String> {
-        vec![self.pg_version.clone()]
-    }
-    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
-        self.endpoint.connection_info(database, role, password)
     }
 }
 

@@ -13,7 +13,7 @@ use capydb_domain::{App, AppParts, Settings};
 
 use crate::artifacts::LazyArtifacts;
 use crate::config::Config;
-use crate::providers::{Endpoint, LazyProvider};
+use crate::providers::{self, LazyProvider};
 
 /// What a function needs beyond the adapters every function has. Chosen by
 /// each function's entry point, so a binary links only what it uses: the
@@ -30,13 +30,13 @@ pub struct Role {
 impl Role {
     /// Answers connection strings; manages no database, sends no webhook.
     pub fn api(config: &Config) -> Result<Role, String> {
-        Ok(Role { endpoint: Arc::new(Endpoint::of(config)?), provider: None, webhook_sender: None })
+        Ok(Role { endpoint: Arc::new(providers::endpoint(config)?), provider: None, webhook_sender: None })
     }
 
     /// Checks and sends webhooks through the egress guard.
     pub fn webhooks(config: &Config) -> Result<Role, String> {
         Ok(Role {
-            endpoint: Arc::new(Endpoint::of(config)?),
+            endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
             webhook_sender: Some(Arc::new(capydb_egress::HttpWebhookSender::new(config.egress())?)),
         })
@@ -45,7 +45,7 @@ impl Role {
     /// Runs job steps against the PostgreSQL server.
     pub fn worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
         let provider: Arc<dyn DatabaseProvider> = Arc::new(LazyProvider::of(config, sdk)?);
-        Ok(Role { endpoint: provider.clone(), provider: Some(provider), webhook_sender: None })
+        Ok(Role { endpoint: Arc::new(providers::endpoint(config)?), provider: Some(provider), webhook_sender: None })
     }
 
     /// An API function that also reaches the PostgreSQL server: the backups

@@ -202,17 +202,17 @@ impl PgProvider {
     }
 }
 
-impl DatabaseEndpoint for PgProvider {
-    fn region(&self) -> String {
-        self.region.clone()
-    }
-
-    fn pg_versions(&self) -> Vec<String> {
-        vec![self.pg_version.clone()]
-    }
-
-    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
-        client_info(&self.host, self.port, self.sslmode, database, role, password)
+impl PgProvider {
+    /// What clients of this server are told: its region and version, and
+    /// how they connect.
+    pub fn endpoint(&self) -> ClientEndpoint {
+        ClientEndpoint {
+            host: self.host.clone(),
+            port: self.port,
+            sslmode: self.sslmode,
+            region: self.region.clone(),
+            pg_version: self.pg_version.clone(),
+        }
     }
 }
 
@@ -400,24 +400,43 @@ fn client_info(host: &str, port: u16, sslmode: &str, database: &str, role: &str,
     }
 }
 
-/// Where clients of the server behind `admin_url` connect: what a
-/// `PgProvider` for that URL answers in `connection_info`, known without
-/// connecting (a Lambda answers connection strings before, or without, ever
-/// opening an admin connection).
+/// The `DatabaseEndpoint` of a PostgreSQL server: its region and version,
+/// and where its clients connect. `PgProvider::endpoint` answers it for a
+/// connected server; `of_admin_url` knows it without connecting (a Lambda
+/// answers connection strings before, or without, ever opening an admin
+/// connection).
 #[derive(Debug, Clone)]
 pub struct ClientEndpoint {
     host: String,
     port: u16,
     sslmode: &'static str,
+    region: String,
+    pg_version: String,
 }
 
 impl ClientEndpoint {
-    pub fn of_admin_url(admin_url: &str) -> ProviderResult<ClientEndpoint> {
+    pub fn of_admin_url(admin_url: &str, region: &str, pg_version: &str) -> ProviderResult<ClientEndpoint> {
         let t = AdminTarget::parse(admin_url)?;
-        Ok(ClientEndpoint { sslmode: sslmode_for(&t.host), host: t.host, port: t.port })
+        Ok(ClientEndpoint {
+            sslmode: sslmode_for(&t.host),
+            host: t.host,
+            port: t.port,
+            region: region.to_string(),
+            pg_version: pg_version.to_string(),
+        })
+    }
+}
+
+impl DatabaseEndpoint for ClientEndpoint {
+    fn region(&self) -> String {
+        self.region.clone()
     }
 
-    pub fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+    fn pg_versions(&self) -> Vec<String> {
+        vec![self.pg_version.clone()]
+    }
+
+    fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
         client_info(&self.host, self.port, self.sslmode, database, role, password)
     }
 }

@@ -83,6 +83,7 @@ pub async fn in_process_app_with(
     let app = capydb_local::wiring::app(
         &adapters,
         capydb_local::wiring::Parts {
+            endpoint: Arc::new(provider.endpoint()),
             provider: provider.clone() as Arc<dyn DatabaseProvider>,
             webhook_sender: Arc::new(HttpWebhookSender::new(EgressPolicy::ALLOW_PRIVATE).unwrap()),
             egress: EgressPolicy::ALLOW_PRIVATE,

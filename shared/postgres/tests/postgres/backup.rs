@@ -399,7 +399,7 @@ async fn clients_that_keep_reconnecting_do_not_stop_a_swap() {
     let t = TestCluster::start().await;
     let p = swap_setup(&t).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let uri = p.connection_info("prj_l", "prj_l_owner", PW).uri;
+    let uri = p.endpoint().connection_info("prj_l", "prj_l_owner", PW).uri;
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let (stop, uri) = (Arc::clone(&stop), uri.clone());

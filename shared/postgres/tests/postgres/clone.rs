@@ -13,7 +13,7 @@ use crate::helpers::TestCluster;
 pub const PW: &str = "pw";
 
 pub async fn connect(p: &PgProvider, database: &str, role: &str) -> Client {
-    let uri = p.connection_info(database, role, PW).uri;
+    let uri = p.endpoint().connection_info(database, role, PW).uri;
     let (client, connection) =
         tokio_postgres::connect(&uri, NoTls).await.unwrap_or_else(|e| panic!("{role} connects to {database}: {e}"));
     tokio::spawn(connection);
@@ -259,7 +259,7 @@ async fn clients_connecting_during_a_clone_are_never_refused() {
     let stop = Arc::new(AtomicBool::new(false));
     let prober = {
         let stop = Arc::clone(&stop);
-        let uri = p.connection_info("prj_s", "prj_s_owner", PW).uri;
+        let uri = p.endpoint().connection_info("prj_s", "prj_s_owner", PW).uri;
         tokio::spawn(async move {
             let mut slowest = Duration::ZERO;
             while !stop.load(Ordering::Relaxed) {

@@ -26,11 +26,11 @@ async fn provisions_a_role_and_database_that_accept_connections() {
     assert!(p.database_exists("prj_a").await.unwrap());
     assert!(!p.database_exists("prj_b").await.unwrap());
 
-    assert_eq!(p.region(), "local");
-    let versions = p.pg_versions();
+    assert_eq!(p.endpoint().region(), "local");
+    let versions = p.endpoint().pg_versions();
     assert!(versions.len() == 1 && versions[0].parse::<u32>().is_ok_and(|v| v >= 13), "{versions:?}");
 
-    let info = p.connection_info("prj_a", "prj_a_owner", "pw-a");
+    let info = p.endpoint().connection_info("prj_a", "prj_a_owner", "pw-a");
     assert_eq!(
         (
             info.role.as_str(),
@@ -107,9 +107,10 @@ async fn passwords_with_quotes_backslashes_and_unicode_work() {
     p.ensure_role("prj_q_owner", password).await.expect("ensure_role with special characters");
     p.ensure_database("prj_q", "prj_q_owner").await.unwrap();
     p.check_connection("prj_q", "prj_q_owner", password).await.expect("the same password connects");
-    let (client, connection) = tokio_postgres::connect(&p.connection_info("prj_q", "prj_q_owner", password).uri, NoTls)
-        .await
-        .expect("the percent-encoded URI carries the password intact");
+    let (client, connection) =
+        tokio_postgres::connect(&p.endpoint().connection_info("prj_q", "prj_q_owner", password).uri, NoTls)
+            .await
+            .expect("the percent-encoded URI carries the password intact");
     tokio::spawn(connection);
     client.simple_query("SELECT 1").await.unwrap();
 }
@@ -134,7 +135,7 @@ async fn drop_removes_database_and_role_even_with_open_sessions() {
     p.ensure_role("prj_d_owner", "pw").await.unwrap();
     p.ensure_database("prj_d", "prj_d_owner").await.unwrap();
     let (client, connection) =
-        tokio_postgres::connect(&p.connection_info("prj_d", "prj_d_owner", "pw").uri, NoTls).await.unwrap();
+        tokio_postgres::connect(&p.endpoint().connection_info("prj_d", "prj_d_owner", "pw").uri, NoTls).await.unwrap();
     let session = tokio::spawn(connection);
 
     p.drop_database("prj_d").await.expect("drop_database ends open sessions");
