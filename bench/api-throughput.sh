@@ -4,7 +4,13 @@
 #   1. closed-loop maximum throughput of each, and the ratio;
 #   2. open-loop latency at a fixed rate (default 1,000 requests/s): p50/p99.
 # Targets (issue 2): ratio >= 0.5, p99 <= 5 ms at 1,000 requests/s.
+# capydb-local runs with its rate limiter on, at a limit this load cannot reach
+# (the limiter's cost is part of every request). Every request must succeed:
+# the load generator exits non-zero naming the statuses and errors it saw when
+# one does not, and so does this script.
 # Usage: bench/api-throughput.sh [seconds=10] [rate=1000]
+#   CAPYDB_LOCAL_BIN / LOADGEN_BIN: time these binaries instead of building
+#   (e.g. an older commit's build next to this one's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
@@ -12,8 +18,12 @@ RATE=${2:-1000}
 CONNS=${CONNS:-16}
 # capydb-local logs as it does by default (info: one line per request) to a file.
 
-cargo build --profile server -q -p capydb-local -p capydb-loadgen
-BIN=target/server
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+if [ -z "${CAPYDB_LOCAL_BIN:-}" ] || [ -z "${LOADGEN_BIN:-}" ]; then
+  cargo build --profile server -q -p capydb-local -p capydb-loadgen
+fi
+LOCAL=${CAPYDB_LOCAL_BIN:-$CARGO_TARGET_DIR/server/capydb-local}
+LOADGEN=${LOADGEN_BIN:-$CARGO_TARGET_DIR/server/capydb-loadgen}
 WORK=$(mktemp -d /tmp/capydb-bench-XXXXXX)
 API_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 HELLO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -25,9 +35,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUST_LOG=${BENCH_RUST_LOG:-info} $BIN/capydb-local --listen 127.0.0.1:$API_PORT --data-dir "$WORK/data" >"$WORK/stdout" 2>"$WORK/stderr" &
+# 1e9 a minute: on, counting every request, never reached.
+RUST_LOG=${BENCH_RUST_LOG:-info} CAPYDB_RATE_LIMIT_PER_MINUTE=${RATE_LIMIT:-1000000000} \
+  "$LOCAL" --listen 127.0.0.1:$API_PORT --data-dir "$WORK/data" >"$WORK/stdout" 2>"$WORK/stderr" &
 API_PID=$!
-$BIN/capydb-loadgen hello --listen 127.0.0.1:$HELLO_PORT &
+"$LOADGEN" hello --listen 127.0.0.1:$HELLO_PORT &
 HELLO_PID=$!
 for _ in $(seq 1 600); do
   curl -fs "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null 2>&1 && break
@@ -46,32 +58,42 @@ done
 
 URL="$BASE/v1/projects/$PROJECT"
 H="authorization: Bearer $KEY"
+# One run of the load generator; its JSON on stdout. Any failed request
+# fails the bench (set -e alone would not see it inside an array assignment).
+load() {
+  local out
+  if ! out=$("$LOADGEN" "$@"); then
+    echo "bench failed: capydb-loadgen $1 (its message above): $out" >&2
+    exit 1
+  fi
+  echo "$out"
+}
 echo "warming up..." >&2
-$BIN/capydb-loadgen max --url "$URL" -H "$H" --connections "$CONNS" --seconds 2 >/dev/null
-$BIN/capydb-loadgen max --url "http://127.0.0.1:$HELLO_PORT/" --connections "$CONNS" --seconds 2 >/dev/null
+load max --url "$URL" -H "$H" --connections "$CONNS" --seconds 2 >/dev/null
+load max --url "http://127.0.0.1:$HELLO_PORT/" --connections "$CONNS" --seconds 2 >/dev/null
 
 # Throughput: ROUNDS alternating rounds of each, median taken, so a burst of
 # noise on this shared machine cannot favour one side.
 ROUNDS=${ROUNDS:-3}
 API_RUNS=(); HELLO_RUNS=()
 for _ in $(seq 1 "$ROUNDS"); do
-  API_RUNS+=("$($BIN/capydb-loadgen max --url "$URL" -H "$H" --connections "$CONNS" --seconds "$SECONDS_PER_RUN")")
-  HELLO_RUNS+=("$($BIN/capydb-loadgen max --url "http://127.0.0.1:$HELLO_PORT/" --connections "$CONNS" --seconds "$SECONDS_PER_RUN")")
+  API_RUNS+=("$(load max --url "$URL" -H "$H" --connections "$CONNS" --seconds "$SECONDS_PER_RUN")") || exit 1
+  HELLO_RUNS+=("$(load max --url "http://127.0.0.1:$HELLO_PORT/" --connections "$CONNS" --seconds "$SECONDS_PER_RUN")") || exit 1
 done
 median() { python3 -c 'import json,sys; r=sorted((json.loads(a) for a in sys.argv[1:]), key=lambda x: x["rps"]); print(json.dumps(r[len(r)//2]))' "$@"; }
 API_MAX=$(median "${API_RUNS[@]}")
 HELLO_MAX=$(median "${HELLO_RUNS[@]}")
 echo "capydb-local rounds: ${API_RUNS[*]}" >&2
 echo "hello-world rounds:  ${HELLO_RUNS[*]}" >&2
-API_RATE=$($BIN/capydb-loadgen rate --url "$URL" -H "$H" --rps "$RATE" --seconds "$SECONDS_PER_RUN")
-HELLO_RATE=$($BIN/capydb-loadgen rate --url "http://127.0.0.1:$HELLO_PORT/" --rps "$RATE" --seconds "$SECONDS_PER_RUN")
+API_RATE=$(load rate --url "$URL" -H "$H" --rps "$RATE" --seconds "$SECONDS_PER_RUN")
+HELLO_RATE=$(load rate --url "http://127.0.0.1:$HELLO_PORT/" --rps "$RATE" --seconds "$SECONDS_PER_RUN")
 
 python3 - "$API_MAX" "$HELLO_MAX" "$API_RATE" "$HELLO_RATE" "$RATE" "$SECONDS_PER_RUN" <<'PY'
 import json, sys
 api_max, hello_max, api_rate, hello_rate = (json.loads(a) for a in sys.argv[1:5])
 rate = sys.argv[5]
 ratio = api_max["rps"] / hello_max["rps"]
-print(f"machine: {__import__('os').cpu_count()} cores")
+print(f"machine: {__import__('os').cpu_count()} cores, load {open('/proc/loadavg').read().split()[0]}")
 print(f"throughput  (median of alternating rounds, {sys.argv[6]} s each, 16 keep-alive connections)")
 print(f"throughput  capydb-local GET /v1/projects/{{id}} (authenticated): {api_max['rps']:.0f} req/s ({api_max['failed']} failed)")
 print(f"throughput  axum hello-world:                                 {hello_max['rps']:.0f} req/s")

@@ -8,7 +8,12 @@
 //!   a fixed rate; latency is measured from each request's scheduled start
 //!   (no coordinated omission); prints p50/p99/max.
 //!
-//! Output is one JSON object on stdout.
+//! Output is one JSON object on stdout. Every request must succeed: when any
+//! fails (a non-2xx status, a connection or protocol error), the object says
+//! how many and which (`"failures"`: status or error → count), stderr names
+//! them, and the exit status is 1, so a bench cannot report the speed of
+//! answering `429`.
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,24 +84,60 @@ fn target(url: &str, headers: &[String]) -> Target {
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-async fn connect(t: &Target) -> Sender {
-    let stream = TcpStream::connect(&t.addr).await.expect("connect");
+async fn connect(t: &Target) -> Result<Sender, String> {
+    let stream = TcpStream::connect(&t.addr).await.map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).ok();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(conn);
-    sender
+    Ok(sender)
 }
 
-/// One request; true on a 2xx answer.
-async fn once(sender: &mut Sender, t: &Target) -> bool {
+/// One request; `Err` names what went wrong: the status of a non-2xx
+/// answer, or the error.
+async fn once(sender: &mut Sender, t: &Target) -> Result<(), String> {
     let mut req = http::Request::builder().uri(&t.path).header("host", &t.host);
     for (k, v) in &t.headers {
         req = req.header(k, v);
     }
-    let Ok(res) = sender.send_request(req.body(Empty::new()).expect("request")).await else { return false };
-    let ok = res.status().is_success();
-    let _ = res.into_body().collect().await;
-    ok
+    let res =
+        sender.send_request(req.body(Empty::new()).expect("request")).await.map_err(|e| format!("request: {e}"))?;
+    let status = res.status();
+    let body = res.into_body().collect().await;
+    if !status.is_success() {
+        return Err(format!("HTTP {}", status.as_u16()));
+    }
+    body.map(drop).map_err(|e| format!("body: {e}"))
+}
+
+/// Failed requests by status or error.
+#[derive(Default)]
+struct Failures(std::sync::Mutex<BTreeMap<String, u64>>);
+
+impl Failures {
+    fn add(&self, what: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(what).or_default() += 1;
+    }
+
+    fn total(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
+    /// `{"HTTP 429":12,...}`
+    fn json(&self) -> String {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let items: Vec<String> = m.iter().map(|(k, v)| format!("{:?}:{v}", k)).collect();
+        format!("{{{}}}", items.join(","))
+    }
+
+    /// Exits 1 naming the failures, after `out` was printed, when there were any.
+    fn exit_if_any(&self, mode: &str, url: &str) {
+        let total = self.total();
+        if total > 0 {
+            eprintln!("capydb-loadgen {mode}: {total} request(s) to {url} failed: {}", self.json());
+            std::process::exit(1);
+        }
+    }
 }
 
 #[tokio::main]
@@ -110,34 +151,48 @@ async fn main() {
         Cmd::Max { url, headers, connections, seconds } => {
             let t = Arc::new(target(&url, &headers));
             let ok = Arc::new(AtomicU64::new(0));
-            let failed = Arc::new(AtomicU64::new(0));
+            let failures = Arc::new(Failures::default());
             let end = Instant::now() + Duration::from_secs(seconds);
             let started = Instant::now();
             let mut tasks = Vec::new();
             for _ in 0..connections {
-                let (t, ok, failed) = (t.clone(), ok.clone(), failed.clone());
+                let (t, ok, failures) = (t.clone(), ok.clone(), failures.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut s = connect(&t).await;
+                    let mut s = match connect(&t).await {
+                        Ok(s) => s,
+                        Err(e) => return failures.add(e),
+                    };
                     while Instant::now() < end {
-                        if once(&mut s, &t).await {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            s = connect(&t).await;
+                        match once(&mut s, &t).await {
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                failures.add(e);
+                                // A fresh connection: hyper may have closed this one.
+                                s = match connect(&t).await {
+                                    Ok(s) => s,
+                                    Err(e) => return failures.add(e),
+                                };
+                            }
                         }
                     }
                 }));
             }
-            for t in tasks {
-                let _ = t.await;
+            for task in tasks {
+                if let Err(e) = task.await {
+                    failures.add(format!("connection task: {e}"));
+                }
             }
             let secs = started.elapsed().as_secs_f64();
             let ok = ok.load(Ordering::Relaxed);
             println!(
-                "{{\"mode\":\"max\",\"requests\":{ok},\"failed\":{},\"seconds\":{secs:.2},\"rps\":{:.0}}}",
-                failed.load(Ordering::Relaxed),
+                "{{\"mode\":\"max\",\"requests\":{ok},\"failed\":{},\"failures\":{},\"seconds\":{secs:.2},\"rps\":{:.0}}}",
+                failures.total(),
+                failures.json(),
                 ok as f64 / secs
             );
+            failures.exit_if_any("max", &url);
         }
         Cmd::Rate { url, headers, rps, seconds, connections } => {
             let t = Arc::new(target(&url, &headers));
@@ -145,12 +200,18 @@ async fn main() {
             let interval = Duration::from_nanos(1_000_000_000 / rps.max(1));
             let pool: Arc<Mutex<Vec<Sender>>> = Arc::new(Mutex::new(Vec::new()));
             for _ in 0..connections {
-                pool.lock().await.push(connect(&t).await);
+                match connect(&t).await {
+                    Ok(s) => pool.lock().await.push(s),
+                    Err(e) => {
+                        eprintln!("capydb-loadgen rate: {url}: {e}");
+                        std::process::exit(1);
+                    }
+                }
             }
             let hist = Arc::new(std::sync::Mutex::new(
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
             ));
-            let failed = Arc::new(AtomicU64::new(0));
+            let failures = Arc::new(Failures::default());
             // Pacing runs on an OS thread: std's sleep has ~0.1 ms slack where
             // tokio's timer has 1 ms ticks, which would add up to a tick to
             // every measured latency.
@@ -170,37 +231,46 @@ async fn main() {
             });
             let mut tasks = Vec::with_capacity(total as usize);
             while let Some(scheduled) = rx.recv().await {
-                let (t, pool, hist, failed) = (t.clone(), pool.clone(), hist.clone(), failed.clone());
+                let (t, pool, hist, failures) = (t.clone(), pool.clone(), hist.clone(), failures.clone());
                 tasks.push(tokio::spawn(async move {
                     let sender = pool.lock().await.pop();
                     let mut s = match sender {
                         Some(s) => s,
-                        None => connect(&t).await,
+                        None => match connect(&t).await {
+                            Ok(s) => s,
+                            Err(e) => return failures.add(e),
+                        },
                     };
-                    let ok = once(&mut s, &t).await;
+                    let result = once(&mut s, &t).await;
                     // From the scheduled start: a slow answer that delays later
                     // requests counts against them too (no coordinated omission).
                     let us = scheduled.elapsed().as_micros() as u64;
-                    if ok {
-                        let _ = hist.lock().map(|mut h| h.record(us.max(1)));
-                        pool.lock().await.push(s);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                    match result {
+                        Ok(()) => {
+                            let _ = hist.lock().map(|mut h| h.record(us.max(1)));
+                            pool.lock().await.push(s);
+                        }
+                        Err(e) => failures.add(e),
                     }
                 }));
             }
-            for t in tasks {
-                let _ = t.await;
+            for task in tasks {
+                if let Err(e) = task.await {
+                    failures.add(format!("request task: {e}"));
+                }
             }
             let h = hist.lock().expect("histogram");
             println!(
-                "{{\"mode\":\"rate\",\"target_rps\":{rps},\"requests\":{},\"failed\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
+                "{{\"mode\":\"rate\",\"target_rps\":{rps},\"requests\":{},\"failed\":{},\"failures\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
                 h.len(),
-                failed.load(Ordering::Relaxed),
+                failures.total(),
+                failures.json(),
                 h.value_at_quantile(0.50) as f64 / 1000.0,
                 h.value_at_quantile(0.99) as f64 / 1000.0,
                 h.max() as f64 / 1000.0
             );
+            drop(h);
+            failures.exit_if_any("rate", &url);
         }
     }
 }

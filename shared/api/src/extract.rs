@@ -128,8 +128,7 @@ impl FromRequestParts<App> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let presented = credential(parts)?;
-        let ip = client_ip(parts);
-        let principal = app.authenticate_api_key(presented, ip.as_deref()).await?;
+        let principal = app.authenticate_api_key(presented, request_ip(&parts.extensions)).await?;
         Ok(Auth(principal))
     }
 }
@@ -154,10 +153,6 @@ fn credential(parts: &Parts) -> Result<&str, ApiError> {
 /// peer: a Lambda behind API Gateway puts `requestContext.http.sourceIp` here.
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub std::net::IpAddr);
-
-fn client_ip(parts: &Parts) -> Option<String> {
-    request_ip(&parts.extensions).map(|ip| ip.to_string())
-}
 
 /// The caller's address: what the entry point put in [`ClientIp`], else the TCP peer.
 pub fn request_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {

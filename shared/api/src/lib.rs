@@ -75,15 +75,16 @@ pub fn router(app: App) -> Router {
 /// body limit, JSON 404/405 answers and the request context.
 pub fn finish(routes: Router<App>, app: App) -> Router {
     let routes = routes.method_not_allowed_fallback(method_not_allowed);
-    Router::new()
-        .merge(routes.clone())
-        .nest("/api/capydb", routes)
-        .fallback(not_found)
+    let routes =
+        Router::new().merge(routes.clone()).nest("/api/capydb", routes).fallback(not_found).with_state(app.clone());
+    // Around the whole router, once: `Router::layer` wraps every route
+    // instead, which costs each request a boxed service clone and a boxed
+    // future per layer.
+    let edge = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(app, middleware::edge))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(tower::util::MapResponseLayer::new(middleware::json_errors))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), middleware::rate_limit))
-        .layer(axum::middleware::from_fn(middleware::request_context))
-        .with_state(app)
+        .service(routes);
+    Router::new().fallback_service(edge)
 }
 
 async fn not_found() -> ApiError {

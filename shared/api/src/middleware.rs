@@ -18,7 +18,25 @@ fn sane(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
-pub async fn request_context(mut req: Request, next: Next) -> Response {
+/// The edge every request passes, outermost first: the request context (the
+/// request id on the response and in the span every line of the request
+/// logs in, one `request finished` line), then the rate limit, then
+/// [`json_errors`] over what the router answers. One middleware wrapped
+/// once around the whole router (see `finish`): each layer of its own would
+/// cost every request another boxed service clone and boxed future.
+pub async fn edge(
+    axum::extract::State(app): axum::extract::State<capydb_domain::App>,
+    req: Request,
+    next: Next,
+) -> Response {
+    request_context(req, |req| rate_limit(&app, req, next)).await
+}
+
+async fn request_context<F, Fut>(mut req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let id = req
         .headers()
         .get(REQUEST_ID)
@@ -31,11 +49,13 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     // The span holds only the request id (every line inside it shows it);
     // method, path, status and latency go on the one closing line.
     let span = tracing::info_span!("request", request_id = id.as_str());
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        req.headers_mut().insert(REQUEST_ID, v);
+    // Checked by `sane` (or generated): always a valid header value.
+    let id_header = HeaderValue::from_str(&id).ok();
+    if let Some(v) = &id_header {
+        req.headers_mut().insert(REQUEST_ID, v.clone());
     }
     let started = Instant::now();
-    let mut res = next.run(req).instrument(span.clone()).await;
+    let mut res = inner(req).instrument(span.clone()).await;
     let status = res.status().as_u16();
     span.in_scope(|| {
         let latency_us = started.elapsed().as_micros() as u64;
@@ -46,7 +66,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
             tracing::info!(method, path, status, latency_us, "request finished");
         }
     });
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Some(v) = id_header {
         res.headers_mut().insert(REQUEST_ID, v);
     }
     res
@@ -89,22 +109,18 @@ pub const RATELIMIT_RESET: &str = "ratelimit-reset";
 /// `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the window
 /// ends). When the counters cannot be reached the request goes through:
 /// an outage of the limiter must not become an outage of the API.
-pub async fn rate_limit(
-    axum::extract::State(app): axum::extract::State<capydb_domain::App>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let settings = app.settings.rate_limit.clone();
+async fn rate_limit(app: &capydb_domain::App, req: Request, next: Next) -> Response {
+    let settings = &app.settings.rate_limit;
     let ip = crate::extract::request_ip(req.extensions());
     let (Some(ip), true) = (ip, settings.limit > 0) else {
-        return next.run(req).await;
+        return json_errors(next.run(req).await);
     };
     let now = app.now();
     let window = match app.rate_limiter.hit(&format!("ip:{ip}"), settings.window, now).await {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "rate limiter unavailable; the request goes through");
-            return next.run(req).await;
+            return json_errors(next.run(req).await);
         }
     };
     let limit = u64::from(settings.limit);
@@ -122,7 +138,7 @@ pub async fn rate_limit(
         r.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(reset));
         r
     } else {
-        next.run(req).await
+        json_errors(next.run(req).await)
     };
     let h = res.headers_mut();
     h.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));

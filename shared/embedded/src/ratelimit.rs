@@ -31,7 +31,11 @@ impl RateLimiter for MemoryRateLimiter {
         if counts.len() >= SWEEP_AT {
             counts.retain(|_, (s, _)| *s >= start);
         }
-        let slot = counts.entry(key.to_string()).or_insert((start, 0));
+        // The key is copied only the first time it is seen.
+        let slot = match counts.get_mut(key) {
+            Some(slot) => slot,
+            None => counts.entry(key.to_string()).or_insert((start, 0)),
+        };
         if slot.0 != start {
             *slot = (start, 0);
         }

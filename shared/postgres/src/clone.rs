@@ -11,7 +11,8 @@
 //!   database): a client arriving mid-copy waits for the rest of the copy. The
 //!   window is the copy itself plus the checkpoints FILE_COPY forces before
 //!   and after it; a `CHECKPOINT` issued just before, outside the lock, leaves
-//!   the forced one little to flush. If a client connects between our check
+//!   the forced one little to flush (skipped when little WAL was written
+//!   since the last checkpoint: then there is little to flush anyway). If a client connects between our check
 //!   and the lock, CREATE DATABASE waits up to 5 s for it to leave (server
 //!   behaviour, not configurable) and then fails with 55006; we fall back to
 //!   the dump below, so that rare race can hold new connections for up to 5 s.
@@ -81,12 +82,19 @@ impl PgProvider {
         // A session of its own: a copy can take minutes, and on the shared
         // admin connection every other provider call would queue behind it.
         let session = open_admin(&self.admin).await?;
+        let opened = started.elapsed();
         let what = format!("clone database {source} into {target}");
         // Two clones (or a clone and a restore) into one target would drop
         // each other's work.
         lock_target(&session, target, &what).await?;
         self.check_clone_roles(&session, source, source_owner, owner, &what).await?;
         drop_database(&session, target, &what).await?;
+        tracing::debug!(
+            target,
+            session_ms = opened.as_millis() as u64,
+            checks_ms = (started.elapsed() - opened).as_millis() as u64,
+            "clone prepared"
+        );
 
         let result = self.copy(&session, source, source_owner, target, owner, &what).await;
         match result {
@@ -147,8 +155,16 @@ impl PgProvider {
         if !source_in_use(session, source, what).await? {
             match template_copy(session, source, target, owner, what).await? {
                 TemplateOutcome::Copied => {
+                    let started = Instant::now();
                     self.hand_over(source, source_owner, target, owner, what).await?;
+                    let handed = started.elapsed();
                     self.ensure_database_secured(target, owner).await?;
+                    tracing::debug!(
+                        target,
+                        hand_over_ms = handed.as_millis() as u64,
+                        secure_ms = (started.elapsed() - handed).as_millis() as u64,
+                        "template copy handed over"
+                    );
                     return Ok(CloneStrategy::Template);
                 }
                 TemplateOutcome::SourceBusy => {
@@ -282,6 +298,31 @@ async fn source_in_use(session: &Client, source: &str, what: &str) -> ProviderRe
     Ok(busy)
 }
 
+/// WAL written since the last checkpoint began under which no `CHECKPOINT`
+/// precedes a template copy. Every page dirtied since then was WAL-logged,
+/// most with a full-page image, so the copy's own checkpoint has at most
+/// about this much to write. (Pages dirtied by hint bits alone are not
+/// WAL-logged without checksums; a scan that sets many is the exception.)
+const PRE_CHECKPOINT_WAL: f64 = 8.0 * 1024.0 * 1024.0;
+
+/// Bytes of WAL since the redo point of the last checkpoint; `None` when the
+/// admin role may not read the control data (then we checkpoint as before).
+async fn pending_checkpoint_wal(session: &Client) -> Option<f64> {
+    let row = session
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), redo_lsn)::float8 FROM pg_control_checkpoint()",
+            &[],
+        )
+        .await;
+    match row.and_then(|r| r.try_get::<_, f64>(0)) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not read the WAL written since the last checkpoint");
+            None
+        }
+    }
+}
+
 /// FILE_COPY rather than PG15's default WAL_LOG, measured on this machine
 /// after a CHECKPOINT: 112 MB (pgbench -s 7) 0.12-0.30 s against 0.33-0.62 s,
 /// 1 GB (pgbench -s 70) 1.9-2.3 s against 4.7-4.9 s. WAL_LOG pushes every
@@ -295,15 +336,33 @@ async fn template_copy(
     what: &str,
 ) -> ProviderResult<TemplateOutcome> {
     // FILE_COPY checkpoints under the source's lock; flushing the cluster's
-    // dirty buffers first, before taking it, leaves that checkpoint little to do.
-    session.batch_execute("CHECKPOINT").await.map_err(|e| from_pg(what, &e))?;
+    // dirty buffers first, before taking it, leaves that checkpoint little to
+    // do. Unless it already has little to do: a checkpoint costs its fsyncs
+    // even with nothing to write (~50 ms here), and FILE_COPY makes two.
+    let started = Instant::now();
+    let pending = pending_checkpoint_wal(session).await;
+    let checkpoint = pending.is_none_or(|bytes| bytes >= PRE_CHECKPOINT_WAL);
+    if checkpoint {
+        session.batch_execute("CHECKPOINT").await.map_err(|e| from_pg(what, &e))?;
+    }
+    let checked = started.elapsed();
     let create = format!(
         "CREATE DATABASE {} TEMPLATE {} OWNER {} STRATEGY FILE_COPY",
         quote_ident(target),
         quote_ident(source),
         quote_ident(owner)
     );
-    match session.batch_execute(&create).await {
+    let result = session.batch_execute(&create).await;
+    tracing::debug!(
+        source,
+        target,
+        wal_since_checkpoint = pending.map(|b| b as u64),
+        checkpoint,
+        checkpoint_ms = checked.as_millis() as u64,
+        create_ms = (started.elapsed() - checked).as_millis() as u64,
+        "template copy"
+    );
+    match result {
         Ok(()) => Ok(TemplateOutcome::Copied),
         Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) => Ok(TemplateOutcome::SourceBusy),
         Err(e) => Err(from_pg(what, &e)),
