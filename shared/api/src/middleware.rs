@@ -95,7 +95,8 @@ pub fn json_errors(res: Response) -> Response {
     let message = format!("{reason}; see /v1/openapi.json");
     let mut json = axum::response::IntoResponse::into_response(crate::error::ApiError::new(status, message));
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    parts.headers.extend(json.headers_mut().drain().filter_map(|(k, v)| k.map(|k| (k, v))));
+    // `(Option<HeaderName>, _)` pairs replace a name's values (plain pairs would append a second Content-Type).
+    parts.headers.extend(json.headers_mut().drain());
     Response::from_parts(parts, json.into_body())
 }
 

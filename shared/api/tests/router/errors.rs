@@ -113,12 +113,9 @@ fn futures_body(res: axum::response::Response) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-/// The rewritten answer carries one Content-Type, JSON's. Today
-/// `json_errors` appends the JSON headers (`HeaderMap::extend` with
-/// `(HeaderName, _)` pairs appends), so the plain-text Content-Type stays
-/// first. `middleware.rs` is being rewritten elsewhere: the fix belongs there.
+/// The rewritten answer carries one Content-Type, JSON's (`HeaderMap::extend`
+/// with `(HeaderName, _)` pairs would append it after the plain-text one).
 #[test]
-#[ignore = "json_errors keeps the plain-text Content-Type next to JSON's; fix in middleware.rs"]
 fn plain_text_errors_have_one_json_content_type() {
     let plain = (StatusCode::BAD_REQUEST, "bad").into_response();
     let res = capydb_api::middleware::json_errors(plain);
