@@ -16,11 +16,12 @@
 //!   and the lock, CREATE DATABASE waits up to 5 s for it to leave (server
 //!   behaviour, not configurable) and then fails with 55006; we fall back to
 //!   the dump below, so that rare race can hold new connections for up to 5 s.
-//! - **DumpRestore** (clients connected): `pg_dump -Fd -j N` into a private
-//!   work dir, then `pg_restore -j N --role=<owner>`. pg_dump reads one
-//!   synchronized snapshot and takes only ACCESS SHARE locks, so the source's
-//!   sessions, open transactions included, go on untouched (DDL on a table
-//!   waits for the dump to finish).
+//! - **DumpRestore** (clients connected): the rows are streamed into the
+//!   target from one snapshot of the source while its clients carry on
+//!   (`clone_stream.rs`; the one description of it is in
+//!   `docs/architecture.md`, Previews). If the stream cannot start, a
+//!   `pg_dump -Fd -j N` into a private work dir and `pg_restore -j N
+//!   --role=<owner>` make the same copy from one snapshot.
 use std::path::PathBuf;
 use std::time::Instant;
 
