@@ -31,6 +31,8 @@ HELLO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 cleanup() {
   [ -n "${API_PID:-}" ] && kill "$API_PID" 2>/dev/null && wait "$API_PID" 2>/dev/null || true
   [ -n "${HELLO_PID:-}" ] && kill "$HELLO_PID" 2>/dev/null || true
+  # As root the private cluster lives outside the data dir: reset deletes both.
+  "$LOCAL" reset --data-dir "$WORK/data" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
