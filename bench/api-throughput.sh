@@ -13,6 +13,7 @@
 #   (e.g. an older commit's build next to this one's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECONDS_PER_RUN=${1:-10}
 RATE=${2:-1000}
 CONNS=${CONNS:-16}
@@ -43,11 +44,7 @@ RUST_LOG=${BENCH_RUST_LOG:-info} CAPYDB_RATE_LIMIT_PER_MINUTE=${RATE_LIMIT:-1000
 API_PID=$!
 "$LOADGEN" hello --listen 127.0.0.1:$HELLO_PORT &
 HELLO_PID=$!
-for _ in $(seq 1 600); do
-  curl -fs "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null 2>&1 && break
-  kill -0 "$API_PID" 2>/dev/null || { cat "$WORK/stderr"; exit 1; }
-  sleep 0.1
-done
+wait_for_capydb "http://127.0.0.1:$API_PORT" "$API_PID" "$WORK/stderr"
 KEY=$(sed -n 's/^CAPYDB_API_KEY=//p' "$WORK/stdout")
 BASE="http://127.0.0.1:$API_PORT"
 PROJECT=$(curl -fs -X POST -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{"name":"bench"}' "$BASE/v1/projects" | jq -r .project.id)

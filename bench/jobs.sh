@@ -37,6 +37,7 @@
 #   KEEP_PG_LOG=path              copy the cluster's log there at the end
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=15
 SCALE=2
 TARGETS=1
@@ -91,11 +92,7 @@ RUST_LOG=${BENCH_RUST_LOG:-info} CAPYDB_RATE_LIMIT_PER_MINUTE=1000000000 \
   >"$WORK/stdout" 2>"$WORK/stderr" &
 API_PID=$!
 BASE="http://127.0.0.1:$API_PORT"
-for _ in $(seq 1 600); do
-  curl -fs "$BASE/v1/openapi.json" >/dev/null 2>&1 && break
-  kill -0 "$API_PID" 2>/dev/null || { cat "$WORK/stderr"; exit 1; }
-  sleep 0.1
-done
+wait_for_capydb "$BASE" "$API_PID" "$WORK/stderr"
 KEY=$(sed -n 's/^CAPYDB_API_KEY=//p' "$WORK/stdout")
 [ -n "$KEY" ] || { echo "capydb-local printed no API key" >&2; cat "$WORK/stderr" >&2; exit 1; }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capydb_domain::ports::{CloneStrategy, DatabaseProvider, ProviderResult};
+use capydb_domain::ports::{CloneResult, DatabaseProvider, ProviderResult};
 
 pub struct SlowProvider {
     inner: Arc<dyn DatabaseProvider>,
@@ -29,13 +29,7 @@ impl DatabaseProvider for SlowProvider {
         tokio::time::sleep(self.delay).await;
         self.inner.ensure_database(database, owner).await
     }
-    async fn clone_database(
-        &self,
-        source: &str,
-        source_owner: &str,
-        target: &str,
-        owner: &str,
-    ) -> ProviderResult<CloneStrategy> {
+    async fn clone_database(&self, source: &str, source_owner: &str, target: &str, owner: &str) -> CloneResult {
         tokio::time::sleep(self.delay).await;
         self.inner.clone_database(source, source_owner, target, owner).await
     }

@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::model::ConnectionInfo;
-use crate::ports::{CloneStrategy, DatabaseEndpoint, DatabaseProvider, Egress, ProviderError, ProviderResult};
+use crate::ports::{
+    CloneResult, CloneStrategy, DatabaseEndpoint, DatabaseProvider, Egress, ProviderError, ProviderResult,
+};
 
 /// The operations whose answers a test can plan (the `DatabaseProvider`
 /// method names).
@@ -136,7 +138,7 @@ impl DatabaseProvider for FakeProvider {
         Ok(())
     }
 
-    async fn clone_database(&self, source: &str, _: &str, target: &str, owner: &str) -> ProviderResult<CloneStrategy> {
+    async fn clone_database(&self, source: &str, _: &str, target: &str, owner: &str) -> CloneResult {
         let mut s = self.call("clone_database", target)?;
         let content = s.databases.get(source).ok_or_else(|| missing("database", source))?.1.clone();
         s.databases.insert(target.into(), (owner.into(), content));

@@ -378,6 +378,9 @@ pub enum ProviderError {
 
 pub type ProviderResult<T> = Result<T, ProviderError>;
 
+/// What `DatabaseProvider::clone_database` answers: how it copied.
+pub type CloneResult = ProviderResult<CloneStrategy>;
+
 /// How `clone_database` copied a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloneStrategy {
@@ -411,13 +414,7 @@ pub trait DatabaseProvider: Send + Sync {
     /// `source`'s schema and data at this moment, every object inside owned
     /// by `owner`. Never disconnects, blocks or stalls the source's clients.
     /// Idempotent: a `target` left by an interrupted attempt is made again.
-    async fn clone_database(
-        &self,
-        source: &str,
-        source_owner: &str,
-        target: &str,
-        owner: &str,
-    ) -> ProviderResult<CloneStrategy>;
+    async fn clone_database(&self, source: &str, source_owner: &str, target: &str, owner: &str) -> CloneResult;
     /// Writes a `pg_dump` custom-format dump of `database` to `dest`
     /// (created or replaced). Never disturbs the database's clients.
     async fn dump_database(&self, database: &str, dest: &Path) -> ProviderResult<()>;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use capydb_aws::client::{ClientCell, SdkCell};
 use capydb_aws::sdk::ssm;
-use capydb_domain::ports::{CloneStrategy, DatabaseEndpoint, DatabaseProvider, ProviderError, ProviderResult};
+use capydb_domain::ports::{CloneResult, DatabaseEndpoint, DatabaseProvider, ProviderError, ProviderResult};
 use capydb_egress::EgressPolicy;
 use capydb_postgres::{ClientEndpoint, PgProvider};
 use tokio::sync::OnceCell;
@@ -103,13 +103,7 @@ impl DatabaseProvider for LazyProvider {
     async fn ensure_database(&self, database: &str, owner: &str) -> ProviderResult<()> {
         self.get().await?.ensure_database(database, owner).await
     }
-    async fn clone_database(
-        &self,
-        source: &str,
-        source_owner: &str,
-        target: &str,
-        owner: &str,
-    ) -> ProviderResult<CloneStrategy> {
+    async fn clone_database(&self, source: &str, source_owner: &str, target: &str, owner: &str) -> CloneResult {
         self.get().await?.clone_database(source, source_owner, target, owner).await
     }
     async fn dump_database(&self, database: &str, dest: &std::path::Path) -> ProviderResult<()> {

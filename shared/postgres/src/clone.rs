@@ -25,7 +25,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use capydb_domain::ports::{CloneStrategy, ProviderError, ProviderResult};
+use capydb_domain::ports::{CloneResult, CloneStrategy, ProviderError, ProviderResult};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -65,13 +65,7 @@ impl PgProvider {
     /// `ensure_database`), a copy of `source` at this moment with every object
     /// inside owned by `owner`. A `target` left by an interrupted attempt is
     /// dropped and made again; on failure no `target` is left behind.
-    pub async fn clone_database(
-        &self,
-        source: &str,
-        source_owner: &str,
-        target: &str,
-        owner: &str,
-    ) -> ProviderResult<CloneStrategy> {
+    pub async fn clone_database(&self, source: &str, source_owner: &str, target: &str, owner: &str) -> CloneResult {
         self.check_tenant_database(source)?;
         self.check_tenant_database(target)?;
         self.check_tenant_role(source_owner)?;
@@ -152,7 +146,7 @@ impl PgProvider {
         target: &str,
         owner: &str,
         what: &str,
-    ) -> ProviderResult<CloneStrategy> {
+    ) -> CloneResult {
         if !source_in_use(session, source, what).await? {
             match template_copy(session, source, target, owner, what).await? {
                 TemplateOutcome::Copied => {

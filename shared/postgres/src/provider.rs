@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use capydb_domain::model::ConnectionInfo;
-use capydb_domain::ports::{CloneStrategy, DatabaseEndpoint, DatabaseProvider, ProviderError, ProviderResult};
+use capydb_domain::ports::{CloneResult, DatabaseEndpoint, DatabaseProvider, ProviderError, ProviderResult};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
@@ -292,13 +292,7 @@ impl DatabaseProvider for PgProvider {
         Ok(())
     }
 
-    async fn clone_database(
-        &self,
-        source: &str,
-        source_owner: &str,
-        target: &str,
-        owner: &str,
-    ) -> ProviderResult<CloneStrategy> {
+    async fn clone_database(&self, source: &str, source_owner: &str, target: &str, owner: &str) -> CloneResult {
         PgProvider::clone_database(self, source, source_owner, target, owner).await
     }
 
