@@ -2,7 +2,7 @@
 //! backup's artifact with its size and digest.
 use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
-use crate::error::{DomainError, DomainResult};
+use crate::error::DomainError;
 use crate::ids::BackupId;
 use crate::model::{Backup, BackupState, EventType, Job, Project};
 use crate::ports::ResourceWrite;
@@ -63,12 +63,7 @@ pub(super) async fn take(app: &App, project: &Project, mut backup: Backup) -> Re
 }
 
 /// Completed with `backup.completed`; or failed, its artifact removed.
-pub(super) async fn finish(
-    app: &App,
-    job: &Job,
-    id: &BackupId,
-    ending: Ending,
-) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
+pub(super) async fn finish(app: &App, job: &Job, id: &BackupId, ending: Ending) -> super::Effects {
     let mut backup = app.job_backup(id).await.map_err(StepError::into_internal)?;
     match ending {
         Ending::Completed => {

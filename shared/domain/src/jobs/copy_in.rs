@@ -6,7 +6,6 @@
 //! project's data as it was.
 use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
-use crate::error::DomainResult;
 use crate::ids::{BackupId, ImportId, PreviewId, RestoreId};
 use crate::model::{BackupState, EventType, Job, OperationState, PreviewState, Project, RestoreInto, Sealed};
 use crate::ports::ResourceWrite;
@@ -77,11 +76,13 @@ pub(super) fn scratch_database(project: &Project, source: Source<'_>) -> String 
     format!("{}_{suffix}", project.database_name)
 }
 
+/// Where a copy reads, and where it writes.
+pub type Ends<'a> = (Source<'a>, Target<'a>);
+
 pub(super) async fn run(
     app: &App,
     job: &Job,
-    source: Source<'_>,
-    target: Target<'_>,
+    (source, target): Ends<'_>,
     step: Step,
 ) -> Result<StepOutcome, StepError> {
     let project = app.job_project(job).await?;
@@ -146,13 +147,7 @@ pub(super) async fn run(
 
 /// The restore or import record's end, the safety backup's, the preview's,
 /// and their events.
-pub(super) async fn finish(
-    app: &App,
-    job: &Job,
-    source: Source<'_>,
-    target: Target<'_>,
-    ending: Ending,
-) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
+pub(super) async fn finish(app: &App, job: &Job, (source, target): Ends<'_>, ending: Ending) -> super::Effects {
     let now = app.now();
     let ok = ending == Ending::Completed;
     let mut writes = Vec::new();
@@ -177,23 +172,24 @@ pub(super) async fn finish(
         }
     }
     let state = if ok { OperationState::Completed } else { OperationState::Failed };
+    // The restore's or the import's record ends with the job.
+    macro_rules! end_record {
+        ($found:expr, $key:literal, $write:path) => {
+            if let Some(mut record) = $found {
+                record.state = state;
+                record.finished_at = Some(now);
+                data[$key] = serde_json::to_value(&record).map_err(super::json_error)?;
+                writes.push($write(record));
+            }
+        };
+    }
     let announce = match source {
         Source::Backup { restore, .. } => {
-            if let Some(mut r) = app.store.get_restore(restore.as_str()).await? {
-                r.state = state;
-                r.finished_at = Some(now);
-                data["restore"] = serde_json::to_value(&r).map_err(super::json_error)?;
-                writes.push(ResourceWrite::Restore(r));
-            }
+            end_record!(app.store.get_restore(restore.as_str()).await?, "restore", ResourceWrite::Restore);
             EventType::RestoreCompleted
         }
         Source::Server { import, .. } => {
-            if let Some(mut i) = app.store.get_import(import.as_str()).await? {
-                i.state = state;
-                i.finished_at = Some(now);
-                data["import"] = serde_json::to_value(&i).map_err(super::json_error)?;
-                writes.push(ResourceWrite::Import(i));
-            }
+            end_record!(app.store.get_import(import.as_str()).await?, "import", ResourceWrite::Import);
             EventType::ImportCompleted
         }
     };

@@ -1,10 +1,9 @@
 //! `delete_project`: its previews, then its database and role.
 use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
-use crate::error::DomainResult;
 use crate::ids::PreviewId;
 use crate::model::{EventType, Job, JobSpec, PreviewState, Project, ProjectState};
-use crate::ports::{Page, ResourceWrite};
+use crate::ports::Page;
 
 /// The steps' names are the stored ones (`drop_previews`, ...).
 #[allow(clippy::enum_variant_names)]
@@ -68,20 +67,8 @@ async fn drop_previews(app: &App, job: &mut Job, project: &Project) -> Result<()
 }
 
 /// Deleted, `project.deleted` and a `preview.deleted` per preview dropped; or failed.
-pub(super) async fn finish(
-    app: &App,
-    job: &Job,
-    dropped: &[PreviewId],
-    ending: Ending,
-) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
-    let mut project = app.job_project(job).await.map_err(StepError::into_internal)?;
-    project.updated_at = app.now();
-    project.state = match ending {
-        Ending::Completed => ProjectState::Deleted,
-        Ending::Failed => ProjectState::Failed,
-    };
-    let data = serde_json::json!({ "job": job, "project": project });
-    let mut events = app.ending_events(job, ending, EventType::ProjectDeleted, data);
+pub(super) async fn finish(app: &App, job: &Job, dropped: &[PreviewId], ending: Ending) -> super::Effects {
+    let (write, mut events) = app.project_ending(job, ending, ProjectState::Deleted, EventType::ProjectDeleted).await?;
     if ending == Ending::Completed {
         for id in dropped {
             if let Some(preview) = app.store.get_preview(id.as_str()).await? {
@@ -90,5 +77,5 @@ pub(super) async fn finish(
             }
         }
     }
-    Ok((ResourceWrite::Project(project), events))
+    Ok((write, events))
 }

@@ -14,7 +14,8 @@ use crate::app::{add, sub, App};
 use crate::error::{DomainError, DomainResult};
 use crate::ids::{self, BackupId, PreviewId, ProjectId, RestoreId};
 use crate::model::{
-    Backup, ConnectionInfo, Event, EventType, Job, JobSpec, JobState, Preview, Project, RestoreInto, Sealed, Timestamp,
+    Backup, ConnectionInfo, Event, EventType, Job, JobSpec, JobState, Preview, Project, ProjectState, RestoreInto,
+    Sealed, Timestamp,
 };
 use crate::ports::{Admission, Page, ProviderError, QuotaKind, ResourceWrite};
 use crate::principal::Principal;
@@ -118,6 +119,9 @@ impl StepError {
 fn json_error(e: serde_json::Error) -> DomainError {
     DomainError::Internal(format!("could not serialize an event's data: {e}"))
 }
+
+/// What a job's end writes and announces.
+type Effects = DomainResult<(ResourceWrite, Vec<Event>)>;
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,12 +420,12 @@ impl App {
             Task::Rotate(new_password, s) => rotate::run(self, job, new_password, s).await,
             Task::Preview(id, s) => preview::run(self, job, id, s).await,
             Task::Backup(id, s) => backup::run(self, job, id, s).await,
-            Task::CopyIn(source, target, s) => copy_in::run(self, job, source, target, s).await,
+            Task::CopyIn(source, target, s) => copy_in::run(self, job, (source, target), s).await,
         }
     }
 
     /// What the job's end writes and announces, by kind.
-    async fn ending(&self, job: &Job, ending: Ending) -> DomainResult<(ResourceWrite, Vec<Event>)> {
+    async fn ending(&self, job: &Job, ending: Ending) -> Effects {
         match &job.spec {
             JobSpec::Provision => provision::finish(self, job, ending).await,
             JobSpec::DeleteProject { dropped_previews } => {
@@ -434,11 +438,11 @@ impl App {
             JobSpec::CreateBackup { backup } => backup::finish(self, job, backup, ending).await,
             JobSpec::Restore { restore, source, into } => {
                 let (source, target) = copy_in_ends(restore, source, into);
-                copy_in::finish(self, job, source, target, ending).await
+                copy_in::finish(self, job, (source, target), ending).await
             }
             JobSpec::Import { import, source_url, safety_backup } => {
                 let source = copy_in::Source::Server { import, url: source_url };
-                copy_in::finish(self, job, source, copy_in::Target::Project { safety_backup }, ending).await
+                copy_in::finish(self, job, (source, copy_in::Target::Project { safety_backup }), ending).await
             }
         }
     }
@@ -476,6 +480,16 @@ impl App {
             data,
             published_at: None,
         }
+    }
+
+    /// The end of a job on the project itself: its state (`done` when
+    /// completed, `failed` otherwise) and `announce`.
+    async fn project_ending(&self, job: &Job, ending: Ending, done: ProjectState, announce: EventType) -> Effects {
+        let mut project = self.job_project(job).await.map_err(StepError::into_internal)?;
+        project.updated_at = self.now();
+        project.state = if ending == Ending::Completed { done } else { ProjectState::Failed };
+        let data = serde_json::json!({ "job": job, "project": project });
+        Ok((ResourceWrite::Project(project), self.ending_events(job, ending, announce, data)))
     }
 
     /// The events of a job's end: `job.completed` and `announce` with the

@@ -2,7 +2,6 @@
 //! and database, made as a copy of the project's (`clone`) or empty.
 use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
-use crate::error::DomainResult;
 use crate::ids::PreviewId;
 use crate::model::{EventType, Job, JobSpec, PreviewMode, PreviewState, ProjectState};
 use crate::ports::ResourceWrite;
@@ -85,12 +84,7 @@ pub(super) async fn run(app: &App, job: &Job, id: &PreviewId, step: Step) -> Res
 }
 
 /// Ready (or deleted) with `preview.ready` (or `preview.deleted`); or failed.
-pub(super) async fn finish(
-    app: &App,
-    job: &Job,
-    id: &PreviewId,
-    ending: Ending,
-) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
+pub(super) async fn finish(app: &App, job: &Job, id: &PreviewId, ending: Ending) -> super::Effects {
     let mut preview = app.job_preview(id).await.map_err(StepError::into_internal)?;
     preview.updated_at = app.now();
     let (state, announce) = match (ending, &job.spec) {

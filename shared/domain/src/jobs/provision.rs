@@ -2,9 +2,7 @@
 //! has logged in.
 use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
-use crate::error::DomainResult;
 use crate::model::{EventType, Job, ProjectState};
-use crate::ports::ResourceWrite;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -50,14 +48,6 @@ pub(super) async fn run(app: &App, job: &Job, step: Step) -> Result<StepOutcome,
 }
 
 /// Ready and `project.ready`, or failed.
-pub(super) async fn finish(app: &App, job: &Job, ending: Ending) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
-    let mut project = app.job_project(job).await.map_err(StepError::into_internal)?;
-    project.updated_at = app.now();
-    project.state = match ending {
-        Ending::Completed => ProjectState::Ready,
-        Ending::Failed => ProjectState::Failed,
-    };
-    let data = serde_json::json!({ "job": job, "project": project });
-    let events = app.ending_events(job, ending, EventType::ProjectReady, data);
-    Ok((ResourceWrite::Project(project), events))
+pub(super) async fn finish(app: &App, job: &Job, ending: Ending) -> super::Effects {
+    app.project_ending(job, ending, ProjectState::Ready, EventType::ProjectReady).await
 }

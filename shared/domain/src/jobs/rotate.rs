@@ -2,7 +2,6 @@
 //! stored one changes only once a login with it has succeeded.
 use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
-use crate::error::DomainResult;
 use crate::model::{EventType, Job, Sealed};
 use crate::ports::ResourceWrite;
 
@@ -65,12 +64,7 @@ pub(super) async fn undo(app: &App, job: &Job) {
 }
 
 /// The new sealed password becomes the project's, and `credentials.rotated`.
-pub(super) async fn finish(
-    app: &App,
-    job: &Job,
-    new_password: &Sealed,
-    ending: Ending,
-) -> DomainResult<(ResourceWrite, Vec<super::Event>)> {
+pub(super) async fn finish(app: &App, job: &Job, new_password: &Sealed, ending: Ending) -> super::Effects {
     let mut project = app.job_project(job).await.map_err(StepError::into_internal)?;
     let completed = ending == Ending::Completed;
     if completed {
