@@ -8,9 +8,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::model::ConnectionInfo;
+use crate::model::{ConnectionInfo, Timestamp};
 use crate::ports::{
-    CloneResult, CloneStrategy, DatabaseEndpoint, DatabaseProvider, Egress, ProviderError, ProviderResult,
+    Clock, CloneResult, CloneStrategy, DatabaseEndpoint, DatabaseProvider, Egress, ProviderError, ProviderResult,
 };
 
 /// The operations whose answers a test can plan (the `DatabaseProvider`
@@ -245,6 +245,25 @@ pub fn fill(text: &str, values: &[(&str, &str)]) -> String {
         out = out.replace(&format!("${k}"), v);
     }
     out
+}
+
+/// A clock a test moves by hand.
+pub struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn new(now: Timestamp) -> Self {
+        ManualClock(Mutex::new(now))
+    }
+
+    pub fn advance(&self, d: chrono::Duration) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// An egress policy that allows every target, for tests whose provider

@@ -7,13 +7,13 @@
 //! reason when its message dead-letters; and jobs stored before the typed
 //! job model (the fixture [`STORED_JOBS_V1`]) still run to completion.
 //! A clock the suite moves stands in for time, so backoffs and waits take none.
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
 
-use crate::fakes::{fill, stored_jobs_v1, FakeProvider, StoredJob};
+use crate::fakes::{fill, stored_jobs_v1, FakeProvider, ManualClock, StoredJob};
 use crate::jobs::{Disposition, JobMessage};
 use crate::model::*;
 use crate::ports::{Clock, DatabaseProvider, Page, ProviderError};
@@ -44,33 +44,18 @@ pub trait JobRigs: Send + Sync {
     async fn store_old_shape(&self, job_id: &str, old: &StoredJob);
 }
 
-pub struct TestClock(Mutex<Timestamp>);
-
-impl Clock for TestClock {
-    fn now(&self) -> Timestamp {
-        *self.0.lock().unwrap()
-    }
-}
-
-impl TestClock {
-    fn advance(&self, d: Duration) {
-        let mut t = self.0.lock().unwrap();
-        *t += chrono::Duration::from_std(d).unwrap() + chrono::Duration::milliseconds(1);
-    }
-}
-
 const MAX_ATTEMPTS: u32 = 4;
 
 struct Harness {
     app: App,
     provider: Arc<FakeProvider>,
-    clock: Arc<TestClock>,
+    clock: Arc<ManualClock>,
     principal: Principal,
 }
 
 async fn harness(rigs: &dyn JobRigs) -> Harness {
     let provider = Arc::new(FakeProvider::new());
-    let clock = Arc::new(TestClock(Mutex::new(chrono::Utc::now())));
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let settings =
         Settings { jobs: JobSettings { max_attempts: MAX_ATTEMPTS, ..JobSettings::default() }, ..Settings::default() };
     let app = rigs.app(provider.clone(), clock.clone(), settings).await;
@@ -113,7 +98,8 @@ impl Harness {
                     } else {
                         runs.waits.push(d);
                     }
-                    self.clock.advance(d);
+                    // Just past the moment the job may run again.
+                    self.clock.advance(chrono::Duration::from_std(d).unwrap() + chrono::Duration::milliseconds(1));
                 }
                 Disposition::Failed(d) => panic!("the store is local; a run cannot fail to run ({d:?})"),
             }

@@ -1,12 +1,13 @@
 //! The sweeper's preview expiry, driven with an injected clock: the same
 //! use cases, SQLite adapters and PostgreSQL provider as capydb-local, but
 //! time moves when the test says so (a TTL is at least an hour).
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use capydb_domain::fakes::ManualClock;
 use capydb_domain::fields::{Name, PreviewName, TtlHours};
 use capydb_domain::jobs::Disposition;
-use capydb_domain::model::{PreviewMode, PreviewState, Timestamp};
+use capydb_domain::model::{PreviewMode, PreviewState};
 use capydb_domain::ports::{ArtifactStore, Clock, DatabaseProvider, JobQueue, Page};
 use capydb_domain::previews::{CreatePreview, UpdatePreview};
 use capydb_domain::projects::CreateProject;
@@ -16,22 +17,6 @@ use capydb_embedded::FileArtifactStore;
 use capydb_postgres::PgProvider;
 
 use crate::helpers::*;
-
-pub struct ManualClock(Mutex<Timestamp>);
-
-impl ManualClock {
-    pub fn advance(&self, d: chrono::Duration) {
-        if let Ok(mut t) = self.0.lock() {
-            *t += d;
-        }
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        self.0.lock().map(|t| *t).unwrap_or_else(|_| chrono::Utc::now())
-    }
-}
 
 /// Runs queued jobs until the queue is empty, as the worker loop would.
 pub async fn drain(app: &App) {
@@ -77,7 +62,7 @@ pub async fn in_process_app_with(
     artifacts: Arc<dyn ArtifactStore>,
     settings: Settings,
 ) -> (App, Arc<ManualClock>, Arc<PgProvider>) {
-    let clock = Arc::new(ManualClock(Mutex::new(chrono::Utc::now())));
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let provider = Arc::new(PgProvider::connect(&shared_postgres_url(), "local").await.expect("provider"));
     let adapters = capydb_local::wiring::open_adapters(dir).expect("the data dir's adapters");
     let app = capydb_local::wiring::app(

@@ -232,16 +232,16 @@ impl JobSpec {
         let p: StoredParams = if params.is_null() {
             StoredParams::default()
         } else {
-            serde_json::from_value(params.clone()).map_err(|e| format!("{} job parameters: {e}", kind_name(kind)))?
+            serde_json::from_value(params.clone()).map_err(|e| format!("{} job parameters: {e}", kind.as_str()))?
         };
         let need = |v: Option<String>, name: &str| {
-            v.filter(|s| !s.is_empty()).ok_or_else(|| format!("{} job has no {name}", kind_name(kind)))
+            v.filter(|s| !s.is_empty()).ok_or_else(|| format!("{} job has no {name}", kind.as_str()))
         };
         let on = |expected: ResourceKind| {
             if resource.kind == expected {
                 Ok(resource.id.clone())
             } else {
-                Err(format!("{} job acts on a {}, not a {}", kind_name(kind), expected, resource.kind))
+                Err(format!("{} job acts on a {}, not a {}", kind.as_str(), expected, resource.kind))
             }
         };
         Ok(match kind {
@@ -287,10 +287,6 @@ impl JobSpec {
             }
         })
     }
-}
-
-fn kind_name(kind: JobKind) -> &'static str {
-    kind.as_str()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
