@@ -7,6 +7,10 @@
 //! instead of one per line (measured on bench/api-throughput.sh: a
 //! synchronous stderr write per request cost a third of the throughput).
 //! Nothing is dropped: past `MAX_BUFFER` the logging thread writes inline.
+//! Text lines are formatted by [`line::Line`], which prints what
+//! `tracing_subscriber`'s `Full` format prints at a fraction of its cost.
+mod line;
+
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -25,14 +29,17 @@ struct Shared {
 }
 
 impl Shared {
-    fn flush(&self) {
-        let pending = match self.buf.lock() {
-            Ok(mut b) if !b.is_empty() => std::mem::take(&mut *b),
+    /// Writes out what is buffered. `spare` (empty) trades places with the
+    /// buffer, so each keeps its capacity: under load neither regrows.
+    fn flush(&self, spare: &mut Vec<u8>) {
+        match self.buf.lock() {
+            Ok(mut b) if !b.is_empty() => std::mem::swap(&mut *b, spare),
             _ => return,
-        };
+        }
         let mut err = std::io::stderr().lock();
-        let _ = err.write_all(&pending);
+        let _ = err.write_all(spare);
         let _ = err.flush();
+        spare.clear();
     }
 }
 
@@ -50,7 +57,7 @@ impl Write for BatchWriter {
             Err(_) => return std::io::stderr().write(data),
         };
         if full {
-            self.0.flush();
+            self.0.flush(&mut Vec::new());
         }
         Ok(data.len())
     }
@@ -76,7 +83,7 @@ impl Drop for LogGuard {
             *c = true;
         }
         self.0.wake.notify_all();
-        self.0.flush();
+        self.0.flush(&mut Vec::new());
     }
 }
 
@@ -100,14 +107,17 @@ pub fn init() -> Option<LogGuard> {
     let flusher = shared.clone();
     std::thread::Builder::new()
         .name("capydb-log".into())
-        .spawn(move || loop {
-            let closed = match flusher.closed.lock() {
-                Ok(c) => flusher.wake.wait_timeout(c, FLUSH_EVERY).map(|(c, _)| *c).unwrap_or(true),
-                Err(_) => true,
-            };
-            flusher.flush();
-            if closed {
-                return;
+        .spawn(move || {
+            let mut spare = Vec::new();
+            loop {
+                let closed = match flusher.closed.lock() {
+                    Ok(c) => flusher.wake.wait_timeout(c, FLUSH_EVERY).map(|(c, _)| *c).unwrap_or(true),
+                    Err(_) => true,
+                };
+                flusher.flush(&mut spare);
+                if closed {
+                    return;
+                }
             }
         })
         .ok()?;
@@ -120,7 +130,7 @@ pub fn init() -> Option<LogGuard> {
     let installed = if json {
         registry.with(fmt.json().flatten_event(true).with_current_span(true).with_span_list(false)).try_init()
     } else {
-        registry.with(fmt).try_init()
+        registry.with(fmt.fmt_fields(line::Fields).event_format(line::Line)).try_init()
     };
     installed.ok().map(|_| LogGuard(shared))
 }
