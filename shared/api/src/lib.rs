@@ -75,16 +75,13 @@ pub fn router(app: App) -> Router {
 /// body limit, JSON 404/405 answers and the request context.
 pub fn finish(routes: Router<App>, app: App) -> Router {
     let routes = routes.method_not_allowed_fallback(method_not_allowed);
-    let routes =
-        Router::new().merge(routes.clone()).nest("/api/capydb", routes).fallback(not_found).with_state(app.clone());
-    // Around the whole router, once: `Router::layer` wraps every route
-    // instead, which costs each request a boxed service clone and a boxed
-    // future per layer.
+    // One layer (the edge over the body limit) around each route's service
+    // and the fallback: a request passes one router lookup and one boxed
+    // route on its way to the handler.
     let edge = tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn_with_state(app, middleware::edge))
-        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .service(routes);
-    Router::new().fallback_service(edge)
+        .layer(middleware::EdgeLayer(app.clone()))
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES));
+    Router::new().merge(routes.clone()).nest("/api/capydb", routes).fallback(not_found).layer(edge).with_state(app)
 }
 
 async fn not_found() -> ApiError {

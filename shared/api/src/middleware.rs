@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
@@ -21,18 +20,60 @@ fn sane(id: &str) -> bool {
 /// The edge every request passes, outermost first: the request context (the
 /// request id on the response and in the span every line of the request
 /// logs in, one `request finished` line), then the rate limit, then
-/// [`json_errors`] over what the router answers. One middleware wrapped
-/// once around the whole router (see `finish`): each layer of its own would
-/// cost every request another boxed service clone and boxed future.
-pub async fn edge(
-    axum::extract::State(app): axum::extract::State<capydb_domain::App>,
-    req: Request,
-    next: Next,
-) -> Response {
-    request_context(req, |req| rate_limit(&app, req, next)).await
+/// [`json_errors`] over what the router answers.
+///
+/// A `tower` layer written out rather than `axum::middleware::from_fn`,
+/// which costs every request a clone of the inner service, a boxed copy of
+/// it and a boxed future: here the inner service is called as it is and the
+/// one future boxed once. `finish` applies it with the body limit as one
+/// layer, so each route's service is wrapped once.
+#[derive(Clone)]
+pub struct EdgeLayer(pub capydb_domain::App);
+
+impl<S> tower::Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge { app: self.0.clone(), inner }
+    }
 }
 
-async fn request_context<F, Fut>(mut req: Request, inner: F) -> Response
+#[derive(Clone)]
+pub struct Edge<S> {
+    app: capydb_domain::App,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Edge<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The service that was polled ready answers; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let app = self.app.clone();
+        Box::pin(async move {
+            let answer = move |req| async move {
+                match inner.call(req).await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                }
+            };
+            Ok(request_context(req, |req| rate_limit(&app, req, answer)).await)
+        })
+    }
+}
+
+async fn request_context<F, Fut>(req: Request, inner: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
@@ -52,9 +93,6 @@ where
     let span = tracing::info_span!("request", request_id = id.as_str());
     // Checked by `sane` (or generated): always a valid header value.
     let id_header = HeaderValue::from_str(&id).ok();
-    if let Some(v) = &id_header {
-        req.headers_mut().insert(REQUEST_ID, v.clone());
-    }
     let started = Instant::now();
     let mut res = inner(req).instrument(span.clone()).await;
     let status = res.status().as_u16();
@@ -134,11 +172,15 @@ pub const RATELIMIT_RESET: &str = "ratelimit-reset";
 /// `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the window
 /// ends). When the counters cannot be reached the request goes through:
 /// an outage of the limiter must not become an outage of the API.
-async fn rate_limit(app: &capydb_domain::App, req: Request, next: Next) -> Response {
+async fn rate_limit<F, Fut>(app: &capydb_domain::App, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let settings = &app.settings.rate_limit;
     let ip = crate::extract::request_ip(req.extensions());
     let (Some(ip), true) = (ip, settings.limit > 0) else {
-        return json_errors(next.run(req).await);
+        return json_errors(next(req).await);
     };
     let now = app.now();
     let key = RateKey::of(ip);
@@ -146,7 +188,7 @@ async fn rate_limit(app: &capydb_domain::App, req: Request, next: Next) -> Respo
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "rate limiter unavailable; the request goes through");
-            return json_errors(next.run(req).await);
+            return json_errors(next(req).await);
         }
     };
     let limit = u64::from(settings.limit);
@@ -164,7 +206,7 @@ async fn rate_limit(app: &capydb_domain::App, req: Request, next: Next) -> Respo
         r.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(reset));
         r
     } else {
-        json_errors(next.run(req).await)
+        json_errors(next(req).await)
     };
     let h = res.headers_mut();
     h.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));

@@ -504,6 +504,47 @@ pub fn rate_window(window: Duration, now: Timestamp) -> (i64, Timestamp) {
     (start, end)
 }
 
+/// The organization role a human session holds in its active organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgRole {
+    /// Clerk's `org:admin` (v1 claims) or `admin` (v2 claims).
+    Admin,
+    /// Any other organization role.
+    Member,
+}
+
+/// The active organization of a verified session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOrg {
+    /// Clerk's organization id (`org_...` in Clerk's own format).
+    pub clerk_org_id: String,
+    pub role: OrgRole,
+    pub slug: Option<String>,
+}
+
+/// What a verified session token says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionClaims {
+    /// Clerk's user id (`sub`).
+    pub user_id: String,
+    /// Clerk's session id (`sid`), when the token carries one.
+    pub session_id: Option<String>,
+    /// `None`: the session has no active organization.
+    pub org: Option<SessionOrg>,
+    pub expires_at: Timestamp,
+}
+
+/// Verifies a browser session's token (a Clerk session JWT in both shapes).
+/// Every token that is not a valid session of this deployment is
+/// `DomainError::Unauthenticated` with a reason a developer can act on
+/// ("the token has expired", "algorithm HS256 is not accepted", ...);
+/// never a 500 for bad input.
+#[async_trait]
+pub trait SessionVerifier: Send + Sync {
+    async fn verify(&self, token: &str, now: Timestamp) -> DomainResult<SessionClaims>;
+}
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }
