@@ -230,6 +230,113 @@ pub async fn run_store_contract(store: &dyn Store) {
     store_deliveries(store).await;
     store_project_holds(store).await;
     store_quotas(store).await;
+    store_idempotency(store).await;
+}
+
+/// Idempotency records: one holder per key, even under concurrent claims;
+/// in flight, mismatch and replay; a dead holder's key taken over after its
+/// lease; answers stored and released only by the holder; expiry.
+pub async fn store_idempotency(store: &dyn Store) {
+    use crate::ports::{IdempotencyBegin, IdempotencyClaim, StoredAnswer};
+    let now = base_time();
+    let key = format!("idem-{}", crate::ids::new_id("t"));
+    let claim = |fingerprint: &str, at: Timestamp| IdempotencyClaim {
+        key: key.clone(),
+        fingerprint: fingerprint.into(),
+        now: at,
+        lease_until: at + chrono::Duration::seconds(60),
+        expires_at: at + chrono::Duration::hours(24),
+    };
+    let first = claim("fp-a", now);
+    assert_eq!(store.begin_idempotent(&first).await.unwrap(), IdempotencyBegin::Started { taken_over: false });
+    assert_eq!(
+        store.begin_idempotent(&claim("fp-a", now + chrono::Duration::seconds(1))).await.unwrap(),
+        IdempotencyBegin::InFlight,
+        "a second claim while the first runs"
+    );
+    assert_eq!(
+        store.begin_idempotent(&claim("fp-b", now + chrono::Duration::seconds(1))).await.unwrap(),
+        IdempotencyBegin::Mismatch,
+        "another request under the same key"
+    );
+    let answer = StoredAnswer {
+        status: 202,
+        content_type: Some("application/json".into()),
+        location: Some("/v1/jobs/job_1".into()),
+        body: b"{\"job\":{\"id\":\"job_1\"}}\n\x00\xff".to_vec(),
+    };
+    assert!(
+        !store.complete_idempotent(&key, now + chrono::Duration::seconds(61), &answer).await.unwrap(),
+        "only the holder (its lease) stores the answer"
+    );
+    store.release_idempotent(&key, now + chrono::Duration::seconds(61)).await.unwrap();
+    assert!(store.complete_idempotent(&key, first.lease_until, &answer).await.unwrap(), "the holder stores its answer");
+    assert!(!store.complete_idempotent(&key, first.lease_until, &answer).await.unwrap(), "an answer is stored once");
+    let later = now + chrono::Duration::hours(1);
+    assert_eq!(store.begin_idempotent(&claim("fp-a", later)).await.unwrap(), IdempotencyBegin::Replay(answer.clone()));
+    assert_eq!(store.begin_idempotent(&claim("fp-b", later)).await.unwrap(), IdempotencyBegin::Mismatch);
+    // Releasing an answered key changes nothing.
+    store.release_idempotent(&key, first.lease_until).await.unwrap();
+    assert_eq!(store.begin_idempotent(&claim("fp-a", later)).await.unwrap(), IdempotencyBegin::Replay(answer.clone()));
+    // Expired: forgotten, whatever it held, and swept.
+    let expired = now + chrono::Duration::hours(25);
+    assert_eq!(
+        store.begin_idempotent(&claim("fp-b", expired)).await.unwrap(),
+        IdempotencyBegin::Started { taken_over: false },
+        "an expired record is no record"
+    );
+    // The sweep (a no-op where the table's TTL deletes) never brings an
+    // expired record back and leaves live ones alone.
+    let swept_at = expired + chrono::Duration::hours(25);
+    store.sweep_idempotent(swept_at).await.unwrap();
+    assert_eq!(
+        store.begin_idempotent(&claim("fp-a", swept_at)).await.unwrap(),
+        IdempotencyBegin::Started { taken_over: false }
+    );
+
+    // A holder that dies: its key is taken over once the lease ran out, and
+    // then the dead holder can neither answer nor release it.
+    let dead_key = format!("idem-{}", crate::ids::new_id("t"));
+    let dead = IdempotencyClaim { key: dead_key.clone(), ..claim("fp-a", now) };
+    assert_eq!(store.begin_idempotent(&dead).await.unwrap(), IdempotencyBegin::Started { taken_over: false });
+    let before_lease = IdempotencyClaim { key: dead_key.clone(), ..claim("fp-a", now + chrono::Duration::seconds(59)) };
+    assert_eq!(store.begin_idempotent(&before_lease).await.unwrap(), IdempotencyBegin::InFlight);
+    let heir = IdempotencyClaim { key: dead_key.clone(), ..claim("fp-a", now + chrono::Duration::seconds(61)) };
+    assert_eq!(store.begin_idempotent(&heir).await.unwrap(), IdempotencyBegin::Started { taken_over: true });
+    assert!(!store.complete_idempotent(&dead_key, dead.lease_until, &answer).await.unwrap(), "the dead holder");
+    store.release_idempotent(&dead_key, dead.lease_until).await.unwrap();
+    assert_eq!(
+        store
+            .begin_idempotent(&IdempotencyClaim {
+                key: dead_key.clone(),
+                ..claim("fp-a", now + chrono::Duration::seconds(62))
+            })
+            .await
+            .unwrap(),
+        IdempotencyBegin::InFlight,
+        "the dead holder's release does not free the heir's claim"
+    );
+    store.release_idempotent(&dead_key, heir.lease_until).await.unwrap();
+    let retry = IdempotencyClaim { key: dead_key.clone(), ..claim("fp-a", now + chrono::Duration::seconds(63)) };
+    assert_eq!(
+        store.begin_idempotent(&retry).await.unwrap(),
+        IdempotencyBegin::Started { taken_over: false },
+        "a released key runs again"
+    );
+
+    // Twenty concurrent first claims: exactly one holder.
+    let race_key = format!("idem-{}", crate::ids::new_id("t"));
+    let claims: Vec<_> = (0..20)
+        .map(|i| IdempotencyClaim {
+            key: race_key.clone(),
+            lease_until: now + chrono::Duration::seconds(60) + chrono::Duration::milliseconds(i),
+            ..claim("fp-a", now)
+        })
+        .collect();
+    let results = futures_join_all(claims.iter().map(|c| store.begin_idempotent(c))).await;
+    let started = results.iter().filter(|r| matches!(r, Ok(IdempotencyBegin::Started { .. }))).count();
+    let in_flight = results.iter().filter(|r| matches!(r, Ok(IdempotencyBegin::InFlight))).count();
+    assert_eq!((started, in_flight), (1, 19), "one holder under concurrent claims: {results:?}");
 }
 
 /// Organizations: create with the first key atomically, get, update.

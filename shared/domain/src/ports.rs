@@ -267,6 +267,60 @@ pub trait Store: Send + Sync {
         now: Timestamp,
         limit: usize,
     ) -> DomainResult<Vec<Delivery>>;
+
+    // idempotency records (`Idempotency-Key`)
+    /// Claims `claim.key` for one request, atomically: a key nobody holds
+    /// (or whose record expired) is `Started`; a key whose holder's lease
+    /// ran out with no answer (that request died) is `Started` too, with
+    /// `taken_over`; otherwise what the record says.
+    async fn begin_idempotent(&self, claim: &IdempotencyClaim) -> DomainResult<IdempotencyBegin>;
+    /// Stores the answer of a key this request holds, for replays until the
+    /// record expires. False when the request no longer holds it.
+    async fn complete_idempotent(&self, key: &str, lease_until: Timestamp, answer: &StoredAnswer)
+        -> DomainResult<bool>;
+    /// Gives up a key this request holds without an answer, so a retry runs
+    /// the request again.
+    async fn release_idempotent(&self, key: &str, lease_until: Timestamp) -> DomainResult<()>;
+    /// Deletes records that expired before `now`; how many. (DynamoDB's TTL
+    /// does this deployed; reads never trust an expired record either way.)
+    async fn sweep_idempotent(&self, now: Timestamp) -> DomainResult<u64>;
+}
+
+/// One request's claim on an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// The credential and the caller's key, hashed (`idempotency::record_key`).
+    pub key: String,
+    /// The request's method, path and body, hashed.
+    pub fingerprint: String,
+    pub now: Timestamp,
+    /// Until when the claim holds without an answer; distinct per claim, it
+    /// also tells a holder from the one that took over after it.
+    pub lease_until: Timestamp,
+    /// When the record, answered or not, is forgotten.
+    pub expires_at: Timestamp,
+}
+
+/// The first answer to a key, replayed byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// This request holds the key. `taken_over`: an earlier request held it
+    /// and died without an answer, so what it wrote may exist.
+    Started { taken_over: bool },
+    /// Another request holding the key is still running.
+    InFlight,
+    /// The key was used for a different request (method, path or body).
+    Mismatch,
+    /// The key's first answer.
+    Replay(StoredAnswer),
 }
 
 /// Where published events go: EventBridge deployed, the webhook queue locally.

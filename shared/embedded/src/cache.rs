@@ -16,7 +16,9 @@ use capydb_domain::model::{
     ApiKey, Backup, Delivery, DeliveryAttempt, Event, Import, Job, Organization, Preview, Project, Restore, Timestamp,
     WebhookEndpoint,
 };
-use capydb_domain::ports::{Admission, Page, QuotaClaim, ResourceWrite, Store, Usage};
+use capydb_domain::ports::{
+    Admission, IdempotencyBegin, IdempotencyClaim, Page, QuotaClaim, ResourceWrite, Store, StoredAnswer, Usage,
+};
 use capydb_domain::DomainResult;
 
 /// Past this many entries a map is emptied rather than grown.
@@ -299,6 +301,23 @@ impl<S: Store> Store for CachedStore<S> {
     }
     async fn list_deliveries(&self, webhook_id: &str, page: &Page) -> DomainResult<Vec<Delivery>> {
         self.inner.list_deliveries(webhook_id, page).await
+    }
+    async fn begin_idempotent(&self, claim: &IdempotencyClaim) -> DomainResult<IdempotencyBegin> {
+        self.inner.begin_idempotent(claim).await
+    }
+    async fn complete_idempotent(
+        &self,
+        key: &str,
+        lease_until: Timestamp,
+        answer: &StoredAnswer,
+    ) -> DomainResult<bool> {
+        self.inner.complete_idempotent(key, lease_until, answer).await
+    }
+    async fn release_idempotent(&self, key: &str, lease_until: Timestamp) -> DomainResult<()> {
+        self.inner.release_idempotent(key, lease_until).await
+    }
+    async fn sweep_idempotent(&self, now: Timestamp) -> DomainResult<u64> {
+        self.inner.sweep_idempotent(now).await
     }
     async fn claim_delivery(&self, id: &str, now: Timestamp, lease_until: Timestamp) -> DomainResult<Option<Delivery>> {
         self.inner.claim_delivery(id, now, lease_until).await

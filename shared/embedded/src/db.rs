@@ -261,6 +261,22 @@ INSERT INTO project_holds (job_id, project_id)
     SELECT id, project_id FROM jobs
     WHERE state NOT IN ('completed', 'failed') AND project_id IS NOT NULL AND resource_kind <> 'project';
 "#,
+    // 3: `Idempotency-Key` records. `lease_until` is set while the request
+    // that holds the key runs, `status` once its answer is stored.
+    r#"
+CREATE TABLE idempotency_records (
+    key          TEXT PRIMARY KEY,
+    fingerprint  TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    lease_until  INTEGER,
+    status       INTEGER,
+    content_type TEXT,
+    location     TEXT,
+    body         BLOB
+) WITHOUT ROWID;
+CREATE INDEX idempotency_records_expiry ON idempotency_records(expires_at);
+"#,
 ];
 
 /// Opens the read-write connection, switches the file to WAL and brings the

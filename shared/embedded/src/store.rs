@@ -6,7 +6,10 @@ use std::sync::{Mutex, PoisonError, TryLockError};
 
 use async_trait::async_trait;
 use capydb_domain::model::*;
-use capydb_domain::ports::{Admission, Page, QuotaClaim, QuotaKind, ResourceWrite, Store, Usage};
+use capydb_domain::ports::{
+    Admission, IdempotencyBegin, IdempotencyClaim, Page, QuotaClaim, QuotaKind, ResourceWrite, Store, StoredAnswer,
+    Usage,
+};
 use capydb_domain::scopes::Scope;
 use capydb_domain::{DomainError, DomainResult};
 use rusqlite::types::ToSql;
@@ -1263,6 +1266,87 @@ impl Store for SqliteStore {
             }
             Ok(out)
         })
+    }
+
+    async fn begin_idempotent(&self, claim: &IdempotencyClaim) -> DomainResult<IdempotencyBegin> {
+        const OP: &str = "claim the idempotency key";
+        self.write(OP, |tx| {
+            type Row = (String, i64, Option<i64>, Option<u16>, Option<String>, Option<String>, Option<Vec<u8>>);
+            let found: Option<Row> = tx
+                .prepare_cached(
+                    "SELECT fingerprint, expires_at, lease_until, status, content_type, location, body \
+                     FROM idempotency_records WHERE key = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_row([&claim.key], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    })
+                    .optional()
+                })
+                .map_err(sql_err(OP))?;
+            let now = claim.now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+            let taken_over = match found {
+                Some((_, expires_at, ..)) if expires_at <= now => false,
+                Some((fingerprint, ..)) if fingerprint != claim.fingerprint => {
+                    return Ok((IdempotencyBegin::Mismatch, false))
+                }
+                Some((_, _, _, Some(status), content_type, location, body)) => {
+                    let answer = StoredAnswer { status, content_type, location, body: body.unwrap_or_default() };
+                    return Ok((IdempotencyBegin::Replay(answer), false));
+                }
+                Some((_, _, Some(lease), ..)) if lease > now => return Ok((IdempotencyBegin::InFlight, false)),
+                Some(_) => true,
+                None => false,
+            };
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO idempotency_records (key, fingerprint, created_at, expires_at, lease_until) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    claim.key,
+                    claim.fingerprint,
+                    ts(&claim.now),
+                    ts(&claim.expires_at),
+                    ts(&claim.lease_until)
+                ])
+            })
+            .map_err(sql_err(OP))?;
+            Ok((IdempotencyBegin::Started { taken_over }, true))
+        })
+    }
+
+    async fn complete_idempotent(
+        &self,
+        key: &str,
+        lease_until: Timestamp,
+        answer: &StoredAnswer,
+    ) -> DomainResult<bool> {
+        let n = self.execute(
+            "store the idempotent answer",
+            "UPDATE idempotency_records SET status = ?3, content_type = ?4, location = ?5, body = ?6, lease_until = NULL \
+             WHERE key = ?1 AND lease_until = ?2 AND status IS NULL",
+            params![key, ts(&lease_until), answer.status, answer.content_type, answer.location, answer.body],
+        )?;
+        Ok(n == 1)
+    }
+
+    async fn release_idempotent(&self, key: &str, lease_until: Timestamp) -> DomainResult<()> {
+        self.execute(
+            "release the idempotency key",
+            "DELETE FROM idempotency_records WHERE key = ?1 AND lease_until = ?2 AND status IS NULL",
+            params![key, ts(&lease_until)],
+        )?;
+        Ok(())
+    }
+
+    async fn sweep_idempotent(&self, now: Timestamp) -> DomainResult<u64> {
+        let n = self.execute(
+            "sweep idempotency records",
+            "DELETE FROM idempotency_records WHERE expires_at <= ?1",
+            params![ts(&now)],
+        )?;
+        Ok(n as u64)
     }
 
     async fn claim_delivery(&self, id: &str, now: Timestamp, lease_until: Timestamp) -> DomainResult<Option<Delivery>> {

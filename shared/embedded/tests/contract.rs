@@ -45,6 +45,29 @@ async fn sqlite_store_passes_the_store_contract() {
     contract::run_store_contract(&store).await;
 }
 
+/// SQLite has no TTL: the sweep deletes expired idempotency records, and
+/// only those.
+#[tokio::test]
+async fn sqlite_sweeps_expired_idempotency_records() {
+    use capydb_domain::ports::{IdempotencyClaim, Store};
+    let dir = TempDir::new();
+    let store = SqliteStore::open(&dir.file("capydb.db")).expect("open store");
+    let now = chrono::Utc::now();
+    for (key, ttl_hours) in [("old", 1), ("live", 48)] {
+        let claim = IdempotencyClaim {
+            key: key.into(),
+            fingerprint: "f".into(),
+            now,
+            lease_until: now + chrono::Duration::seconds(60),
+            expires_at: now + chrono::Duration::hours(ttl_hours),
+        };
+        store.begin_idempotent(&claim).await.unwrap();
+    }
+    assert_eq!(store.sweep_idempotent(now + chrono::Duration::hours(2)).await.unwrap(), 1);
+    assert_eq!(store.sweep_idempotent(now + chrono::Duration::hours(2)).await.unwrap(), 0);
+    assert_eq!(store.sweep_idempotent(now + chrono::Duration::hours(49)).await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn cached_sqlite_store_passes_the_store_contract() {
     let dir = TempDir::new();

@@ -6,6 +6,7 @@
 //! offer more on a GSI), which the API documents for list endpoints. What the
 //! SQLite store does in a transaction, this one does with `TransactWriteItems`
 //! and conditions; the port contract suites hold both to the same rules.
+mod idempotency;
 pub mod item;
 pub mod records;
 
@@ -20,7 +21,10 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use capydb_domain::model::*;
-use capydb_domain::ports::{Admission, Page, QuotaClaim, QuotaKind, ResourceWrite, Store, Usage};
+use capydb_domain::ports::{
+    Admission, IdempotencyBegin, IdempotencyClaim, Page, QuotaClaim, QuotaKind, ResourceWrite, Store, StoredAnswer,
+    Usage,
+};
 use capydb_domain::{DomainError, DomainResult};
 
 use item::{n, s, ts, Item};
@@ -1517,6 +1521,28 @@ impl Store for DynamoStore {
             d.attempts = self.attempts_of(&d.id).await?;
         }
         Ok(out)
+    }
+
+    async fn begin_idempotent(&self, claim: &IdempotencyClaim) -> DomainResult<IdempotencyBegin> {
+        self.idempotency_begin(claim).await
+    }
+
+    async fn complete_idempotent(
+        &self,
+        key: &str,
+        lease_until: Timestamp,
+        answer: &StoredAnswer,
+    ) -> DomainResult<bool> {
+        self.idempotency_complete(key, lease_until, answer).await
+    }
+
+    async fn release_idempotent(&self, key: &str, lease_until: Timestamp) -> DomainResult<()> {
+        self.idempotency_release(key, lease_until).await
+    }
+
+    /// The table's TTL deletes expired records (see `idempotency`): nothing to do here.
+    async fn sweep_idempotent(&self, _now: Timestamp) -> DomainResult<u64> {
+        Ok(0)
     }
 
     async fn claim_delivery(&self, id: &str, now: Timestamp, lease_until: Timestamp) -> DomainResult<Option<Delivery>> {
