@@ -127,10 +127,22 @@ impl FromRequestParts<App> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let presented = credential(parts)?;
-        let principal = app.authenticate_api_key(presented, request_ip(&parts.extensions)).await?;
-        Ok(Auth(principal))
+        if let Some(Authenticated(p)) = parts.extensions.remove::<Authenticated>() {
+            return Ok(Auth(p));
+        }
+        authenticate(parts, app).await.map(Auth)
     }
+}
+
+/// A principal a layer before the handler already authenticated (the
+/// `Idempotency-Key` layer must know the credential); `Auth` takes it.
+#[derive(Clone)]
+pub struct Authenticated(pub Principal);
+
+/// The request's credential, checked.
+pub async fn authenticate(parts: &Parts, app: &App) -> Result<Principal, ApiError> {
+    let presented = credential(parts)?;
+    Ok(app.authenticate_api_key(presented, request_ip(&parts.extensions)).await?)
 }
 
 fn credential(parts: &Parts) -> Result<&str, ApiError> {

@@ -6,6 +6,7 @@ pub mod bodies;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod jobs;
 pub mod list;
 pub mod me;

@@ -184,7 +184,7 @@ where
     let settings = &app.settings.rate_limit;
     let ip = crate::extract::request_ip(req.extensions());
     let (Some(ip), true) = (ip, settings.limit > 0) else {
-        return json_errors(next(req).await);
+        return answer(app, req, next).await;
     };
     let now = app.now();
     let key = RateKey::of(ip);
@@ -192,7 +192,7 @@ where
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "rate limiter unavailable; the request goes through");
-            return json_errors(next(req).await);
+            return answer(app, req, next).await;
         }
     };
     let limit = u64::from(settings.limit);
@@ -210,13 +210,23 @@ where
         r.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(reset));
         r
     } else {
-        json_errors(next(req).await)
+        answer(app, req, next).await
     };
     let h = res.headers_mut();
     h.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
     h.insert(RATELIMIT_REMAINING, HeaderValue::from(limit.saturating_sub(window.count)));
     h.insert(RATELIMIT_RESET, HeaderValue::from(reset));
     res
+}
+
+/// What the router answers, through the `Idempotency-Key` layer, as JSON
+/// errors.
+async fn answer<F, Fut>(app: &capydb_domain::App, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    crate::idempotency::idempotent(app, req, |req| async move { json_errors(next(req).await) }).await
 }
 
 #[cfg(test)]

@@ -163,6 +163,9 @@ impl Modify for Conventions {
         add_keyword(components, "CreateRestore", "allOf", serde_json::json!([rule]));
         for (path, item) in doc.paths.paths.iter_mut() {
             let public = path.ends_with("/openapi.json") || path.ends_with("/health");
+            if let (false, Some(post)) = (public, &mut item.post) {
+                declare_idempotency(post, path);
+            }
             for (changes, op) in [
                 (false, &mut item.get),
                 (true, &mut item.post),
@@ -213,6 +216,59 @@ fn rate_limited_response() -> utoipa::openapi::Response {
     r.headers.insert("RateLimit-Remaining".into(), integer_header("Requests left in this window (0 here)"));
     r.headers.insert("RateLimit-Reset".into(), integer_header("Seconds until the window ends"));
     r
+}
+
+/// Every POST takes `Idempotency-Key`: its parameter, the replay header on
+/// its successful answers, and the `409` and `422` it can bring.
+fn declare_idempotency(op: &mut Operation, path: &str) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    let max = capydb_domain::idempotency::MAX_KEY_LEN;
+    let param = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(utoipa::openapi::Required::False)
+        .description(Some(format!(
+            "Makes a retry safe: the same key from the same credential within 24 h answers the first answer again \
+             (same status, body and `Location`, plus `Idempotent-Replayed: true`) and runs nothing. 1 to {max} visible \
+             ASCII characters; a UUID per logical request is typical."
+        )))
+        .schema(Some(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .min_length(Some(1))
+                .max_length(Some(max)),
+        ))
+        .build();
+    op.parameters.get_or_insert_with(Vec::new).push(param);
+    let replayed = utoipa::openapi::header::HeaderBuilder::new()
+        .schema(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .enum_values(Some(["true"])),
+        )
+        .description(Some(
+            "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`",
+        ))
+        .build();
+    for (code, response) in op.responses.responses.iter_mut() {
+        if let (true, utoipa::openapi::RefOr::T(r)) = (code.starts_with('2'), response) {
+            r.headers.insert("Idempotent-Replayed".into(), replayed.clone());
+        }
+    }
+    let is_lifecycle = op.responses.responses.contains_key("202");
+    let conflict = if is_lifecycle || path.contains('{') {
+        "A lifecycle job is already running for this resource (named in the message), the resource is not in a state that allows this, or a request with the same `Idempotency-Key` is still in progress"
+    } else {
+        "A request with the same `Idempotency-Key` is still in progress"
+    };
+    op.responses.responses.entry("409".into()).or_insert_with(|| error_response(conflict).into());
+    op.responses.responses.entry("400".into()).or_insert_with(|| {
+        error_response("Malformed JSON, an unknown field, an invalid value, or an invalid `Idempotency-Key` header")
+            .into()
+    });
+    op.responses.responses.entry("422".into()).or_insert_with(|| {
+        error_response("The `Idempotency-Key` was already used for a different request (method, path or body)").into()
+    });
 }
 
 /// `changes`: the operation changes something (not a GET).

@@ -8,6 +8,7 @@ pub mod backups;
 pub mod error;
 pub mod fields;
 pub mod health;
+pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod jobs;

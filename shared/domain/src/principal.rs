@@ -26,6 +26,14 @@ impl Principal {
         &self.organization.id
     }
 
+    /// Which credential this is, for records kept per credential
+    /// (`Idempotency-Key`): `api_key:<key id>`.
+    pub fn credential_id(&self) -> String {
+        match &self.credential {
+            Credential::ApiKey(key) => format!("api_key:{}", key.id),
+        }
+    }
+
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }

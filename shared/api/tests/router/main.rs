@@ -6,5 +6,6 @@ mod auth;
 mod errors;
 mod extraction;
 mod helpers;
+mod idempotency;
 mod pagination;
 mod webhooks;

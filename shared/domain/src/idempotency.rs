@@ -1,0 +1,136 @@
+//! `Idempotency-Key` on POST requests: the same key from the same
+//! credential within a day answers the first answer again. The rules live
+//! here; the HTTP layer (`capydb_api::idempotency`) reads the request and
+//! writes the response, and the store keeps one record per key
+//! (`Store::begin_idempotent` and friends).
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::error::DomainResult;
+use crate::ports::{IdempotencyBegin, IdempotencyClaim, StoredAnswer};
+
+/// How long a key and its first answer are kept.
+pub const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
+/// How long a request holds a key without answering before another request
+/// with it may run instead: a POST answers in milliseconds (the slow work is
+/// a job), so only a request that died holds a key this long.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// The draft standard leaves the length open; 255 is what peers accept.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Why a presented key is refused (`400`), if it is.
+pub fn invalid_key(key: &str) -> Option<String> {
+    if key.is_empty() {
+        return Some("the Idempotency-Key header is empty".into());
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Some(format!("the Idempotency-Key header is {} characters; at most {MAX_KEY_LEN}", key.len()));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some("the Idempotency-Key header may only hold visible ASCII characters".into());
+    }
+    None
+}
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        // Length-prefixed, so no two different lists hash alike.
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The record's key: the credential and the caller's key, hashed (one
+/// caller's keys never meet another's).
+pub fn record_key(credential: &str, key: &str) -> String {
+    sha256_hex(&[credential.as_bytes(), key.as_bytes()])
+}
+
+/// What makes two requests "the same": method, path with query, and body.
+pub fn fingerprint(method: &str, path_and_query: &str, body: &[u8]) -> String {
+    sha256_hex(&[method.as_bytes(), path_and_query.as_bytes(), body])
+}
+
+/// A claim on a key, held by one request.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub key: String,
+    pub lease_until: crate::model::Timestamp,
+}
+
+pub enum Begun {
+    /// Run the request, then `finish` with its answer.
+    Run(Held),
+    InFlight,
+    Mismatch,
+    Replay(StoredAnswer),
+}
+
+impl App {
+    /// Claims `key` of `credential` for a request with `fingerprint`.
+    pub async fn begin_idempotent_request(
+        &self,
+        credential: &str,
+        key: &str,
+        fingerprint: String,
+    ) -> DomainResult<Begun> {
+        let now = self.now();
+        let claim = IdempotencyClaim {
+            key: record_key(credential, key),
+            fingerprint,
+            now,
+            lease_until: now + chrono::Duration::from_std(LEASE).unwrap_or_default(),
+            expires_at: now + chrono::Duration::from_std(KEEP_FOR).unwrap_or_default(),
+        };
+        Ok(match self.store.begin_idempotent(&claim).await? {
+            IdempotencyBegin::Started { taken_over } => {
+                if taken_over {
+                    tracing::warn!("an Idempotency-Key's earlier request ended without an answer; running it again");
+                }
+                Begun::Run(Held { key: claim.key, lease_until: claim.lease_until })
+            }
+            IdempotencyBegin::InFlight => Begun::InFlight,
+            IdempotencyBegin::Mismatch => Begun::Mismatch,
+            IdempotencyBegin::Replay(a) => Begun::Replay(a),
+        })
+    }
+
+    /// Stores the answer of a held key, or, for an answer a retry should
+    /// not get again (a 5xx: the request may not have run), gives the key up.
+    pub async fn finish_idempotent_request(&self, held: &Held, answer: StoredAnswer) -> DomainResult<()> {
+        if answer.status >= 500 {
+            return self.store.release_idempotent(&held.key, held.lease_until).await;
+        }
+        if !self.store.complete_idempotent(&held.key, held.lease_until, &answer).await? {
+            tracing::warn!("an Idempotency-Key's answer came after its lease ran out; a retry may have run it again");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(invalid_key("").is_some());
+        assert!(invalid_key(&"k".repeat(256)).is_some());
+        assert!(invalid_key(&"k".repeat(255)).is_none());
+        assert!(invalid_key("with space").is_some());
+        assert!(invalid_key("ünï").is_some());
+        assert!(invalid_key("ci-run-4412:create-preview").is_none());
+    }
+
+    #[test]
+    fn hashes_separate_their_parts() {
+        assert_ne!(record_key("ab", "c"), record_key("a", "bc"));
+        assert_ne!(fingerprint("POST", "/v1/a", b"{}"), fingerprint("POST", "/v1/a", b"{} "));
+        assert_eq!(fingerprint("POST", "/v1/a", b"{}"), fingerprint("POST", "/v1/a", b"{}"));
+        assert_eq!(record_key("api_key:key_1", "k").len(), 64);
+    }
+}
