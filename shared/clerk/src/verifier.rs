@@ -224,6 +224,11 @@ fn check_header(token: &str) -> DomainResult<Option<String>> {
     if header.contains_key("crit") {
         return Err(unauthenticated("session token header has critical extensions (crit), which are not supported"));
     }
+    for (part, name) in [(parts[1], "claims"), (parts[2], "signature")] {
+        if URL_SAFE_NO_PAD.decode(part).is_err() {
+            return Err(unauthenticated(format!("malformed session token: the {name} part is not base64url")));
+        }
+    }
     match header.get("kid") {
         None => Ok(None),
         Some(Value::String(kid)) => Ok(Some(kid.clone())),
@@ -365,7 +370,7 @@ impl SessionVerifier for ClerkVerifier {
                 ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
                     unauthenticated("the session token's signing key cannot be used")
                 }
-                ErrorKind::Json(_) | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+                ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
                     unauthenticated("malformed session token: the claims are not a JSON object")
                 }
                 _ => unauthenticated(format!("malformed session token: {e}")),
