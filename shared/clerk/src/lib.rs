@@ -24,6 +24,10 @@
 //!   ones) are not affected;
 //! - it names its user (`sub`).
 //!
+//! Where the key set comes from is a [`JwksSource`]: [`HttpJwksSource`] in
+//! both shapes, any other (a test's, a cache's) through
+//! [`ClerkVerifier::with_jwks_source`].
+//!
 //! The active organization comes from v1 claims (`org_id`, `org_role`, with
 //! `org:admin` the admin role, `org_slug`) or v2 claims (`v: 2`, `o.id`,
 //! `o.rol`, with `admin` the admin role, `o.slg`); a token with neither has

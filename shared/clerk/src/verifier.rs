@@ -371,7 +371,7 @@ impl SessionVerifier for ClerkVerifier {
                     unauthenticated("the session token's signing key cannot be used")
                 }
                 ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-                    unauthenticated("malformed session token: the claims are not a JSON object")
+                    unauthenticated("malformed session token: its header or claims are not the JSON of a JWT")
                 }
                 _ => unauthenticated(format!("malformed session token: {e}")),
             }

@@ -141,9 +141,9 @@ async fn refused(verifier: &ClerkVerifier, token: &str, now: Timestamp, expected
 #[tokio::test]
 async fn the_right_key_is_accepted() {
     let v = pem_verifier();
-    let claims = verify(&v, &sign(key_a(), Some("ins_1"), &claims()), now()).await.unwrap();
+    let session = verify(&v, &sign(key_a(), Some("ins_1"), &claims()), now()).await.unwrap();
     assert_eq!(
-        claims,
+        session,
         SessionClaims {
             user_id: "user_2abc".into(),
             session_id: Some("sess_2xyz".into()),
@@ -152,13 +152,9 @@ async fn the_right_key_is_accepted() {
         }
     );
     // No sid, no azp, no nbf/iat: still a session.
-    let bare = with(claims_v(), json!({"sid": null, "azp": null, "nbf": null, "iat": null}));
-    let claims = verify(&v, &sign(key_a(), None, &bare), now()).await.unwrap();
-    assert_eq!(claims.session_id, None);
-}
-
-fn claims_v() -> Value {
-    claims()
+    let bare = with(claims(), json!({"sid": null, "azp": null, "nbf": null, "iat": null}));
+    let session = verify(&v, &sign(key_a(), None, &bare), now()).await.unwrap();
+    assert_eq!(session.session_id, None);
 }
 
 #[tokio::test]
@@ -371,6 +367,9 @@ async fn garbage_is_refused_without_a_panic() {
     refused(&v, &array, now(), "malformed").await;
     let string = sign_with(Algorithm::RS256, &rsa, None, &json!("user"));
     refused(&v, &string, now(), "malformed").await;
+    // The header passes the algorithm check but is not a JWT header.
+    let odd = format!("{}.{payload}.{signature}", b64(&json!({"alg": "RS256", "typ": 5})));
+    refused(&v, &odd, now(), "not the JSON of a JWT").await;
     // Times far out of range.
     for exp in [json!(1e300), json!(-1e300), json!(i64::MAX), json!(u64::MAX), json!(i64::MIN)] {
         let token = sign(key_a(), None, &with(claims(), json!({"exp": exp})));
