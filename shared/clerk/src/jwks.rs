@@ -1,0 +1,182 @@
+//! Where the JWKS comes from: [`JwksSource`], and its HTTP implementation.
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use capydb_egress::{url_target, EgressError, EgressPolicy};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// How long one JWKS fetch may take, connection included.
+pub const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest JWKS body read (Clerk's is well under 2 KiB).
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// Fetches the current key set. The verifier decides when (see
+/// [`ClerkVerifier`](crate::ClerkVerifier)); an error is a message for the
+/// token's holder and the log.
+#[async_trait]
+pub trait JwksSource: Send + Sync {
+    async fn fetch(&self) -> Result<JwkSet, String>;
+}
+
+/// GETs the JWKS over HTTPS (or HTTP) with the webhook client's settings:
+/// rustls on aws-lc-rs with the webpki roots, no proxy from the
+/// environment, no redirects, a deadline ([`JWKS_TIMEOUT`]), and names
+/// resolved through the egress policy so only addresses it checked are
+/// connected to.
+pub struct HttpJwksSource {
+    client: reqwest::Client,
+    url: url::Url,
+    policy: EgressPolicy,
+    timeout: Duration,
+}
+
+impl HttpJwksSource {
+    pub fn new(url: &str, policy: EgressPolicy) -> Result<Self, String> {
+        let url = url::Url::parse(url).map_err(|e| format!("the JWKS URL {url} is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(format!("the JWKS URL must be https (or http), not {}", url.scheme()));
+        }
+        url_target(&url).map_err(|e| format!("the JWKS URL cannot be used: {e}"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut tls =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("cannot configure TLS for the JWKS fetch: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { policy }))
+            .pool_max_idle_per_host(1)
+            .build()
+            .map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?;
+        Ok(HttpJwksSource { client, url, policy, timeout: JWKS_TIMEOUT })
+    }
+
+    /// Another deadline than [`JWKS_TIMEOUT`] (tests).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn get(&self) -> Result<Vec<u8>, String> {
+        // The resolver judges names; a literal address is judged here.
+        let (host, _) = url_target(&self.url).map_err(|e| e.to_string())?;
+        self.policy.check_host(&host).map_err(|e| e.to_string())?;
+        let mut response = self
+            .client
+            .get(self.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(describe)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("the JWKS URL answered {status}"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(describe)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_JWKS_BYTES {
+                return Err(format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes"));
+            }
+        }
+        Ok(body)
+    }
+}
+
+#[async_trait]
+impl JwksSource for HttpJwksSource {
+    async fn fetch(&self) -> Result<JwkSet, String> {
+        let body = match tokio::time::timeout(self.timeout, self.get()).await {
+            Ok(body) => body?,
+            Err(_) => return Err(format!("the JWKS URL did not answer within {:?}", self.timeout)),
+        };
+        parse_jwks(&body)
+    }
+}
+
+/// A key set, skipping the keys this crate cannot read (another key type
+/// or parameters it does not know) rather than refusing the whole set.
+pub(crate) fn parse_jwks(body: &[u8]) -> Result<JwkSet, String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("the JWKS is not JSON: {e}"))?;
+    let keys =
+        value.get("keys").and_then(|k| k.as_array()).ok_or_else(|| "the JWKS has no \"keys\" array".to_string())?;
+    let keys = keys.iter().filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok()).collect();
+    Ok(JwkSet { keys })
+}
+
+/// Resolves through the policy: reqwest connects only to the addresses it
+/// answers, which it has checked (as the webhook client does).
+struct GuardedResolver {
+    policy: EgressPolicy,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy;
+        Box::pin(async move {
+            match policy.resolve(name.as_str(), 0).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
+                Err(e) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+            }
+        })
+    }
+}
+
+/// The innermost cause, the guard's own message when it refused.
+fn describe(e: reqwest::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(EgressError::Refused(m) | EgressError::Unresolved(m)) = s.downcast_ref::<EgressError>() {
+            return m.clone();
+        }
+        source = s.source();
+    }
+    let e = e.without_url();
+    if e.is_timeout() {
+        return "timed out waiting for the JWKS URL".into();
+    }
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_keys_are_skipped_not_fatal() {
+        let set = parse_jwks(
+            br#"{"keys":[{"kty":"RSA","kid":"a","use":"sig","alg":"RS256","n":"AQAB","e":"AQAB"},{"kty":"weird"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(set.keys.len(), 1);
+        assert!(parse_jwks(b"[]").unwrap_err().contains("keys"));
+        assert!(parse_jwks(b"<html>").unwrap_err().contains("not JSON"));
+    }
+
+    #[tokio::test]
+    async fn private_jwks_urls_are_refused_under_the_deployed_policy() {
+        let source = HttpJwksSource::new("http://127.0.0.1:9/jwks.json", EgressPolicy::DENY_PRIVATE).unwrap();
+        let err = source.fetch().await.unwrap_err();
+        assert!(err.contains("public addresses"), "{err}");
+        let source = HttpJwksSource::new("http://localhost:9/jwks.json", EgressPolicy::DENY_PRIVATE).unwrap();
+        let err = source.fetch().await.unwrap_err();
+        assert!(err.contains("public addresses"), "{err}");
+        assert!(HttpJwksSource::new("ftp://example.com/x", EgressPolicy::DENY_PRIVATE).is_err());
+        assert!(HttpJwksSource::new("not a url", EgressPolicy::DENY_PRIVATE).is_err());
+    }
+}
