@@ -1,11 +1,9 @@
 //! Where the JWKS comes from: [`JwksSource`], and its HTTP implementation.
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use capydb_egress::{url_target, EgressError, EgressPolicy};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// How long one JWKS fetch may take, connection included.
 pub const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,20 +38,7 @@ impl HttpJwksSource {
             return Err(format!("the JWKS URL must be https (or http), not {}", url.scheme()));
         }
         url_target(&url).map_err(|e| format!("the JWKS URL cannot be used: {e}"))?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let mut tls =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("cannot configure TLS for the JWKS fetch: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver { policy }))
+        let client = capydb_egress::guarded_client(policy, "the JWKS fetch", &[b"http/1.1"])?
             .pool_max_idle_per_host(1)
             .build()
             .map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?;
@@ -113,32 +98,10 @@ pub(crate) fn parse_jwks(body: &[u8]) -> Result<JwkSet, String> {
     Ok(JwkSet { keys })
 }
 
-/// Resolves through the policy: reqwest connects only to the addresses it
-/// answers, which it has checked (as the webhook client does).
-struct GuardedResolver {
-    policy: EgressPolicy,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy;
-        Box::pin(async move {
-            match policy.resolve(name.as_str(), 0).await {
-                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
-                Err(e) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
-            }
-        })
-    }
-}
-
 /// The innermost cause, the guard's own message when it refused.
 fn describe(e: reqwest::Error) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(s) = source {
-        if let Some(EgressError::Refused(m) | EgressError::Unresolved(m)) = s.downcast_ref::<EgressError>() {
-            return m.clone();
-        }
-        source = s.source();
+    if let Some(EgressError::Refused(m) | EgressError::Unresolved(m)) = capydb_egress::refusal(&e) {
+        return m.clone();
     }
     let e = e.without_url();
     if e.is_timeout() {

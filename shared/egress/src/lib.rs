@@ -4,12 +4,16 @@
 //! lookup, how a `postgres://` URL says where libpq connects ([`pg`]), and
 //! the webhook HTTP client that connects only to addresses the policy checked
 //! (feature `http`, on by default).
+#[cfg(feature = "http")]
+mod client;
 pub mod guard;
 pub mod pg;
 mod policy;
 #[cfg(feature = "http")]
 mod webhook;
 
+#[cfg(feature = "http")]
+pub use client::{guarded_client, refusal};
 pub use policy::{url_target, EgressError, EgressPolicy};
 #[cfg(feature = "http")]
 pub use webhook::HttpWebhookSender;

@@ -3,13 +3,11 @@
 //! those checked addresses (there is no second lookup an attacker's DNS could
 //! answer differently), redirects are never followed, proxies from the
 //! environment are ignored, and each request has a deadline.
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use capydb_domain::ports::{WebhookRequest, WebhookResponse, WebhookSendError, WebhookSender};
 use capydb_domain::webhooks::RESPONSE_KEEP_BYTES;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::policy::{url_target, EgressError, EgressPolicy};
 
@@ -24,20 +22,7 @@ pub struct HttpWebhookSender {
 
 impl HttpWebhookSender {
     pub fn new(policy: EgressPolicy) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let mut tls =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("cannot configure TLS for webhooks: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver { policy }))
+        let client = crate::client::guarded_client(policy, "webhooks", &[b"h2", b"http/1.1"])?
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(2)
             .build()
@@ -46,35 +31,12 @@ impl HttpWebhookSender {
     }
 }
 
-/// Resolves through the policy: reqwest connects only to the addresses it
-/// answers, which it has checked. (An address given literally in a URL never
-/// reaches a resolver; `send` checks those itself.)
-struct GuardedResolver {
-    policy: EgressPolicy,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy;
-        Box::pin(async move {
-            match policy.resolve(name.as_str(), 0).await {
-                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
-                Err(e) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
-            }
-        })
-    }
-}
-
 /// The innermost error's message, and whether the guard raised it.
 fn describe(e: reqwest::Error) -> WebhookSendError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(s) = source {
-        match s.downcast_ref::<EgressError>() {
-            Some(EgressError::Refused(m)) => return WebhookSendError::Refused(m.clone()),
-            Some(EgressError::Unresolved(m)) => return WebhookSendError::Failed(m.clone()),
-            None => {}
-        }
-        source = s.source();
+    match crate::client::refusal(&e) {
+        Some(EgressError::Refused(m)) => return WebhookSendError::Refused(m.clone()),
+        Some(EgressError::Unresolved(m)) => return WebhookSendError::Failed(m.clone()),
+        None => {}
     }
     // reqwest's messages name the URL, which may hold a receiver's token.
     let e = &e.without_url();
