@@ -231,6 +231,35 @@ pub async fn run_store_contract(store: &dyn Store) {
     store_project_holds(store).await;
     store_quotas(store).await;
     store_idempotency(store).await;
+    store_clerk_organizations(store).await;
+}
+
+/// Clerk organizations: linked once, found by Clerk's id; concurrent first
+/// links agree on one organization.
+pub async fn store_clerk_organizations(store: &dyn Store) {
+    let now = base_time();
+    let clerk = format!("org_clerk{}", new_id("t"));
+    assert_eq!(store.get_clerk_organization(&clerk).await.unwrap(), None);
+    let first = Organization { id: new_id(ids::ORG), name: "acme".into(), created_at: now, updated_at: now };
+    assert_eq!(store.link_clerk_organization(&clerk, &first).await.unwrap(), first);
+    assert_eq!(store.get_clerk_organization(&clerk).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.get_organization(&first.id).await.unwrap(), Some(first.clone()));
+    assert!(store.has_organizations().await.unwrap());
+    let second = Organization { id: new_id(ids::ORG), ..first.clone() };
+    assert_eq!(store.link_clerk_organization(&clerk, &second).await.unwrap(), first, "linked already");
+    assert_eq!(store.get_organization(&second.id).await.unwrap(), None, "no second organization");
+
+    let racing = format!("org_clerk{}", new_id("t"));
+    let candidates: Vec<Organization> = (0..10)
+        .map(|_| Organization { id: new_id(ids::ORG), name: "race".into(), created_at: now, updated_at: now })
+        .collect();
+    let linked = futures_join_all(candidates.iter().map(|o| store.link_clerk_organization(&racing, o))).await;
+    let ids: std::collections::BTreeSet<String> = linked.into_iter().map(|r| r.unwrap().id).collect();
+    assert_eq!(ids.len(), 1, "concurrent first links agree: {ids:?}");
+    let winner = ids.into_iter().next().unwrap();
+    for c in &candidates {
+        assert_eq!(store.get_organization(&c.id).await.unwrap().is_some(), c.id == winner, "only the winner exists");
+    }
 }
 
 /// Idempotency records: one holder per key, even under concurrent claims;

@@ -136,6 +136,13 @@ pub trait Store: Send + Sync {
     async fn create_organization(&self, org: &Organization, first_key: &ApiKey) -> DomainResult<()>;
     async fn get_organization(&self, id: &str) -> DomainResult<Option<Organization>>;
     async fn update_organization(&self, org: &Organization) -> DomainResult<()>;
+    /// The organization linked to a Clerk organization, if any.
+    async fn get_clerk_organization(&self, clerk_org_id: &str) -> DomainResult<Option<Organization>>;
+    /// Creates `org` linked to `clerk_org_id`, unless that Clerk
+    /// organization is linked already: then answers the organization it is
+    /// linked to. One organization per Clerk organization, also when first
+    /// requests race.
+    async fn link_clerk_organization(&self, clerk_org_id: &str, org: &Organization) -> DomainResult<Organization>;
 
     // API keys
     /// Fails with `Conflict` when a key with the same hash exists.

@@ -135,6 +135,12 @@ impl<S: Store> Store for CachedStore<S> {
     async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()> {
         self.inner.insert_api_key(key).await
     }
+    async fn get_clerk_organization(&self, clerk_org_id: &str) -> DomainResult<Option<Organization>> {
+        self.inner.get_clerk_organization(clerk_org_id).await
+    }
+    async fn link_clerk_organization(&self, clerk_org_id: &str, org: &Organization) -> DomainResult<Organization> {
+        self.inner.link_clerk_organization(clerk_org_id, org).await
+    }
     async fn get_api_key_by_hash(&self, hash: &str) -> DomainResult<Option<ApiKey>> {
         if let Some(k) = get(&self.keys_by_hash, hash) {
             return Ok(Some(k));

@@ -277,6 +277,13 @@ CREATE TABLE idempotency_records (
 ) WITHOUT ROWID;
 CREATE INDEX idempotency_records_expiry ON idempotency_records(expires_at);
 "#,
+    // 4: organizations made for Clerk organizations, by Clerk's id.
+    r#"
+CREATE TABLE clerk_organizations (
+    clerk_org_id    TEXT PRIMARY KEY,
+    organization_id TEXT NOT NULL UNIQUE REFERENCES organizations(id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Opens the read-write connection, switches the file to WAL and brings the

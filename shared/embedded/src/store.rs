@@ -832,6 +832,42 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn get_clerk_organization(&self, clerk_org_id: &str) -> DomainResult<Option<Organization>> {
+        self.read("read the Clerk organization's link", |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                org_cols!(),
+                " FROM organizations WHERE id = (SELECT organization_id FROM clerk_organizations WHERE clerk_org_id = ?1)"
+            ))?
+            .query_row([clerk_org_id], org_from_row)
+            .optional()
+        })
+    }
+
+    async fn link_clerk_organization(&self, clerk_org_id: &str, org: &Organization) -> DomainResult<Organization> {
+        const OP: &str = "link the Clerk organization";
+        self.write(OP, |tx| {
+            let linked = tx
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    org_cols!(),
+                    " FROM organizations WHERE id = (SELECT organization_id FROM clerk_organizations WHERE clerk_org_id = ?1)"
+                ))
+                .and_then(|mut s| s.query_row([clerk_org_id], org_from_row).optional())
+                .map_err(sql_err(OP))?;
+            if let Some(existing) = linked {
+                return Ok((existing, false));
+            }
+            tx.prepare_cached(concat!("INSERT INTO organizations (", org_cols!(), ") VALUES (?1, ?2, ?3, ?4)"))
+                .and_then(|mut s| s.execute(params![org.id, org.name, ts(&org.created_at), ts(&org.updated_at)]))
+                .map_err(sql_err(OP))?;
+            tx.prepare_cached("INSERT INTO clerk_organizations (clerk_org_id, organization_id) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![clerk_org_id, org.id]))
+                .map_err(sql_err(OP))?;
+            Ok((org.clone(), true))
+        })
+    }
+
     async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()> {
         insert_key(&db::lock(&self.writer), key)
     }

@@ -1003,6 +1003,35 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn get_clerk_organization(&self, clerk_org_id: &str) -> DomainResult<Option<Organization>> {
+        let Some(link) =
+            self.get("read the Clerk organization's link", clerk_org_pk(clerk_org_id), CLERK_ORG_SK).await?
+        else {
+            return Ok(None);
+        };
+        let org_id = item::Reader::new(&link, "Clerk organization link").s("organization_id")?;
+        self.get_organization(&org_id).await
+    }
+
+    async fn link_clerk_organization(&self, clerk_org_id: &str, org: &Organization) -> DomainResult<Organization> {
+        let t = &self.table;
+        let mut tx = Tx::default();
+        tx.put(t, org_item(org), Some(("attribute_not_exists(pk)", vec![])))?;
+        let link =
+            item::ItemBuilder::new(clerk_org_pk(clerk_org_id), CLERK_ORG_SK).s("organization_id", &org.id).build();
+        tx.put(t, link, Some(("attribute_not_exists(pk)", vec![])))?;
+        tx.put(t, item::ItemBuilder::new(META_PK, BOOTSTRAP_SK).s("last_organization_id", &org.id).build(), None)?;
+        match self.commit("link the Clerk organization", &tx).await? {
+            TxOutcome::Committed => Ok(org.clone()),
+            // Another request linked it first: its organization.
+            TxOutcome::Cancelled(_) => self.get_clerk_organization(clerk_org_id).await?.ok_or_else(|| {
+                DomainError::internal(format!(
+                    "Clerk organization {clerk_org_id}: the link was refused but is not there"
+                ))
+            }),
+        }
+    }
+
     async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()> {
         let mut tx = Tx::default();
         tx.put(&self.table, key_item(key)?, Some(("attribute_not_exists(pk)", vec![])))?;

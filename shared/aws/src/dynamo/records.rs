@@ -10,6 +10,12 @@ use super::item::{sort_ts, Item, ItemBuilder, Reader};
 pub const META_PK: &str = "META";
 pub const BOOTSTRAP_SK: &str = "BOOTSTRAP";
 
+/// The link from a Clerk organization to the organization made for it.
+pub fn clerk_org_pk(clerk_org_id: &str) -> String {
+    format!("CLERKORG#{clerk_org_id}")
+}
+pub const CLERK_ORG_SK: &str = "CLERKORG";
+
 pub fn org_pk(id: &str) -> String {
     format!("ORG#{id}")
 }
