@@ -10,7 +10,7 @@ use std::time::Duration;
 use capydb_domain::api_keys::{mint_api_key, CreateApiKey};
 use capydb_domain::app::QuotaSettings;
 use capydb_domain::fields::{ExpiresInDays, Name, NonEmpty};
-use capydb_domain::ports::{Clock, DatabaseProvider, Store, SystemClock};
+use capydb_domain::ports::{Clock, DatabaseProvider, SessionVerifier, Store, SystemClock};
 use capydb_domain::runtime::{sweep_every, Consumer};
 use capydb_domain::webhooks::WebhookSettings;
 use capydb_domain::{JobSettings, RateLimitSettings, Settings};
@@ -248,6 +248,7 @@ async fn run(
             webhook_sender: Arc::new(sender),
             egress,
             artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).map_err(|e| e.to_string())?),
+            sessions: sessions(egress)?,
             clock: Arc::new(SystemClock),
             settings,
         },
@@ -478,6 +479,23 @@ pub fn reset(args: ResetArgs) -> Result<(), String> {
         println!("# no private cluster: databases made on a --postgres-url server were not dropped");
     }
     Ok(())
+}
+
+/// The session verifier the `CAPYDB_CLERK_*` variables configure, or none
+/// when neither a key nor a JWKS URL is set (session tokens are then `401`).
+/// A key that does not parse stops the start.
+fn sessions(egress: EgressPolicy) -> Result<Option<Arc<dyn SessionVerifier>>, String> {
+    let config = capydb_clerk::ClerkConfig::from_env()?;
+    if !config.is_enabled() {
+        return Ok(None);
+    }
+    let verifier = capydb_clerk::ClerkVerifier::new(&config, egress)?;
+    tracing::info!(
+        jwks = config.jwks_url.is_some() && config.jwt_key_pem.is_none(),
+        issuer = config.issuer.as_deref().unwrap_or("(any)"),
+        "browser sessions (Clerk) are accepted"
+    );
+    Ok(Some(Arc::new(verifier)))
 }
 
 #[cfg(test)]

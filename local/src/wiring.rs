@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use capydb_domain::ports::{
     ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox,
-    Store, WebhookSender,
+    SessionVerifier, Store, WebhookSender,
 };
 use capydb_domain::{App, AppParts, Settings};
 use capydb_egress::EgressPolicy;
@@ -55,6 +55,8 @@ pub struct Parts {
     /// sender must connect under the same policy.
     pub egress: EgressPolicy,
     pub artifacts: Arc<dyn ArtifactStore>,
+    /// Verifies session tokens; `None` without a Clerk configuration.
+    pub sessions: Option<Arc<dyn SessionVerifier>>,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
 }
@@ -74,6 +76,7 @@ pub fn app(adapters: &Adapters, parts: Parts) -> App {
         secrets: adapters.secrets.clone() as Arc<dyn SecretBox>,
         artifacts: parts.artifacts,
         rate_limiter: Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>,
+        sessions: parts.sessions,
         clock: parts.clock,
         settings: parts.settings,
     })

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use capydb_domain::identity::SessionCaller;
 use capydb_domain::ports::Page;
 use capydb_domain::principal::Principal;
 use capydb_domain::App;
@@ -139,10 +140,33 @@ impl FromRequestParts<App> for Auth {
 #[derive(Clone)]
 pub struct Authenticated(pub Principal);
 
-/// The request's credential, checked.
+/// The request's credential, checked. A session with no active
+/// organization is `403` here: only `GET /v1/me` ([`caller`]) answers it.
 pub async fn authenticate(parts: &Parts, app: &App) -> Result<Principal, ApiError> {
+    match caller(parts, app).await? {
+        SessionCaller::Principal(p) => Ok(p),
+        SessionCaller::NoOrganization { .. } => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this session has no active organization: choose one (Clerk's organization switcher) and retry; \
+             without one only GET /v1/me answers",
+        )),
+    }
+}
+
+/// Who the request's credential is: an API key (by either header) or, for a
+/// bearer token shaped like a JWT, a browser session.
+pub async fn caller(parts: &Parts, app: &App) -> Result<SessionCaller, ApiError> {
     let presented = credential(parts)?;
-    Ok(app.authenticate_api_key(presented, request_ip(&parts.extensions)).await?)
+    if parts.headers.get(header::AUTHORIZATION).is_some() && looks_like_jwt(presented) {
+        return Ok(app.authenticate_session(presented).await?);
+    }
+    Ok(SessionCaller::Principal(app.authenticate_api_key(presented, request_ip(&parts.extensions)).await?))
+}
+
+/// Three base64url parts whose header is a JSON object (`eyJ` is `{"`):
+/// never an API key, which has its own prefix and no dot.
+fn looks_like_jwt(token: &str) -> bool {
+    token.starts_with("eyJ") && token.split('.').count() == 3
 }
 
 fn credential(parts: &Parts) -> Result<&str, ApiError> {

@@ -139,6 +139,20 @@ impl Modify for Conventions {
         );
         components
             .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A Clerk session token (RS256). The token's active organization is the one acted in; \
+                         a session holds every scope there, and project create/delete, overwrite restores and \
+                         API-key create/revoke need the organization admin role (`org:admin`).",
+                    ))
+                    .build(),
+            ),
+        );
         // Rules between fields have no derive attribute: say them here, from
         // the constants the checks read.
         let not_null = |fields: &[&str]| -> serde_json::Map<String, serde_json::Value> {
@@ -307,6 +321,7 @@ fn declare_errors(op: &mut Operation, path: &str, public: bool, changes: bool) {
         op.security = Some(vec![
             SecurityRequirement::new("bearer", Vec::<String>::new()),
             SecurityRequirement::new("api_key", Vec::<String>::new()),
+            SecurityRequirement::new("session", Vec::<String>::new()),
         ]);
     }
 }

@@ -70,6 +70,7 @@ impl JobRigs for AwsRigs {
                 as Arc<dyn SecretBox>,
             artifacts: Arc::new(FileArtifactStore::open(&dir).unwrap()) as Arc<dyn ArtifactStore>,
             rate_limiter: Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>,
+            sessions: None,
             clock,
             settings,
         })

@@ -35,6 +35,8 @@
 //! with a reason a developer can act on; no input makes it panic.
 mod config;
 mod jwks;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod verifier;
 
 pub use config::ClerkConfig;

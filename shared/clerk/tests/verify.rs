@@ -1,59 +1,26 @@
 //! The verifier against tokens signed in the test with RSA keys the
 //! `openssl` CLI generates (once per test binary), and against a JWKS served
 //! by a local server on 127.0.0.1.
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use capydb_clerk::testkit::{sign_with, Algorithm, EncodingKey, TestKey};
 use capydb_clerk::{ClerkConfig, ClerkVerifier, HttpJwksSource, JwksSource, JWKS_TIMEOUT};
 use capydb_domain::error::DomainError;
 use capydb_domain::model::Timestamp;
 use capydb_domain::ports::{OrgRole, SessionClaims, SessionOrg, SessionVerifier};
 use capydb_egress::EgressPolicy;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-struct Key {
-    private_pem: String,
-    public_pem: String,
-    /// The modulus, base64url, for a JWK.
-    n: String,
-}
-
-fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl").args(args).output().expect("the openssl CLI runs");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn generate(dir: &std::path::Path, name: &str) -> Key {
-    let private = dir.join(format!("{name}.pem"));
-    let private = private.to_str().unwrap();
-    openssl(&["genrsa", "-traditional", "-out", private, "2048"]);
-    let public_pem = openssl(&["rsa", "-in", private, "-pubout"]);
-    let modulus = openssl(&["rsa", "-in", private, "-noout", "-modulus"]);
-    let modulus = hex::decode(modulus.trim().trim_start_matches("Modulus=")).unwrap();
-    Key { private_pem: std::fs::read_to_string(private).unwrap(), public_pem, n: URL_SAFE_NO_PAD.encode(modulus) }
-}
+type Key = TestKey;
 
 /// Two RSA keys and an EC public key (PEM), made once.
 fn keys() -> &'static (Key, Key, String) {
     static KEYS: OnceLock<(Key, Key, String)> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("capydb-clerk-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let a = generate(&dir, "a");
-        let b = generate(&dir, "b");
-        let ec = dir.join("ec.pem");
-        let ec = ec.to_str().unwrap();
-        openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", ec]);
-        let ec_public = openssl(&["ec", "-in", ec, "-pubout"]);
-        std::fs::remove_dir_all(&dir).unwrap();
-        (a, b, ec_public)
-    })
+    KEYS.get_or_init(|| (TestKey::generate(), TestKey::generate(), capydb_clerk::testkit::ec_public_pem()))
 }
 
 fn key_a() -> &'static Key {
@@ -100,14 +67,8 @@ fn with(mut claims: Value, changes: Value) -> Value {
     claims
 }
 
-fn sign_with(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(String::from);
-    jsonwebtoken::encode(&header, claims, key).unwrap()
-}
-
 fn sign(key: &Key, kid: Option<&str>, claims: &Value) -> String {
-    sign_with(Algorithm::RS256, &EncodingKey::from_rsa_pem(key.private_pem.as_bytes()).unwrap(), kid, claims)
+    key.sign(kid, claims)
 }
 
 fn config() -> ClerkConfig {
@@ -398,7 +359,7 @@ fn bad_configuration_is_an_error_not_a_panic() {
 // ---- JWKS -----------------------------------------------------------------
 
 fn jwk(key: &Key, kid: &str) -> Value {
-    json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": key.n, "e": "AQAB"})
+    key.jwk(kid)
 }
 
 /// A JWKS endpoint on 127.0.0.1 that counts its requests.

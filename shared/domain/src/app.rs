@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::error::{DomainError, DomainResult};
 use crate::ports::{
     ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox,
-    Store, WebhookSender,
+    SessionVerifier, Store, WebhookSender,
 };
 use crate::ports::{QuotaClaim, QuotaKind, WebhookSendError};
 
@@ -169,6 +169,9 @@ pub struct AppParts {
     pub secrets: Arc<dyn SecretBox>,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub rate_limiter: Arc<dyn RateLimiter>,
+    /// Verifies browser sessions' tokens; `None` where no Clerk
+    /// configuration is set (a session token is then `401`, saying so).
+    pub sessions: Option<Arc<dyn SessionVerifier>>,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
 }

@@ -4,7 +4,10 @@ use std::time::Duration;
 use crate::apikey;
 use crate::app::{sub, App};
 use crate::error::{DomainError, DomainResult};
-use crate::principal::{Credential, Principal};
+use crate::model::Organization;
+use crate::ports::SessionClaims;
+use crate::principal::{Credential, Principal, Session};
+use crate::scopes::Scope;
 
 /// `last_used_at` / `last_used_ip` are written at most this often per key, so
 /// a busy key does not turn every read into a write.
@@ -57,4 +60,64 @@ impl App {
             credential: Credential::ApiKey(key),
         })
     }
+
+    /// Authenticates a browser session's token (a Clerk session JWT): its
+    /// active organization becomes the caller's, made on the first session
+    /// seen for that Clerk organization. A session holds every scope in its
+    /// organization; the admin role gates what `require_admin` names.
+    #[tracing::instrument(level = "debug", name = "authenticate_session", skip_all)]
+    pub async fn authenticate_session(&self, token: &str) -> DomainResult<SessionCaller> {
+        let Some(verifier) = &self.sessions else {
+            return Err(DomainError::Unauthenticated(
+                "session tokens are not accepted here: this server has no Clerk configuration \
+                 (CAPYDB_CLERK_JWT_KEY or CAPYDB_CLERK_JWKS_URL); use an API key"
+                    .into(),
+            ));
+        };
+        let claims = verifier.verify(token, self.now()).await?;
+        self.session_principal(claims).await
+    }
+
+    /// The caller a verified session is.
+    pub async fn session_principal(&self, claims: SessionClaims) -> DomainResult<SessionCaller> {
+        let Some(org) = claims.org else {
+            return Ok(SessionCaller::NoOrganization { user_id: claims.user_id });
+        };
+        let organization = match self.store.get_clerk_organization(&org.clerk_org_id).await? {
+            Some(o) => o,
+            None => {
+                let now = self.now();
+                let name = org.slug.clone().unwrap_or_else(|| org.clerk_org_id.clone());
+                let fresh =
+                    Organization { id: crate::ids::new_id(crate::ids::ORG), name, created_at: now, updated_at: now };
+                let linked = self.store.link_clerk_organization(&org.clerk_org_id, &fresh).await?;
+                if linked.id == fresh.id {
+                    tracing::info!(organization_id = %linked.id, "organization made for a Clerk organization's first session");
+                }
+                linked
+            }
+        };
+        Ok(SessionCaller::Principal(Principal {
+            credential: Credential::Session(Session {
+                user_id: claims.user_id,
+                session_id: claims.session_id,
+                clerk_org_id: org.clerk_org_id,
+                role: org.role,
+            }),
+            organization,
+            scopes: Scope::ALL.to_vec(),
+            project_id: None,
+        }))
+    }
+}
+
+/// Who a valid session is.
+#[allow(clippy::large_enum_variant)] // made once per request and moved into the handler; boxing buys nothing
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionCaller {
+    /// In its active organization.
+    Principal(Principal),
+    /// Signed in, with no active organization: `GET /v1/me` answers, every
+    /// organization resource is `403`.
+    NoOrganization { user_id: String },
 }

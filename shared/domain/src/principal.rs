@@ -5,11 +5,25 @@ use utoipa::ToSchema;
 
 use crate::error::{DomainError, DomainResult};
 use crate::model::{ApiKey, Organization};
+use crate::ports::OrgRole;
 use crate::scopes::Scope;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Credential {
     ApiKey(ApiKey),
+    /// A person signed in with Clerk, acting in their active organization.
+    Session(Session),
+}
+
+/// A verified human session in an organization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// Clerk's user id.
+    pub user_id: String,
+    /// Clerk's session id, when the token names one.
+    pub session_id: Option<String>,
+    pub clerk_org_id: String,
+    pub role: OrgRole,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +45,9 @@ impl Principal {
     pub fn credential_id(&self) -> String {
         match &self.credential {
             Credential::ApiKey(key) => format!("api_key:{}", key.id),
+            // One person in one organization: a retry after the session's
+            // token was refreshed is still the same caller.
+            Credential::Session(s) => format!("session:{}:{}", s.user_id, self.organization.id),
         }
     }
 
@@ -49,9 +66,13 @@ impl Principal {
 
     /// Actions that need the organization admin role when called with a
     /// session. API keys are authorized by their scopes alone.
-    pub fn require_admin(&self, _action: &str) -> DomainResult<()> {
-        match self.credential {
+    pub fn require_admin(&self, action: &str) -> DomainResult<()> {
+        match &self.credential {
             Credential::ApiKey(_) => Ok(()),
+            Credential::Session(Session { role: OrgRole::Admin, .. }) => Ok(()),
+            Credential::Session(Session { role: OrgRole::Member, .. }) => Err(DomainError::Forbidden(format!(
+                "only an organization admin (Clerk role org:admin) may {action}; this session's role is member"
+            ))),
         }
     }
 
@@ -87,12 +108,16 @@ impl Principal {
     }
 
     pub fn view(&self) -> PrincipalView {
-        let Credential::ApiKey(key) = &self.credential;
+        let (kind, key, user_id, role) = match &self.credential {
+            Credential::ApiKey(key) => ("api_key", Some(key.clone()), None, None),
+            Credential::Session(s) => ("session", None, Some(s.user_id.clone()), Some(s.role)),
+        };
         PrincipalView {
-            kind: "api_key".into(),
-            key: Some(key.clone()),
-            organization: self.organization.clone(),
-            role: None,
+            kind: kind.into(),
+            key,
+            user_id,
+            organization: Some(self.organization.clone()),
+            role,
             scopes: self.scopes.clone(),
             project_id: self.project_id.clone(),
         }
@@ -102,13 +127,17 @@ impl Principal {
 /// `GET /v1/me`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PrincipalView {
-    /// `api_key` (sessions come later).
+    /// `api_key` or `session`.
     pub kind: String,
     /// The API key used, when `kind` is `api_key`.
     pub key: Option<ApiKey>,
-    pub organization: Organization,
+    /// The signed-in person's Clerk user id, when `kind` is `session`.
+    pub user_id: Option<String>,
+    /// The organization the credential acts in; null for a session with
+    /// no active organization (which may only call `GET /v1/me`).
+    pub organization: Option<Organization>,
     /// The organization role of a session; null for API keys.
-    pub role: Option<String>,
+    pub role: Option<OrgRole>,
     pub scopes: Vec<Scope>,
     pub project_id: Option<String>,
 }

@@ -50,6 +50,7 @@ impl JobRigs for SqliteRigs {
             secrets: Arc::new(KeyFileSecretBox::open_or_create(&dir.join("secret.key")).unwrap()) as Arc<dyn SecretBox>,
             artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).unwrap()) as Arc<dyn ArtifactStore>,
             rate_limiter: Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>,
+            sessions: None,
             clock,
             settings,
         })

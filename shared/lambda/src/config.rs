@@ -34,6 +34,9 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Per-organization and per-project limits (`CAPYDB_MAX_*`).
     pub quotas: QuotaSettings,
+    /// Browser sessions (`CAPYDB_CLERK_*`); off when neither a key nor a
+    /// JWKS URL is set.
+    pub clerk: capydb_clerk::ClerkConfig,
 }
 
 pub(crate) fn var(name: &str) -> Result<String, String> {
@@ -109,6 +112,7 @@ impl Config {
                 None => capydb_domain::RateLimitSettings::default().limit,
             },
             quotas: quotas_from(|name| std::env::var(name).ok())?,
+            clerk: capydb_clerk::ClerkConfig::from_env()?,
         })
     }
 }

@@ -7,7 +7,7 @@ use capydb_aws::sdk::{dynamodb, eventbridge, kms, sqs};
 use capydb_aws::{DynamoRateLimiter, DynamoStore, EventBridgeBus, KmsSecretBox, SqsQueue};
 use capydb_domain::ports::{
     ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox,
-    Store, SystemClock, WebhookSender,
+    SessionVerifier, Store, SystemClock, WebhookSender,
 };
 use capydb_domain::{App, AppParts, Settings};
 
@@ -25,12 +25,19 @@ pub struct Role {
     pub endpoint: Arc<dyn DatabaseEndpoint>,
     pub provider: Option<Arc<dyn DatabaseProvider>>,
     pub webhook_sender: Option<Arc<dyn WebhookSender>>,
+    /// The API functions verify browser sessions; the others answer no caller.
+    pub sessions: Option<Arc<dyn SessionVerifier>>,
 }
 
 impl Role {
     /// Answers connection strings; manages no database, sends no webhook.
     pub fn api(config: &Config) -> Result<Role, String> {
-        Ok(Role { endpoint: Arc::new(providers::endpoint(config)?), provider: None, webhook_sender: None })
+        Ok(Role {
+            endpoint: Arc::new(providers::endpoint(config)?),
+            provider: None,
+            webhook_sender: None,
+            sessions: sessions(config)?,
+        })
     }
 
     /// Checks and sends webhooks through the egress guard.
@@ -39,21 +46,36 @@ impl Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
             webhook_sender: Some(Arc::new(capydb_egress::HttpWebhookSender::new(config.egress())?)),
+            sessions: sessions(config)?,
         })
     }
 
     /// Runs job steps against the PostgreSQL server.
     pub fn worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
         let provider: Arc<dyn DatabaseProvider> = Arc::new(LazyProvider::of(config, sdk)?);
-        Ok(Role { endpoint: Arc::new(providers::endpoint(config)?), provider: Some(provider), webhook_sender: None })
+        Ok(Role {
+            endpoint: Arc::new(providers::endpoint(config)?),
+            provider: Some(provider),
+            webhook_sender: None,
+            sessions: None,
+        })
     }
 
     /// An API function that also reaches the PostgreSQL server: the backups
     /// function (in the VPC for its file system), which serves `/v1/health`
     /// and so must be able to ask the server. It runs no job step.
     pub fn api_with_database(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
-        Self::worker(config, sdk)
+        Ok(Role { sessions: sessions(config)?, ..Self::worker(config, sdk)? })
     }
+}
+
+/// The session verifier `CAPYDB_CLERK_*` configure; none when neither a key
+/// nor a JWKS URL is set (session tokens are then `401`, saying so).
+fn sessions(config: &Config) -> Result<Option<Arc<dyn SessionVerifier>>, String> {
+    if !config.clerk.is_enabled() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(capydb_clerk::ClerkVerifier::new(&config.clerk, config.egress())?)))
 }
 
 /// The settings of every function, from its configuration.
@@ -92,6 +114,7 @@ pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
             as Arc<dyn SecretBox>,
         artifacts: Arc::new(LazyArtifacts::new(config.artifact_dir.clone())) as Arc<dyn ArtifactStore>,
         rate_limiter: Arc::new(DynamoRateLimiter::new(dynamodb, &config.table)) as Arc<dyn RateLimiter>,
+        sessions: role.sessions,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         settings: settings(config),
     })

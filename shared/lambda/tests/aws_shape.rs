@@ -89,6 +89,7 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32) -> Deplo
         job_max_attempts,
         rate_limit_per_minute,
         quotas: capydb_domain::app::QuotaSettings::default(),
+        clerk: Default::default(),
     };
     let sdk = capydb_aws::client::SdkCell::ready(sdk);
     let api = lambda::app(&config, &sdk, lambda::Role::api(&config).expect("api role"));
@@ -508,6 +509,7 @@ async fn in_memory_app() -> App {
         job_max_attempts: 3,
         rate_limit_per_minute: 0,
         quotas: capydb_domain::app::QuotaSettings::default(),
+        clerk: Default::default(),
     };
     let sdk = capydb_aws::client::SdkCell::ready(testkit::sdk_config().await);
     lambda::app(&config, &sdk, lambda::Role::worker(&config, &sdk).expect("the worker role"))

@@ -115,6 +115,7 @@ impl Stack {
             job_max_attempts: 3,
             rate_limit_per_minute: 0,
             quotas: capydb_domain::app::QuotaSettings::default(),
+            clerk: Default::default(),
         };
         let sdk = capydb_aws::client::SdkCell::ready(self.sdk.clone());
         lambda::app(&config, &sdk, Role::api(&config).expect("the API role"))

@@ -119,6 +119,7 @@ async fn app() -> App {
         job_max_attempts: 3,
         rate_limit_per_minute: 0,
         quotas: capydb_domain::app::QuotaSettings::default(),
+        clerk: Default::default(),
     };
     capydb_lambda::app(&config, &SdkCell::ready(sdk), Role::api(&config).expect("the API role"))
 }

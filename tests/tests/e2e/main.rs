@@ -12,5 +12,6 @@ mod local_start;
 mod previews;
 mod projects;
 mod readme;
+mod sessions;
 mod sweeper;
 mod webhooks;

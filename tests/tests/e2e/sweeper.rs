@@ -73,6 +73,7 @@ pub async fn in_process_app_with(
             webhook_sender: Arc::new(HttpWebhookSender::new(EgressPolicy::ALLOW_PRIVATE).unwrap()),
             egress: EgressPolicy::ALLOW_PRIVATE,
             artifacts,
+            sessions: None,
             clock: clock.clone() as Arc<dyn Clock>,
             settings,
         },

@@ -75,6 +75,7 @@ pub async fn api_with(tag: &str, settings: Settings) -> Api {
         secrets: Arc::new(KeyFileSecretBox::open_or_create(&dir.0.join("secret.key")).unwrap()) as Arc<dyn SecretBox>,
         artifacts: Arc::new(FileArtifactStore::open(&dir.0.join("backups")).unwrap()) as Arc<dyn ArtifactStore>,
         rate_limiter: Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>,
+        sessions: None,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         settings,
     });
