@@ -7,6 +7,7 @@ mod backups;
 mod conventions;
 mod crash;
 mod failures;
+mod idempotency;
 mod limits;
 mod local_start;
 mod previews;
