@@ -135,14 +135,16 @@ impl Deployed {
     /// `events/projects.create.json` fixture with this request's method,
     /// path, credential and body.
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let (status, _, body) = self.call_from(None, method, path, body).await;
+        let (status, _, body) = self.call_from(None, &[], method, path, body).await;
         (status, body)
     }
 
-    /// `call`, from another client address than the fixture's, answering the headers too.
+    /// `call`, from another client address than the fixture's and with more
+    /// headers, answering the headers too.
     async fn call_from(
         &self,
         source_ip: Option<&str>,
+        headers: &[(&str, &str)],
         method: &str,
         path: &str,
         body: Option<Value>,
@@ -157,6 +159,9 @@ impl Deployed {
         event["requestContext"]["http"]["method"] = json!(method);
         event["requestContext"]["http"]["path"] = json!(path);
         event["headers"]["authorization"] = json!(format!("Bearer {}", self.key));
+        for (k, v) in headers {
+            event["headers"][*k] = json!(v);
+        }
         event["pathParameters"] = json!({});
         if let Some(ip) = source_ip {
             event["requestContext"]["http"]["sourceIp"] = json!(ip);
@@ -430,12 +435,12 @@ async fn the_rate_limit_counts_each_source_ip_in_dynamodb_across_functions() {
     // Three requests through two different functions share one counter...
     let mut remaining = Vec::new();
     for (method, path) in [("GET", "/v1/me".to_string()), ("GET", "/v1/projects".into()), ("GET", "/v1/me".into())] {
-        let (status, headers, body) = aws.call_from(Some(&ip), method, &path, None).await;
+        let (status, headers, body) = aws.call_from(Some(&ip), &[], method, &path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
         assert_eq!(headers["ratelimit-limit"], "3");
         remaining.push(headers["ratelimit-remaining"].to_str().unwrap().to_string());
     }
-    let (status, headers, body) = aws.call_from(Some(&ip), "GET", "/v1/me", None).await;
+    let (status, headers, body) = aws.call_from(Some(&ip), &[], "GET", "/v1/me", None).await;
     if remaining != ["2", "1", "0"] {
         // The minute ended during the three requests; the counting itself is
         // covered by the rate-limiter contract. Nothing more to check here.
@@ -445,8 +450,40 @@ async fn the_rate_limit_counts_each_source_ip_in_dynamodb_across_functions() {
     assert!(headers.contains_key("retry-after"));
     assert!(body["error"].as_str().unwrap_or_default().contains("rate limit"), "{body}");
     // ... and another address has its own.
-    let (status, _, _) = aws.call_from(Some(&other), "GET", "/v1/me", None).await;
+    let (status, _, _) = aws.call_from(Some(&other), &[], "GET", "/v1/me", None).await;
     assert_eq!(status, 200, "another address is not limited by the first one's requests");
+}
+
+/// Ten parallel retries of one create with one `Idempotency-Key`, through
+/// the projects function on DynamoDB: one project and one job; every
+/// answer is the first one replayed or `409` while it ran.
+#[tokio::test]
+async fn ten_parallel_creates_with_one_idempotency_key_make_one_project_on_dynamodb() {
+    let aws = deploy(capydb_domain::JobSettings::default().max_attempts).await;
+    let key = format!("aws-idem-{}", std::process::id());
+    let headers = [("idempotency-key", key.as_str())];
+    let body = json!({"name": "idem"});
+    let answers = capydb_domain::contract::futures_join_all(
+        (0..10).map(|_| aws.call_from(None, &headers, "POST", "/v1/projects", Some(body.clone()))),
+    )
+    .await;
+    let first: Vec<_> =
+        answers.iter().filter(|(s, h, _)| *s == 202 && !h.contains_key("idempotent-replayed")).collect();
+    assert_eq!(first.len(), 1, "one request ran: {:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
+    let first_body = &first[0].2;
+    for (status, _, body) in &answers {
+        match status {
+            202 => assert_eq!(body, first_body, "a replay is the first answer"),
+            409 => assert!(body["error"].as_str().unwrap_or_default().contains("still in progress"), "{body}"),
+            other => panic!("unexpected HTTP {other}: {body}"),
+        }
+    }
+    let (status, projects) = aws.call("GET", "/v1/projects", None).await;
+    assert_eq!(status, 200);
+    let named: Vec<&Value> = projects.as_array().unwrap().iter().filter(|p| p["name"] == "idem").collect();
+    assert_eq!(named.len(), 1, "one project: {projects}");
+    let (status, _, again) = aws.call_from(None, &headers, "POST", "/v1/projects", Some(body)).await;
+    assert_eq!((status, &again), (202, first_body), "later, a replay still");
 }
 
 #[tokio::test]
