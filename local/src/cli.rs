@@ -31,6 +31,11 @@ pub enum Command {
     /// Manage organizations directly in the data dir.
     #[command(subcommand)]
     Orgs(OrgsCommand),
+    /// FOR DEVELOPMENT ONLY: sign a session token for a user and role with
+    /// the data dir's development key; a server accepts it only when started
+    /// with `--dev-sessions`.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Delete the data dir and its private PostgreSQL cluster (wherever it
     /// lives), after stopping the cluster; capydb-local must not be running.
     /// The next start begins afresh and prints a new API key.
@@ -98,6 +103,11 @@ pub struct ServeArgs {
     /// Concurrent webhook deliveries.
     #[arg(long, default_value_t = 8)]
     pub webhook_workers: usize,
+    /// FOR DEVELOPMENT ONLY: accept the session tokens `capydb-local
+    /// sessions create` signs with this data dir's development key. Not
+    /// with a Clerk configuration (`CAPYDB_CLERK_*`).
+    #[arg(long, env = "CAPYDB_DEV_SESSIONS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub dev_sessions: bool,
     /// Requests per minute allowed from one client address (429 beyond,
     /// with `Retry-After`); 0 turns rate limiting off.
     #[arg(long, default_value_t = 6000, env = "CAPYDB_RATE_LIMIT_PER_MINUTE")]
@@ -122,6 +132,31 @@ pub struct ServeArgs {
     /// instead of 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
     #[arg(long, value_delimiter = ',', hide = true)]
     pub debug_webhook_retry_ms: Option<Vec<u64>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Print a development session token (a JWT) on stdout.
+    Create(SessionsCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsCreateArgs {
+    #[arg(long, default_value = DEFAULT_DATA_DIR, env = "CAPYDB_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The organization, as a Clerk organization id; its CapyDB organization
+    /// is made on the token's first use.
+    #[arg(long, default_value = "org_dev")]
+    pub org: String,
+    /// `admin` (org:admin) or `member`.
+    #[arg(long, default_value = "admin", value_parser = ["admin", "member"])]
+    pub role: String,
+    /// The user id the token names.
+    #[arg(long, default_value = "user_dev")]
+    pub user: String,
+    /// Minutes the token is valid.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1440))]
+    pub ttl_minutes: u32,
 }
 
 #[derive(Debug, Subcommand)]

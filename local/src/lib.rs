@@ -4,6 +4,7 @@
 //! or `--postgres-url`). It is what developers run and what the end-to-end
 //! tests drive; all API, auth and job logic is the deployed code.
 pub mod cli;
+mod dev_sessions;
 mod logging;
 mod runtime;
 mod slow;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, KeysCommand, OrgsCommand};
+use crate::cli::{Cli, Command, KeysCommand, OrgsCommand, SessionsCommand};
 
 /// The entry point of the `capydb-local` binary.
 pub fn main() -> ExitCode {
@@ -38,6 +39,7 @@ pub fn main() -> ExitCode {
             Some(Command::Serve(args)) => runtime::serve(args).await,
             Some(Command::Keys(KeysCommand::Create(args))) => runtime::keys_create(args).await,
             Some(Command::Orgs(OrgsCommand::Create(args))) => runtime::orgs_create(args).await,
+            Some(Command::Sessions(SessionsCommand::Create(args))) => runtime::sessions_create(args),
             Some(Command::Reset(args)) => runtime::reset(args),
         }
     });

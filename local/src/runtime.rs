@@ -248,7 +248,7 @@ async fn run(
             webhook_sender: Arc::new(sender),
             egress,
             artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).map_err(|e| e.to_string())?),
-            sessions: sessions(egress)?,
+            sessions: sessions(egress, args.dev_sessions.then_some(dir))?,
             clock: Arc::new(SystemClock),
             settings,
         },
@@ -481,14 +481,40 @@ pub fn reset(args: ResetArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `sessions create`: prints a development session token.
+pub fn sessions_create(args: crate::cli::SessionsCreateArgs) -> Result<(), String> {
+    let pair = crate::dev_sessions::key(&args.data_dir)?;
+    let token = crate::dev_sessions::mint(&pair, &args.user, &args.org, &args.role, args.ttl_minutes)?;
+    eprintln!(
+        "capydb-local: a DEVELOPMENT session token for {} ({} of {}), valid {} min; \
+         the server accepts it only when started with --dev-sessions",
+        args.user, args.role, args.org, args.ttl_minutes
+    );
+    println!("{token}");
+    Ok(())
+}
+
 /// The session verifier the `CAPYDB_CLERK_*` variables configure, or none
 /// when neither a key nor a JWKS URL is set (session tokens are then `401`).
 /// A key that does not parse stops the start.
-fn sessions(egress: EgressPolicy) -> Result<Option<Arc<dyn SessionVerifier>>, String> {
-    let config = capydb_clerk::ClerkConfig::from_env()?;
-    if !config.is_enabled() {
-        return Ok(None);
-    }
+fn sessions(egress: EgressPolicy, dev: Option<&Path>) -> Result<Option<Arc<dyn SessionVerifier>>, String> {
+    let clerk = capydb_clerk::ClerkConfig::from_env()?;
+    let config = match (dev, clerk.is_enabled()) {
+        (Some(_), true) => {
+            return Err("--dev-sessions (CAPYDB_DEV_SESSIONS) and a Clerk configuration (CAPYDB_CLERK_*) \
+                        exclude each other: development tokens are for a server without Clerk"
+                .into())
+        }
+        (Some(dir), false) => {
+            tracing::warn!(
+                "FOR DEVELOPMENT ONLY: accepting session tokens signed with this data dir's development key \
+                 (capydb-local sessions create)"
+            );
+            crate::dev_sessions::server_config(dir)?
+        }
+        (None, true) => clerk,
+        (None, false) => return Ok(None),
+    };
     let verifier = capydb_clerk::ClerkVerifier::new(&config, egress)?;
     tracing::info!(
         jwks = config.jwks_url.is_some() && config.jwt_key_pem.is_none(),

@@ -192,3 +192,38 @@ async fn without_clerk_configuration_a_session_token_is_401_saying_so() {
     let token = sign(&v1("user_a", "org_clerk_acme", "org:admin"));
     app.call("GET", "/v1/me", Some(&token), None).await.expect_error(401, "no Clerk configuration");
 }
+
+/// `capydb-local sessions create` on the data dir.
+fn dev_token(app: &TestApp, role: &str) -> String {
+    let out = std::process::Command::new(crate::helpers::BIN)
+        .args(["sessions", "create", "--org", "org_devco", "--user", "user_dev", "--role", role, "--data-dir"])
+        .arg(app.dir.join("data"))
+        .output()
+        .expect("sessions create");
+    assert!(out.status.success(), "sessions create failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DEVELOPMENT"), "the command says what the token is for");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn development_sessions_work_only_on_a_server_started_for_them() {
+    let app = TestApp::spawn_with(Options { args: vec!["--dev-sessions".into()], ..Default::default() }).await;
+    let member = dev_token(&app, "member");
+    let me = app.call("GET", "/v1/me", Some(&member), None).await;
+    let p = &me.expect(200)["principal"];
+    assert_eq!(
+        (p["kind"].as_str(), p["role"].as_str(), p["user_id"].as_str()),
+        (Some("session"), Some("member"), Some("user_dev"))
+    );
+    app.call("POST", "/v1/projects", Some(&member), Some(json!({"name": "m"})))
+        .await
+        .expect_error(403, "organization admin");
+    let admin = dev_token(&app, "admin");
+    app.call("POST", "/v1/projects", Some(&admin), Some(json!({"name": "a"}))).await.expect(202);
+    assert!(app.logs().contains("FOR DEVELOPMENT ONLY"), "the server says it accepts development tokens");
+
+    // A server not started for them refuses the same kind of token.
+    let plain = TestApp::spawn().await;
+    let token = dev_token(&plain, "admin");
+    plain.call("GET", "/v1/me", Some(&token), None).await.expect_error(401, "no Clerk configuration");
+}
