@@ -439,7 +439,7 @@ pub async fn keys_create(args: KeysCreateArgs) -> Result<(), String> {
             .transpose()
             .map_err(err)?,
     };
-    let created = mint_api_key(&store, SystemClock.now(), &org_id, req).await.map_err(|e| e.to_string())?;
+    let created = mint_api_key(&store, SystemClock.now(), &org_id, req, None).await.map_err(|e| e.to_string())?;
     println!("CAPYDB_API_KEY={}", created.plaintext);
     println!("CAPYDB_API_KEY_ID={}", created.api_key.id);
     Ok(())

@@ -53,7 +53,7 @@ impl App {
                 "cannot grant the scope {s}: the calling credential does not hold it"
             )));
         }
-        mint_api_key(self.store.as_ref(), self.now(), org_id, req).await
+        mint_api_key(self.store.as_ref(), self.now(), org_id, req, Some(p.creator_id())).await
     }
 
     pub async fn list_api_keys(&self, p: &Principal, org_id: &str, page: &Page) -> DomainResult<Vec<ApiKey>> {
@@ -94,6 +94,7 @@ pub async fn mint_api_key(
     now: Timestamp,
     org_id: &str,
     req: CreateApiKey,
+    created_by: Option<String>,
 ) -> DomainResult<CreatedApiKey> {
     let name = req.name.into_inner();
     let mut scopes = req.scopes.into_inner();
@@ -137,6 +138,7 @@ pub async fn mint_api_key(
         last_used_at: None,
         last_used_ip: None,
         created_at: now,
+        created_by,
         hash: apikey::hash(&plaintext),
     };
     store.insert_api_key(&key).await?;

@@ -78,6 +78,8 @@ fn api_key(org_id: &str, id: String, now: Timestamp) -> ApiKey {
         last_used_ip: None,
         created_at: now,
         // Unique per key; adapters index on it.
+        // Round-trips through every store (a session's user id here).
+        created_by: Some("user_contract".into()),
         hash: format!("contract-hash-{}", new_id("h")),
     }
 }

@@ -70,6 +70,11 @@ pub struct ApiKey {
     pub last_used_ip: Option<String>,
     #[serde(serialize_with = "crate::ts::serialize")]
     pub created_at: DateTime<Utc>,
+    /// Who created the key: the Clerk user id of the session that did
+    /// (`user_...`), or the id of the API key that did (`key_...`); null
+    /// for keys made at bootstrap or from the command line.
+    #[serde(default)]
+    pub created_by: Option<String>,
     /// SHA-256 of the plaintext; never serialized.
     #[serde(skip)]
     #[schema(ignore)]

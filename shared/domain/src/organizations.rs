@@ -129,6 +129,7 @@ pub async fn create_organization(
         last_used_at: None,
         last_used_ip: None,
         created_at: now,
+        created_by: None,
         hash: apikey::hash(&plaintext),
     };
     store.create_organization(&org, &key).await?;

@@ -51,6 +51,15 @@ impl Principal {
         }
     }
 
+    /// Who made something, as a record says it (`created_by`): a session's
+    /// user id, or an API key's id.
+    pub fn creator_id(&self) -> String {
+        match &self.credential {
+            Credential::ApiKey(key) => key.id.clone(),
+            Credential::Session(s) => s.user_id.clone(),
+        }
+    }
+
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
@@ -163,6 +172,7 @@ mod tests {
             last_used_at: None,
             last_used_ip: None,
             created_at: now,
+            created_by: None,
             hash: String::new(),
         };
         Principal {

@@ -284,6 +284,10 @@ CREATE TABLE clerk_organizations (
     organization_id TEXT NOT NULL UNIQUE REFERENCES organizations(id)
 ) WITHOUT ROWID;
 "#,
+    // 5: who created an API key (a session's user id or a key's id).
+    r#"
+ALTER TABLE api_keys ADD COLUMN created_by TEXT;
+"#,
 ];
 
 /// Opens the read-write connection, switches the file to WAL and brings the

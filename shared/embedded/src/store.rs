@@ -107,7 +107,7 @@ macro_rules! org_cols {
 macro_rules! key_cols {
     () => {
         "id, organization_id, name, prefix, last4, scopes, project_id, expires_at, revoked_at, \
-         last_used_at, last_used_ip, created_at, hash"
+         last_used_at, last_used_ip, created_at, hash, created_by"
     };
 }
 macro_rules! project_cols {
@@ -180,6 +180,7 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
         last_used_ip: r.get(10)?,
         created_at: get_ts(r, 11)?,
         hash: r.get(12)?,
+        created_by: r.get(13)?,
     })
 }
 
@@ -280,7 +281,7 @@ fn insert_key(conn: &Connection, key: &ApiKey) -> DomainResult<()> {
     let sql = concat!(
         "INSERT INTO api_keys (",
         key_cols!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     );
     let scopes = scopes_json(&key.scopes)?;
     conn.prepare_cached(sql)
@@ -299,6 +300,7 @@ fn insert_key(conn: &Connection, key: &ApiKey) -> DomainResult<()> {
                 key.last_used_ip,
                 ts(&key.created_at),
                 key.hash,
+                key.created_by,
             ])
         })
         .map(drop)

@@ -162,6 +162,7 @@ fn fixtures(now: Timestamp) -> (Organization, ApiKey, Project, Job) {
         last_used_at: None,
         last_used_ip: None,
         created_at: now,
+        created_by: None,
         hash: new_id("hash"),
     };
     let project = Project {

@@ -137,6 +137,7 @@ async fn members_are_refused_the_admin_actions_and_admins_are_not() {
     let key =
         call("POST", keys_path.clone(), admin.clone(), Some(json!({"name": "k", "scopes": ["projects:read"]}))).await;
     let key_id = key.expect(201)["api_key"]["id"].as_str().unwrap().to_string();
+    assert_eq!(key.body["api_key"]["created_by"], "user_admin", "a key records the session that made it");
     call("DELETE", format!("{keys_path}/{key_id}"), member.clone(), None).await.expect_error(403, "organization admin");
     // Overwrite restore: admin-only. It needs a completed backup, which a
     // member may take.

@@ -77,6 +77,7 @@ async fn unknown_revoked_and_expired_keys_are_401() {
         last_used_at: None,
         last_used_ip: None,
         created_at: now - chrono::Duration::days(1),
+        created_by: None,
         hash: apikey::hash(&expired),
     };
     api.app.store.insert_api_key(&row).await.unwrap();
@@ -87,6 +88,7 @@ async fn unknown_revoked_and_expired_keys_are_401() {
         id: ids::new_id(ids::API_KEY),
         expires_at: Some(now + chrono::Duration::seconds(60)),
         last4: apikey::last4(&fresh),
+        created_by: None,
         hash: apikey::hash(&fresh),
         ..row
     };

@@ -209,6 +209,7 @@ pub fn key_item(k: &ApiKey) -> DomainResult<Item> {
         .os("last_used_ip", k.last_used_ip.as_deref())
         .t("created_at", &k.created_at)
         .s("hash", &k.hash)
+        .os("created_by", k.created_by.as_deref())
         .build())
 }
 
@@ -232,6 +233,7 @@ pub fn key_from(item: &Item) -> DomainResult<ApiKey> {
         last_used_ip: r.os("last_used_ip")?,
         created_at: r.t("created_at")?,
         hash: r.s("hash")?,
+        created_by: r.os("created_by")?,
     })
 }
 
