@@ -8,6 +8,7 @@ use crate::model::{ApiKey, Organization};
 use crate::ports::OrgRole;
 use crate::scopes::Scope;
 
+#[allow(clippy::large_enum_variant)] // one per request, moved, never in a collection
 #[derive(Debug, Clone, PartialEq)]
 pub enum Credential {
     ApiKey(ApiKey),
