@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capydb_egress::{url_target, EgressError, EgressPolicy};
+use capydb_egress::{url_target, EgressPolicy, GuardedGet};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 
 /// How long one JWKS fetch may take, connection included.
@@ -19,15 +19,15 @@ pub trait JwksSource: Send + Sync {
     async fn fetch(&self) -> Result<JwkSet, String>;
 }
 
-/// GETs the JWKS over HTTPS (or HTTP) with the webhook client's settings:
+/// GETs the JWKS over HTTPS (or HTTP) with `capydb_egress::GuardedGet`:
 /// rustls on aws-lc-rs with the webpki roots, no proxy from the
-/// environment, no redirects, a deadline ([`JWKS_TIMEOUT`]), and names
-/// resolved through the egress policy so only addresses it checked are
-/// connected to.
+/// environment, no redirects, names resolved through the egress policy so
+/// only addresses it checked are connected to; and a deadline here
+/// ([`JWKS_TIMEOUT`]). It runs on the hyper the AWS SDK links, not reqwest,
+/// so the API functions stay within their size budget.
 pub struct HttpJwksSource {
-    client: reqwest::Client,
+    client: GuardedGet,
     url: url::Url,
-    policy: EgressPolicy,
     timeout: Duration,
 }
 
@@ -38,11 +38,8 @@ impl HttpJwksSource {
             return Err(format!("the JWKS URL must be https (or http), not {}", url.scheme()));
         }
         url_target(&url).map_err(|e| format!("the JWKS URL cannot be used: {e}"))?;
-        let client = capydb_egress::guarded_client(policy, "the JWKS fetch", &[b"http/1.1"])?
-            .pool_max_idle_per_host(1)
-            .build()
-            .map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?;
-        Ok(HttpJwksSource { client, url, policy, timeout: JWKS_TIMEOUT })
+        let client = GuardedGet::new(policy).map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?;
+        Ok(HttpJwksSource { client, url, timeout: JWKS_TIMEOUT })
     }
 
     /// Another deadline than [`JWKS_TIMEOUT`] (tests).
@@ -52,28 +49,17 @@ impl HttpJwksSource {
     }
 
     async fn get(&self) -> Result<Vec<u8>, String> {
-        // The resolver judges names; a literal address is judged here.
-        let (host, _) = url_target(&self.url).map_err(|e| e.to_string())?;
-        self.policy.check_host(&host).map_err(|e| e.to_string())?;
-        let mut response = self
-            .client
-            .get(self.url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(describe)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("the JWKS URL answered {status}"));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(describe)? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_JWKS_BYTES {
-                return Err(format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes"));
+        let fetched = self.client.get(&self.url, "application/json", MAX_JWKS_BYTES).await.map_err(|e| {
+            if e.starts_with("the answer is larger") {
+                format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes")
+            } else {
+                e
             }
+        })?;
+        if !(200..300).contains(&fetched.status) {
+            return Err(format!("the JWKS URL answered {}", fetched.status));
         }
-        Ok(body)
+        Ok(fetched.body)
     }
 }
 
@@ -96,24 +82,6 @@ pub(crate) fn parse_jwks(body: &[u8]) -> Result<JwkSet, String> {
         value.get("keys").and_then(|k| k.as_array()).ok_or_else(|| "the JWKS has no \"keys\" array".to_string())?;
     let keys = keys.iter().filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok()).collect();
     Ok(JwkSet { keys })
-}
-
-/// The innermost cause, the guard's own message when it refused.
-fn describe(e: reqwest::Error) -> String {
-    if let Some(EgressError::Refused(m) | EgressError::Unresolved(m)) = capydb_egress::refusal(&e) {
-        return m.clone();
-    }
-    let e = e.without_url();
-    if e.is_timeout() {
-        return "timed out waiting for the JWKS URL".into();
-    }
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message = format!("{message}: {s}");
-        source = s.source();
-    }
-    message
 }
 
 #[cfg(test)]

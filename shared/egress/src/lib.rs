@@ -6,6 +6,8 @@
 //! (feature `http`, on by default).
 #[cfg(feature = "http")]
 mod client;
+#[cfg(feature = "get")]
+mod get;
 pub mod guard;
 pub mod pg;
 mod policy;
@@ -14,6 +16,8 @@ mod webhook;
 
 #[cfg(feature = "http")]
 pub use client::{guarded_client, refusal};
+#[cfg(feature = "get")]
+pub use get::{Fetched, GuardedGet};
 pub use policy::{url_target, EgressError, EgressPolicy};
 #[cfg(feature = "http")]
 pub use webhook::HttpWebhookSender;
