@@ -122,14 +122,64 @@ impl ClerkVerifier {
     }
 }
 
-/// The configured key: an RSA public key in PEM (SPKI or PKCS#1).
+/// The configured key: an RSA public key in PEM (SPKI or PKCS#1). Read by
+/// hand (base64 and a few DER headers) rather than with the library's PEM
+/// support, which would bring an ASN.1 and a bignum crate into every API
+/// function for this one read.
 fn pem_key(pem: &str) -> Result<DecodingKey, String> {
     let pem = pem.trim();
-    if !(pem.starts_with("-----BEGIN PUBLIC KEY-----") || pem.starts_with("-----BEGIN RSA PUBLIC KEY-----")) {
+    let (body, spki) = if let Some(rest) = pem.strip_prefix("-----BEGIN PUBLIC KEY-----") {
+        (rest.strip_suffix("-----END PUBLIC KEY-----"), true)
+    } else if let Some(rest) = pem.strip_prefix("-----BEGIN RSA PUBLIC KEY-----") {
+        (rest.strip_suffix("-----END RSA PUBLIC KEY-----"), false)
+    } else {
         return Err("CAPYDB_CLERK_JWT_KEY must be an RSA public key in PEM (-----BEGIN PUBLIC KEY-----)".into());
+    };
+    let unreadable = |why: &str| format!("CAPYDB_CLERK_JWT_KEY is not a readable RSA public key: {why}");
+    let body: String = body.ok_or_else(|| unreadable("no END line"))?.split_whitespace().collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(body).map_err(|_| unreadable("not base64"))?;
+    let pkcs1 =
+        if spki { spki_rsa_key(&der).ok_or_else(|| unreadable("not an RSA SubjectPublicKeyInfo"))? } else { &der };
+    // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+    let (tag, seq, rest) = der_item(pkcs1).ok_or_else(|| unreadable("not DER"))?;
+    let (n_tag, n, after_n) = der_item(seq).ok_or_else(|| unreadable("no modulus"))?;
+    let (e_tag, e, _) = der_item(after_n).ok_or_else(|| unreadable("no exponent"))?;
+    // DER integers carry a 0x00 before a high bit; the key wants the bare magnitude.
+    let strip = |v: &'_ [u8]| -> Vec<u8> { v.iter().skip_while(|b| **b == 0).copied().collect() };
+    let (n, e) = (strip(n), strip(e));
+    if tag != 0x30 || !rest.is_empty() || n_tag != 0x02 || e_tag != 0x02 || n.len() < 256 || e.is_empty() {
+        return Err(unreadable("not a 2048-bit or larger RSA key"));
     }
-    DecodingKey::from_rsa_pem(pem.as_bytes())
-        .map_err(|e| format!("CAPYDB_CLERK_JWT_KEY is not a readable RSA public key: {e}"))
+    Ok(DecodingKey::from_rsa_raw_components(&n, &e))
+}
+
+/// One DER item: its tag, its contents and what follows it.
+fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let len = rest[..count].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[count..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The RSAPublicKey inside a SubjectPublicKeyInfo whose algorithm is
+/// rsaEncryption (1.2.840.113549.1.1.1); `None` for any other key.
+fn spki_rsa_key(der: &[u8]) -> Option<&[u8]> {
+    const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    let (0x30, spki, b"") = der_item(der)? else { return None };
+    let (0x30, algorithm, rest) = der_item(spki)? else { return None };
+    let (0x06, oid, _) = der_item(algorithm)? else { return None };
+    let (0x03, bits, b"") = der_item(rest)? else { return None };
+    let (0, key) = bits.split_first().map(|(unused, key)| (*unused, key))? else { return None };
+    (oid == RSA_ENCRYPTION).then_some(key)
 }
 
 impl Jwks {
