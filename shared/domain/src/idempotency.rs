@@ -8,7 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::app::App;
-use crate::error::DomainResult;
+use crate::error::{DomainError, DomainResult};
 use crate::ports::{IdempotencyBegin, IdempotencyClaim, StoredAnswer};
 
 /// How long a key and its first answer are kept.
@@ -95,7 +95,7 @@ impl App {
             }
             IdempotencyBegin::InFlight => Begun::InFlight,
             IdempotencyBegin::Mismatch => Begun::Mismatch,
-            IdempotencyBegin::Replay(a) => Begun::Replay(a),
+            IdempotencyBegin::Replay(a) => Begun::Replay(StoredAnswer { body: self.open_answer(&a.body).await?, ..a }),
         })
     }
 
@@ -105,10 +105,31 @@ impl App {
         if answer.status >= 500 {
             return self.store.release_idempotent(&held.key, held.lease_until).await;
         }
+        // Answers can hold what is shown once (an API key's plaintext, a
+        // webhook secret): kept sealed, like every other secret at rest.
+        let answer = StoredAnswer { body: self.seal_answer(&answer.body).await?, ..answer };
         if !self.store.complete_idempotent(&held.key, held.lease_until, &answer).await? {
             tracing::warn!("an Idempotency-Key's answer came after its lease ran out; a retry may have run it again");
         }
         Ok(())
+    }
+}
+
+impl App {
+    async fn seal_answer(&self, body: &[u8]) -> DomainResult<Vec<u8>> {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD.encode(body);
+        Ok(self.secrets.seal(&text).await?.into_bytes())
+    }
+
+    async fn open_answer(&self, sealed: &[u8]) -> DomainResult<Vec<u8>> {
+        use base64::Engine;
+        let sealed =
+            std::str::from_utf8(sealed).map_err(|_| DomainError::internal("a stored answer is not sealed text"))?;
+        let text = self.secrets.open(sealed).await?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| DomainError::internal("a stored answer does not decode"))
     }
 }
 

@@ -100,3 +100,34 @@ async fn bad_keys_are_400_and_other_methods_and_bad_credentials_ignore_the_heade
     assert_eq!((again.status, &again.body), (first.status, &first.body));
     assert!(again.headers.get("idempotent-replayed").is_some());
 }
+
+#[tokio::test]
+async fn answers_holding_a_secret_are_replayed_but_kept_sealed() {
+    use capydb_domain::idempotency::{fingerprint, record_key};
+    use capydb_domain::ports::IdempotencyBegin;
+    let api = api("idem-sealed").await;
+    let path = format!("/v1/organizations/{}/api-keys", api.org_id);
+    let body = json!({"name": "ci", "scopes": ["projects:read"]});
+    let mint = || call("POST", &path).key(&api.key).header("Idempotency-Key", "mint-1").json(body.clone());
+    let first = mint().send(&api.router).await;
+    let plaintext = first.expect_status(201)["plaintext"].as_str().unwrap().to_string();
+    let again = mint().send(&api.router).await;
+    assert_eq!(again.body, first.body, "the retry gets its key");
+    // At rest the answer is sealed: the store's record does not hold the key.
+    let credential = api.app.authenticate_api_key(&api.key, None).await.unwrap().credential_id();
+    let now = api.app.now();
+    let claim = IdempotencyClaim {
+        key: record_key(&credential, "mint-1"),
+        fingerprint: fingerprint("POST", &path, body.to_string().as_bytes()),
+        now,
+        lease_until: now + chrono::Duration::seconds(30),
+        expires_at: now + chrono::Duration::hours(24),
+    };
+    match api.app.store.begin_idempotent(&claim).await.unwrap() {
+        IdempotencyBegin::Replay(stored) => {
+            let at_rest = String::from_utf8_lossy(&stored.body);
+            assert!(!at_rest.contains(&plaintext) && !at_rest.contains("plaintext"), "stored in the clear: {at_rest}");
+        }
+        other => panic!("expected the stored answer, got {other:?}"),
+    }
+}
