@@ -250,7 +250,9 @@ fn declare_idempotency(op: &mut Operation, path: &str) {
             utoipa::openapi::ObjectBuilder::new()
                 .schema_type(utoipa::openapi::Type::String)
                 .min_length(Some(1))
-                .max_length(Some(max)),
+                .max_length(Some(max))
+                // Visible ASCII, as `invalid_key` checks.
+                .pattern(Some("^[!-~]+$")),
         ))
         .build();
     op.parameters.get_or_insert_with(Vec::new).push(param);
