@@ -14,14 +14,7 @@ use crate::policy::{EgressError, EgressPolicy};
 /// A client builder with the guard's settings; `what` names the client in
 /// errors, `alpn` the protocols offered over TLS.
 pub fn guarded_client(policy: EgressPolicy, what: &str, alpn: &[&[u8]]) -> Result<reqwest::ClientBuilder, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot configure TLS for {what}: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tls = crate::get::tls_config(what, alpn)?;
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .redirect(reqwest::redirect::Policy::none())
@@ -32,14 +25,7 @@ pub fn guarded_client(policy: EgressPolicy, what: &str, alpn: &[&[u8]]) -> Resul
 /// The guard's own message when a request failed because it refused (or
 /// could not resolve) the target, else `None`.
 pub fn refusal(e: &reqwest::Error) -> Option<&EgressError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(refused) = s.downcast_ref::<EgressError>() {
-            return Some(refused);
-        }
-        source = s.source();
-    }
-    None
+    crate::get::refusal_in(e)
 }
 
 /// Resolves through the policy: reqwest connects only to the addresses it

@@ -36,13 +36,7 @@ pub struct Fetched {
 
 impl GuardedGet {
     pub fn new(policy: EgressPolicy) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("cannot configure TLS: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = tls_config("the guarded GET", &[])?;
         let mut http = HttpConnector::new_with_resolver(GuardedDns { policy });
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -81,17 +75,42 @@ impl GuardedGet {
     }
 }
 
-/// The guard's message when it refused, else the innermost causes.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut message = String::new();
+/// rustls on aws-lc-rs with the webpki roots, offering `alpn`: the TLS of
+/// every guarded client (`what` names it in errors).
+pub(crate) fn tls_config(what: &str, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot configure TLS for {what}: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(tls)
+}
+
+/// The guard's own error in `e`'s chain of causes, when it refused (or
+/// could not resolve) the target.
+pub(crate) fn refusal_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a EgressError> {
+    let mut source = Some(e);
     while let Some(s) = source {
-        if let Some(EgressError::Refused(m) | EgressError::Unresolved(m)) = s.downcast_ref::<EgressError>() {
-            return m.clone();
+        if let Some(refused) = s.downcast_ref::<EgressError>() {
+            return Some(refused);
         }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
+        source = s.source();
+    }
+    None
+}
+
+/// The guard's message when it refused, else the chain of causes.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(EgressError::Refused(m) | EgressError::Unresolved(m)) = refusal_in(e) {
+        return m.clone();
+    }
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
         message.push_str(&s.to_string());
         source = s.source();
     }
