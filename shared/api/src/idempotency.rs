@@ -86,7 +86,7 @@ where
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "could not read the answer to store for an Idempotency-Key");
-            let _ = app.finish_idempotent_request(&held, failed_answer()).await;
+            let _ = app.release_idempotent_request(&held).await;
             return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
         }
     };
@@ -106,11 +106,6 @@ where
 
 fn bad(message: String) -> Response {
     ApiError::new(StatusCode::BAD_REQUEST, message).into_response()
-}
-
-/// What a release is keyed on: any 5xx gives the key up.
-fn failed_answer() -> StoredAnswer {
-    StoredAnswer { status: 500, content_type: None, location: None, body: Vec::new() }
 }
 
 fn replay(answer: StoredAnswer) -> Response {

@@ -23,15 +23,7 @@ pub fn router() -> Router<App> {
 pub async fn me(State(app): State<App>, parts: axum::http::request::Parts) -> Result<Json<PrincipalBody>, ApiError> {
     let principal = match crate::extract::caller(&parts, &app).await? {
         SessionCaller::Principal(p) => p.view(),
-        SessionCaller::NoOrganization { user_id } => PrincipalView {
-            kind: "session".into(),
-            key: None,
-            user_id: Some(user_id),
-            organization: None,
-            role: None,
-            scopes: Vec::new(),
-            project_id: None,
-        },
+        SessionCaller::NoOrganization { user_id } => PrincipalView::session_without_organization(user_id),
     };
     Ok(Json(PrincipalBody { principal }))
 }

@@ -103,7 +103,7 @@ impl App {
     /// not get again (a 5xx: the request may not have run), gives the key up.
     pub async fn finish_idempotent_request(&self, held: &Held, answer: StoredAnswer) -> DomainResult<()> {
         if answer.status >= 500 {
-            return self.store.release_idempotent(&held.key, held.lease_until).await;
+            return self.release_idempotent_request(held).await;
         }
         // Answers can hold what is shown once (an API key's plaintext, a
         // webhook secret): kept sealed, like every other secret at rest.
@@ -116,6 +116,11 @@ impl App {
 }
 
 impl App {
+    /// Gives a held key up without an answer: a retry runs the request again.
+    pub async fn release_idempotent_request(&self, held: &Held) -> DomainResult<()> {
+        self.store.release_idempotent(&held.key, held.lease_until).await
+    }
+
     async fn seal_answer(&self, body: &[u8]) -> DomainResult<Vec<u8>> {
         use base64::Engine;
         let text = base64::engine::general_purpose::STANDARD.encode(body);

@@ -152,6 +152,21 @@ pub struct PrincipalView {
     pub project_id: Option<String>,
 }
 
+impl PrincipalView {
+    /// A session with no active organization: who it is, and nothing it may act on.
+    pub fn session_without_organization(user_id: String) -> PrincipalView {
+        PrincipalView {
+            kind: "session".into(),
+            key: None,
+            user_id: Some(user_id),
+            organization: None,
+            role: None,
+            scopes: Vec::new(),
+            project_id: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
