@@ -112,6 +112,15 @@ pub struct ServeArgs {
     /// with `Retry-After`); 0 turns rate limiting off.
     #[arg(long, default_value_t = 6000, env = "CAPYDB_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: u32,
+    /// Requests per minute allowed from one client address to the CLI
+    /// login endpoints (`/v1/cli/login`, `.../approve`, `.../token`), which
+    /// count only there; 0 turns that limit off.
+    #[arg(long, default_value_t = 10, env = "CAPYDB_CLI_LOGIN_RATE_LIMIT_PER_MINUTE")]
+    pub cli_login_rate_limit_per_minute: u32,
+    /// The page where a person approves a CLI login (a dashboard's); by
+    /// default the CLI is shown this server's `POST /v1/cli/login/approve`.
+    #[arg(long, env = "CAPYDB_CLI_VERIFICATION_URL")]
+    pub cli_verification_url: Option<String>,
     /// Most projects (not deleted) per organization [default: 100].
     #[arg(long, env = "CAPYDB_MAX_PROJECTS")]
     pub max_projects: Option<u32>,

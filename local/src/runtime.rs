@@ -225,6 +225,13 @@ async fn run(
             None => WebhookSettings::default(),
         },
         rate_limit: RateLimitSettings { limit: args.rate_limit_per_minute, window: Duration::from_secs(60) },
+        cli_login: capydb_domain::CliLoginSettings {
+            rate_limit: RateLimitSettings {
+                limit: args.cli_login_rate_limit_per_minute,
+                window: Duration::from_secs(60),
+            },
+            verification_uri: args.cli_verification_url.clone(),
+        },
         quotas: {
             let d = QuotaSettings::default();
             QuotaSettings {

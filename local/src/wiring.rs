@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox,
-    SessionVerifier, Store, WebhookSender,
+    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, LoginStore, RateLimiter,
+    SecretBox, SessionVerifier, Store, WebhookSender,
 };
 use capydb_domain::{App, AppParts, Settings};
 use capydb_egress::EgressPolicy;
@@ -66,6 +66,7 @@ pub struct Parts {
 pub fn app(adapters: &Adapters, parts: Parts) -> App {
     App::new(AppParts {
         store: adapters.store.clone() as Arc<dyn Store>,
+        logins: adapters.store.clone() as Arc<dyn LoginStore>,
         queue: adapters.queue.clone() as Arc<dyn JobQueue>,
         webhook_queue: adapters.webhook_queue.clone() as Arc<dyn JobQueue>,
         bus: Arc::new(QueueEventBus::new(adapters.webhook_queue.clone())) as Arc<dyn EventBus>,

@@ -160,6 +160,11 @@ pub async fn caller(parts: &Parts, app: &App) -> Result<SessionCaller, ApiError>
     if parts.headers.get(header::AUTHORIZATION).is_some() && looks_like_jwt(presented) {
         return Ok(app.authenticate_session(presented).await?);
     }
+    if presented.starts_with(capydb_domain::cli_login::CLI_PREFIX) {
+        return Ok(SessionCaller::Principal(
+            app.authenticate_cli_token(presented, request_ip(&parts.extensions)).await?,
+        ));
+    }
     Ok(SessionCaller::Principal(app.authenticate_api_key(presented, request_ip(&parts.extensions)).await?))
 }
 

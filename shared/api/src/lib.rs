@@ -3,6 +3,7 @@
 //! document. The same routers run in `capydb-local` and in the Lambdas.
 pub mod backups;
 pub mod bodies;
+pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -34,7 +35,7 @@ pub type Group = fn() -> Router<App>;
 /// links only those routers; [`router`] mounts them all.
 pub mod functions {
     use super::*;
-    pub const IDENTITY: &[Group] = &[me::router, organizations::router];
+    pub const IDENTITY: &[Group] = &[me::router, organizations::router, cli::router];
     pub const PROJECTS: &[Group] = &[projects::router];
     pub const PREVIEWS: &[Group] = &[previews::router];
     /// With the health check: the one API function that reaches the database server.

@@ -15,6 +15,7 @@ macro_rules! has_id {
     ($($t:ty),*) => { $(impl HasId for $t { fn id(&self) -> &str { &self.id } })* };
 }
 has_id!(
+    capydb_domain::cli_login::CliSession,
     capydb_domain::model::Project,
     capydb_domain::model::WebhookEndpoint,
     capydb_domain::model::Delivery,

@@ -142,20 +142,21 @@ pub fn json_errors(res: Response) -> Response {
     Response::from_parts(parts, json.into_body())
 }
 
-/// `ip:<address>`, the limiter's key for one client address, formatted on
-/// the stack: no allocation per request.
+/// `<bucket>:<address>`, the limiter's key for one client address in one
+/// bucket (`ip`, the general one; `cli`, the CLI login's), formatted on the
+/// stack: no allocation per request.
 struct RateKey {
     buf: [u8; 64],
     len: usize,
 }
 
 impl RateKey {
-    fn of(ip: std::net::IpAddr) -> Self {
+    fn of(bucket: &str, ip: std::net::IpAddr) -> Self {
         use std::io::Write;
         let mut buf = [0u8; 64];
         let mut cursor = std::io::Cursor::new(&mut buf[..]);
         // The longest address (IPv6 with an embedded IPv4) is 45 bytes.
-        let _ = write!(cursor, "ip:{ip}");
+        let _ = write!(cursor, "{bucket}:{ip}");
         let len = cursor.position() as usize;
         RateKey { buf, len }
     }
@@ -181,13 +182,18 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
-    let settings = &app.settings.rate_limit;
+    let cli = is_cli_login(req.uri().path());
+    let (settings, bucket, whom) = if cli {
+        (&app.settings.cli_login.rate_limit, "cli", "from one address to the CLI login endpoints")
+    } else {
+        (&app.settings.rate_limit, "ip", "from one address")
+    };
     let ip = crate::extract::request_ip(req.extensions());
     let (Some(ip), true) = (ip, settings.limit > 0) else {
         return answer(app, req, next).await;
     };
     let now = app.now();
-    let key = RateKey::of(ip);
+    let key = RateKey::of(bucket, ip);
     let window = match app.rate_limiter.hit(key.as_str(), settings.window, now).await {
         Ok(w) => w,
         Err(e) => {
@@ -200,7 +206,7 @@ where
     let reset = reset_ms.div_ceil(1000).max(1);
     let mut res = if window.count > limit {
         let msg = format!(
-            "rate limit exceeded: at most {limit} requests per {} s from one address; retry after {reset} s",
+            "rate limit exceeded: at most {limit} requests per {} s {whom}; retry after {reset} s",
             settings.window.as_secs().max(1)
         );
         let mut r = axum::response::IntoResponse::into_response(crate::error::ApiError::new(
@@ -217,6 +223,13 @@ where
     h.insert(RATELIMIT_REMAINING, HeaderValue::from(limit.saturating_sub(window.count)));
     h.insert(RATELIMIT_RESET, HeaderValue::from(reset));
     res
+}
+
+/// The three CLI login endpoints, under either prefix: they count in their
+/// own, stricter bucket and not in the general one.
+pub fn is_cli_login(path: &str) -> bool {
+    let path = path.strip_prefix("/api/capydb").unwrap_or(path);
+    matches!(path, crate::cli::LOGIN | crate::cli::APPROVE | crate::cli::TOKEN)
 }
 
 /// What the router answers, through the `Idempotency-Key` layer, as JSON
@@ -236,8 +249,18 @@ mod tests {
     #[test]
     fn rate_keys_name_the_address() {
         let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(RateKey::of(v4).as_str(), "ip:127.0.0.1");
+        assert_eq!(RateKey::of("ip", v4).as_str(), "ip:127.0.0.1");
         let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
-        assert_eq!(RateKey::of(v6).as_str(), format!("ip:{v6}"));
+        assert_eq!(RateKey::of("cli", v6).as_str(), format!("cli:{v6}"));
+    }
+
+    #[test]
+    fn the_cli_login_bucket_holds_the_three_login_endpoints_only() {
+        for p in ["/v1/cli/login", "/v1/cli/login/approve", "/v1/cli/login/token", "/api/capydb/v1/cli/login/token"] {
+            assert!(is_cli_login(p), "{p}");
+        }
+        for p in ["/v1/cli/sessions", "/v1/cli/login/", "/v1/me", "/v1/cli/login/tokens", "/x/v1/cli/login"] {
+            assert!(!is_cli_login(p), "{p}");
+        }
     }
 }

@@ -103,6 +103,11 @@ impl IntoParams for PageParams {
         crate::webhooks::redeliver,
         openapi_json,
         crate::health::health,
+        crate::cli::start_login,
+        crate::cli::approve_login,
+        crate::cli::exchange_token,
+        crate::cli::list_cli_sessions,
+        crate::cli::revoke_cli_session,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions),
@@ -116,6 +121,7 @@ impl IntoParams for PageParams {
         (name = "jobs", description = "Asynchronous lifecycle jobs"),
         (name = "webhooks", description = "Signed event deliveries (Standard Webhooks)"),
         (name = "meta", description = "This document and the health check"),
+        (name = "cli", description = "CLI login (OAuth 2.0 device authorization grant, RFC 8628) and a person's CLI sessions. The three login endpoints have their own per-address rate limit, much stricter than the general one (10 requests a minute by default)"),
     )
 )]
 pub struct ApiDoc;
@@ -134,7 +140,14 @@ impl Modify for Conventions {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
-                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("capy_live_...").build(),
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("capy_live_... or capy_cli_...")
+                    .description(Some(
+                        "An API key (`capy_live_...`), or a CLI token (`capy_cli_...`, from the CLI login) that acts \
+                         as the approving person's session in the organization it was approved for",
+                    ))
+                    .build(),
             ),
         );
         components
@@ -177,7 +190,9 @@ impl Modify for Conventions {
         add_keyword(components, "CreateRestore", "allOf", serde_json::json!([rule]));
         for (path, item) in doc.paths.paths.iter_mut() {
             let public = path.ends_with("/openapi.json") || path.ends_with("/health");
-            if let (false, Some(post)) = (public, &mut item.post) {
+            // No credential, but a body to check.
+            let anonymous = path.ends_with(crate::cli::LOGIN) || path.ends_with(crate::cli::TOKEN);
+            if let (false, false, Some(post)) = (public, anonymous, &mut item.post) {
                 declare_idempotency(post, path);
             }
             for (changes, op) in [
@@ -188,7 +203,7 @@ impl Modify for Conventions {
                 (true, &mut item.put),
             ] {
                 if let Some(op) = op {
-                    declare_errors(op, path, public, changes);
+                    declare_errors(op, path, public, anonymous, changes);
                 }
             }
         }
@@ -288,7 +303,8 @@ fn declare_idempotency(op: &mut Operation, path: &str) {
 }
 
 /// `changes`: the operation changes something (not a GET).
-fn declare_errors(op: &mut Operation, path: &str, public: bool, changes: bool) {
+/// `anonymous`: the operation takes no credential (the CLI login's start and poll).
+fn declare_errors(op: &mut Operation, path: &str, public: bool, anonymous: bool, changes: bool) {
     let has_body = op.request_body.is_some();
     let has_query =
         op.parameters.iter().flatten().any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query));
@@ -296,14 +312,22 @@ fn declare_errors(op: &mut Operation, path: &str, public: bool, changes: bool) {
     let mut add = |code: &str, description: &str| {
         op.responses.responses.entry(code.to_string()).or_insert_with(|| error_response(description).into());
     };
-    if !public {
+    if anonymous {
+        if has_body {
+            add("400", "Malformed JSON, an unknown field, or an invalid value");
+            add("413", "Request body larger than 64 KiB");
+            add("415", "The body is not sent as `Content-Type: application/json`");
+        }
+        add("503", "A dependency is briefly unavailable; retry");
+    }
+    if !public && !anonymous {
         if has_body || has_query {
             add("400", "Malformed JSON, an unknown field, or an invalid value");
         }
         add("401", "Missing, malformed, unknown, expired or revoked credential");
         add(
             "403",
-            "The credential lacks the scope named in the message, is restricted to another project, needs the admin role, or an organization limit (named with its current usage) is reached",
+            "The credential lacks the scope named in the message, is restricted to another project, needs the admin role, is not a person's session where one is needed (CLI login and sessions), or an organization limit (named with its current usage) is reached",
         );
         if path.contains('{') {
             add("404", "No such resource in the caller's organization");
@@ -319,7 +343,7 @@ fn declare_errors(op: &mut Operation, path: &str, public: bool, changes: bool) {
     }
     add("500", "Internal error (details are logged, never returned)");
     op.responses.responses.entry("429".to_string()).or_insert_with(|| rate_limited_response().into());
-    if !public {
+    if !public && !anonymous {
         op.security = Some(vec![
             SecurityRequirement::new("bearer", Vec::<String>::new()),
             SecurityRequirement::new("api_key", Vec::<String>::new()),

@@ -34,8 +34,14 @@ fn every_route_is_documented_with_its_errors() {
             let limited = &responses["429"]["headers"];
             assert!(limited["Retry-After"].is_object(), "{method} {path} does not declare 429 with Retry-After");
             assert!(limited["RateLimit-Reset"].is_object(), "{method} {path}: 429 without RateLimit-Reset");
-            // The document and the health check need no credential.
-            if !path.ends_with("openapi.json") && !path.ends_with("/health") {
+            // The document, the health check and the CLI login's start
+            // and poll need no credential; every other operation does.
+            let anonymous = path.ends_with("openapi.json")
+                || path.ends_with("/health")
+                || path.ends_with("/cli/login")
+                || path.ends_with("/cli/login/token");
+            assert_eq!(op.get("security").is_none(), anonymous, "{method} {path}: security schemes");
+            if !anonymous {
                 for code in ["401", "403"] {
                     assert!(responses.contains_key(code), "{method} {path} does not declare {code}");
                 }

@@ -22,6 +22,17 @@ async fn dynamodb_store_passes_the_store_contract() {
 }
 
 #[tokio::test]
+async fn dynamodb_store_passes_the_login_store_contract() {
+    let config = testkit::sdk_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = testkit::unique("capydb-logins");
+    testkit::create_table(&client, &Template::load(), &table).await;
+    let store = DynamoStore::new(client, table);
+    contract::run_login_store_contract(&store, &store).await;
+    contract::run_login_store_contract(&store, &store).await;
+}
+
+#[tokio::test]
 async fn sqs_queue_passes_the_queue_contract() {
     let config = testkit::sdk_config().await;
     let client = aws_sdk_sqs::Client::new(&config);

@@ -51,8 +51,10 @@ impl JobRigs for AwsRigs {
         let dir = std::env::temp_dir().join(capydb_domain::ids::new_id("aws-jobs-test"));
         self.dirs.lock().unwrap().push(dir.clone());
         let sqs = aws_sdk_sqs::Client::new(&self.config);
+        let store = Arc::new(DynamoStore::new(dynamodb.clone(), table.clone()));
         App::new(AppParts {
-            store: Arc::new(DynamoStore::new(dynamodb, table)) as Arc<dyn Store>,
+            store: store.clone() as Arc<dyn Store>,
+            logins: store as Arc<dyn capydb_domain::ports::LoginStore>,
             queue: Arc::new(SqsQueue::new(sqs.clone(), self.jobs.url.clone(), Some(self.jobs.dead_letter_url.clone())))
                 as Arc<dyn JobQueue>,
             webhook_queue: Arc::new(SqsQueue::new(

@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use crate::error::{DomainError, DomainResult};
 use crate::ports::{
-    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox,
-    SessionVerifier, Store, WebhookSender,
+    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, LoginStore, RateLimiter,
+    SecretBox, SessionVerifier, Store, WebhookSender,
 };
 use crate::ports::{QuotaClaim, QuotaKind, WebhookSendError};
 
@@ -137,6 +137,28 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub rate_limit: RateLimitSettings,
     pub quotas: QuotaSettings,
+    pub cli_login: CliLoginSettings,
+}
+
+/// The CLI login endpoints' own settings.
+#[derive(Debug, Clone)]
+pub struct CliLoginSettings {
+    /// The stricter per-address bucket of `POST /v1/cli/login`,
+    /// `/v1/cli/login/approve` and `/v1/cli/login/token` (they count only
+    /// there, not in the general one).
+    pub rate_limit: RateLimitSettings,
+    /// The page where a person approves a CLI login (the dashboard's); when
+    /// unset, this API's own `POST /v1/cli/login/approve` URL is shown.
+    pub verification_uri: Option<String>,
+}
+
+impl Default for CliLoginSettings {
+    fn default() -> Self {
+        CliLoginSettings {
+            rate_limit: RateLimitSettings { limit: 10, window: Duration::from_secs(60) },
+            verification_uri: None,
+        }
+    }
 }
 
 /// The application. Cheap to clone (one `Arc`): the HTTP layer clones it per request.
@@ -152,6 +174,8 @@ impl std::ops::Deref for App {
 
 pub struct AppParts {
     pub store: Arc<dyn Store>,
+    /// Device logins and CLI sessions.
+    pub logins: Arc<dyn LoginStore>,
     pub queue: Arc<dyn JobQueue>,
     /// Published events and webhook attempts (a second queue of the same kind).
     pub webhook_queue: Arc<dyn JobQueue>,

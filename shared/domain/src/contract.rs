@@ -1953,3 +1953,166 @@ pub async fn secret_box_contract(b: &dyn SecretBox) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// LoginStore
+
+/// Device logins and CLI sessions: inserts that give a live user code to
+/// one login only, conditional updates, an exchange that happens once even
+/// when concurrent, CLI sessions found by hash, listed per person and
+/// organization and revoked only by their owner. `orgs` makes the
+/// organizations the sessions belong to.
+pub async fn run_login_store_contract(store: &dyn crate::ports::LoginStore, orgs: &dyn Store) {
+    use crate::cli_login::{CliSession, DeviceLogin, DeviceLoginStatus, LoginDecision};
+    use crate::ports::OrgRole;
+    let now = base_time();
+    let org = organization(now);
+    let first_key = api_key(&org.id, new_id(ids::API_KEY), now);
+    ok(orgs.create_organization(&org, &first_key).await, "create the organization");
+    let hash = |s: &str| crate::apikey::hash(&format!("{s}-{}", new_id("t")));
+    let login = |user_code_hash: &str, expires_at: Timestamp| DeviceLogin {
+        device_code_hash: hash("device"),
+        user_code_hash: user_code_hash.to_string(),
+        created_at: now,
+        expires_at,
+        interval_secs: 5,
+        last_polled_at: None,
+        status: DeviceLoginStatus::Pending,
+        decision: None,
+        cli_session_id: None,
+        version: 1,
+    };
+
+    // A live user code belongs to one login; an expired one gives it up.
+    let user_code = hash("user");
+    let first = login(&user_code, plus_ms(now, 600_000));
+    assert!(ok(store.insert_device_login(&first, now).await, "insert"));
+    assert_eq!(store.get_device_login(&first.device_code_hash).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.get_device_login_by_user_code(&user_code).await.unwrap(), Some(first.clone()));
+    let clash = login(&user_code, plus_ms(now, 600_000));
+    assert!(!store.insert_device_login(&clash, plus_ms(now, 1000)).await.unwrap(), "a live login holds the code");
+    assert_eq!(store.get_device_login(&clash.device_code_hash).await.unwrap(), None, "nothing written");
+    let after_expiry = plus_ms(now, 600_001);
+    assert!(store.insert_device_login(&clash, after_expiry).await.unwrap(), "an expired login gives its code up");
+    assert_eq!(
+        store.get_device_login_by_user_code(&user_code).await.unwrap().map(|l| l.device_code_hash),
+        Some(clash.device_code_hash.clone())
+    );
+    assert_eq!(store.get_device_login(&hash("nobody")).await.unwrap(), None);
+    assert_eq!(store.get_device_login_by_user_code(&hash("nobody")).await.unwrap(), None);
+
+    // Conditional updates: the version read is the version written over.
+    let live = login(&hash("user"), plus_ms(now, 600_000));
+    assert!(store.insert_device_login(&live, now).await.unwrap());
+    let polled = DeviceLogin { last_polled_at: Some(plus_ms(now, 10)), interval_secs: 10, version: 2, ..live.clone() };
+    assert!(store.update_device_login(&polled, 1).await.unwrap());
+    assert!(!store.update_device_login(&polled, 1).await.unwrap(), "a stale version loses");
+    let approved = DeviceLogin {
+        status: DeviceLoginStatus::Approved,
+        decision: Some(LoginDecision {
+            user_id: "user_cli".into(),
+            organization_id: org.id.clone(),
+            clerk_org_id: "org_clerk_cli".into(),
+            role: OrgRole::Member,
+            at: plus_ms(now, 20),
+        }),
+        version: 3,
+        ..polled.clone()
+    };
+    assert!(store.update_device_login(&approved, 2).await.unwrap());
+    assert_eq!(store.get_device_login(&live.device_code_hash).await.unwrap(), Some(approved.clone()));
+
+    // The exchange: once, even when raced; nothing of a lost race is kept.
+    let session = |n: u64| {
+        let token_hash = hash("token");
+        CliSession {
+            id: new_id_at(ids::CLI_SESSION, Utc::now().timestamp_millis() as u64 + n),
+            organization_id: org.id.clone(),
+            user_id: "user_cli".into(),
+            role: OrgRole::Member,
+            prefix: "capy_cli_".into(),
+            last4: token_hash[..4].to_string(),
+            created_at: plus_ms(now, 30),
+            expires_at: plus_ms(now, 30 * 24 * 3600 * 1000),
+            revoked_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+            clerk_org_id: "org_clerk_cli".into(),
+            hash: token_hash,
+        }
+    };
+    let candidates: Vec<CliSession> = (0..8).map(session).collect();
+    let results = futures_join_all(candidates.iter().map(|c| {
+        let exchanged = DeviceLogin {
+            status: DeviceLoginStatus::Exchanged,
+            cli_session_id: Some(c.id.clone()),
+            version: 4,
+            ..approved.clone()
+        };
+        async move { store.exchange_device_login(&exchanged, 3, c).await }
+    }))
+    .await;
+    let won: Vec<&CliSession> =
+        candidates.iter().zip(&results).filter(|(_, r)| *r.as_ref().unwrap()).map(|(c, _)| c).collect();
+    assert_eq!(won.len(), 1, "one exchange of {} wins: {results:?}", candidates.len());
+    let winner = won[0].clone();
+    for c in &candidates {
+        let found = store.get_cli_session_by_hash(&c.hash).await.unwrap();
+        assert_eq!(found.as_ref(), (c.id == winner.id).then_some(&winner), "only the winner's session exists");
+    }
+    let spent = store.get_device_login(&live.device_code_hash).await.unwrap().unwrap();
+    assert_eq!(
+        (spent.status, spent.cli_session_id.as_deref()),
+        (DeviceLoginStatus::Exchanged, Some(winner.id.as_str()))
+    );
+
+    // Listing per person and organization, newest first, paged.
+    let mut mine = vec![winner.clone()];
+    for n in 0..2u64 {
+        let l = login(&hash("user"), plus_ms(now, 600_000));
+        assert!(store.insert_device_login(&l, now).await.unwrap());
+        let s = session(100 + n);
+        let spent =
+            DeviceLogin { status: DeviceLoginStatus::Exchanged, cli_session_id: Some(s.id.clone()), version: 2, ..l };
+        assert!(store.exchange_device_login(&spent, 1, &s).await.unwrap());
+        mine.push(s);
+    }
+    let other_user = CliSession { user_id: "user_other".into(), ..session(200) };
+    let l = login(&hash("user"), plus_ms(now, 600_000));
+    assert!(store.insert_device_login(&l, now).await.unwrap());
+    let spent = DeviceLogin { status: DeviceLoginStatus::Exchanged, version: 2, ..l };
+    assert!(store.exchange_device_login(&spent, 1, &other_user).await.unwrap());
+    mine.sort_by(|a, b| b.id.cmp(&a.id));
+    let listed = store.list_cli_sessions(&org.id, "user_cli", &Page::first(10)).await.unwrap();
+    assert_eq!(listed, mine, "the person's sessions, newest first");
+    let page = store.list_cli_sessions(&org.id, "user_cli", &Page { limit: 2, before: None }).await.unwrap();
+    assert_eq!(ids_of(&page, |s| &s.id), ids_of(&mine[..2], |s| &s.id));
+    let rest = store
+        .list_cli_sessions(&org.id, "user_cli", &Page { limit: 2, before: Some(page[1].id.clone()) })
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&rest, |s| &s.id), ids_of(&mine[2..], |s| &s.id));
+    assert!(store.list_cli_sessions("org_elsewhere", "user_cli", &Page::first(10)).await.unwrap().is_empty());
+
+    // Touch and revoke: only the owner, in the organization; revoking twice keeps the first time.
+    store.touch_cli_session(&winner.id, plus_ms(now, 40), Some("127.0.0.1")).await.unwrap();
+    let touched = store.get_cli_session_by_hash(&winner.hash).await.unwrap().unwrap();
+    assert_eq!((touched.last_used_at, touched.last_used_ip.as_deref()), (Some(plus_ms(now, 40)), Some("127.0.0.1")));
+    assert_eq!(store.revoke_cli_session(&org.id, "user_other", &winner.id, plus_ms(now, 50)).await.unwrap(), None);
+    assert_eq!(
+        store.revoke_cli_session("org_elsewhere", "user_cli", &winner.id, plus_ms(now, 50)).await.unwrap(),
+        None
+    );
+    assert_eq!(store.revoke_cli_session(&org.id, "user_cli", "cli_missing", plus_ms(now, 50)).await.unwrap(), None);
+    let revoked = store.revoke_cli_session(&org.id, "user_cli", &winner.id, plus_ms(now, 50)).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(plus_ms(now, 50)));
+    let again = store.revoke_cli_session(&org.id, "user_cli", &winner.id, plus_ms(now, 60)).await.unwrap().unwrap();
+    assert_eq!(again.revoked_at, Some(plus_ms(now, 50)), "the first revocation's time stays");
+    assert_eq!(store.get_cli_session_by_hash(&winner.hash).await.unwrap().unwrap().revoked_at, Some(plus_ms(now, 50)));
+
+    // The sweep (a no-op where the table's TTL deletes) never brings an
+    // expired login back and leaves live ones alone.
+    store.sweep_device_logins(plus_ms(now, 1000)).await.unwrap();
+    assert!(store.get_device_login(&clash.device_code_hash).await.unwrap().is_some(), "live");
+    assert!(store.get_cli_session_by_hash(&winner.hash).await.unwrap().is_some(), "sessions are not swept");
+}

@@ -103,6 +103,7 @@ impl App {
                 session_id: claims.session_id,
                 clerk_org_id: org.clerk_org_id,
                 role: org.role,
+                cli_session_id: None,
             }),
             organization,
             scopes: Scope::ALL.to_vec(),

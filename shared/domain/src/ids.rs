@@ -19,6 +19,7 @@ pub const WEBHOOK: &str = "whk";
 pub const EVENT: &str = "evt";
 pub const DELIVERY: &str = "dlv";
 pub const USER: &str = "usr";
+pub const CLI_SESSION: &str = "cli";
 pub const REQUEST: &str = "req";
 
 /// Ids that cross layers inside a job's specification, typed so a preview's

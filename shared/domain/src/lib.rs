@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod apikey;
 pub mod app;
 pub mod backups;
+pub mod cli_login;
 pub mod error;
 pub mod fields;
 pub mod health;
@@ -24,7 +25,7 @@ pub mod sweep;
 pub mod ts;
 pub mod webhooks;
 
-pub use app::{App, AppParts, JobSettings, RateLimitSettings, Settings};
+pub use app::{App, AppParts, CliLoginSettings, JobSettings, RateLimitSettings, Settings};
 pub use error::{DomainError, DomainResult};
 
 #[cfg(feature = "testkit")]

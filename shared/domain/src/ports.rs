@@ -293,6 +293,63 @@ pub trait Store: Send + Sync {
     async fn sweep_idempotent(&self, now: Timestamp) -> DomainResult<u64>;
 }
 
+/// Device logins and CLI sessions (`cli_login`): kept apart from `Store`,
+/// which they share nothing with but organizations' ids.
+#[async_trait]
+pub trait LoginStore: Send + Sync {
+    /// Stores a new device login. `false` (nothing written) when a login
+    /// that has not expired at `now` holds the same user code hash: the
+    /// caller draws another code. An expired holder gives its code up.
+    async fn insert_device_login(&self, login: &crate::cli_login::DeviceLogin, now: Timestamp) -> DomainResult<bool>;
+    /// By the device code's hash (strongly consistent).
+    async fn get_device_login(&self, device_code_hash: &str) -> DomainResult<Option<crate::cli_login::DeviceLogin>>;
+    /// By the user code's hash, expired or not.
+    async fn get_device_login_by_user_code(
+        &self,
+        user_code_hash: &str,
+    ) -> DomainResult<Option<crate::cli_login::DeviceLogin>>;
+    /// Writes `login` if the stored one's version is `expected_version`;
+    /// `false` when another write came first.
+    async fn update_device_login(
+        &self,
+        login: &crate::cli_login::DeviceLogin,
+        expected_version: u64,
+    ) -> DomainResult<bool>;
+    /// In one atomic write: `login` (conditioned like `update_device_login`)
+    /// and the new CLI session. `false`, and nothing written, when the
+    /// login changed since it was read: a device code is exchanged once.
+    async fn exchange_device_login(
+        &self,
+        login: &crate::cli_login::DeviceLogin,
+        expected_version: u64,
+        session: &crate::cli_login::CliSession,
+    ) -> DomainResult<bool>;
+    /// By the token's hash (every request with a CLI token).
+    async fn get_cli_session_by_hash(&self, hash: &str) -> DomainResult<Option<crate::cli_login::CliSession>>;
+    /// One person's CLI sessions in one organization, newest first, revoked
+    /// and expired ones included.
+    async fn list_cli_sessions(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        page: &Page,
+    ) -> DomainResult<Vec<crate::cli_login::CliSession>>;
+    /// Sets `revoked_at` unless set; the session as stored after, or `None`
+    /// when no session `id` of that person in that organization exists.
+    async fn revoke_cli_session(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        id: &str,
+        at: Timestamp,
+    ) -> DomainResult<Option<crate::cli_login::CliSession>>;
+    /// Records a use (`last_used_at`, `last_used_ip`).
+    async fn touch_cli_session(&self, id: &str, at: Timestamp, ip: Option<&str>) -> DomainResult<()>;
+    /// Deletes device logins that expired before `now`; how many. (DynamoDB's
+    /// TTL does this deployed; reads never trust an expired login either way.)
+    async fn sweep_device_logins(&self, now: Timestamp) -> DomainResult<u64>;
+}
+
 /// One request's claim on an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyClaim {
@@ -573,6 +630,24 @@ pub enum OrgRole {
     Admin,
     /// Any other organization role.
     Member,
+}
+
+impl OrgRole {
+    /// The stored and serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrgRole::Admin => "admin",
+            OrgRole::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OrgRole> {
+        match s {
+            "admin" => Some(OrgRole::Admin),
+            "member" => Some(OrgRole::Member),
+            _ => None,
+        }
+    }
 }
 
 /// The active organization of a verified session.

@@ -25,6 +25,9 @@ pub struct Session {
     pub session_id: Option<String>,
     pub clerk_org_id: String,
     pub role: OrgRole,
+    /// Set when the credential is a CLI token (`capy_cli_...`) standing for
+    /// this person's session: the CLI session's id.
+    pub cli_session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +123,10 @@ impl Principal {
     pub fn view(&self) -> PrincipalView {
         let (kind, key, user_id, role) = match &self.credential {
             Credential::ApiKey(key) => ("api_key", Some(key.clone()), None, None),
-            Credential::Session(s) => ("session", None, Some(s.user_id.clone()), Some(s.role)),
+            Credential::Session(s) => {
+                let kind = if s.cli_session_id.is_some() { "cli_session" } else { "session" };
+                (kind, None, Some(s.user_id.clone()), Some(s.role))
+            }
         };
         PrincipalView {
             kind: kind.into(),
@@ -137,7 +143,8 @@ impl Principal {
 /// `GET /v1/me`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PrincipalView {
-    /// `api_key` or `session`.
+    /// `api_key`, `session` (a browser session) or `cli_session` (a CLI
+    /// token, acting as the person's session).
     pub kind: String,
     /// The API key used, when `kind` is `api_key`.
     pub key: Option<ApiKey>,

@@ -16,6 +16,9 @@ pub struct SweepReport {
     pub republished_events: usize,
     /// Webhook deliveries due for a retry, queued.
     pub webhook_retries: usize,
+    /// Expired `Idempotency-Key` records and device logins deleted (the
+    /// SQLite store; DynamoDB's TTL does this deployed).
+    pub expired_records: usize,
     /// `<part>: <error>` of each part that failed.
     pub errors: Vec<String>,
 }
@@ -44,16 +47,23 @@ impl App {
         let redriven_jobs = note("re-drive stuck jobs", self.redrive_stuck_jobs(false).await);
         let republished_events = note("republish events", self.republish_events().await);
         let webhook_retries = note("send due webhook retries", self.send_due_deliveries().await);
+        let now = self.now();
+        let expired_keys =
+            note("delete expired idempotency records", self.store.sweep_idempotent(now).await.map(|n| n as usize));
+        let expired_logins =
+            note("delete expired device logins", self.logins.sweep_device_logins(now).await.map(|n| n as usize));
         report.expired_previews = expired_previews;
         report.redriven_jobs = redriven_jobs;
         report.republished_events = republished_events;
         report.webhook_retries = webhook_retries;
-        if expired_previews + redriven_jobs + republished_events + webhook_retries > 0 {
+        report.expired_records = expired_keys + expired_logins;
+        if expired_previews + redriven_jobs + republished_events + webhook_retries + report.expired_records > 0 {
             tracing::info!(
                 expired_previews,
                 redriven_jobs,
                 republished_events,
                 webhook_retries,
+                expired_records = report.expired_records,
                 failed_parts = report.errors.len(),
                 "sweep done"
             );

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
+use capydb_domain::cli_login::{CliSession, DeviceLogin};
 use capydb_domain::model::{
     ApiKey, Backup, Delivery, DeliveryAttempt, Event, Import, Job, Organization, Preview, Project, Restore, Timestamp,
     WebhookEndpoint,
@@ -341,5 +342,52 @@ impl<S: Store> Store for CachedStore<S> {
         limit: usize,
     ) -> DomainResult<Vec<Delivery>> {
         self.inner.list_due_deliveries(due_before, now, limit).await
+    }
+}
+
+/// Device logins and CLI sessions are not cached: a CLI token's request
+/// reads its session from the store, so a revocation needs no invalidation.
+#[async_trait]
+impl<S: capydb_domain::ports::LoginStore> capydb_domain::ports::LoginStore for CachedStore<S> {
+    async fn insert_device_login(&self, login: &DeviceLogin, now: Timestamp) -> DomainResult<bool> {
+        self.inner.insert_device_login(login, now).await
+    }
+    async fn get_device_login(&self, device_code_hash: &str) -> DomainResult<Option<DeviceLogin>> {
+        self.inner.get_device_login(device_code_hash).await
+    }
+    async fn get_device_login_by_user_code(&self, user_code_hash: &str) -> DomainResult<Option<DeviceLogin>> {
+        self.inner.get_device_login_by_user_code(user_code_hash).await
+    }
+    async fn update_device_login(&self, login: &DeviceLogin, expected_version: u64) -> DomainResult<bool> {
+        self.inner.update_device_login(login, expected_version).await
+    }
+    async fn exchange_device_login(
+        &self,
+        login: &DeviceLogin,
+        expected_version: u64,
+        session: &CliSession,
+    ) -> DomainResult<bool> {
+        self.inner.exchange_device_login(login, expected_version, session).await
+    }
+    async fn get_cli_session_by_hash(&self, hash: &str) -> DomainResult<Option<CliSession>> {
+        self.inner.get_cli_session_by_hash(hash).await
+    }
+    async fn list_cli_sessions(&self, org_id: &str, user_id: &str, page: &Page) -> DomainResult<Vec<CliSession>> {
+        self.inner.list_cli_sessions(org_id, user_id, page).await
+    }
+    async fn revoke_cli_session(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        id: &str,
+        at: Timestamp,
+    ) -> DomainResult<Option<CliSession>> {
+        self.inner.revoke_cli_session(org_id, user_id, id, at).await
+    }
+    async fn touch_cli_session(&self, id: &str, at: Timestamp, ip: Option<&str>) -> DomainResult<()> {
+        self.inner.touch_cli_session(id, at, ip).await
+    }
+    async fn sweep_device_logins(&self, now: Timestamp) -> DomainResult<u64> {
+        self.inner.sweep_device_logins(now).await
     }
 }

@@ -288,6 +288,43 @@ CREATE TABLE clerk_organizations (
     r#"
 ALTER TABLE api_keys ADD COLUMN created_by TEXT;
 "#,
+    // 6: the CLI login's device logins and the CLI sessions it makes.
+    r#"
+CREATE TABLE device_logins (
+    device_code_hash TEXT PRIMARY KEY,
+    user_code_hash   TEXT NOT NULL UNIQUE,
+    created_at       INTEGER NOT NULL,
+    expires_at       INTEGER NOT NULL,
+    interval_secs    INTEGER NOT NULL,
+    last_polled_at   INTEGER,
+    status           TEXT NOT NULL,
+    user_id          TEXT,
+    organization_id  TEXT,
+    clerk_org_id     TEXT,
+    role             TEXT,
+    decided_at       INTEGER,
+    cli_session_id   TEXT,
+    version          INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX device_logins_expiry ON device_logins(expires_at);
+
+CREATE TABLE cli_sessions (
+    id              TEXT PRIMARY KEY,
+    organization_id TEXT NOT NULL REFERENCES organizations(id),
+    user_id         TEXT NOT NULL,
+    clerk_org_id    TEXT NOT NULL,
+    role            TEXT NOT NULL,
+    prefix          TEXT NOT NULL,
+    last4           TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    revoked_at      INTEGER,
+    last_used_at    INTEGER,
+    last_used_ip    TEXT,
+    hash            TEXT NOT NULL UNIQUE
+);
+CREATE INDEX cli_sessions_user ON cli_sessions(organization_id, user_id, id);
+"#,
 ];
 
 /// Opens the read-write connection, switches the file to WAL and brings the

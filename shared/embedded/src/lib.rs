@@ -17,6 +17,7 @@ mod artifacts;
 mod bus;
 mod cache;
 mod db;
+mod logins;
 mod queue;
 mod ratelimit;
 mod secret;

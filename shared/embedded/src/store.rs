@@ -55,7 +55,11 @@ impl SqliteStore {
     /// Runs `f` on a free read-only connection: the pool is tried
     /// round-robin without blocking, and only when every connection is busy
     /// does the call wait for one.
-    fn read<T>(&self, op: &'static str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> DomainResult<T> {
+    pub(crate) fn read<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> DomainResult<T> {
         let n = self.readers.len();
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed) % n;
         for i in 0..n {
@@ -77,7 +81,7 @@ impl SqliteStore {
     ///
     /// `f` returns `Ok((value, true))` to commit, `Ok((value, false))` to
     /// roll back.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         op: &'static str,
         f: impl FnOnce(&Transaction<'_>) -> DomainResult<(T, bool)>,
@@ -92,7 +96,7 @@ impl SqliteStore {
     }
 
     /// One auto-committed statement on the writer.
-    fn execute(&self, op: &'static str, sql: &str, params: impl rusqlite::Params) -> DomainResult<usize> {
+    pub(crate) fn execute(&self, op: &'static str, sql: &str, params: impl rusqlite::Params) -> DomainResult<usize> {
         let conn = db::lock(&self.writer);
         conn.prepare_cached(sql).and_then(|mut s| s.execute(params)).map_err(sql_err(op))
     }

@@ -45,6 +45,44 @@ async fn sqlite_store_passes_the_store_contract() {
     contract::run_store_contract(&store).await;
 }
 
+#[tokio::test]
+async fn sqlite_store_passes_the_login_store_contract() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(&dir.file("capydb.db")).expect("open store");
+    contract::run_login_store_contract(&store, &store).await;
+    contract::run_login_store_contract(&store, &store).await;
+}
+
+/// SQLite has no TTL: the sweep deletes expired device logins, and only those.
+#[tokio::test]
+async fn sqlite_sweeps_expired_device_logins() {
+    use capydb_domain::cli_login::{DeviceLogin, DeviceLoginStatus};
+    use capydb_domain::ports::LoginStore;
+    let dir = TempDir::new();
+    let store = SqliteStore::open(&dir.file("capydb.db")).expect("open store");
+    let now = chrono::Utc::now();
+    for (code, minutes) in [("old", 10), ("live", 30)] {
+        let login = DeviceLogin {
+            device_code_hash: format!("device-{code}"),
+            user_code_hash: format!("user-{code}"),
+            created_at: now,
+            expires_at: now + chrono::Duration::minutes(minutes),
+            interval_secs: 5,
+            last_polled_at: None,
+            status: DeviceLoginStatus::Pending,
+            decision: None,
+            cli_session_id: None,
+            version: 1,
+        };
+        assert!(store.insert_device_login(&login, now).await.unwrap());
+    }
+    let later = now + chrono::Duration::minutes(20);
+    assert_eq!(store.sweep_device_logins(later).await.unwrap(), 1);
+    assert_eq!(store.sweep_device_logins(later).await.unwrap(), 0);
+    assert!(store.get_device_login("device-old").await.unwrap().is_none());
+    assert!(store.get_device_login("device-live").await.unwrap().is_some());
+}
+
 /// SQLite has no TTL: the sweep deletes expired idempotency records, and
 /// only those.
 #[tokio::test]

@@ -38,8 +38,10 @@ impl JobRigs for SqliteRigs {
         self.dirs.lock().unwrap().push(dir.clone());
         let db = dir.join(DB);
         let webhook_queue = Arc::new(SqliteQueue::open(&db, "webhooks", 5).unwrap());
+        let store = Arc::new(SqliteStore::open(&db).unwrap());
         App::new(AppParts {
-            store: Arc::new(SqliteStore::open(&db).unwrap()) as Arc<dyn Store>,
+            store: store.clone() as Arc<dyn Store>,
+            logins: store as Arc<dyn capydb_domain::ports::LoginStore>,
             queue: Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap()) as Arc<dyn JobQueue>,
             webhook_queue: webhook_queue.clone() as Arc<dyn JobQueue>,
             bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,

@@ -32,6 +32,11 @@ pub struct Config {
     pub job_max_attempts: u32,
     /// Requests per minute from one client address; 0 is no limit.
     pub rate_limit_per_minute: u32,
+    /// Requests per minute from one address to the CLI login endpoints.
+    pub cli_login_rate_limit_per_minute: u32,
+    /// The page where a person approves a CLI login; unset: the API's own
+    /// `POST /v1/cli/login/approve`.
+    pub cli_verification_url: Option<String>,
     /// Per-organization and per-project limits (`CAPYDB_MAX_*`).
     pub quotas: QuotaSettings,
     /// Browser sessions (`CAPYDB_CLERK_*`); off when neither a key nor a
@@ -111,6 +116,13 @@ impl Config {
                 }
                 None => capydb_domain::RateLimitSettings::default().limit,
             },
+            cli_login_rate_limit_per_minute: match opt_var("CAPYDB_CLI_LOGIN_RATE_LIMIT_PER_MINUTE") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| format!("CAPYDB_CLI_LOGIN_RATE_LIMIT_PER_MINUTE must be a number, not {v:?}"))?,
+                None => capydb_domain::CliLoginSettings::default().rate_limit.limit,
+            },
+            cli_verification_url: opt_var("CAPYDB_CLI_VERIFICATION_URL"),
             quotas: quotas_from(|name| std::env::var(name).ok())?,
             clerk: capydb_clerk::ClerkConfig::from_env()?,
         })

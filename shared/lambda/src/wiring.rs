@@ -87,6 +87,13 @@ pub fn settings(config: &Config) -> Settings {
             window: std::time::Duration::from_secs(60),
         },
         quotas: config.quotas,
+        cli_login: capydb_domain::CliLoginSettings {
+            rate_limit: capydb_domain::RateLimitSettings {
+                limit: config.cli_login_rate_limit_per_minute,
+                window: std::time::Duration::from_secs(60),
+            },
+            verification_uri: config.cli_verification_url.clone(),
+        },
         ..Default::default()
     }
 }
@@ -96,8 +103,10 @@ pub fn settings(config: &Config) -> Settings {
 pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
     let dynamodb = ClientCell::lazy(sdk, dynamodb::Client::new);
     let sqs = ClientCell::lazy(sdk, sqs::Client::new);
+    let store = Arc::new(DynamoStore::new(dynamodb.clone(), &config.table));
     App::new(AppParts {
-        store: Arc::new(DynamoStore::new(dynamodb.clone(), &config.table)) as Arc<dyn Store>,
+        store: store.clone() as Arc<dyn Store>,
+        logins: store as Arc<dyn capydb_domain::ports::LoginStore>,
         queue: Arc::new(SqsQueue::new(sqs.clone(), &config.jobs_queue_url, config.jobs_dead_letter_url.clone()))
             as Arc<dyn JobQueue>,
         webhook_queue: Arc::new(SqsQueue::new(sqs, &config.webhook_queue_url, config.webhook_dead_letter_url.clone()))

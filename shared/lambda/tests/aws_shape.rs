@@ -41,10 +41,10 @@ struct Deployed {
 
 /// Creates the stack's stateful resources on moto and the app the functions build.
 async fn deploy(job_max_attempts: u32) -> Deployed {
-    deploy_with(job_max_attempts, 6000).await
+    deploy_with(job_max_attempts, 6000, Default::default()).await
 }
 
-async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32) -> Deployed {
+async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32, clerk: capydb_clerk::ClerkConfig) -> Deployed {
     let sdk = testkit::sdk_config().await;
     let template = Template::load();
     let dynamodb = dynamodb::Client::new(&sdk);
@@ -88,8 +88,10 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32) -> Deplo
         region: "us-east-1".into(),
         job_max_attempts,
         rate_limit_per_minute,
+        cli_login_rate_limit_per_minute: 10,
+        cli_verification_url: None,
         quotas: capydb_domain::app::QuotaSettings::default(),
-        clerk: Default::default(),
+        clerk,
     };
     let sdk = capydb_aws::client::SdkCell::ready(sdk);
     let api = lambda::app(&config, &sdk, lambda::Role::api(&config).expect("api role"));
@@ -428,7 +430,7 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_job_failed_while
 
 #[tokio::test]
 async fn the_rate_limit_counts_each_source_ip_in_dynamodb_across_functions() {
-    let aws = deploy_with(capydb_domain::JobSettings::default().max_attempts, 3).await;
+    let aws = deploy_with(capydb_domain::JobSettings::default().max_attempts, 3, Default::default()).await;
     // Distinct addresses per run: the counters live in the (shared) emulator.
     let ip = format!("198.51.100.{}", 1 + std::process::id() % 250);
     let other = format!("203.0.113.{}", 1 + std::process::id() % 250);
@@ -486,6 +488,53 @@ async fn ten_parallel_creates_with_one_idempotency_key_make_one_project_on_dynam
     assert_eq!((status, &again), (202, first_body), "later, a replay still");
 }
 
+/// The CLI login on DynamoDB through the identity function: start,
+/// approve with a Clerk session, exchange once, use, revoke.
+#[tokio::test]
+async fn the_cli_login_runs_on_dynamodb_through_the_identity_function() {
+    let key = capydb_clerk::testkit::TestKey::generate();
+    let clerk = capydb_clerk::ClerkConfig { jwt_key_pem: Some(key.public_pem.clone()), ..Default::default() };
+    let aws = deploy_with(capydb_domain::JobSettings::default().max_attempts, 6000, clerk).await;
+    // The CLI bucket's counters live in the (shared) emulator: an address of this run.
+    let ip = format!("192.0.2.{}", 1 + std::process::id() % 250);
+    let cli = |method: &'static str, path: String, auth: Option<String>, body: Option<Value>| {
+        let (aws, ip) = (&aws, ip.clone());
+        async move {
+            let auth = auth.map(|a| format!("Bearer {a}"));
+            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+            aws.call_from(Some(&ip), &headers, method, &path, body).await
+        }
+    };
+    let (status, headers, login) = cli("POST", "/v1/cli/login".into(), None, None).await;
+    assert_eq!(status, 200, "{login}");
+    assert_eq!(headers["ratelimit-limit"], "10", "the CLI login's own bucket");
+    assert!(login["verification_uri"].as_str().unwrap().ends_with("/v1/cli/login/approve"), "{login}");
+    let now = chrono::Utc::now().timestamp();
+    let admin = key.sign(
+        None,
+        &json!({"sub": "user_aws", "iat": now - 5, "nbf": now - 5, "exp": now + 600,
+                "org_id": "org_clerk_aws", "org_role": "org:admin"}),
+    );
+    let (status, _, approved) =
+        cli("POST", "/v1/cli/login/approve".into(), Some(admin), Some(json!({"user_code": login["user_code"]}))).await;
+    assert_eq!((status, approved["status"].as_str()), (200, Some("approved")), "{approved}");
+    let device = json!({"device_code": login["device_code"]});
+    let (status, _, token) = cli("POST", "/v1/cli/login/token".into(), None, Some(device.clone())).await;
+    assert_eq!(status, 200, "{token}");
+    let (status, _, again) = cli("POST", "/v1/cli/login/token".into(), None, Some(device)).await;
+    assert_eq!((status, again["error"].as_str()), (400, Some("invalid_grant")), "exchanged once: {again}");
+    let token_value = token["token"].as_str().unwrap().to_string();
+    let (status, _, me) = cli("GET", "/v1/me".into(), Some(token_value.clone()), None).await;
+    assert_eq!((status, me["principal"]["kind"].as_str()), (200, Some("cli_session")), "{me}");
+    let id = token["cli_session"]["id"].as_str().unwrap();
+    let (status, _, listed) = cli("GET", "/v1/cli/sessions".into(), Some(token_value.clone()), None).await;
+    assert_eq!((status, listed[0]["id"].as_str()), (200, Some(id)), "{listed}");
+    let (status, _, revoked) = cli("DELETE", format!("/v1/cli/sessions/{id}"), Some(token_value.clone()), None).await;
+    assert_eq!(status, 200, "{revoked}");
+    let (status, _, me) = cli("GET", "/v1/me".into(), Some(token_value), None).await;
+    assert_eq!(status, 401, "revoked: {me}");
+}
+
 #[tokio::test]
 async fn every_template_route_reaches_a_handler_of_its_function() {
     // Each HttpApi route of infra/template.yaml, sent through its function's
@@ -516,6 +565,11 @@ async fn every_template_route_reaches_a_handler_of_its_function() {
             // The document and the health check need no credential.
             match path {
                 "/v1/openapi.json" => assert_eq!(status, 200, "{method} {path} on function {binary}"),
+                // The CLI login's start and poll take no credential: reached, they answer (the
+                // start fails on this emulator without a table, the poll refuses an empty body).
+                "/v1/cli/login" | "/v1/cli/login/token" => {
+                    assert!(!matches!(status, 401 | 404 | 405), "{method} {path} on function {binary}: {status}")
+                }
                 "/v1/health" => assert!(matches!(status, 200 | 503), "{method} {path} on function {binary}: {status}"),
                 _ => assert_eq!(status, 401, "{method} {path} on function {binary}"),
             }
@@ -545,6 +599,8 @@ async fn in_memory_app() -> App {
         region: "us-east-1".into(),
         job_max_attempts: 3,
         rate_limit_per_minute: 0,
+        cli_login_rate_limit_per_minute: 0,
+        cli_verification_url: None,
         quotas: capydb_domain::app::QuotaSettings::default(),
         clerk: Default::default(),
     };

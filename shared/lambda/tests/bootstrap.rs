@@ -114,6 +114,8 @@ impl Stack {
             region: "us-east-1".into(),
             job_max_attempts: 3,
             rate_limit_per_minute: 0,
+            cli_login_rate_limit_per_minute: 0,
+            cli_verification_url: None,
             quotas: capydb_domain::app::QuotaSettings::default(),
             clerk: Default::default(),
         };

@@ -26,6 +26,8 @@ async fn app(table: String) -> App {
         region: "us-east-1".into(),
         job_max_attempts: 3,
         rate_limit_per_minute: 0,
+        cli_login_rate_limit_per_minute: 0,
+        cli_verification_url: None,
         quotas: capydb_domain::app::QuotaSettings::default(),
         clerk: Default::default(),
     };

@@ -120,6 +120,54 @@ impl TestApp {
         app
     }
 
+    /// A client of a server this test process runs itself on `base` (an
+    /// `App` with an injected clock, see `serve_in_process`): no child
+    /// process; `key` and `org_id` are what the test made.
+    pub fn attach(base: String, key: String, org_id: String) -> TestApp {
+        TestApp {
+            port: 0,
+            base,
+            dir: temp_dir("attached"),
+            key,
+            org_id,
+            stdout: String::new(),
+            options: Options::default(),
+            child: None,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// `try_request` from another loopback source address (say 127.0.0.2):
+    /// the server sees another client address.
+    pub async fn try_request_from(
+        &self,
+        source: std::net::IpAddr,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Resp, String> {
+        assert!(source.is_loopback(), "tests only ever send from loopback");
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(source));
+        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+        let mut req = http::Request::builder().method(method).uri(format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| e.to_string())?;
+        let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+            .await
+            .map_err(|_| "timeout".to_string())?
+            .map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Resp { status, headers, body, text })
+    }
+
     /// Starts (or restarts) the process on the same port and data dir.
     pub async fn start(&mut self) {
         self.start_with_extra(&[]).await

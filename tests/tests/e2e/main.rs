@@ -4,6 +4,7 @@ mod support;
 
 mod auth;
 mod backups;
+mod cli_login;
 mod conventions;
 mod crash;
 mod failures;

@@ -53,7 +53,7 @@ pub async fn in_process_app(
     dir: &std::path::Path,
     artifacts: Arc<dyn ArtifactStore>,
 ) -> (App, Arc<ManualClock>, Arc<PgProvider>) {
-    in_process_app_with(dir, artifacts, Settings::default()).await
+    in_process_app_with(dir, artifacts, Settings::default(), None).await
 }
 
 /// `in_process_app` with other settings.
@@ -61,6 +61,7 @@ pub async fn in_process_app_with(
     dir: &std::path::Path,
     artifacts: Arc<dyn ArtifactStore>,
     settings: Settings,
+    sessions: Option<Arc<dyn capydb_domain::ports::SessionVerifier>>,
 ) -> (App, Arc<ManualClock>, Arc<PgProvider>) {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let provider = Arc::new(PgProvider::connect(&shared_postgres_url(), "local").await.expect("provider"));
@@ -73,12 +74,26 @@ pub async fn in_process_app_with(
             webhook_sender: Arc::new(HttpWebhookSender::new(EgressPolicy::ALLOW_PRIVATE).unwrap()),
             egress: EgressPolicy::ALLOW_PRIVATE,
             artifacts,
-            sessions: None,
+            sessions,
             clock: clock.clone() as Arc<dyn Clock>,
             settings,
         },
     );
     (app, clock, provider)
+}
+
+/// Serves `app`'s router on a free loopback port, as capydb-local does
+/// (JSON answers to unparsable requests, the peer's address for the rate
+/// limit), for as long as the test runs; answers the base URL.
+pub async fn serve_in_process(app: App) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    let router = capydb_api::router(app);
+    tokio::spawn(async move {
+        let listener = capydb_api::serve::JsonErrorListener(listener);
+        let _ = axum::serve(listener, router.into_make_service_with_connect_info::<capydb_api::serve::Peer>()).await;
+    });
+    base
 }
 
 #[tokio::test]

@@ -307,7 +307,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled() {
         webhooks: WebhookSettings { retry_schedule: vec![Duration::ZERO; 3], jitter: 0.0, ..Default::default() },
         ..Default::default()
     };
-    let (app, clock, _) = crate::sweeper::in_process_app_with(&dir, artifacts, settings).await;
+    let (app, clock, _) = crate::sweeper::in_process_app_with(&dir, artifacts, settings, None).await;
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
     let router = axum::Router::new().route(

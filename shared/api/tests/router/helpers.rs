@@ -59,8 +59,10 @@ pub async fn api_with(tag: &str, settings: Settings) -> Api {
     let dir = TempDir::new(tag);
     let db = dir.0.join("capydb.sqlite3");
     let webhook_queue = Arc::new(SqliteQueue::open(&db, "webhooks", 5).unwrap()) as Arc<dyn JobQueue>;
+    let store = Arc::new(SqliteStore::open(&db).unwrap());
     let app = App::new(AppParts {
-        store: Arc::new(SqliteStore::open(&db).unwrap()) as Arc<dyn Store>,
+        store: store.clone() as Arc<dyn Store>,
+        logins: store as Arc<dyn capydb_domain::ports::LoginStore>,
         queue: Arc::new(SqliteQueue::open(&db, "jobs", 5).unwrap()) as Arc<dyn JobQueue>,
         webhook_queue: webhook_queue.clone(),
         bus: Arc::new(QueueEventBus::new(webhook_queue)) as Arc<dyn EventBus>,

@@ -8,6 +8,7 @@
 //! and conditions; the port contract suites hold both to the same rules.
 mod idempotency;
 pub mod item;
+mod logins;
 pub mod records;
 
 use std::collections::HashMap;
