@@ -78,9 +78,19 @@ where
             .into_response()
         }
         Ok(Begun::Replay(answer)) => return replay(answer),
+        Ok(Begun::Recover(held, job_id)) => {
+            return match app.recover_idempotent_request(&held, &job_id).await {
+                Ok(answer) => replay(answer),
+                Err(e) => {
+                    let _ = app.release_idempotent_request(&held).await;
+                    ApiError::from(e).into_response()
+                }
+            }
+        }
         Ok(Begun::Run(held)) => held,
     };
-    let res = next(Request::from_parts(parts, Body::from(bytes))).await;
+    // A job the handler starts is written into the key's record with it.
+    let res = idempotency::holding(held.clone(), next(Request::from_parts(parts, Body::from(bytes)))).await;
     let (res_parts, res_body) = res.into_parts();
     let body = match axum::body::to_bytes(res_body, usize::MAX).await {
         Ok(b) => b,

@@ -233,7 +233,79 @@ pub async fn run_store_contract(store: &dyn Store) {
     store_project_holds(store).await;
     store_quotas(store).await;
     store_idempotency(store).await;
+    store_idempotent_jobs(store).await;
     store_clerk_organizations(store).await;
+}
+
+/// A job started under an `Idempotency-Key` is recorded in the key's
+/// record in the same write, only while the request holds the key; the
+/// record then survives a release, and a takeover after the holder died
+/// finds the job (`Recovered`), as every later takeover does.
+pub async fn store_idempotent_jobs(store: &dyn Store) {
+    use crate::ports::{HeldKey, IdempotencyBegin, IdempotencyClaim, StoredAnswer};
+    let now = base_time();
+    let (org, _) = new_org(store, now).await;
+    let key = format!("idem-job-{}", new_id("t"));
+    let claim = |at: Timestamp| IdempotencyClaim {
+        key: key.clone(),
+        fingerprint: "fp".into(),
+        now: at,
+        lease_until: at + chrono::Duration::seconds(30),
+        expires_at: now + chrono::Duration::hours(24),
+    };
+    let first = claim(now);
+    assert_eq!(store.begin_idempotent(&first).await.unwrap(), IdempotencyBegin::Started { taken_over: false });
+    let held = HeldKey { key: key.clone(), lease_until: first.lease_until };
+    let p = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
+    let j = job(&org.id, &p.id, new_id(ids::JOB), JobKind::Provision, now);
+    let admission = Admission { idempotency: Some(held.clone()), ..Admission::default() };
+    assert_eq!(store.begin_job(&j, &ResourceWrite::Project(p.clone()), &[], &admission).await.unwrap(), None);
+    // A release (say the answer was a 5xx) keeps a record that names a job.
+    store.release_idempotent(&key, held.lease_until).await.unwrap();
+    assert_eq!(
+        store.begin_idempotent(&claim(plus_ms(now, 1000))).await.unwrap(),
+        IdempotencyBegin::InFlight,
+        "released, a record naming a job stays held until its lease ends"
+    );
+    // The holder died: past its lease the key is recovered from the job, again and again.
+    let heir = claim(plus_ms(now, 31_000));
+    assert_eq!(store.begin_idempotent(&heir).await.unwrap(), IdempotencyBegin::Recovered { job_id: j.id.clone() });
+    let second_heir = claim(plus_ms(now, 62_000));
+    assert_eq!(
+        store.begin_idempotent(&second_heir).await.unwrap(),
+        IdempotencyBegin::Recovered { job_id: j.id.clone() },
+        "a recovery that died too leaves the job for the next one"
+    );
+    // A holder that lost its lease starts nothing: the job, its resource and its lock are not written.
+    let q = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
+    let late = job(&org.id, &q.id, new_id(ids::JOB), JobKind::Provision, now);
+    let lost = Admission { idempotency: Some(held.clone()), ..Admission::default() };
+    match store.begin_job(&late, &ResourceWrite::Project(q.clone()), &[], &lost).await {
+        Err(DomainError::Conflict(m)) => assert!(m.contains("Idempotency-Key"), "{m}"),
+        other => panic!("a job under a lost key must be refused with 409, got {other:?}"),
+    }
+    assert_eq!(store.get_job(&late.id).await.unwrap(), None, "the refused job is not stored");
+    assert_eq!(store.get_project(&q.id).await.unwrap(), None, "nor its resource");
+    let again = job(&org.id, &q.id, new_id(ids::JOB), JobKind::Provision, now);
+    assert_eq!(
+        store.begin_job(&again, &ResourceWrite::Project(q.clone()), &[], &Admission::default()).await.unwrap(),
+        None,
+        "nor its lock"
+    );
+    // Answered, the record replays whatever a late job would claim.
+    let answer = StoredAnswer { status: 202, content_type: None, location: None, body: b"{}".to_vec() };
+    assert!(store.complete_idempotent(&key, second_heir.lease_until, &answer).await.unwrap());
+    let after = Admission {
+        idempotency: Some(HeldKey { key: key.clone(), lease_until: second_heir.lease_until }),
+        ..Admission::default()
+    };
+    let r = project(&org.id, new_id(ids::PROJECT), ProjectState::Provisioning, now);
+    let answered = job(&org.id, &r.id, new_id(ids::JOB), JobKind::Provision, now);
+    assert!(
+        store.begin_job(&answered, &ResourceWrite::Project(r), &[], &after).await.is_err(),
+        "an answered key takes no job"
+    );
+    assert_eq!(store.begin_idempotent(&claim(plus_ms(now, 70_000))).await.unwrap(), IdempotencyBegin::Replay(answer));
 }
 
 /// Clerk organizations: linked once, found by Clerk's id; concurrent first

@@ -56,15 +56,30 @@ pub fn fingerprint(method: &str, path_and_query: &str, body: &[u8]) -> String {
 }
 
 /// A claim on a key, held by one request.
-#[derive(Debug, Clone)]
-pub struct Held {
-    pub key: String,
-    pub lease_until: crate::model::Timestamp,
+pub type Held = crate::ports::HeldKey;
+
+tokio::task_local! {
+    /// The key the request running on this task holds, for `start_job`.
+    static HELD: Held;
+}
+
+/// Runs `request` (a request's handling, on this task) holding `held`: a
+/// job it starts is recorded in the key's record in the same write.
+pub async fn holding<F: std::future::Future>(held: Held, request: F) -> F::Output {
+    HELD.scope(held, request).await
+}
+
+/// The key the running request holds, if any.
+pub(crate) fn held() -> Option<Held> {
+    HELD.try_with(Clone::clone).ok()
 }
 
 pub enum Begun {
-    /// Run the request, then `finish` with its answer.
+    /// Run the request (inside [`holding`]), then `finish` with its answer.
     Run(Held),
+    /// The earlier holder died after starting this job: answer from it
+    /// (`recover_idempotent_request`), running nothing.
+    Recover(Held, String),
     InFlight,
     Mismatch,
     Replay(StoredAnswer),
@@ -89,9 +104,15 @@ impl App {
         Ok(match self.store.begin_idempotent(&claim).await? {
             IdempotencyBegin::Started { taken_over } => {
                 if taken_over {
-                    tracing::warn!("an Idempotency-Key's earlier request ended without an answer; running it again");
+                    tracing::warn!(
+                        "an Idempotency-Key's earlier request ended without an answer and started no job; running it again"
+                    );
                 }
                 Begun::Run(Held { key: claim.key, lease_until: claim.lease_until })
+            }
+            IdempotencyBegin::Recovered { job_id } => {
+                tracing::warn!(%job_id, "an Idempotency-Key's earlier request started a job and ended without an answer; answering from the job");
+                Begun::Recover(Held { key: claim.key, lease_until: claim.lease_until }, job_id)
             }
             IdempotencyBegin::InFlight => Begun::InFlight,
             IdempotencyBegin::Mismatch => Begun::Mismatch,
@@ -116,6 +137,57 @@ impl App {
 }
 
 impl App {
+    /// The answer to a request whose earlier attempt started `job_id` and
+    /// died before answering: the `202` its endpoint answers, made from the
+    /// job and its resources as they are now, stored as the key's answer.
+    pub async fn recover_idempotent_request(&self, held: &Held, job_id: &str) -> DomainResult<StoredAnswer> {
+        let answer = self.answer_of_job(job_id).await?;
+        self.finish_idempotent_request(held, answer.clone()).await?;
+        Ok(answer)
+    }
+
+    /// The `202` body a lifecycle POST answers for `job_id`.
+    async fn answer_of_job(&self, job_id: &str) -> DomainResult<StoredAnswer> {
+        use crate::model::{JobSpec, RestoreInto};
+        let gone =
+            |what: &str, id: &str| DomainError::internal(format!("the {what} {id} of an idempotent job is gone"));
+        let job = self.store.get_job(job_id).await?.ok_or_else(|| gone("job", job_id))?;
+        let project =
+            |id: String| async move { self.store.get_project(&id).await?.ok_or_else(|| gone("project", &id)) };
+        let preview =
+            |id: String| async move { self.store.get_preview(&id).await?.ok_or_else(|| gone("preview", &id)) };
+        let json = |v: serde_json::Result<Vec<u8>>| v.map_err(DomainError::internal);
+        let body = match job.spec.clone() {
+            JobSpec::Provision | JobSpec::RotateCredentials { .. } | JobSpec::DeleteProject { .. } => {
+                let project = project(job.resource.id.clone()).await?;
+                json(serde_json::to_vec(&crate::projects::ProjectJob { project, job }))?
+            }
+            JobSpec::CreatePreview { preview: id }
+            | JobSpec::ResetPreview { preview: id }
+            | JobSpec::DeletePreview { preview: id } => {
+                let preview = preview(id.to_string()).await?;
+                json(serde_json::to_vec(&crate::previews::PreviewJob { preview, job }))?
+            }
+            JobSpec::CreateBackup { backup: id } => {
+                let backup = self.store.get_backup(id.as_str()).await?.ok_or_else(|| gone("backup", id.as_str()))?;
+                json(serde_json::to_vec(&crate::backups::BackupJob { backup, job }))?
+            }
+            JobSpec::Restore { restore: id, into, .. } => {
+                let restore = self.store.get_restore(id.as_str()).await?.ok_or_else(|| gone("restore", id.as_str()))?;
+                let preview = match into {
+                    RestoreInto::Preview(p) => Some(preview(p.to_string()).await?),
+                    RestoreInto::Project { .. } => None,
+                };
+                json(serde_json::to_vec(&crate::backups::RestoreJob { restore, job, preview }))?
+            }
+            JobSpec::Import { import: id, .. } => {
+                let import = self.store.get_import(id.as_str()).await?.ok_or_else(|| gone("import", id.as_str()))?;
+                json(serde_json::to_vec(&crate::backups::ImportJob { import, job }))?
+            }
+        };
+        Ok(StoredAnswer { status: 202, content_type: Some("application/json".into()), location: None, body })
+    }
+
     /// Gives a held key up without an answer: a retry runs the request again.
     pub async fn release_idempotent_request(&self, held: &Held) -> DomainResult<()> {
         self.store.release_idempotent(&held.key, held.lease_until).await

@@ -100,6 +100,28 @@ pub struct Admission {
     /// This project's deletion: nothing may hold it.
     pub project_unheld: Option<String>,
     pub quota: Option<QuotaClaim>,
+    /// The `Idempotency-Key` record the starting request holds: the job's
+    /// id is written into it in the same transaction as the job, provided
+    /// the request still holds it (else the job is refused, `409`), so a
+    /// retry after a crash answers from this job instead of starting another.
+    pub idempotency: Option<HeldKey>,
+}
+
+/// A request's hold on an `Idempotency-Key` record: the record's key and the
+/// lease the request claimed it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldKey {
+    pub key: String,
+    pub lease_until: Timestamp,
+}
+
+impl HeldKey {
+    /// The `409` of a job whose request no longer holds its key.
+    pub fn lost() -> DomainError {
+        DomainError::Conflict(
+            "a retry of this request took its Idempotency-Key over; this attempt started nothing".into(),
+        )
+    }
 }
 
 impl Admission {
@@ -286,7 +308,7 @@ pub trait Store: Send + Sync {
     async fn complete_idempotent(&self, key: &str, lease_until: Timestamp, answer: &StoredAnswer)
         -> DomainResult<bool>;
     /// Gives up a key this request holds without an answer, so a retry runs
-    /// the request again.
+    /// the request again; a record naming a job is kept (its retry recovers).
     async fn release_idempotent(&self, key: &str, lease_until: Timestamp) -> DomainResult<()>;
     /// Deletes records that expired before `now`; how many. (DynamoDB's TTL
     /// does this deployed; reads never trust an expired record either way.)
@@ -377,8 +399,13 @@ pub struct StoredAnswer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyBegin {
     /// This request holds the key. `taken_over`: an earlier request held it
-    /// and died without an answer, so what it wrote may exist.
+    /// and died without an answer, having started no job.
     Started { taken_over: bool },
+    /// This request holds the key, taken over from an earlier request that
+    /// died after starting `job_id` (recorded with the job) but before it
+    /// answered: the answer is made from that job, nothing runs again. The
+    /// record keeps `job_id`, so a later takeover finds it too.
+    Recovered { job_id: String },
     /// Another request holding the key is still running.
     InFlight,
     /// The key was used for a different request (method, path or body).

@@ -325,6 +325,10 @@ CREATE TABLE cli_sessions (
 );
 CREATE INDEX cli_sessions_user ON cli_sessions(organization_id, user_id, id);
 "#,
+    // 7: the job an idempotent request started, written with the job.
+    r#"
+ALTER TABLE idempotency_records ADD COLUMN job_id TEXT;
+"#,
 ];
 
 /// Opens the read-write connection, switches the file to WAL and brings the

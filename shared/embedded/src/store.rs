@@ -1056,6 +1056,19 @@ impl Store for SqliteStore {
             if holder.is_some() {
                 return Ok((holder, false));
             }
+            if let Some(held) = &admission.idempotency {
+                // In the job's transaction, and only while this request holds the key.
+                let recorded = tx
+                    .prepare_cached(
+                        "UPDATE idempotency_records SET job_id = ?3 \
+                         WHERE key = ?1 AND lease_until = ?2 AND status IS NULL",
+                    )
+                    .and_then(|mut s| s.execute(params![held.key, ts(&held.lease_until), job.id]))
+                    .map_err(sql_err("record the job of the idempotency key"))?;
+                if recorded != 1 {
+                    return Err(capydb_domain::ports::HeldKey::lost());
+                }
+            }
             admit(tx, job, admission)?;
             write_resource(tx, write)?;
             insert_job(tx, job)?;
@@ -1313,15 +1326,24 @@ impl Store for SqliteStore {
     async fn begin_idempotent(&self, claim: &IdempotencyClaim) -> DomainResult<IdempotencyBegin> {
         const OP: &str = "claim the idempotency key";
         self.write(OP, |tx| {
-            type Row = (String, i64, Option<i64>, Option<u16>, Option<String>, Option<String>, Option<Vec<u8>>);
+            type Row = (
+                String,
+                i64,
+                Option<i64>,
+                Option<u16>,
+                Option<String>,
+                Option<String>,
+                Option<Vec<u8>>,
+                Option<String>,
+            );
             let found: Option<Row> = tx
                 .prepare_cached(
-                    "SELECT fingerprint, expires_at, lease_until, status, content_type, location, body \
+                    "SELECT fingerprint, expires_at, lease_until, status, content_type, location, body, job_id \
                      FROM idempotency_records WHERE key = ?1",
                 )
                 .and_then(|mut s| {
                     s.query_row([&claim.key], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
                     })
                     .optional()
                 })
@@ -1332,11 +1354,18 @@ impl Store for SqliteStore {
                 Some((fingerprint, ..)) if fingerprint != claim.fingerprint => {
                     return Ok((IdempotencyBegin::Mismatch, false))
                 }
-                Some((_, _, _, Some(status), content_type, location, body)) => {
+                Some((_, _, _, Some(status), content_type, location, body, _)) => {
                     let answer = StoredAnswer { status, content_type, location, body: body.unwrap_or_default() };
                     return Ok((IdempotencyBegin::Replay(answer), false));
                 }
                 Some((_, _, Some(lease), ..)) if lease > now => return Ok((IdempotencyBegin::InFlight, false)),
+                // The dead holder started a job: take its lease, keep the rest.
+                Some((.., Some(job_id))) => {
+                    tx.prepare_cached("UPDATE idempotency_records SET lease_until = ?2 WHERE key = ?1")
+                        .and_then(|mut s| s.execute(params![claim.key, ts(&claim.lease_until)]))
+                        .map_err(sql_err(OP))?;
+                    return Ok((IdempotencyBegin::Recovered { job_id }, true));
+                }
                 Some(_) => true,
                 None => false,
             };
@@ -1376,7 +1405,7 @@ impl Store for SqliteStore {
     async fn release_idempotent(&self, key: &str, lease_until: Timestamp) -> DomainResult<()> {
         self.execute(
             "release the idempotency key",
-            "DELETE FROM idempotency_records WHERE key = ?1 AND lease_until = ?2 AND status IS NULL",
+            "DELETE FROM idempotency_records WHERE key = ?1 AND lease_until = ?2 AND status IS NULL AND job_id IS NULL",
             params![key, ts(&lease_until)],
         )?;
         Ok(())

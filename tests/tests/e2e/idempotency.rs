@@ -59,3 +59,81 @@ async fn fifty_parallel_creates_with_one_key_make_one_preview_and_one_webhook() 
     let other = serde_json::to_vec(&json!({"name": "pr-51", "mode": "empty"})).unwrap();
     app.try_request("POST", &path, Some(other), &headers).await.unwrap().expect_error(422, "different request");
 }
+
+/// A crash between the write and the answer: the first attempt of a
+/// preview create starts its job and dies before its answer is stored (the
+/// same domain calls the HTTP layer makes, stopped there). The retry, once
+/// the dead attempt's 30 s lease has run out (an injected clock), gets the
+/// `202` of that job and preview, replayed, and nothing runs twice: one
+/// job, one preview, one `preview.created`-kind event each.
+#[tokio::test]
+async fn a_retry_after_a_crash_between_the_write_and_the_answer_answers_from_the_job() {
+    use std::sync::Arc;
+
+    use capydb_domain::idempotency;
+    use capydb_domain::ports::Page;
+    use capydb_embedded::FileArtifactStore;
+
+    let dir = temp_dir("idem-crash");
+    let artifacts = Arc::new(FileArtifactStore::open(&dir.join("backups")).unwrap());
+    let (domain, clock, _) =
+        crate::sweeper::in_process_app_with(&dir, artifacts, capydb_domain::Settings::default(), None).await;
+    let (org, key) =
+        capydb_domain::organizations::create_organization(domain.store.as_ref(), domain.now(), "crash", None)
+            .await
+            .unwrap();
+    let p = domain.authenticate_api_key(&key, None).await.unwrap();
+    let project = domain
+        .create_project(
+            &p,
+            capydb_domain::projects::CreateProject {
+                name: capydb_domain::fields::Name::parse("name", "crash").unwrap(),
+                region: None,
+                pg_version: None,
+            },
+        )
+        .await
+        .unwrap()
+        .project;
+    crate::sweeper::drain(&domain).await;
+
+    let path = format!("/v1/projects/{}/preview-databases", project.id);
+    let body = serde_json::to_vec(&json!({"name": "pr-crash", "mode": "empty"})).unwrap();
+    // The first attempt, as the HTTP layer runs it, up to the crash.
+    let fingerprint = idempotency::fingerprint("POST", &path, &body);
+    let held = match domain.begin_idempotent_request(&p.credential_id(), "ci-crash", fingerprint).await.unwrap() {
+        idempotency::Begun::Run(held) => held,
+        _ => panic!("a fresh key is run"),
+    };
+    let request: capydb_domain::previews::CreatePreview = serde_json::from_slice(&body).unwrap();
+    let started = idempotency::holding(held, domain.create_preview(&p, &project.id, request)).await.unwrap();
+    // ... and no answer is ever stored: the process died here.
+
+    let base = crate::sweeper::serve_in_process(domain.clone()).await;
+    let app = TestApp::attach(base, key.clone(), org.id.clone());
+    let auth = format!("Bearer {key}");
+    let headers =
+        [("content-type", "application/json"), ("authorization", auth.as_str()), ("idempotency-key", "ci-crash")];
+    let early = app.try_request("POST", &path, Some(body.clone()), &headers).await.unwrap();
+    early.expect_error(409, "still in progress");
+    clock.advance(chrono::Duration::seconds(31));
+    let retry = app.try_request("POST", &path, Some(body.clone()), &headers).await.unwrap();
+    assert_eq!(retry.status, 202, "{}", retry.text);
+    assert_eq!(retry.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(retry.body["job"]["id"], started.job.id.as_str(), "the dead attempt's job: {}", retry.text);
+    assert_eq!(retry.body["preview"]["id"], started.preview.id.as_str(), "and its preview");
+    assert_eq!(retry.body["preview"]["name"], "pr-crash");
+    // Stored now: later retries replay it byte for byte.
+    let again = app.try_request("POST", &path, Some(body), &headers).await.unwrap();
+    assert_eq!((again.status, again.text.as_str()), (202, retry.text.as_str()));
+
+    let previews = domain.store.list_previews(&project.id, &Page::first(10)).await.unwrap();
+    assert_eq!(previews.len(), 1, "one preview: {previews:?}");
+    let jobs = domain.store.list_project_jobs(&project.id, &Page::first(10)).await.unwrap();
+    let preview_jobs: Vec<_> = jobs.iter().filter(|j| j.resource.id == started.preview.id).collect();
+    assert_eq!(preview_jobs.len(), 1, "one job for the preview: {jobs:?}");
+    crate::sweeper::drain(&domain).await;
+    let events = domain.store.list_events(&org.id, &Page::first(100)).await.unwrap();
+    let ready = events.iter().filter(|e| e.kind.as_str() == "preview.ready").count();
+    assert_eq!(ready, 1, "one preview.ready event");
+}

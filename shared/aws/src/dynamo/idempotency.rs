@@ -24,6 +24,26 @@ struct Record {
     expires_at: i64,
     lease_until: Option<i64>,
     answer: Option<StoredAnswer>,
+    /// The job the holder started, written with the job.
+    job_id: Option<String>,
+}
+
+/// Adds to `tx` (a job's transaction) the job's id in the record `held`
+/// names, conditioned on the request still holding it unanswered; answers
+/// the item's index in the transaction.
+pub(super) fn record_job(
+    tx: &mut super::Tx,
+    table: &str,
+    held: &capydb_domain::ports::HeldKey,
+    job_id: &str,
+) -> DomainResult<usize> {
+    let cond = super::Cond::new("#lease_until = :lease AND attribute_not_exists(#answer_status)")
+        .name("#lease_until", "lease_until")
+        .name("#answer_status", "answer_status")
+        .name("#job_id", "job_id")
+        .value(":lease", n(item::nanos(&held.lease_until)))
+        .value(":job", s(job_id));
+    tx.update_when(table, pk(&held.key), SK, "SET #job_id = :job", cond)
 }
 
 fn record(it: &Item) -> DomainResult<Record> {
@@ -47,6 +67,7 @@ fn record(it: &Item) -> DomainResult<Record> {
         expires_at: r.n("expires_at")?,
         lease_until: r.on("lease_until")?,
         answer,
+        job_id: r.os("job_id")?,
     })
 }
 
@@ -68,13 +89,26 @@ impl DynamoStore {
             };
             // The TTL attribute is in seconds; DynamoDB deletes within
             // about a day of it, and a read before then sees `expires_at`.
-            let item = ItemBuilder::new(pk(&claim.key), SK)
-                .s("fingerprint", &claim.fingerprint)
-                .n("created_at", now)
-                .n("expires_at", item::nanos(&claim.expires_at))
-                .n("lease_until", item::nanos(&claim.lease_until))
-                .n("ttl", claim.expires_at.timestamp() + 3600)
-                .build();
+            // A dead holder that started a job: its record stays as it is
+            // (created, expiring, the job) with this request's lease.
+            let recovered = condition.and_then(|r| r.job_id.clone().map(|j| (j, r.created_at, r.expires_at)));
+            let item = match &recovered {
+                Some((job_id, created_at, expires_at)) => ItemBuilder::new(pk(&claim.key), SK)
+                    .s("fingerprint", &claim.fingerprint)
+                    .n("created_at", *created_at)
+                    .n("expires_at", *expires_at)
+                    .n("lease_until", item::nanos(&claim.lease_until))
+                    .s("job_id", job_id)
+                    .n("ttl", expires_at / 1_000_000_000 + 3600)
+                    .build(),
+                None => ItemBuilder::new(pk(&claim.key), SK)
+                    .s("fingerprint", &claim.fingerprint)
+                    .n("created_at", now)
+                    .n("expires_at", item::nanos(&claim.expires_at))
+                    .n("lease_until", item::nanos(&claim.lease_until))
+                    .n("ttl", claim.expires_at.timestamp() + 3600)
+                    .build(),
+            };
             let cond = match condition {
                 None => ("attribute_not_exists(pk)", vec![]),
                 Some(r) => (
@@ -83,7 +117,10 @@ impl DynamoStore {
                 ),
             };
             if self.put_if(WHAT, item, Some(cond)).await? {
-                return Ok(IdempotencyBegin::Started { taken_over });
+                return Ok(match recovered {
+                    Some((job_id, ..)) => IdempotencyBegin::Recovered { job_id },
+                    None => IdempotencyBegin::Started { taken_over },
+                });
             }
         }
         Err(DomainError::internal(format!("{WHAT}: the record kept changing under concurrent requests")))
@@ -113,12 +150,13 @@ impl DynamoStore {
 
     pub(super) async fn idempotency_release(&self, key: &str, lease_until: Timestamp) -> DomainResult<()> {
         // Only an unanswered claim carries `lease_until`, so matching it
-        // leaves an answered record alone.
+        // leaves an answered record alone; one naming a job stays for the
+        // retry that recovers it.
         self.delete_item(
             "release the idempotency key",
             pk(key),
             SK,
-            Some(("lease_until = :lease", ":lease", n(item::nanos(&lease_until)))),
+            Some(("lease_until = :lease AND attribute_not_exists(job_id)", ":lease", n(item::nanos(&lease_until)))),
         )
         .await
         .map(drop)

@@ -226,6 +226,26 @@ impl Tx {
         Ok(self.items.len() - 1)
     }
 
+    /// An `UpdateItem` of an existing item: `expr` (say `SET #a = :a`) under
+    /// `cond`, whose names and values serve both.
+    fn update_when(&mut self, table: &str, pk: String, sk: &str, expr: &str, cond: Cond) -> DomainResult<usize> {
+        let mut update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression(expr)
+            .condition_expression(cond.expr);
+        for (k, v) in cond.names {
+            update = update.expression_attribute_names(k, v);
+        }
+        for (k, v) in cond.values {
+            update = update.expression_attribute_values(k, v);
+        }
+        let update = build("build a transaction update", update.build())?;
+        self.items.push(TransactWriteItem::builder().update(update).build());
+        Ok(self.items.len() - 1)
+    }
+
     /// Adds `delta` to a counter item's `n` (`ADD` starts a missing one at 0).
     fn add(&mut self, table: &str, pk: String, sk: &str, delta: i64, cond: Option<Cond>) -> DomainResult<usize> {
         let mut update = aws_sdk_dynamodb::types::Update::builder()
@@ -1230,10 +1250,18 @@ impl Store for DynamoStore {
                 None => None,
             };
             tx.counters(t, admission.quota.as_ref())?;
+            // The job, in the request's Idempotency-Key record, while it holds it.
+            let idempotency = match &admission.idempotency {
+                Some(held) => Some(idempotency::record_job(&mut tx, t, held, &job.id)?),
+                None => None,
+            };
             let reasons = match self.commit_with_names(what, &tx).await? {
                 TxOutcome::Committed => return Ok(None),
                 TxOutcome::Cancelled(reasons) => reasons,
             };
+            if idempotency.is_some_and(|at| failed_at(&reasons, at)) {
+                return Err(capydb_domain::ports::HeldKey::lost());
+            }
             if failed_at(&reasons, lock) {
                 let holder = reasons[lock].item().and_then(|it| it.get("job_id")).and_then(|v| v.as_s().ok()).cloned();
                 return match holder {
