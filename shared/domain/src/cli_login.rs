@@ -15,8 +15,9 @@ use utoipa::ToSchema;
 
 use crate::app::{add, App};
 use crate::error::{DomainError, DomainResult};
+pub use crate::model::{CliSession, DeviceLogin, DeviceLoginStatus, LoginDecision, OrgRole};
 use crate::model::{Organization, Timestamp};
-use crate::ports::{OrgRole, Page};
+use crate::ports::Page;
 use crate::principal::{Credential, Principal, Session};
 use crate::scopes::Scope;
 use crate::{apikey, ids};
@@ -39,102 +40,6 @@ pub const CLI_SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// no words; RFC 8628 §6.1). 20 letters, 8 of them: 34.5 bits.
 pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
 pub const USER_CODE_LEN: usize = 8;
-
-/// Where a device login stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceLoginStatus {
-    Pending,
-    Approved,
-    Denied,
-    /// Exchanged for a token: the device code is spent.
-    Exchanged,
-}
-
-impl DeviceLoginStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceLoginStatus::Pending => "pending",
-            DeviceLoginStatus::Approved => "approved",
-            DeviceLoginStatus::Denied => "denied",
-            DeviceLoginStatus::Exchanged => "exchanged",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => DeviceLoginStatus::Pending,
-            "approved" => DeviceLoginStatus::Approved,
-            "denied" => DeviceLoginStatus::Denied,
-            "exchanged" => DeviceLoginStatus::Exchanged,
-            _ => return None,
-        })
-    }
-}
-
-/// Who approved or denied a device login, in which organization, when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoginDecision {
-    pub user_id: String,
-    pub organization_id: String,
-    pub clerk_org_id: String,
-    pub role: OrgRole,
-    pub at: Timestamp,
-}
-
-/// One run of the device flow, stored under its device code's hash.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceLogin {
-    /// SHA-256 of the device code (the CLI's secret).
-    pub device_code_hash: String,
-    /// SHA-256 of the normalized user code (`BCDFGHJK`, no dash).
-    pub user_code_hash: String,
-    pub created_at: Timestamp,
-    pub expires_at: Timestamp,
-    /// Seconds the CLI must wait between polls; grows with `slow_down`.
-    pub interval_secs: u32,
-    pub last_polled_at: Option<Timestamp>,
-    pub status: DeviceLoginStatus,
-    /// Set once approved or denied.
-    pub decision: Option<LoginDecision>,
-    /// The CLI session the exchange made.
-    pub cli_session_id: Option<String>,
-    /// Bumped by every write; writes are conditioned on it.
-    pub version: u64,
-}
-
-/// A CLI token's record. The token itself is never stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct CliSession {
-    /// `cli_...`
-    pub id: String,
-    pub organization_id: String,
-    /// The Clerk user id of the person who approved the login.
-    pub user_id: String,
-    /// The organization role that person held when approving; the token's
-    /// requests are gated by it.
-    pub role: OrgRole,
-    /// `capy_cli_`
-    pub prefix: String,
-    /// The token's last four characters.
-    pub last4: String,
-    #[serde(serialize_with = "crate::ts::serialize")]
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    #[serde(serialize_with = "crate::ts::serialize")]
-    pub expires_at: chrono::DateTime<chrono::Utc>,
-    #[serde(serialize_with = "crate::ts::serialize_opt")]
-    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-    #[serde(serialize_with = "crate::ts::serialize_opt")]
-    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub last_used_ip: Option<String>,
-    /// Clerk's id of the organization; not shown.
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub clerk_org_id: String,
-    /// SHA-256 of the token; never serialized.
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub hash: String,
-}
 
 /// `POST /v1/cli/login`: what the CLI shows and polls with (RFC 8628 §3.2).
 #[derive(Debug, Clone, Serialize, ToSchema)]

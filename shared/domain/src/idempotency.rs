@@ -58,21 +58,7 @@ pub fn fingerprint(method: &str, path_and_query: &str, body: &[u8]) -> String {
 /// A claim on a key, held by one request.
 pub type Held = crate::ports::HeldKey;
 
-tokio::task_local! {
-    /// The key the request running on this task holds, for `start_job`.
-    static HELD: Held;
-}
-
-/// Runs `request` (a request's handling, on this task) holding `held`: a
-/// job it starts is recorded in the key's record in the same write.
-pub async fn holding<F: std::future::Future>(held: Held, request: F) -> F::Output {
-    HELD.scope(held, request).await
-}
-
-/// The key the running request holds, if any.
-pub(crate) fn held() -> Option<Held> {
-    HELD.try_with(Clone::clone).ok()
-}
+pub use crate::scope::holding;
 
 pub enum Begun {
     /// Run the request (inside [`holding`]), then `finish` with its answer.

@@ -20,6 +20,7 @@ pub mod previews;
 pub mod principal;
 pub mod projects;
 pub mod runtime;
+pub mod scope;
 pub mod scopes;
 pub mod sweep;
 pub mod ts;

@@ -322,32 +322,29 @@ pub trait LoginStore: Send + Sync {
     /// Stores a new device login. `false` (nothing written) when a login
     /// that has not expired at `now` holds the same user code hash: the
     /// caller draws another code. An expired holder gives its code up.
-    async fn insert_device_login(&self, login: &crate::cli_login::DeviceLogin, now: Timestamp) -> DomainResult<bool>;
+    async fn insert_device_login(&self, login: &crate::model::DeviceLogin, now: Timestamp) -> DomainResult<bool>;
     /// By the device code's hash (strongly consistent).
-    async fn get_device_login(&self, device_code_hash: &str) -> DomainResult<Option<crate::cli_login::DeviceLogin>>;
+    async fn get_device_login(&self, device_code_hash: &str) -> DomainResult<Option<crate::model::DeviceLogin>>;
     /// By the user code's hash, expired or not.
     async fn get_device_login_by_user_code(
         &self,
         user_code_hash: &str,
-    ) -> DomainResult<Option<crate::cli_login::DeviceLogin>>;
+    ) -> DomainResult<Option<crate::model::DeviceLogin>>;
     /// Writes `login` if the stored one's version is `expected_version`;
     /// `false` when another write came first.
-    async fn update_device_login(
-        &self,
-        login: &crate::cli_login::DeviceLogin,
-        expected_version: u64,
-    ) -> DomainResult<bool>;
+    async fn update_device_login(&self, login: &crate::model::DeviceLogin, expected_version: u64)
+        -> DomainResult<bool>;
     /// In one atomic write: `login` (conditioned like `update_device_login`)
     /// and the new CLI session. `false`, and nothing written, when the
     /// login changed since it was read: a device code is exchanged once.
     async fn exchange_device_login(
         &self,
-        login: &crate::cli_login::DeviceLogin,
+        login: &crate::model::DeviceLogin,
         expected_version: u64,
-        session: &crate::cli_login::CliSession,
+        session: &crate::model::CliSession,
     ) -> DomainResult<bool>;
     /// By the token's hash (every request with a CLI token).
-    async fn get_cli_session_by_hash(&self, hash: &str) -> DomainResult<Option<crate::cli_login::CliSession>>;
+    async fn get_cli_session_by_hash(&self, hash: &str) -> DomainResult<Option<crate::model::CliSession>>;
     /// One person's CLI sessions in one organization, newest first, revoked
     /// and expired ones included.
     async fn list_cli_sessions(
@@ -355,7 +352,7 @@ pub trait LoginStore: Send + Sync {
         org_id: &str,
         user_id: &str,
         page: &Page,
-    ) -> DomainResult<Vec<crate::cli_login::CliSession>>;
+    ) -> DomainResult<Vec<crate::model::CliSession>>;
     /// Sets `revoked_at` unless set; the session as stored after, or `None`
     /// when no session `id` of that person in that organization exists.
     async fn revoke_cli_session(
@@ -364,7 +361,7 @@ pub trait LoginStore: Send + Sync {
         user_id: &str,
         id: &str,
         at: Timestamp,
-    ) -> DomainResult<Option<crate::cli_login::CliSession>>;
+    ) -> DomainResult<Option<crate::model::CliSession>>;
     /// Records a use (`last_used_at`, `last_used_ip`).
     async fn touch_cli_session(&self, id: &str, at: Timestamp, ip: Option<&str>) -> DomainResult<()>;
     /// Deletes device logins that expired before `now`; how many. (DynamoDB's
@@ -649,33 +646,7 @@ pub fn rate_window(window: Duration, now: Timestamp) -> (i64, Timestamp) {
     (start, end)
 }
 
-/// The organization role a human session holds in its active organization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OrgRole {
-    /// Clerk's `org:admin` (v1 claims) or `admin` (v2 claims).
-    Admin,
-    /// Any other organization role.
-    Member,
-}
-
-impl OrgRole {
-    /// The stored and serialized name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrgRole::Admin => "admin",
-            OrgRole::Member => "member",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OrgRole> {
-        match s {
-            "admin" => Some(OrgRole::Admin),
-            "member" => Some(OrgRole::Member),
-            _ => None,
-        }
-    }
-}
+pub use crate::model::OrgRole;
 
 /// The active organization of a verified session.
 #[derive(Debug, Clone, PartialEq, Eq)]

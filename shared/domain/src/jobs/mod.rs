@@ -247,7 +247,7 @@ impl App {
         events: &[Event],
         admission: Admission,
     ) -> DomainResult<StartedJob> {
-        let admission = Admission { idempotency: crate::idempotency::held(), ..admission };
+        let admission = Admission { idempotency: crate::scope::held(), ..admission };
         if let Some(running) = self.store.begin_job(&job, &write, events, &admission).await? {
             return Err(DomainError::Conflict(format!(
                 "{} {} has a lifecycle job in progress: {running}; wait for it to finish",
