@@ -21,20 +21,30 @@ use serde_json::Value;
 /// The emulator's endpoint, e.g. `http://127.0.0.1:41234`.
 ///
 /// `CAPYDB_TEST_AWS_ENDPOINT` points the tests at a running emulator;
-/// otherwise one is started from `CAPYDB_TEST_MOTO` or the workspace's
-/// `.venv-ci/bin/moto_server` (which `.ci/run` installs), and dies with the
-/// test process.
+/// otherwise one is started, and dies with the test process: the
+/// `CAPYDB_TEST_MOTO` executable, or by default moto's server from the
+/// workspace's `.venv-ci` (which `.ci/run` installs) through
+/// `shared/aws/testkit/moto_server.py`, which makes moto's DynamoDB writes
+/// atomic with respect to each other as DynamoDB's are (moto rolls a failed
+/// transaction back by restoring a copy of the table, losing what other
+/// requests wrote meanwhile).
 pub fn endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     ENDPOINT.get_or_init(|| {
         if let Ok(e) = std::env::var("CAPYDB_TEST_AWS_ENDPOINT") {
             return e;
         }
-        let moto = std::env::var_os("CAPYDB_TEST_MOTO")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join(".venv-ci/bin/moto_server"));
+        let (moto, script) = match std::env::var_os("CAPYDB_TEST_MOTO") {
+            Some(m) => (PathBuf::from(m), None),
+            None => (
+                workspace_root().join(".venv-ci/bin/python"),
+                Some(workspace_root().join("shared/aws/testkit/moto_server.py")),
+            ),
+        };
+        // The default needs moto installed in that virtualenv, not only its Python.
+        let installed = moto.exists() && (script.is_none() || workspace_root().join(".venv-ci/bin/moto_server").exists());
         assert!(
-            moto.exists(),
+            installed,
             "the AWS adapter tests need moto: run `.ci/run` once, or `python3 -m venv .venv-ci && \
              .venv-ci/bin/pip install 'moto[server]'`, or set CAPYDB_TEST_MOTO / CAPYDB_TEST_AWS_ENDPOINT (looked for {})",
             moto.display()
@@ -45,7 +55,7 @@ pub fn endpoint() -> &'static str {
         // lives as long as the process: moto dies with the tests, even on a panic.
         std::thread::spawn(move || {
             let mut cmd = Command::new(&moto);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+            cmd.args(script).args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
             // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
             unsafe {
                 use std::os::unix::process::CommandExt;
