@@ -130,6 +130,9 @@ pub fn init() -> Option<LogGuard> {
     let installed = if json {
         registry.with(fmt.json().flatten_event(true).with_current_span(true).with_span_list(false)).try_init()
     } else {
+        // Text lines name the request from the task's request id, as its
+        // span would: no span per request (the largest cost of logging one).
+        capydb_api::middleware::set_request_spans(false);
         registry.with(fmt.fmt_fields(line::Fields).event_format(line::Line)).try_init()
     };
     installed.ok().map(|_| LogGuard(shared))

@@ -47,8 +47,28 @@ where
         w.write_str(" ")?;
         level(&mut w, *event.metadata().level(), ansi)?;
         w.write_str(" ")?;
+        let mut any = false;
+        // The request this task serves, when it has no span of its own
+        // (`capydb_api::middleware::set_request_spans`): printed as its span
+        // would be, `request{request_id="..."}:`.
+        let spanned = ctx.event_scope().and_then(|s| s.from_root().next()).is_some_and(|s| s.name() == "request");
+        if !spanned {
+            capydb_api::middleware::current_request_id(|id| {
+                if ansi {
+                    w.write_str("\x1b[1mrequest\x1b[0m")?;
+                } else {
+                    w.write_str("request")?;
+                }
+                // Request ids are `[A-Za-z0-9._:-]`: quoted as `Debug` would.
+                w.write_str("{request_id=\"")?;
+                w.write_str(id)?;
+                w.write_str("\"}:")?;
+                any = true;
+                Ok::<(), fmt::Error>(())
+            })
+            .transpose()?;
+        }
         if let Some(scope) = ctx.event_scope() {
-            let mut any = false;
             for span in scope.from_root() {
                 if ansi {
                     w.write_str("\x1b[1m")?;
@@ -67,9 +87,9 @@ where
                 w.write_str(":")?;
                 any = true;
             }
-            if any {
-                w.write_str(" ")?;
-            }
+        }
+        if any {
+            w.write_str(" ")?;
         }
         let mut v = Visitor::new(&mut w);
         event.record(&mut v);
@@ -281,6 +301,37 @@ mod tests {
         assert_eq!(ours, full);
         assert!(ours.contains("request{request_id=\"req_123\"}:job{job_id=\"job_9\" attempt=2}: request finished"));
         assert!(ours.contains("status=200 latency_us=93"));
+    }
+
+    /// A request served without its span (`set_request_spans(false)`):
+    /// every line of it reads as it does with the span.
+    #[tokio::test]
+    async fn a_request_without_its_span_prints_as_with_it() {
+        let lines = || {
+            let inner = tracing::info_span!("job", job_id = "job_9");
+            let _i = inner.enter();
+            tracing::info!(status = 200u16, "request finished");
+            drop(_i);
+            tracing::warn!("plain");
+        };
+        let (with_span, reference) = both(|| {
+            let span = tracing::info_span!("request", request_id = "req_123");
+            let _g = span.enter();
+            lines();
+        });
+        assert_eq!(with_span, reference);
+        let out = Capture::default();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(out.clone())
+            .with_ansi(false)
+            .fmt_fields(Fields)
+            .event_format(Line);
+        let _d = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        capydb_api::middleware::scope_request_id("req_123", async { lines() }).await;
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let without: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+        assert_eq!(without.join("\n"), with_span);
+        assert!(with_span.contains("request{request_id=\"req_123\"}:job{job_id=\"job_9\"}: request finished"));
     }
 
     #[test]

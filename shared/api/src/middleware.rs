@@ -11,6 +11,33 @@ use tracing::Instrument;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
+tokio::task_local! {
+    /// The request id of the request this task serves.
+    static CURRENT_REQUEST: std::sync::Arc<str>;
+}
+
+/// Whether each request gets a `tracing` span (`request{request_id=...}`).
+static REQUEST_SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the per-request span off, for an entry point whose log format
+/// names the request itself from [`current_request_id`] (capydb-local's
+/// text lines): the span is the largest cost logging adds to a request.
+/// Formats that read spans (JSON, the Lambdas') keep it on, the default.
+pub fn set_request_spans(on: bool) {
+    REQUEST_SPANS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs `f` as the task serving request `id` (what the edge does for each
+/// request; for tests of log formats).
+pub async fn scope_request_id<F: std::future::Future>(id: &str, f: F) -> F::Output {
+    CURRENT_REQUEST.scope(id.into(), f).await
+}
+
+/// Calls `f` with the id of the request this task serves, if it serves one.
+pub fn current_request_id<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
+    CURRENT_REQUEST.try_with(|id| f(id)).ok()
+}
+
 /// A caller's request id is echoed when it is sane (1..=128 characters of
 /// `[A-Za-z0-9._:-]`); otherwise one is generated.
 fn sane(id: &str) -> bool {
@@ -92,22 +119,30 @@ where
     let method = req.method().clone();
     // A clone of the URI shares its bytes: no copy of the path per request.
     let uri = req.uri().clone();
-    // The span holds only the request id (every line inside it shows it);
-    // method, path, status and latency go on the one closing line.
-    let span = tracing::info_span!("request", request_id = id.as_str());
     // Checked by `sane` (or generated): always a valid header value.
     let id_header = HeaderValue::from_str(&id).ok();
+    let id: std::sync::Arc<str> = id.into();
     let started = Instant::now();
-    let mut res = inner(req).instrument(span.clone()).await;
-    let status = res.status().as_u16();
-    let latency_us = started.elapsed().as_micros() as u64;
-    let (method, path) = (method.as_str(), uri.path());
-    // `parent:` puts the line in the request's span without entering it.
-    if status >= 500 {
-        tracing::error!(parent: &span, method, path, status, latency_us, "request finished");
-    } else {
-        tracing::info!(parent: &span, method, path, status, latency_us, "request finished");
-    }
+    let scoped = id.clone();
+    let served = async move {
+        let spans = REQUEST_SPANS.load(std::sync::atomic::Ordering::Relaxed);
+        // The span holds only the request id (every line inside it shows
+        // it); method, path, status and latency go on the one closing line.
+        let span = if spans { tracing::info_span!("request", request_id = &*id) } else { tracing::Span::none() };
+        let res = inner(req).instrument(span.clone()).await;
+        let status = res.status().as_u16();
+        let latency_us = started.elapsed().as_micros() as u64;
+        let (method, path) = (method.as_str(), uri.path());
+        // `parent:` puts the line in the request's span without entering it
+        // (without a span, the task's request id names the request).
+        if status >= 500 {
+            tracing::error!(parent: &span, method, path, status, latency_us, "request finished");
+        } else {
+            tracing::info!(parent: &span, method, path, status, latency_us, "request finished");
+        }
+        res
+    };
+    let mut res = CURRENT_REQUEST.scope(scoped, served).await;
     if let Some(v) = id_header {
         res.headers_mut().insert(REQUEST_ID, v);
     }
