@@ -27,6 +27,14 @@ pub struct JobSettings {
     pub backoff_cap: Duration,
     /// A queued job with no progress for this long is re-driven by the sweeper.
     pub stale_after: Duration,
+    /// The first wait of a step that answered "not yet"; each next one is
+    /// twice the last (15 s, 30 s, 60 s, ...) up to `wait_cap`. A step may
+    /// ask for longer, never for less.
+    pub wait_first: Duration,
+    pub wait_cap: Duration,
+    /// A job still waiting this long after it started fails, and what it
+    /// half-made is removed.
+    pub wait_deadline: Duration,
 }
 
 impl Default for JobSettings {
@@ -38,6 +46,9 @@ impl Default for JobSettings {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(60),
             stale_after: Duration::from_secs(60),
+            wait_first: Duration::from_secs(15),
+            wait_cap: Duration::from_secs(300),
+            wait_deadline: Duration::from_secs(2 * 3600),
         }
     }
 }

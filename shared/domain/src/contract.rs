@@ -1212,6 +1212,13 @@ pub async fn store_job_versions(store: &dyn Store) {
         spec: JobSpec::DeleteProject {
             dropped_previews: vec![new_id(ids::PREVIEW).into(), new_id(ids::PREVIEW).into()],
         },
+        // A wait, to the nanosecond.
+        waiting: Some(JobWait {
+            step: "drop_database".into(),
+            since: plus_ms(now, 2),
+            checks: 3,
+            next_check_at: plus_ms(now, 60_003),
+        }),
         ..j.clone()
     };
     assert!(ok(store.update_job(&running, 1).await, "update_job"), "update_job with the stored version must succeed");

@@ -27,6 +27,7 @@ pub async fn run_job_contract(rigs: &dyn JobRigs) {
     every_kind_fails_on_a_permanent_error_with_its_step_and_cause(rigs).await;
     every_kind_fails_when_retries_run_out(rigs).await;
     every_kind_waits_without_spending_attempts_then_completes(rigs).await;
+    a_job_waiting_past_its_deadline_fails_and_removes_what_it_made(rigs).await;
     every_kind_fails_with_the_reason_when_its_message_dead_letters(rigs).await;
     jobs_stored_before_the_typed_model_run_to_completion(rigs).await;
 }
@@ -45,6 +46,13 @@ pub trait JobRigs: Send + Sync {
 }
 
 const MAX_ATTEMPTS: u32 = 4;
+/// Waits of 15 s, 30 s, 60 s, ... 300 s reach it in about ten checks.
+const WAIT_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// The waits a step that keeps answering "not yet" gets: 15 s, doubling, at most 300 s.
+fn growing_waits(n: usize) -> Vec<Duration> {
+    (0..n).map(|i| Duration::from_secs((15u64 << i.min(16)).min(300))).collect()
+}
 
 struct Harness {
     app: App,
@@ -56,8 +64,10 @@ struct Harness {
 async fn harness(rigs: &dyn JobRigs) -> Harness {
     let provider = Arc::new(FakeProvider::new());
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let settings =
-        Settings { jobs: JobSettings { max_attempts: MAX_ATTEMPTS, ..JobSettings::default() }, ..Settings::default() };
+    let settings = Settings {
+        jobs: JobSettings { max_attempts: MAX_ATTEMPTS, wait_deadline: WAIT_DEADLINE, ..JobSettings::default() },
+        ..Settings::default()
+    };
     let app = rigs.app(provider.clone(), clock.clone(), settings).await;
     let (_, key) = app.bootstrap(None).await.unwrap().unwrap();
     let principal = app.authenticate_api_key(&key, None).await.unwrap();
@@ -453,10 +463,60 @@ pub async fn every_kind_waits_without_spending_attempts_then_completes(rigs: &dy
         let runs = h.run(&s.job_id).await;
         let job = h.job(&s.job_id).await;
         assert_eq!((job.state, job.error.as_deref()), (JobState::Completed, None), "{kind:?}");
-        assert_eq!(runs.waits, vec![wait; MAX_ATTEMPTS as usize + 2], "{kind:?}: each wait as the step asked");
+        assert_eq!(runs.waits, growing_waits(MAX_ATTEMPTS as usize + 2), "{kind:?}: waits grow, at most 300 s");
+        assert_eq!(job.waiting, None, "{kind:?}: a finished job waits on nothing");
         assert_eq!((runs.retries, job.attempt), (0, 1), "{kind:?}: waits are not attempts");
         assert!(h.provider.count(op) >= calls_before + MAX_ATTEMPTS as usize + 3, "{kind:?}: the step ran again");
         kind.check_completed(&h, &s).await;
+    }
+}
+
+/// A step that never finishes: the job shows what it waits on, the checks
+/// come further apart, and past the job's deadline it fails with a reason,
+/// after removing the database and role a creating job made.
+pub async fn a_job_waiting_past_its_deadline_fails_and_removes_what_it_made(rigs: &dyn JobRigs) {
+    for kind in [Kind::Provision, Kind::EmptyPreview, Kind::Backup] {
+        let h = harness(rigs).await;
+        let s = kind.start(&h).await;
+        let (op, step) = kind.operation();
+        // A provider asking for a short wait gets the schedule's longer one.
+        h.provider.plan(op, (0..100).map(|_| ProviderError::NotYet(Duration::from_secs(1))));
+        let started = h.clock.now();
+        let first = h.app.run_job_message(&body(&s.job_id), "worker-1").await;
+        assert_eq!(first, Disposition::RetryAfter(Duration::from_secs(15)), "{kind:?}");
+        let job = h.job(&s.job_id).await;
+        assert_eq!(job.state, JobState::Running, "{kind:?}: a waiting job is running");
+        let wait = job.waiting.clone().unwrap_or_else(|| panic!("{kind:?}: the job shows its wait"));
+        assert_eq!((wait.step.as_str(), wait.checks), (step, 1), "{kind:?}");
+        assert_eq!((wait.since, wait.next_check_at), (started, started + chrono::Duration::seconds(15)), "{kind:?}");
+        h.clock.advance(chrono::Duration::seconds(16));
+        let runs = h.run(&s.job_id).await;
+        let waits = growing_waits(runs.waits.len() + 1);
+        assert_eq!(runs.waits, waits[1..], "{kind:?}: waits grow to 300 s");
+        let job = h.job(&s.job_id).await;
+        assert_eq!((job.state, job.waiting.as_ref()), (JobState::Failed, None), "{kind:?}");
+        let error = job.error.clone().unwrap_or_default();
+        assert!(
+            error.starts_with(&format!("{step}: ")) && error.contains("past the job's deadline of 30 min"),
+            "{kind:?}: {error}"
+        );
+        assert!(h.clock.now() >= started + chrono::Duration::minutes(30), "{kind:?}: not before the deadline");
+        kind.check_failed(&h, &s).await;
+        let made = match kind {
+            Kind::Provision => {
+                let p = h.app.store.get_project(&s.project_id).await.unwrap().unwrap();
+                Some((p.database_name, p.role_name))
+            }
+            Kind::EmptyPreview => {
+                let p = h.app.store.get_preview(s.preview_id.as_ref().unwrap()).await.unwrap().unwrap();
+                Some((p.database_name, p.role_name))
+            }
+            _ => None,
+        };
+        if let Some((database, role)) = made {
+            assert!(h.provider.database(&database).is_none(), "{kind:?}: the database is removed");
+            assert!(h.provider.role_password(&role).is_none(), "{kind:?}: and its role");
+        }
     }
 }
 

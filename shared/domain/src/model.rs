@@ -34,7 +34,7 @@ macro_rules! text_enum {
 
 mod job;
 mod login;
-pub use job::{Job, JobKind, JobSpec, JobState, ResourceKind, ResourceRef, RestoreInto, Sealed};
+pub use job::{Job, JobKind, JobSpec, JobState, JobWait, ResourceKind, ResourceRef, RestoreInto, Sealed};
 pub use login::{CliSession, DeviceLogin, DeviceLoginStatus, LoginDecision, OrgRole};
 
 pub type Timestamp = DateTime<Utc>;

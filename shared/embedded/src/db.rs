@@ -329,6 +329,10 @@ CREATE INDEX cli_sessions_user ON cli_sessions(organization_id, user_id, id);
     r#"
 ALTER TABLE idempotency_records ADD COLUMN job_id TEXT;
 "#,
+    // 8: what a running job waits on (`JobWait::encode`), while it waits.
+    r#"
+ALTER TABLE jobs ADD COLUMN waiting TEXT;
+"#,
 ];
 
 /// Opens the read-write connection, switches the file to WAL and brings the

@@ -129,7 +129,7 @@ macro_rules! preview_cols {
 macro_rules! job_cols {
     () => {
         "id, kind, state, organization_id, project_id, resource_kind, resource_id, attempt, step, \
-         created_at, started_at, finished_at, error, version, lease_owner, lease_expires_at, params"
+         created_at, started_at, finished_at, error, version, lease_owner, lease_expires_at, params, waiting"
     };
 }
 macro_rules! event_cols {
@@ -239,6 +239,13 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     let params = serde_json::from_str(&params).map_err(|_| invalid_column(16, "job params are not JSON"))?;
     let spec = JobSpec::decode(kind, &resource, &params)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(16, rusqlite::types::Type::Text, e.into()))?;
+    let waiting = match r.get::<_, Option<String>>(17)? {
+        Some(text) => Some(
+            JobWait::decode(&text)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, e.into()))?,
+        ),
+        None => None,
+    };
     Ok(Job {
         id: r.get(0)?,
         kind,
@@ -256,6 +263,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         lease_owner: r.get(14)?,
         lease_expires_at: get_opt_ts(r, 15)?,
         spec,
+        waiting,
     })
 }
 
@@ -523,7 +531,7 @@ fn write_resource(conn: &Connection, write: &ResourceWrite) -> DomainResult<()> 
     }
 }
 
-/// Binds a job's columns in `job_cols!()` order (?1..?17) and hands them to
+/// Binds a job's columns in `job_cols!()` order (?1..?18) and hands them to
 /// `f`: `insert_job` uses them as they are, `update_job_if` adds the expected
 /// version as ?18.
 fn with_job_params<R>(job: &Job, version: i64, f: impl FnOnce(&[&dyn ToSql]) -> R) -> R {
@@ -531,6 +539,7 @@ fn with_job_params<R>(job: &Job, version: i64, f: impl FnOnce(&[&dyn ToSql]) -> 
     let (created, started, finished) = (ts(&job.created_at), opt_ts(&job.started_at), opt_ts(&job.finished_at));
     let lease = opt_ts(&job.lease_expires_at);
     let params = job.spec.params().to_string();
+    let waiting = job.waiting.as_ref().map(JobWait::encode);
     let resource_kind = job.resource.kind.as_str();
     f(&[
         &job.id,
@@ -550,6 +559,7 @@ fn with_job_params<R>(job: &Job, version: i64, f: impl FnOnce(&[&dyn ToSql]) -> 
         &job.lease_owner,
         &lease,
         &params,
+        &waiting,
     ])
 }
 
@@ -557,7 +567,7 @@ fn insert_job(conn: &Connection, job: &Job) -> DomainResult<()> {
     let sql = concat!(
         "INSERT INTO jobs (",
         job_cols!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     );
     let version = version_param(job.version)?;
     with_job_params(job, version, |p| conn.prepare_cached(sql).and_then(|mut s| s.execute(p)))
@@ -575,7 +585,7 @@ fn update_job_if(conn: &Connection, job: &Job, expected_version: u64) -> DomainR
     let sql = "UPDATE jobs SET kind = ?2, state = ?3, organization_id = ?4, project_id = ?5, \
                resource_kind = ?6, resource_id = ?7, attempt = ?8, step = ?9, created_at = ?10, \
                started_at = ?11, finished_at = ?12, error = ?13, version = ?14, lease_owner = ?15, \
-               lease_expires_at = ?16, params = ?17 WHERE id = ?1 AND version = ?18";
+               lease_expires_at = ?16, params = ?17, waiting = ?18 WHERE id = ?1 AND version = ?19";
     let version = version_param(job.version)?;
     let expected = version_param(expected_version)?;
     let changed = with_job_params(job, version, |p| {
@@ -1538,6 +1548,7 @@ mod tests {
                 lease_owner: Some("w".into()),
                 lease_expires_at: Some(long_ago),
                 spec: JobSpec::Provision,
+                waiting: None,
             };
             assert_eq!(store.begin_job(&job, &ResourceWrite::Nothing, &[], &Admission::default()).await.unwrap(), None);
             ids.push((state, id));

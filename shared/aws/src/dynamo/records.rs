@@ -443,6 +443,7 @@ pub fn job_item(j: &Job) -> Item {
         .os("lease_owner", j.lease_owner.as_deref())
         .ot("lease_expires_at", j.lease_expires_at.as_ref())
         .s("params", j.spec.params().to_string())
+        .os("waiting", j.waiting.as_ref().map(JobWait::encode))
         .build()
 }
 
@@ -470,6 +471,7 @@ pub fn job_from(item: &Item) -> DomainResult<Job> {
         lease_owner: r.os("lease_owner")?,
         lease_expires_at: r.ot("lease_expires_at")?,
         spec,
+        waiting: r.os("waiting")?.map(|w| JobWait::decode(&w).map_err(|e| r.bad("waiting", &e))).transpose()?,
     })
 }
 

@@ -214,6 +214,7 @@ fn mark_failed(job: &mut Job, error: &str, now: Timestamp) -> u64 {
     job.error = Some(error.to_string());
     job.lease_owner = None;
     job.lease_expires_at = None;
+    job.waiting = None;
     expected
 }
 
@@ -358,14 +359,47 @@ impl App {
                 Ok(StepOutcome::Done) => {
                     tracing::info!(step = name, "step done");
                     job.step += 1;
+                    job.waiting = None;
                     job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
                     if !self.store.update_job(&job, expected).await? {
                         tracing::warn!(step = name, "lost the job lease; another worker carries on");
                         return Ok(Disposition::Done);
                     }
                 }
-                Ok(StepOutcome::Wait(delay)) | Err(StepError::NotYet(delay)) => {
-                    tracing::info!(step = name, wait_ms = delay.as_millis() as u64, "step not finished; waiting");
+                Ok(StepOutcome::Wait(asked)) | Err(StepError::NotYet(asked)) => {
+                    let (since, checks) = match &job.waiting {
+                        Some(w) if w.step == name => (w.since, w.checks),
+                        _ => (now, 0),
+                    };
+                    let started = job.started_at.unwrap_or(since);
+                    let deadline = self.settings.jobs.wait_deadline;
+                    if now >= add(started, deadline) {
+                        job.version = expected;
+                        let waited = (now - since).num_minutes();
+                        let error = format!(
+                            "{name}: {}: still not finished after {waited} min, past the job's deadline of {} min; \
+                             what the job made was removed, start it again",
+                            task.purpose(),
+                            deadline.as_secs() / 60
+                        );
+                        tracing::error!(job_id = %job.id, step = name, "job past its deadline while waiting; failing it");
+                        self.compensate(&job).await;
+                        self.fail_job(job, &error).await?;
+                        return Ok(Disposition::Done);
+                    }
+                    let delay = self.wait_delay(checks).max(asked);
+                    tracing::info!(
+                        step = name,
+                        checks = checks + 1,
+                        wait_ms = delay.as_millis() as u64,
+                        "step not finished; waiting"
+                    );
+                    job.waiting = Some(crate::model::JobWait {
+                        step: name.to_string(),
+                        since,
+                        checks: checks + 1,
+                        next_check_at: add(now, delay),
+                    });
                     job.lease_owner = None;
                     job.lease_expires_at = Some(add(now, delay));
                     job.attempt -= 1;
@@ -405,6 +439,39 @@ impl App {
         }
         self.complete_job(job).await?;
         Ok(Disposition::Done)
+    }
+
+    /// The wait after a step's `checks`-th "not yet" (0 for the first):
+    /// `wait_first`, doubled each time, at most `wait_cap`.
+    fn wait_delay(&self, checks: u32) -> Duration {
+        let s = &self.settings.jobs;
+        s.wait_first.saturating_mul(1u32 << checks.min(16)).min(s.wait_cap)
+    }
+
+    /// Removes what a creating job made so far, before it fails for good
+    /// (past its deadline): a project's or a new preview's database and
+    /// role. Best effort: what cannot be removed now is removed with the
+    /// failed resource when it is deleted.
+    async fn compensate(&self, job: &Job) {
+        let made = match &job.spec {
+            JobSpec::Provision => self.job_project(job).await.map(|p| (p.database_name, p.role_name)),
+            JobSpec::CreatePreview { preview } => {
+                self.job_preview(preview).await.map(|p| (p.database_name, p.role_name))
+            }
+            _ => return,
+        };
+        let removed = match (made, self.database()) {
+            (Ok((database, role)), Ok(db)) => match db.drop_database(&database).await {
+                Ok(()) => db.drop_role(&role).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            (Err(e), _) => Err(e.to_string()),
+            (_, Err(e)) => Err(e.to_string()),
+        };
+        match removed {
+            Ok(()) => tracing::info!(job_id = %job.id, "removed what the job had made"),
+            Err(e) => tracing::warn!(job_id = %job.id, error = %e, "could not remove what the job had made"),
+        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -512,6 +579,7 @@ impl App {
         job.error = None;
         job.lease_owner = None;
         job.lease_expires_at = None;
+        job.waiting = None;
         let (write, events) = self.ending(&job, Ending::Completed).await?;
         if self.store.finish_job(&job, expected, &write, &events).await? {
             tracing::info!("job completed");

@@ -328,6 +328,56 @@ pub struct Job {
     #[serde(skip)]
     #[schema(ignore)]
     pub spec: JobSpec,
+    /// Set while the job waits for an operation that is not finished yet (a
+    /// cloud database still being created): the job stays `running`.
+    pub waiting: Option<JobWait>,
+}
+
+/// The step a running job waits on, since when, and when it looks again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct JobWait {
+    /// The step's name, e.g. `create_database`.
+    pub step: String,
+    /// When the step first answered "not yet".
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub since: DateTime<Utc>,
+    /// How many times it has been checked and found not finished.
+    pub checks: u32,
+    /// When it is checked again.
+    #[serde(serialize_with = "crate::ts::serialize")]
+    pub next_check_at: DateTime<Utc>,
+}
+
+impl JobWait {
+    /// As the stores keep it: one JSON text with the times in nanoseconds,
+    /// so they round-trip exactly.
+    pub fn encode(&self) -> String {
+        let nanos = |t: &DateTime<Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        serde_json::json!({
+            "step": self.step,
+            "since": nanos(&self.since),
+            "checks": self.checks,
+            "next_check_at": nanos(&self.next_check_at),
+        })
+        .to_string()
+    }
+
+    pub fn decode(text: &str) -> Result<JobWait, String> {
+        #[derive(Deserialize)]
+        struct Stored {
+            step: String,
+            since: i64,
+            checks: u32,
+            next_check_at: i64,
+        }
+        let s: Stored = serde_json::from_str(text).map_err(|e| format!("a job's wait does not decode: {e}"))?;
+        Ok(JobWait {
+            step: s.step,
+            since: DateTime::from_timestamp_nanos(s.since),
+            checks: s.checks,
+            next_check_at: DateTime::from_timestamp_nanos(s.next_check_at),
+        })
+    }
 }
 
 impl Job {
@@ -350,6 +400,7 @@ impl Job {
             lease_owner: None,
             lease_expires_at: None,
             spec,
+            waiting: None,
         }
     }
 
