@@ -126,6 +126,115 @@ impl IntoParams for PageParams {
 )]
 pub struct ApiDoc;
 
+/// Who may call an operation: the `x-capydb-access` of each operation in
+/// the document (and the API reference's "Access" line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credential.
+    Public,
+    /// Any valid credential.
+    AnyCredential,
+    /// An API key holding the scope, or a session (which holds every scope);
+    /// `admin`: a session needs the organization admin role.
+    Scope { scope: &'static str, admin: Admin },
+    /// A person's browser session (Clerk), not an API key or a CLI token.
+    BrowserSession,
+    /// A person's browser session or CLI token, not an API key.
+    PersonSession,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    Never,
+    Always,
+    /// Only for `mode: overwrite` (a restore over the project).
+    OverwriteOnly,
+}
+
+/// Every operation's access, by operation id: checked against the document
+/// (every operation has one) and against the router (a key lacking the
+/// scope gets `403` naming it, `shared/api/tests/router/scopes.rs`).
+pub const ACCESS: &[(&str, Access)] = {
+    use Access::*;
+    use Admin::*;
+    const fn s(scope: &'static str) -> Access {
+        Scope { scope, admin: Never }
+    }
+    const fn admin(scope: &'static str) -> Access {
+        Scope { scope, admin: Always }
+    }
+    &[
+        ("getMe", AnyCredential),
+        ("listOrganizations", s("organizations:read")),
+        ("getOrganization", s("organizations:read")),
+        ("updateOrganization", s("organizations:write")),
+        ("listApiKeys", s("api_keys:read")),
+        ("createApiKey", admin("api_keys:write")),
+        ("getApiKey", s("api_keys:read")),
+        ("revokeApiKey", admin("api_keys:write")),
+        ("listProjects", s("projects:read")),
+        ("createProject", admin("projects:write")),
+        ("getProject", s("projects:read")),
+        ("updateProject", s("projects:write")),
+        ("deleteProject", admin("projects:write")),
+        ("getProjectConnections", s("credentials:read")),
+        ("rotateProjectCredentials", s("projects:write")),
+        ("listProjectJobs", s("jobs:read")),
+        ("listPreviews", s("projects:read")),
+        ("createPreview", s("projects:write")),
+        ("getPreview", s("projects:read")),
+        ("updatePreview", s("projects:write")),
+        ("resetPreview", s("projects:write")),
+        ("deletePreview", s("projects:write")),
+        ("getPreviewConnections", s("credentials:read")),
+        ("listBackups", s("backups:read")),
+        ("createBackup", s("backups:write")),
+        ("getBackup", s("backups:read")),
+        ("deleteBackup", s("backups:write")),
+        ("createRestore", Scope { scope: "backups:write", admin: OverwriteOnly }),
+        ("getRestore", s("backups:read")),
+        ("createImport", s("projects:write")),
+        ("getImport", s("projects:read")),
+        ("getJob", s("jobs:read")),
+        ("listWebhooks", s("organizations:read")),
+        ("createWebhook", s("organizations:write")),
+        ("getWebhook", s("organizations:read")),
+        ("updateWebhook", s("organizations:write")),
+        ("deleteWebhook", s("organizations:write")),
+        ("rotateWebhookSecret", s("organizations:write")),
+        ("pingWebhook", s("organizations:write")),
+        ("listWebhookDeliveries", s("organizations:read")),
+        ("redeliverWebhook", s("organizations:write")),
+        ("getOpenApi", Public),
+        ("getHealth", Public),
+        ("startCliLogin", Public),
+        ("approveCliLogin", BrowserSession),
+        ("exchangeCliToken", Public),
+        ("listCliSessions", PersonSession),
+        ("revokeCliSession", PersonSession),
+    ]
+};
+
+/// An operation's access as the document's `x-capydb-access` says it.
+fn access_json(access: Access) -> serde_json::Value {
+    use serde_json::json;
+    match access {
+        Access::Public => json!({"credential": "none"}),
+        Access::AnyCredential => json!({"credential": "any"}),
+        Access::Scope { scope, admin } => json!({
+            "credential": "api_key_or_session",
+            "scope": scope,
+            "session_needs_admin": match admin {
+                Admin::Never => json!(false),
+                Admin::Always => json!(true),
+                Admin::OverwriteOnly => json!("overwrite"),
+            },
+        }),
+        Access::BrowserSession => json!({"credential": "browser_session"}),
+        Access::PersonSession => json!({"credential": "browser_session_or_cli_token"}),
+    }
+}
+
 /// Adds what every operation shares: the security schemes, and the error
 /// responses each kind of operation can answer, so none is undeclared.
 struct Conventions;
@@ -194,6 +303,16 @@ impl Modify for Conventions {
             let anonymous = path.ends_with(crate::cli::LOGIN) || path.ends_with(crate::cli::TOKEN);
             if let (false, false, Some(post)) = (public, anonymous, &mut item.post) {
                 declare_idempotency(post, path);
+            }
+            for op in
+                [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten()
+            {
+                let id = op.operation_id.clone().unwrap_or_default();
+                if let Some((_, access)) = ACCESS.iter().find(|(op_id, _)| *op_id == id) {
+                    op.extensions
+                        .get_or_insert_with(Default::default)
+                        .insert("x-capydb-access".into(), access_json(*access));
+                }
             }
             for (changes, op) in [
                 (false, &mut item.get),

@@ -8,4 +8,5 @@ mod extraction;
 mod helpers;
 mod idempotency;
 mod pagination;
+mod scopes;
 mod webhooks;
