@@ -2,6 +2,7 @@
 mod helpers;
 mod support;
 
+mod api_docs;
 mod auth;
 mod backups;
 mod cli_login;
