@@ -78,14 +78,17 @@ where
             .into_response()
         }
         Ok(Begun::Replay(answer)) => return replay(answer),
-        Ok(Begun::Recover(held, job_id)) => {
-            return match app.recover_idempotent_request(&held, &job_id).await {
+        Ok(Begun::Recover(held, made)) => {
+            let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() else {
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+            };
+            return match app.recover_idempotent_request(&held, principal, &made).await {
                 Ok(answer) => replay(answer),
                 Err(e) => {
                     let _ = app.release_idempotent_request(&held).await;
                     ApiError::from(e).into_response()
                 }
-            }
+            };
         }
         Ok(Begun::Run(held)) => held,
     };

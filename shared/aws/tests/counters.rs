@@ -122,7 +122,7 @@ async fn a_counter_missing_after_an_upgrade_starts_from_what_exists() {
     // AND an endpoint over a limit of 1 is refused: the old one counts.
     let claim = QuotaClaim { kind: QuotaKind::Webhooks, owner: org.clone(), limit: 1 };
     assert!(
-        matches!(t.store.insert_webhook(&webhook(&org), Some(&claim)).await, Err(DomainError::Forbidden(_))),
+        matches!(t.store.insert_webhook(&webhook(&org), Some(&claim), None).await, Err(DomainError::Forbidden(_))),
         "the endpoint written before counters must count against the limit"
     );
 }

@@ -141,7 +141,7 @@ pub async fn mint_api_key(
         created_by,
         hash: apikey::hash(&plaintext),
     };
-    store.insert_api_key(&key).await?;
+    store.insert_api_key(&key, crate::scope::held().as_ref()).await?;
     tracing::info!(key_id = %key.id, org_id, "API key created");
     Ok(CreatedApiKey { api_key: key, plaintext })
 }

@@ -269,11 +269,11 @@ pub async fn store_idempotent_jobs(store: &dyn Store) {
     );
     // The holder died: past its lease the key is recovered from the job, again and again.
     let heir = claim(plus_ms(now, 31_000));
-    assert_eq!(store.begin_idempotent(&heir).await.unwrap(), IdempotencyBegin::Recovered { job_id: j.id.clone() });
+    assert_eq!(store.begin_idempotent(&heir).await.unwrap(), IdempotencyBegin::Recovered { made: j.id.clone() });
     let second_heir = claim(plus_ms(now, 62_000));
     assert_eq!(
         store.begin_idempotent(&second_heir).await.unwrap(),
-        IdempotencyBegin::Recovered { job_id: j.id.clone() },
+        IdempotencyBegin::Recovered { made: j.id.clone() },
         "a recovery that died too leaves the job for the next one"
     );
     // A holder that lost its lease starts nothing: the job, its resource and its lock are not written.
@@ -306,6 +306,44 @@ pub async fn store_idempotent_jobs(store: &dyn Store) {
         "an answered key takes no job"
     );
     assert_eq!(store.begin_idempotent(&claim(plus_ms(now, 70_000))).await.unwrap(), IdempotencyBegin::Replay(answer));
+
+    // An API key and a webhook endpoint are recorded the same way, and
+    // refused under a key the request no longer holds.
+    let claim_of = |key: &str, at: Timestamp| IdempotencyClaim {
+        key: key.to_string(),
+        fingerprint: "fp".into(),
+        now: at,
+        lease_until: at + chrono::Duration::seconds(30),
+        expires_at: now + chrono::Duration::hours(24),
+    };
+    let api_key_key = format!("idem-key-{}", new_id("t"));
+    let first = claim_of(&api_key_key, now);
+    assert_eq!(store.begin_idempotent(&first).await.unwrap(), IdempotencyBegin::Started { taken_over: false });
+    let held = HeldKey { key: api_key_key.clone(), lease_until: first.lease_until };
+    let k = api_key(&org.id, new_id(ids::API_KEY), now);
+    ok(store.insert_api_key(&k, Some(&held)).await, "insert_api_key under a held key");
+    assert_eq!(
+        store.begin_idempotent(&claim_of(&api_key_key, plus_ms(now, 31_000))).await.unwrap(),
+        IdempotencyBegin::Recovered { made: k.id.clone() }
+    );
+    let late = api_key(&org.id, new_id(ids::API_KEY), now);
+    assert!(store.insert_api_key(&late, Some(&held)).await.is_err(), "a lost key writes no API key");
+    assert_eq!(store.get_api_key(&org.id, &late.id).await.unwrap(), None);
+    assert_eq!(store.get_api_key_by_hash(&late.hash).await.unwrap(), None, "nor its hash");
+
+    let webhook_key = format!("idem-whk-{}", new_id("t"));
+    let first = claim_of(&webhook_key, now);
+    assert_eq!(store.begin_idempotent(&first).await.unwrap(), IdempotencyBegin::Started { taken_over: false });
+    let held = HeldKey { key: webhook_key.clone(), lease_until: first.lease_until };
+    let w = webhook(&org.id, new_id(ids::WEBHOOK), now);
+    ok(store.insert_webhook(&w, None, Some(&held)).await, "insert_webhook under a held key");
+    assert_eq!(
+        store.begin_idempotent(&claim_of(&webhook_key, plus_ms(now, 31_000))).await.unwrap(),
+        IdempotencyBegin::Recovered { made: w.id.clone() }
+    );
+    let late = webhook(&org.id, new_id(ids::WEBHOOK), now);
+    assert!(store.insert_webhook(&late, None, Some(&held)).await.is_err(), "a lost key writes no webhook endpoint");
+    assert_eq!(store.get_webhook(&org.id, &late.id).await.unwrap(), None);
 }
 
 /// Clerk organizations: linked once, found by Clerk's id; concurrent first
@@ -512,12 +550,12 @@ pub async fn store_api_keys(store: &dyn Store) {
     let keys: Vec<ApiKey> = ids.iter().map(|id| api_key(&org.id, id.clone(), now)).collect();
     ok(store.create_organization(&org, &keys[0]).await, "create_organization");
     for k in &keys[1..] {
-        ok(store.insert_api_key(k).await, "insert_api_key");
+        ok(store.insert_api_key(k, None).await, "insert_api_key");
     }
     let (other_org, other_key) = new_org(store, now).await;
 
     let dup = ApiKey { hash: keys[1].hash.clone(), ..api_key(&org.id, new_id(ids::API_KEY), now) };
-    match store.insert_api_key(&dup).await {
+    match store.insert_api_key(&dup, None).await {
         Err(DomainError::Conflict(_)) => {}
         other => panic!("insert_api_key with a duplicate hash must be Conflict, got {other:?}"),
     }
@@ -1174,15 +1212,15 @@ pub async fn store_quotas(store: &dyn Store) {
     // Webhook endpoints.
     let quota = QuotaClaim { kind: QuotaKind::Webhooks, owner: org.id.clone(), limit: 1 };
     let w1 = webhook(&org.id, new_id(ids::WEBHOOK), now);
-    ok(store.insert_webhook(&w1, Some(&quota)).await, "insert_webhook");
+    ok(store.insert_webhook(&w1, Some(&quota), None).await, "insert_webhook");
     let w2 = webhook(&org.id, new_id(ids::WEBHOOK), now);
     assert!(
-        matches!(store.insert_webhook(&w2, Some(&quota)).await, Err(DomainError::Forbidden(ref m)) if m.contains("webhook endpoints")),
+        matches!(store.insert_webhook(&w2, Some(&quota), None).await, Err(DomainError::Forbidden(ref m)) if m.contains("webhook endpoints")),
         "a second endpoint over a limit of 1 must be Forbidden"
     );
     assert_eq!(ok(store.usage(&org.id).await, "usage").webhooks, 1);
     assert!(ok(store.delete_webhook(&org.id, &w1.id).await, "delete_webhook"));
-    ok(store.insert_webhook(&w2, Some(&quota)).await, "insert_webhook after a delete");
+    ok(store.insert_webhook(&w2, Some(&quota), None).await, "insert_webhook after a delete");
     assert_eq!(ok(store.usage(&org.id).await, "usage"), crate::ports::Usage { projects: 4, webhooks: 1 });
 }
 
@@ -1485,9 +1523,9 @@ pub async fn store_webhooks(store: &dyn Store) {
     let wids = ordered_ids(ids::WEBHOOK, 3);
     let hooks: Vec<WebhookEndpoint> = wids.iter().map(|id| webhook(&org.id, id.clone(), now)).collect();
     for h in &hooks {
-        ok(store.insert_webhook(h, None).await, "insert_webhook");
+        ok(store.insert_webhook(h, None, None).await, "insert_webhook");
     }
-    assert!(store.insert_webhook(&hooks[0], None).await.is_err(), "insert_webhook must refuse a duplicate id");
+    assert!(store.insert_webhook(&hooks[0], None, None).await.is_err(), "insert_webhook must refuse a duplicate id");
     assert_eq!(ok(store.get_webhook(&org.id, &wids[0]).await, "get_webhook"), Some(hooks[0].clone()));
     assert_eq!(
         ok(store.get_webhook(&other.id, &wids[0]).await, "get_webhook"),
@@ -1606,7 +1644,7 @@ pub async fn store_deliveries(store: &dyn Store) {
     let now = base_time();
     let (org, _) = new_org(store, now).await;
     let w = webhook(&org.id, new_id(ids::WEBHOOK), now);
-    ok(store.insert_webhook(&w, None).await, "insert_webhook");
+    ok(store.insert_webhook(&w, None, None).await, "insert_webhook");
     let eids = ordered_ids(ids::EVENT, 2);
     let dids = ordered_ids(ids::DELIVERY, 3);
     let d0 = delivery(&w, dids[0].clone(), &eids[0], now);

@@ -63,8 +63,9 @@ pub use crate::scope::holding;
 pub enum Begun {
     /// Run the request (inside [`holding`]), then `finish` with its answer.
     Run(Held),
-    /// The earlier holder died after starting this job: answer from it
-    /// (`recover_idempotent_request`), running nothing.
+    /// The earlier holder died after making this (a job, an API key, a
+    /// webhook endpoint): answer from it (`recover_idempotent_request`),
+    /// running nothing.
     Recover(Held, String),
     InFlight,
     Mismatch,
@@ -96,9 +97,9 @@ impl App {
                 }
                 Begun::Run(Held { key: claim.key, lease_until: claim.lease_until })
             }
-            IdempotencyBegin::Recovered { job_id } => {
-                tracing::warn!(%job_id, "an Idempotency-Key's earlier request started a job and ended without an answer; answering from the job");
-                Begun::Recover(Held { key: claim.key, lease_until: claim.lease_until }, job_id)
+            IdempotencyBegin::Recovered { made } => {
+                tracing::warn!(%made, "an Idempotency-Key's earlier request made something and ended without an answer; answering from it");
+                Begun::Recover(Held { key: claim.key, lease_until: claim.lease_until }, made)
             }
             IdempotencyBegin::InFlight => Begun::InFlight,
             IdempotencyBegin::Mismatch => Begun::Mismatch,
@@ -123,11 +124,42 @@ impl App {
 }
 
 impl App {
-    /// The answer to a request whose earlier attempt started `job_id` and
-    /// died before answering: the `202` its endpoint answers, made from the
-    /// job and its resources as they are now, stored as the key's answer.
-    pub async fn recover_idempotent_request(&self, held: &Held, job_id: &str) -> DomainResult<StoredAnswer> {
-        let answer = self.answer_of_job(job_id).await?;
+    /// The answer to a request of `p` whose earlier attempt made `made` (a
+    /// job, an API key, a webhook endpoint) and died before answering, as it
+    /// is now, stored as the key's answer: a job's `202` with its resources;
+    /// a webhook endpoint's `201` with its signing secret; for an API key,
+    /// whose plaintext was shown nowhere and is kept nowhere, a `409` naming
+    /// the key to revoke.
+    pub async fn recover_idempotent_request(
+        &self,
+        held: &Held,
+        p: &crate::principal::Principal,
+        made: &str,
+    ) -> DomainResult<StoredAnswer> {
+        let json = |status: u16, body: serde_json::Result<Vec<u8>>| -> DomainResult<StoredAnswer> {
+            Ok(StoredAnswer {
+                status,
+                content_type: Some("application/json".into()),
+                location: None,
+                body: body.map_err(DomainError::internal)?,
+            })
+        };
+        let answer = if made.starts_with(crate::ids::API_KEY) {
+            let error = format!(
+                "the first request with this Idempotency-Key created API key {made}, but it ended before answering, \
+                 and the key's plaintext was in that answer only: revoke {made} and create another key with a new \
+                 Idempotency-Key"
+            );
+            json(409, serde_json::to_vec(&serde_json::json!({ "error": error })))?
+        } else if made.starts_with(crate::ids::WEBHOOK) {
+            let webhook = self.store.get_webhook(p.org_id(), made).await?.ok_or_else(|| {
+                DomainError::internal(format!("the webhook endpoint {made} of an idempotent request is gone"))
+            })?;
+            let secret = self.secrets.open(&webhook.secret_sealed).await?;
+            json(201, serde_json::to_vec(&crate::webhooks::WebhookWithSecret { webhook, secret }))?
+        } else {
+            self.answer_of_job(made).await?
+        };
         self.finish_idempotent_request(held, answer.clone()).await?;
         Ok(answer)
     }

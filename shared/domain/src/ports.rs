@@ -168,7 +168,10 @@ pub trait Store: Send + Sync {
 
     // API keys
     /// Fails with `Conflict` when a key with the same hash exists.
-    async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()>;
+    /// With `held`, the key's id is written into that `Idempotency-Key`
+    /// record in the same transaction, while the request holds it (else
+    /// nothing is written: `HeldKey::lost`).
+    async fn insert_api_key(&self, key: &ApiKey, held: Option<&HeldKey>) -> DomainResult<()>;
     async fn get_api_key_by_hash(&self, hash: &str) -> DomainResult<Option<ApiKey>>;
     async fn get_api_key(&self, org_id: &str, key_id: &str) -> DomainResult<Option<ApiKey>>;
     async fn list_api_keys(&self, org_id: &str, page: &Page) -> DomainResult<Vec<ApiKey>>;
@@ -247,7 +250,13 @@ pub trait Store: Send + Sync {
 
     // webhook endpoints
     /// Inserts the endpoint, counted against `quota` when given.
-    async fn insert_webhook(&self, webhook: &WebhookEndpoint, quota: Option<&QuotaClaim>) -> DomainResult<()>;
+    /// `held`: as for `insert_api_key`.
+    async fn insert_webhook(
+        &self,
+        webhook: &WebhookEndpoint,
+        quota: Option<&QuotaClaim>,
+        held: Option<&HeldKey>,
+    ) -> DomainResult<()>;
     async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>>;
     /// Endpoints of the organization, newest first.
     async fn list_webhooks(&self, org_id: &str, page: &Page) -> DomainResult<Vec<WebhookEndpoint>>;
@@ -399,10 +408,11 @@ pub enum IdempotencyBegin {
     /// and died without an answer, having started no job.
     Started { taken_over: bool },
     /// This request holds the key, taken over from an earlier request that
-    /// died after starting `job_id` (recorded with the job) but before it
-    /// answered: the answer is made from that job, nothing runs again. The
-    /// record keeps `job_id`, so a later takeover finds it too.
-    Recovered { job_id: String },
+    /// died after making `made` (a job, an API key or a webhook endpoint,
+    /// recorded in the same write) but before it answered: the answer is
+    /// made from it, nothing runs again. The record keeps `made`, so a later
+    /// takeover finds it too.
+    Recovered { made: String },
     /// Another request holding the key is still running.
     InFlight,
     /// The key was used for a different request (method, path or body).

@@ -313,7 +313,7 @@ impl App {
             previous_secret_expires_at: None,
         };
         let quota = self.settings.quotas.claim(QuotaKind::Webhooks, org_id);
-        self.store.insert_webhook(&webhook, Some(&quota)).await?;
+        self.store.insert_webhook(&webhook, Some(&quota), crate::scope::held().as_ref()).await?;
         tracing::info!(webhook_id = %webhook.id, "webhook endpoint created");
         Ok(WebhookWithSecret { webhook, secret })
     }

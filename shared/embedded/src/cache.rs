@@ -18,7 +18,7 @@ use capydb_domain::model::{
     WebhookEndpoint,
 };
 use capydb_domain::ports::{
-    Admission, IdempotencyBegin, IdempotencyClaim, Page, QuotaClaim, ResourceWrite, Store, StoredAnswer, Usage,
+    Admission, HeldKey, IdempotencyBegin, IdempotencyClaim, Page, QuotaClaim, ResourceWrite, Store, StoredAnswer, Usage,
 };
 use capydb_domain::DomainResult;
 
@@ -133,8 +133,8 @@ impl<S: Store> Store for CachedStore<S> {
         forget(&self.orgs, &org.id);
         r
     }
-    async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()> {
-        self.inner.insert_api_key(key).await
+    async fn insert_api_key(&self, key: &ApiKey, held: Option<&HeldKey>) -> DomainResult<()> {
+        self.inner.insert_api_key(key, held).await
     }
     async fn get_clerk_organization(&self, clerk_org_id: &str) -> DomainResult<Option<Organization>> {
         self.inner.get_clerk_organization(clerk_org_id).await
@@ -273,8 +273,13 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.list_events(org_id, page).await
     }
     // Webhooks and deliveries are not cached: they are read off the request's hot path.
-    async fn insert_webhook(&self, webhook: &WebhookEndpoint, quota: Option<&QuotaClaim>) -> DomainResult<()> {
-        self.inner.insert_webhook(webhook, quota).await
+    async fn insert_webhook(
+        &self,
+        webhook: &WebhookEndpoint,
+        quota: Option<&QuotaClaim>,
+        held: Option<&HeldKey>,
+    ) -> DomainResult<()> {
+        self.inner.insert_webhook(webhook, quota, held).await
     }
     async fn get_webhook(&self, org_id: &str, id: &str) -> DomainResult<Option<WebhookEndpoint>> {
         self.inner.get_webhook(org_id, id).await

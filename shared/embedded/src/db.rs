@@ -325,9 +325,10 @@ CREATE TABLE cli_sessions (
 );
 CREATE INDEX cli_sessions_user ON cli_sessions(organization_id, user_id, id);
 "#,
-    // 7: the job an idempotent request started, written with the job.
+    // 7: what an idempotent request made (a job, an API key, a webhook
+    // endpoint), written in the same transaction.
     r#"
-ALTER TABLE idempotency_records ADD COLUMN job_id TEXT;
+ALTER TABLE idempotency_records ADD COLUMN made TEXT;
 "#,
     // 8: what a running job waits on (`JobWait::encode`), while it waits.
     r#"

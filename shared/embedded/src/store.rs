@@ -7,8 +7,8 @@ use std::sync::{Mutex, PoisonError, TryLockError};
 use async_trait::async_trait;
 use capydb_domain::model::*;
 use capydb_domain::ports::{
-    Admission, IdempotencyBegin, IdempotencyClaim, Page, QuotaClaim, QuotaKind, ResourceWrite, Store, StoredAnswer,
-    Usage,
+    Admission, HeldKey, IdempotencyBegin, IdempotencyClaim, Page, QuotaClaim, QuotaKind, ResourceWrite, Store,
+    StoredAnswer, Usage,
 };
 use capydb_domain::scopes::Scope;
 use capydb_domain::{DomainError, DomainResult};
@@ -287,6 +287,24 @@ fn scopes_json(scopes: &[Scope]) -> DomainResult<String> {
 
 fn version_param(version: u64) -> DomainResult<i64> {
     i64::try_from(version).map_err(|_| DomainError::internal("job version exceeds i64"))
+}
+
+/// In the transaction that makes `made`, writes its id into the
+/// `Idempotency-Key` record `held` names, only while that request holds it
+/// unanswered; otherwise the transaction is refused (`HeldKey::lost`).
+fn record_made(tx: &Transaction<'_>, held: Option<&HeldKey>, made: &str) -> DomainResult<()> {
+    let Some(held) = held else { return Ok(()) };
+    let recorded = tx
+        .prepare_cached(
+            "UPDATE idempotency_records SET made = ?3 WHERE key = ?1 AND lease_until = ?2 AND status IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![held.key, ts(&held.lease_until), made]))
+        .map_err(sql_err("record what the idempotent request made"))?;
+    if recorded == 1 {
+        Ok(())
+    } else {
+        Err(HeldKey::lost())
+    }
 }
 
 fn insert_key(conn: &Connection, key: &ApiKey) -> DomainResult<()> {
@@ -884,8 +902,11 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()> {
-        insert_key(&db::lock(&self.writer), key)
+    async fn insert_api_key(&self, key: &ApiKey, held: Option<&HeldKey>) -> DomainResult<()> {
+        self.write("insert the API key", |tx| {
+            record_made(tx, held, &key.id)?;
+            insert_key(tx, key).map(|_| ((), true))
+        })
     }
 
     async fn get_api_key_by_hash(&self, hash: &str) -> DomainResult<Option<ApiKey>> {
@@ -1066,19 +1087,7 @@ impl Store for SqliteStore {
             if holder.is_some() {
                 return Ok((holder, false));
             }
-            if let Some(held) = &admission.idempotency {
-                // In the job's transaction, and only while this request holds the key.
-                let recorded = tx
-                    .prepare_cached(
-                        "UPDATE idempotency_records SET job_id = ?3 \
-                         WHERE key = ?1 AND lease_until = ?2 AND status IS NULL",
-                    )
-                    .and_then(|mut s| s.execute(params![held.key, ts(&held.lease_until), job.id]))
-                    .map_err(sql_err("record the job of the idempotency key"))?;
-                if recorded != 1 {
-                    return Err(capydb_domain::ports::HeldKey::lost());
-                }
-            }
+            record_made(tx, admission.idempotency.as_ref(), &job.id)?;
             admit(tx, job, admission)?;
             write_resource(tx, write)?;
             insert_job(tx, job)?;
@@ -1182,11 +1191,17 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_webhook(&self, webhook: &WebhookEndpoint, quota: Option<&QuotaClaim>) -> DomainResult<()> {
+    async fn insert_webhook(
+        &self,
+        webhook: &WebhookEndpoint,
+        quota: Option<&QuotaClaim>,
+        held: Option<&HeldKey>,
+    ) -> DomainResult<()> {
         self.write("create the webhook", |tx| {
             if let Some(q) = quota {
                 check_quota(tx, q)?;
             }
+            record_made(tx, held, &webhook.id)?;
             insert_webhook(tx, webhook).map(|_| ((), true))
         })
     }
@@ -1348,7 +1363,7 @@ impl Store for SqliteStore {
             );
             let found: Option<Row> = tx
                 .prepare_cached(
-                    "SELECT fingerprint, expires_at, lease_until, status, content_type, location, body, job_id \
+                    "SELECT fingerprint, expires_at, lease_until, status, content_type, location, body, made \
                      FROM idempotency_records WHERE key = ?1",
                 )
                 .and_then(|mut s| {
@@ -1369,12 +1384,12 @@ impl Store for SqliteStore {
                     return Ok((IdempotencyBegin::Replay(answer), false));
                 }
                 Some((_, _, Some(lease), ..)) if lease > now => return Ok((IdempotencyBegin::InFlight, false)),
-                // The dead holder started a job: take its lease, keep the rest.
-                Some((.., Some(job_id))) => {
+                // The dead holder made something: take its lease, keep the rest.
+                Some((.., Some(made))) => {
                     tx.prepare_cached("UPDATE idempotency_records SET lease_until = ?2 WHERE key = ?1")
                         .and_then(|mut s| s.execute(params![claim.key, ts(&claim.lease_until)]))
                         .map_err(sql_err(OP))?;
-                    return Ok((IdempotencyBegin::Recovered { job_id }, true));
+                    return Ok((IdempotencyBegin::Recovered { made }, true));
                 }
                 Some(_) => true,
                 None => false,
@@ -1415,7 +1430,7 @@ impl Store for SqliteStore {
     async fn release_idempotent(&self, key: &str, lease_until: Timestamp) -> DomainResult<()> {
         self.execute(
             "release the idempotency key",
-            "DELETE FROM idempotency_records WHERE key = ?1 AND lease_until = ?2 AND status IS NULL AND job_id IS NULL",
+            "DELETE FROM idempotency_records WHERE key = ?1 AND lease_until = ?2 AND status IS NULL AND made IS NULL",
             params![key, ts(&lease_until)],
         )?;
         Ok(())

@@ -200,12 +200,17 @@ async fn every_example_of_the_api_reference_answers_its_documented_status() {
         }
         let (status, body) = run(&e.script, &env, &dir);
         if status != e.status {
-            failures.push(format!("{} {} ({}): answered {status}, documented {}: {body}", e.method, e.path, e.operation, e.status));
+            failures.push(format!(
+                "{} {} ({}): answered {status}, documented {}: {body}",
+                e.method, e.path, e.operation, e.status
+            ));
             continue;
         }
         // A reader waits for a started job before the next step.
         if status == 202 {
-            if let Some(job) = serde_json::from_str::<Value>(&body).ok().and_then(|b| b["job"]["id"].as_str().map(str::to_string)) {
+            if let Some(job) =
+                serde_json::from_str::<Value>(&body).ok().and_then(|b| b["job"]["id"].as_str().map(str::to_string))
+            {
                 let ended = app.wait_job(&job).await;
                 assert_eq!(ended["state"], "completed", "{}: {ended}", e.operation);
             }

@@ -136,4 +136,51 @@ async fn a_retry_after_a_crash_between_the_write_and_the_answer_answers_from_the
     let events = domain.store.list_events(&org.id, &Page::first(100)).await.unwrap();
     let ready = events.iter().filter(|e| e.kind.as_str() == "preview.ready").count();
     assert_eq!(ready, 1, "one preview.ready event");
+
+    // The same crash around an API key and a webhook endpoint.
+    let crash = |path: String, body: Vec<u8>, key: &'static str| {
+        let (domain, p) = (domain.clone(), p.clone());
+        async move {
+            let fingerprint = idempotency::fingerprint("POST", &path, &body);
+            match domain.begin_idempotent_request(&p.credential_id(), key, fingerprint).await.unwrap() {
+                idempotency::Begun::Run(held) => held,
+                _ => panic!("a fresh key is run"),
+            }
+        }
+    };
+    let retry = |path: String, body: Vec<u8>, key: &'static str| {
+        let (app, auth) = (&app, auth.clone());
+        async move {
+            let headers =
+                [("content-type", "application/json"), ("authorization", auth.as_str()), ("idempotency-key", key)];
+            app.try_request("POST", &path, Some(body), &headers).await.unwrap()
+        }
+    };
+    let keys_path = format!("/v1/organizations/{}/api-keys", org.id);
+    let key_body = serde_json::to_vec(&json!({"name": "ci-crash", "scopes": ["projects:read"]})).unwrap();
+    let held = crash(keys_path.clone(), key_body.clone(), "crash-key").await;
+    let request = serde_json::from_slice(&key_body).unwrap();
+    let made = idempotency::holding(held, domain.create_api_key(&p, &org.id, request)).await.unwrap();
+    clock.advance(chrono::Duration::seconds(31));
+    // Its plaintext was in the lost answer only: the retry names the key to revoke.
+    let r = retry(keys_path.clone(), key_body.clone(), "crash-key").await;
+    r.expect_error(409, &format!("revoke {}", made.api_key.id));
+    assert_eq!(retry(keys_path, key_body, "crash-key").await.text, r.text, "and says so again");
+    let keys = domain.store.list_api_keys(&org.id, &Page::first(100)).await.unwrap();
+    assert_eq!(keys.iter().filter(|k| k.name == "ci-crash").count(), 1, "one key");
+
+    let hooks_path = format!("/v1/organizations/{}/webhooks", org.id);
+    let hook_body =
+        serde_json::to_vec(&json!({"url": "http://127.0.0.1:9/crash", "events": ["preview.ready"]})).unwrap();
+    let held = crash(hooks_path.clone(), hook_body.clone(), "crash-hook").await;
+    let request = serde_json::from_slice(&hook_body).unwrap();
+    let made = idempotency::holding(held, domain.create_webhook(&p, &org.id, request)).await.unwrap();
+    clock.advance(chrono::Duration::seconds(31));
+    let r = retry(hooks_path, hook_body, "crash-hook").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(r.body["webhook"]["id"], made.webhook.id.as_str(), "the endpoint the first attempt made");
+    assert_eq!(r.body["secret"], made.secret.as_str(), "with its signing secret");
+    let hooks = domain.store.list_webhooks(&org.id, &Page::first(100)).await.unwrap();
+    assert_eq!(hooks.iter().filter(|h| h.url.ends_with("/crash")).count(), 1, "one endpoint");
 }

@@ -80,7 +80,7 @@ async fn unknown_revoked_and_expired_keys_are_401() {
         created_by: None,
         hash: apikey::hash(&expired),
     };
-    api.app.store.insert_api_key(&row).await.unwrap();
+    api.app.store.insert_api_key(&row, None).await.unwrap();
     call("GET", "/v1/me").key(&expired).send(&api.router).await.expect_error(401, "expired");
     // The same key a minute from expiry still works.
     let fresh = apikey::generate(apikey::LIVE_PREFIX);
@@ -92,7 +92,7 @@ async fn unknown_revoked_and_expired_keys_are_401() {
         hash: apikey::hash(&fresh),
         ..row
     };
-    api.app.store.insert_api_key(&row).await.unwrap();
+    api.app.store.insert_api_key(&row, None).await.unwrap();
     call("GET", "/v1/me").key(&fresh).send(&api.router).await.expect_status(200);
 }
 

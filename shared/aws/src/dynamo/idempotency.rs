@@ -24,26 +24,26 @@ struct Record {
     expires_at: i64,
     lease_until: Option<i64>,
     answer: Option<StoredAnswer>,
-    /// The job the holder started, written with the job.
-    job_id: Option<String>,
+    /// What the holder made (a job, an API key, a webhook endpoint), written with it.
+    made: Option<String>,
 }
 
-/// Adds to `tx` (a job's transaction) the job's id in the record `held`
-/// names, conditioned on the request still holding it unanswered; answers
-/// the item's index in the transaction.
-pub(super) fn record_job(
+/// Adds to `tx` (the transaction that makes it) the id of what the request
+/// made, in the record `held` names, conditioned on the request still
+/// holding it unanswered; answers the item's index in the transaction.
+pub(super) fn record_made(
     tx: &mut super::Tx,
     table: &str,
     held: &capydb_domain::ports::HeldKey,
-    job_id: &str,
+    made: &str,
 ) -> DomainResult<usize> {
     let cond = super::Cond::new("#lease_until = :lease AND attribute_not_exists(#answer_status)")
         .name("#lease_until", "lease_until")
         .name("#answer_status", "answer_status")
-        .name("#job_id", "job_id")
+        .name("#made", "made")
         .value(":lease", n(item::nanos(&held.lease_until)))
-        .value(":job", s(job_id));
-    tx.update_when(table, pk(&held.key), SK, "SET #job_id = :job", cond)
+        .value(":made", s(made));
+    tx.update_when(table, pk(&held.key), SK, "SET #made = :made", cond)
 }
 
 fn record(it: &Item) -> DomainResult<Record> {
@@ -67,7 +67,7 @@ fn record(it: &Item) -> DomainResult<Record> {
         expires_at: r.n("expires_at")?,
         lease_until: r.on("lease_until")?,
         answer,
-        job_id: r.os("job_id")?,
+        made: r.os("made")?,
     })
 }
 
@@ -91,14 +91,14 @@ impl DynamoStore {
             // about a day of it, and a read before then sees `expires_at`.
             // A dead holder that started a job: its record stays as it is
             // (created, expiring, the job) with this request's lease.
-            let recovered = condition.and_then(|r| r.job_id.clone().map(|j| (j, r.created_at, r.expires_at)));
+            let recovered = condition.and_then(|r| r.made.clone().map(|m| (m, r.created_at, r.expires_at)));
             let item = match &recovered {
-                Some((job_id, created_at, expires_at)) => ItemBuilder::new(pk(&claim.key), SK)
+                Some((made, created_at, expires_at)) => ItemBuilder::new(pk(&claim.key), SK)
                     .s("fingerprint", &claim.fingerprint)
                     .n("created_at", *created_at)
                     .n("expires_at", *expires_at)
                     .n("lease_until", item::nanos(&claim.lease_until))
-                    .s("job_id", job_id)
+                    .s("made", made)
                     .n("ttl", expires_at / 1_000_000_000 + 3600)
                     .build(),
                 None => ItemBuilder::new(pk(&claim.key), SK)
@@ -118,7 +118,7 @@ impl DynamoStore {
             };
             if self.put_if(WHAT, item, Some(cond)).await? {
                 return Ok(match recovered {
-                    Some((job_id, ..)) => IdempotencyBegin::Recovered { job_id },
+                    Some((made, ..)) => IdempotencyBegin::Recovered { made },
                     None => IdempotencyBegin::Started { taken_over },
                 });
             }
@@ -156,7 +156,7 @@ impl DynamoStore {
             "release the idempotency key",
             pk(key),
             SK,
-            Some(("lease_until = :lease AND attribute_not_exists(job_id)", ":lease", n(item::nanos(&lease_until)))),
+            Some(("lease_until = :lease AND attribute_not_exists(made)", ":lease", n(item::nanos(&lease_until)))),
         )
         .await
         .map(drop)

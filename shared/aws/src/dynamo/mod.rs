@@ -23,8 +23,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use capydb_domain::model::*;
 use capydb_domain::ports::{
-    Admission, IdempotencyBegin, IdempotencyClaim, Page, QuotaClaim, QuotaKind, ResourceWrite, Store, StoredAnswer,
-    Usage,
+    Admission, HeldKey, IdempotencyBegin, IdempotencyClaim, Page, QuotaClaim, QuotaKind, ResourceWrite, Store,
+    StoredAnswer, Usage,
 };
 use capydb_domain::{DomainError, DomainResult};
 
@@ -1053,12 +1053,14 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn insert_api_key(&self, key: &ApiKey) -> DomainResult<()> {
+    async fn insert_api_key(&self, key: &ApiKey, held: Option<&HeldKey>) -> DomainResult<()> {
         let mut tx = Tx::default();
         tx.put(&self.table, key_item(key)?, Some(("attribute_not_exists(pk)", vec![])))?;
         tx.put(&self.table, key_hash_item(key), Some(("attribute_not_exists(pk)", vec![])))?;
+        let made = held.map(|h| idempotency::record_made(&mut tx, &self.table, h, &key.id)).transpose()?;
         match self.commit("insert the API key", &tx).await? {
             TxOutcome::Committed => Ok(()),
+            TxOutcome::Cancelled(reasons) if made.is_some_and(|at| failed_at(&reasons, at)) => Err(HeldKey::lost()),
             TxOutcome::Cancelled(_) => {
                 Err(DomainError::Conflict("an API key with this id or hash already exists".into()))
             }
@@ -1252,7 +1254,7 @@ impl Store for DynamoStore {
             tx.counters(t, admission.quota.as_ref())?;
             // The job, in the request's Idempotency-Key record, while it holds it.
             let idempotency = match &admission.idempotency {
-                Some(held) => Some(idempotency::record_job(&mut tx, t, held, &job.id)?),
+                Some(held) => Some(idempotency::record_made(&mut tx, t, held, &job.id)?),
                 None => None,
             };
             let reasons = match self.commit_with_names(what, &tx).await? {
@@ -1260,7 +1262,7 @@ impl Store for DynamoStore {
                 TxOutcome::Cancelled(reasons) => reasons,
             };
             if idempotency.is_some_and(|at| failed_at(&reasons, at)) {
-                return Err(capydb_domain::ports::HeldKey::lost());
+                return Err(HeldKey::lost());
             }
             if failed_at(&reasons, lock) {
                 let holder = reasons[lock].item().and_then(|it| it.get("job_id")).and_then(|v| v.as_s().ok()).cloned();
@@ -1416,7 +1418,12 @@ impl Store for DynamoStore {
         self.page_of("list events", events_of_org(org_id), page, event_from).await
     }
 
-    async fn insert_webhook(&self, webhook: &WebhookEndpoint, quota: Option<&QuotaClaim>) -> DomainResult<()> {
+    async fn insert_webhook(
+        &self,
+        webhook: &WebhookEndpoint,
+        quota: Option<&QuotaClaim>,
+        held: Option<&HeldKey>,
+    ) -> DomainResult<()> {
         let what = "insert the webhook";
         let mut known = Known::new();
         for _ in 0..COUNTED_TRIES {
@@ -1425,10 +1432,14 @@ impl Store for DynamoStore {
             // Counted with or without a claim, as its deletion frees a place.
             tx.count(QuotaKind::Webhooks, &webhook.organization_id, 1);
             tx.counters(&self.table, quota)?;
+            let made = held.map(|h| idempotency::record_made(&mut tx, &self.table, h, &webhook.id)).transpose()?;
             let reasons = match self.commit(what, &tx).await? {
                 TxOutcome::Committed => return Ok(()),
                 TxOutcome::Cancelled(reasons) => reasons,
             };
+            if made.is_some_and(|at| failed_at(&reasons, at)) {
+                return Err(HeldKey::lost());
+            }
             if failed_at(&reasons, at) {
                 return Err(DomainError::Conflict(format!("webhook {} already exists", webhook.id)));
             }
