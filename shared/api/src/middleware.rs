@@ -12,8 +12,9 @@ use tracing::Instrument;
 pub const REQUEST_ID: &str = "x-request-id";
 
 tokio::task_local! {
-    /// The request id of the request this task serves.
-    static CURRENT_REQUEST: std::sync::Arc<str>;
+    /// The request id of the request this task serves, as the header value
+    /// the response carries (one buffer, shared).
+    static CURRENT_REQUEST: HeaderValue;
 }
 
 /// Whether each request gets a `tracing` span (`request{request_id=...}`).
@@ -30,12 +31,13 @@ pub fn set_request_spans(on: bool) {
 /// Runs `f` as the task serving request `id` (what the edge does for each
 /// request; for tests of log formats).
 pub async fn scope_request_id<F: std::future::Future>(id: &str, f: F) -> F::Output {
-    CURRENT_REQUEST.scope(id.into(), f).await
+    CURRENT_REQUEST.scope(HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("req_invalid")), f).await
 }
 
 /// Calls `f` with the id of the request this task serves, if it serves one.
 pub fn current_request_id<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
-    CURRENT_REQUEST.try_with(|id| f(id)).ok()
+    // Request ids are checked (`sane`) or generated: always visible ASCII.
+    CURRENT_REQUEST.try_with(|id| f(id.to_str().unwrap_or("?"))).ok()
 }
 
 /// A caller's request id is echoed when it is sane (1..=128 characters of
@@ -105,30 +107,36 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| sane(v))
-        .map(str::to_string)
+    // The caller's id when sane (a clone of its header value shares its
+    // bytes), else a new one; either way the one buffer serves the
+    // response header and the log lines.
+    let id = match req.headers().get(REQUEST_ID).filter(|v| v.to_str().is_ok_and(sane)) {
+        Some(v) => v.clone(),
         // Request ids need no order among themselves: `new_id_at` skips
         // the lock `new_id` takes to keep ids of one millisecond ascending.
-        .unwrap_or_else(|| {
-            capydb_domain::ids::new_id_at(capydb_domain::ids::REQUEST, chrono::Utc::now().timestamp_millis() as u64)
-        });
+        None => {
+            let fresh = capydb_domain::ids::new_id_at(
+                capydb_domain::ids::REQUEST,
+                chrono::Utc::now().timestamp_millis() as u64,
+            );
+            HeaderValue::from_maybe_shared(axum::body::Bytes::from(fresh))
+                .unwrap_or(HeaderValue::from_static("req_invalid"))
+        }
+    };
     let method = req.method().clone();
     // A clone of the URI shares its bytes: no copy of the path per request.
     let uri = req.uri().clone();
-    // Checked by `sane` (or generated): always a valid header value.
-    let id_header = HeaderValue::from_str(&id).ok();
-    let id: std::sync::Arc<str> = id.into();
     let started = Instant::now();
     let scoped = id.clone();
     let served = async move {
         let spans = REQUEST_SPANS.load(std::sync::atomic::Ordering::Relaxed);
         // The span holds only the request id (every line inside it shows
         // it); method, path, status and latency go on the one closing line.
-        let span = if spans { tracing::info_span!("request", request_id = &*id) } else { tracing::Span::none() };
+        let span = if spans {
+            tracing::info_span!("request", request_id = id.to_str().unwrap_or("?"))
+        } else {
+            tracing::Span::none()
+        };
         let res = inner(req).instrument(span.clone()).await;
         let status = res.status().as_u16();
         let latency_us = started.elapsed().as_micros() as u64;
@@ -142,10 +150,8 @@ where
         }
         res
     };
-    let mut res = CURRENT_REQUEST.scope(scoped, served).await;
-    if let Some(v) = id_header {
-        res.headers_mut().insert(REQUEST_ID, v);
-    }
+    let mut res = CURRENT_REQUEST.scope(scoped.clone(), served).await;
+    res.headers_mut().insert(REQUEST_ID, scoped);
     res
 }
 
