@@ -5,6 +5,7 @@ use capydb_domain::cli_login::{CliSession, DeviceLogin, DeviceLoginStatus, Login
 use capydb_domain::model::Timestamp;
 use capydb_domain::ports::{LoginStore, OrgRole, Page};
 use capydb_domain::{DomainError, DomainResult};
+use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::db::{get_opt_ts, get_ts, invalid_column, opt_ts, sql_err, sql_limit, ts};
@@ -78,34 +79,47 @@ fn version(v: u64) -> DomainResult<i64> {
     i64::try_from(v).map_err(|_| DomainError::internal("a device login's version is out of range"))
 }
 
+/// Runs `sql` with a login's columns in `login_cols!()` order as ?1..?14,
+/// then `extra` (?15 on).
+fn with_login(
+    conn: &Connection,
+    sql: &str,
+    login: &DeviceLogin,
+    extra: &[&dyn ToSql],
+    op: &'static str,
+) -> DomainResult<usize> {
+    let d = login.decision.as_ref();
+    let (created, expires, polled) = (ts(&login.created_at), ts(&login.expires_at), opt_ts(&login.last_polled_at));
+    let (user, org, clerk) = (d.map(|d| &d.user_id), d.map(|d| &d.organization_id), d.map(|d| &d.clerk_org_id));
+    let (role, decided) = (d.map(|d| d.role.as_str()), d.map(|d| ts(&d.at)));
+    let (status, v) = (login.status.as_str(), version(login.version)?);
+    let mut all: Vec<&dyn ToSql> = vec![
+        &login.device_code_hash,
+        &login.user_code_hash,
+        &created,
+        &expires,
+        &login.interval_secs,
+        &polled,
+        &status,
+        &user,
+        &org,
+        &clerk,
+        &role,
+        &decided,
+        &login.cli_session_id,
+        &v,
+    ];
+    all.extend_from_slice(extra);
+    conn.prepare_cached(sql).and_then(|mut s| s.execute(&*all)).map_err(sql_err(op))
+}
+
 /// Writes every column of `login` where its stored version is `expected`.
 fn update_login(conn: &Connection, login: &DeviceLogin, expected: u64, op: &'static str) -> DomainResult<bool> {
-    let d = login.decision.as_ref();
-    let (new_version, expected) = (version(login.version)?, version(expected)?);
-    let n = conn
-        .prepare_cached(
-            "UPDATE device_logins SET interval_secs = ?2, last_polled_at = ?3, status = ?4, user_id = ?5, \
-             organization_id = ?6, clerk_org_id = ?7, role = ?8, decided_at = ?9, cli_session_id = ?10, version = ?11 \
-             WHERE device_code_hash = ?1 AND version = ?12",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                login.device_code_hash,
-                login.interval_secs,
-                opt_ts(&login.last_polled_at),
-                login.status.as_str(),
-                d.map(|d| &d.user_id),
-                d.map(|d| &d.organization_id),
-                d.map(|d| &d.clerk_org_id),
-                d.map(|d| d.role.as_str()),
-                d.map(|d| ts(&d.at)),
-                login.cli_session_id,
-                new_version,
-                expected,
-            ])
-        })
-        .map_err(sql_err(op))?;
-    Ok(n == 1)
+    let sql = "UPDATE device_logins SET user_code_hash = ?2, created_at = ?3, expires_at = ?4, interval_secs = ?5, \
+               last_polled_at = ?6, status = ?7, user_id = ?8, organization_id = ?9, clerk_org_id = ?10, role = ?11, \
+               decided_at = ?12, cli_session_id = ?13, version = ?14 WHERE device_code_hash = ?1 AND version = ?15";
+    let expected = version(expected)?;
+    Ok(with_login(conn, sql, login, &[&expected], op)? == 1)
 }
 
 #[async_trait]
@@ -124,32 +138,12 @@ impl LoginStore for SqliteStore {
             if held {
                 return Ok((false, false));
             }
-            let d = login.decision.as_ref();
-            let v = version(login.version)?;
-            tx.prepare_cached(concat!(
+            let sql = concat!(
                 "INSERT INTO device_logins (",
                 login_cols!(),
                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-            ))
-            .and_then(|mut s| {
-                s.execute(params![
-                    login.device_code_hash,
-                    login.user_code_hash,
-                    ts(&login.created_at),
-                    ts(&login.expires_at),
-                    login.interval_secs,
-                    opt_ts(&login.last_polled_at),
-                    login.status.as_str(),
-                    d.map(|d| &d.user_id),
-                    d.map(|d| &d.organization_id),
-                    d.map(|d| &d.clerk_org_id),
-                    d.map(|d| d.role.as_str()),
-                    d.map(|d| ts(&d.at)),
-                    login.cli_session_id,
-                    v,
-                ])
-            })
-            .map_err(sql_err(OP))?;
+            );
+            with_login(tx, sql, login, &[], OP)?;
             Ok((true, true))
         })
     }

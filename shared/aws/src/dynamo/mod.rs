@@ -154,6 +154,22 @@ impl Cond {
     }
 }
 
+/// `builder` (a transaction item's builder) with `cond`'s expression,
+/// names and values.
+macro_rules! with_cond {
+    ($builder:expr, $cond:expr) => {{
+        let cond: Cond = $cond;
+        let mut b = $builder.condition_expression(cond.expr);
+        for (k, v) in cond.names {
+            b = b.expression_attribute_names(k, v);
+        }
+        for (k, v) in cond.values {
+            b = b.expression_attribute_values(k, v);
+        }
+        b
+    }};
+}
+
 enum TxOutcome {
     Committed,
     /// Cancelled: the reason of each item, in order.
@@ -195,14 +211,8 @@ impl Tx {
         let mut put = Put::builder()
             .table_name(table)
             .set_item(Some(item))
-            .condition_expression(cond.expr)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        for (k, v) in cond.names {
-            put = put.expression_attribute_names(k, v);
-        }
-        for (k, v) in cond.values {
-            put = put.expression_attribute_values(k, v);
-        }
+        put = with_cond!(put, cond);
         let put = build("build a transaction put", put.build())?;
         self.items.push(TransactWriteItem::builder().put(put).build());
         Ok(self.items.len() - 1)
@@ -210,17 +220,8 @@ impl Tx {
 
     /// A condition on an item the transaction does not write.
     fn check(&mut self, table: &str, pk: String, sk: &str, cond: Cond) -> DomainResult<usize> {
-        let mut check = ConditionCheck::builder()
-            .table_name(table)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
-            .condition_expression(cond.expr);
-        for (k, v) in cond.names {
-            check = check.expression_attribute_names(k, v);
-        }
-        for (k, v) in cond.values {
-            check = check.expression_attribute_values(k, v);
-        }
+        let mut check = ConditionCheck::builder().table_name(table).key("pk", s(pk)).key("sk", s(sk));
+        check = with_cond!(check, cond);
         let check = build("build a transaction condition check", check.build())?;
         self.items.push(TransactWriteItem::builder().condition_check(check).build());
         Ok(self.items.len() - 1)
@@ -233,14 +234,8 @@ impl Tx {
             .table_name(table)
             .key("pk", s(pk))
             .key("sk", s(sk))
-            .update_expression(expr)
-            .condition_expression(cond.expr);
-        for (k, v) in cond.names {
-            update = update.expression_attribute_names(k, v);
-        }
-        for (k, v) in cond.values {
-            update = update.expression_attribute_values(k, v);
-        }
+            .update_expression(expr);
+        update = with_cond!(update, cond);
         let update = build("build a transaction update", update.build())?;
         self.items.push(TransactWriteItem::builder().update(update).build());
         Ok(self.items.len() - 1)
@@ -256,13 +251,7 @@ impl Tx {
             .expression_attribute_names("#n", COUNTER_N)
             .expression_attribute_values(":delta", n(delta));
         if let Some(cond) = cond {
-            update = update.condition_expression(cond.expr);
-            for (k, v) in cond.names {
-                update = update.expression_attribute_names(k, v);
-            }
-            for (k, v) in cond.values {
-                update = update.expression_attribute_values(k, v);
-            }
+            update = with_cond!(update, cond);
         }
         let update = build("build a transaction update", update.build())?;
         self.items.push(TransactWriteItem::builder().update(update).build());
