@@ -690,7 +690,7 @@ export interface components {
              * @default true
              */
             approve: boolean;
-            /** @description The code the CLI shows, with or without its dash, any case. */
+            /** @description The code the CLI shows, with or without its dash (or spaces), any case. */
             user_code: string;
         };
         /** @description A `pg_dump` custom-format artifact of a project's database. */
@@ -777,11 +777,7 @@ export interface components {
         /** @description `POST /v1/cli/login/token`. */
         CliTokenRequest: {
             device_code: string;
-            /**
-             * @description Optional; when given, RFC 8628's
-             *     `urn:ietf:params:oauth:grant-type:device_code`.
-             */
-            grant_type?: string | null;
+            grant_type?: null | components["schemas"]["DeviceGrantType"];
         };
         /**
          * @description What a caller may see of a database connection. Built on request from the
@@ -956,6 +952,11 @@ export interface components {
              */
             interval?: number | null;
         };
+        /**
+         * @description RFC 8628's grant type, the only one this endpoint takes.
+         * @enum {string}
+         */
+        DeviceGrantType: "urn:ietf:params:oauth:grant-type:device_code";
         /** @description The body of every error response. */
         ErrorBody: {
             /** @description A human-readable message. Never contains SQL, stack traces or secrets. */

@@ -62,8 +62,12 @@ pub struct DeviceAuthorization {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveCliLogin {
-    /// The code the CLI shows, with or without its dash, any case.
-    #[schema(min_length = 1, max_length = 32)]
+    /// The code the CLI shows, with or without its dash (or spaces), any case.
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = "^[- \t]*([BCDFGHJKLMNPQRSTVWXZbcdfghjklmnpqrstvwxz][- \t]*){8}$"
+    )]
     pub user_code: String,
     /// `false` declines the login: the CLI's next poll is `access_denied`.
     #[serde(default = "yes")]
@@ -92,12 +96,16 @@ pub struct CliLoginDecision {
 pub struct CliTokenRequest {
     #[schema(min_length = 1, max_length = 200)]
     pub device_code: String,
-    /// Optional; when given, RFC 8628's
-    /// `urn:ietf:params:oauth:grant-type:device_code`.
-    pub grant_type: Option<String>,
+    /// Optional, as RFC 8628 names it.
+    pub grant_type: Option<DeviceGrantType>,
 }
 
-pub const DEVICE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// RFC 8628's grant type, the only one this endpoint takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+pub enum DeviceGrantType {
+    #[serde(rename = "urn:ietf:params:oauth:grant-type:device_code")]
+    DeviceCode,
+}
 
 /// A successful exchange: the only time the token is shown.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -286,9 +294,6 @@ impl App {
 
     /// One poll of the CLI: a token once approved, else why not.
     pub async fn poll_cli_login(&self, req: CliTokenRequest) -> DomainResult<Result<CliToken, GrantRefusal>> {
-        if req.grant_type.as_deref().is_some_and(|g| g != DEVICE_GRANT_TYPE) {
-            return Err(DomainError::invalid(format!("grant_type must be {DEVICE_GRANT_TYPE} when given")));
-        }
         if !apikey::is_well_formed(DEVICE_PREFIX, &req.device_code) {
             return Ok(Err(GrantRefusal::InvalidGrant("this is not a device code this server issued")));
         }
