@@ -257,16 +257,20 @@ mod tests {
         }
     }
 
+    /// A layer writing `Line`s, without colours, into `out`.
+    fn line_layer<S>(out: Capture) -> impl tracing_subscriber::Layer<S>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        tracing_subscriber::fmt::layer().with_writer(out).with_ansi(false).fmt_fields(Fields).event_format(Line)
+    }
+
     /// What `f` logs, through `Line` and through `tracing_subscriber`'s
     /// `Full` format, with the timestamps cut off.
     fn both(f: impl Fn()) -> (String, String) {
         let ours = Capture::default();
         let full = Capture::default();
-        let fast = tracing_subscriber::fmt::layer()
-            .with_writer(ours.clone())
-            .with_ansi(false)
-            .fmt_fields(Fields)
-            .event_format(Line);
+        let fast = line_layer(ours.clone());
         let reference = tracing_subscriber::fmt::layer().with_writer(full.clone()).with_ansi(false).with_target(false);
         tracing::subscriber::with_default(tracing_subscriber::registry().with(fast), &f);
         tracing::subscriber::with_default(tracing_subscriber::registry().with(reference), &f);
@@ -321,11 +325,7 @@ mod tests {
         });
         assert_eq!(with_span, reference);
         let out = Capture::default();
-        let layer = tracing_subscriber::fmt::layer()
-            .with_writer(out.clone())
-            .with_ansi(false)
-            .fmt_fields(Fields)
-            .event_format(Line);
+        let layer = line_layer(out.clone());
         let _d = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
         capydb_api::middleware::scope_request_id("req_123", async { lines() }).await;
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
@@ -339,11 +339,7 @@ mod tests {
         let (ours, full) = both(|| tracing::info!("listening"));
         assert_eq!(ours, full);
         let out = Capture::default();
-        let layer = tracing_subscriber::fmt::layer()
-            .with_writer(out.clone())
-            .with_ansi(false)
-            .fmt_fields(Fields)
-            .event_format(Line);
+        let layer = line_layer(out.clone());
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || tracing::info!("x"));
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let stamp = text.split(' ').next().unwrap();
