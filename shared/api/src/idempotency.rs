@@ -19,15 +19,18 @@ use crate::extract::{self, Authenticated, MAX_BODY_BYTES};
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
+/// Whether `req` goes through [`keyed`]: a POST with an `Idempotency-Key`.
+/// Other methods ignore the header.
+pub fn applies(req: &Request) -> bool {
+    req.method() == Method::POST && req.headers().contains_key(IDEMPOTENCY_KEY)
+}
+
 /// Runs `next` for `req`, or answers for it, per its `Idempotency-Key`.
-pub async fn idempotent<F, Fut>(app: &App, req: Request, next: F) -> Response
+pub async fn keyed<F, Fut>(app: &App, req: Request, next: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
-    if req.method() != Method::POST {
-        return next(req).await;
-    }
     let Some(raw) = req.headers().get(IDEMPOTENCY_KEY) else {
         return next(req).await;
     };

@@ -507,6 +507,13 @@ pub trait JobQueue: Send + Sync {
     /// Messages waiting (visible or delayed; approximate where the queue is).
     /// The health check's question: an unreachable queue answers an error.
     async fn depth(&self) -> DomainResult<u64>;
+    /// Returns when a message may be ready to receive, or after `max` at
+    /// the latest: what an idle consumer awaits between receives. A queue
+    /// that knows when one is sent or becomes visible returns then; this
+    /// default just sleeps `max`.
+    async fn wait_for_message(&self, max: Duration) {
+        tokio::time::sleep(max).await
+    }
 }
 
 /// Why a provider operation failed, and whether trying again can help. The

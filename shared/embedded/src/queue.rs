@@ -21,6 +21,9 @@ pub struct SqliteQueue {
     conn: Mutex<Connection>,
     name: String,
     max_receives: u32,
+    /// Told of every message this process sends or makes visible sooner:
+    /// an idle consumer wakes at once instead of at its next poll.
+    arrived: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for SqliteQueue {
@@ -36,9 +39,17 @@ impl SqliteQueue {
     /// delivered again.
     pub fn open(path: &Path, queue_name: &str, max_receives: u32) -> DomainResult<Self> {
         let conn = db::open_writer(path)?;
-        Ok(SqliteQueue { conn: Mutex::new(conn), name: queue_name.to_string(), max_receives })
+        Ok(SqliteQueue {
+            conn: Mutex::new(conn),
+            name: queue_name.to_string(),
+            max_receives,
+            arrived: tokio::sync::Notify::new(),
+        })
     }
 }
+
+/// The shortest an idle consumer's wait lasts without a message announced.
+const MIN_WAIT: Duration = Duration::from_millis(10);
 
 /// `now + d` in epoch nanoseconds, saturating (a huge timeout means "never").
 fn after(now: i64, d: Duration) -> i64 {
@@ -74,8 +85,9 @@ impl JobQueue for SqliteQueue {
             "INSERT INTO queue_messages (queue, body, sent_at, visible_at, receive_count) VALUES (?1, ?2, ?3, ?4, 0)",
         )
         .and_then(|mut s| s.execute(params![self.name, body, now, after(now, delay)]))
-        .map(drop)
-        .map_err(sql_err("send the message"))
+        .map_err(sql_err("send the message"))?;
+        self.arrived.notify_one();
+        Ok(())
     }
 
     async fn receive(&self, max: usize, visibility: Duration) -> DomainResult<Vec<QueueMessage>> {
@@ -146,8 +158,37 @@ impl JobQueue for SqliteQueue {
         let conn = db::lock(&self.conn);
         conn.prepare_cached("UPDATE queue_messages SET visible_at = ?4 WHERE id = ?1 AND queue = ?2 AND receipt = ?3")
             .and_then(|mut s| s.execute(params![id, self.name, receipt, visible_at]))
-            .map(drop)
-            .map_err(sql_err("change the message's visibility"))
+            .map_err(sql_err("change the message's visibility"))?;
+        self.arrived.notify_one();
+        Ok(())
+    }
+
+    /// Until a message this process sends (or makes visible sooner) is
+    /// announced, the earliest delayed or invisible one becomes visible, or
+    /// `max` passes (a message another process sent is seen then).
+    async fn wait_for_message(&self, max: Duration) {
+        // Registered before the look at the table: a send between the two
+        // still wakes this wait.
+        let arrived = self.arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let next: Option<i64> = {
+            let conn = db::lock(&self.conn);
+            conn.prepare_cached("SELECT MIN(visible_at) FROM queue_messages WHERE queue = ?1")
+                .and_then(|mut s| s.query_row([&self.name], |r| r.get(0)))
+                .unwrap_or(None)
+        };
+        let wait = match next {
+            Some(at) => Duration::from_nanos(u64::try_from(at.saturating_sub(now_nanos())).unwrap_or(0)).min(max),
+            None => max,
+        };
+        // Never a spin: a message visible now that the receive before this
+        // did not take (it failed, or another consumer took it meanwhile)
+        // is asked for again after a breath.
+        tokio::select! {
+            _ = arrived => {}
+            _ = tokio::time::sleep(wait.max(MIN_WAIT)) => {}
+        }
     }
 
     async fn dead_letters(&self, max: usize) -> DomainResult<Vec<String>> {

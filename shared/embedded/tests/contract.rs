@@ -164,6 +164,52 @@ async fn sqlite_queue_passes_the_queue_contract_on_the_store_file() {
     .await;
 }
 
+/// An idle consumer's wait ends when a message is sent, when a delayed one
+/// becomes visible, and otherwise only at its bound.
+#[tokio::test]
+async fn an_idle_wait_ends_when_a_message_arrives_or_becomes_visible() {
+    let dir = TempDir::new();
+    let q = Arc::new(SqliteQueue::open(&dir.file("capydb.db"), "jobs", 5).expect("open queue"));
+    let long = Duration::from_secs(30);
+
+    // Nothing queued: the wait lasts until a send.
+    let waiting = tokio::spawn({
+        let q = Arc::clone(&q);
+        async move { q.wait_for_message(long).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "an empty queue's wait ended without a message");
+    q.send("now", Duration::ZERO).await.expect("send");
+    tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("the send did not end the wait").unwrap();
+    assert_eq!(q.receive(1, Duration::from_secs(60)).await.expect("receive").len(), 1);
+
+    // A message delayed 300 ms: a consumer's loop of waits (a wait may end
+    // early: the send announced the message) gets it once it is visible,
+    // long before the 30 s bound.
+    q.send("later", Duration::from_millis(300)).await.expect("send");
+    let started = std::time::Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            q.wait_for_message(long).await;
+            let m = q.receive(1, Duration::from_secs(60)).await.expect("receive");
+            if !m.is_empty() {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the delay did not end the wait");
+    assert_eq!(got[0].body, "later");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "received before the message was visible: {waited:?}");
+
+    // Only an in-flight message (visible again in 60 s): the bound holds.
+    let started = std::time::Instant::now();
+    q.wait_for_message(Duration::from_millis(300)).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(5), "{waited:?}");
+}
+
 #[tokio::test]
 async fn key_file_secret_box_passes_the_secret_box_contract() {
     let dir = TempDir::new();
