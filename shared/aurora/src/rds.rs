@@ -112,6 +112,36 @@ impl State {
     }
 }
 
+/// Where and how every new cluster is placed, whichever call makes it
+/// (create, clone, restore): the subnet group and security groups, the KMS
+/// key, deletion protection for projects, the capacity and the tags.
+trait Placed: Sized {
+    fn placed(self, rds: &Rds, label: &Label) -> Self;
+}
+
+macro_rules! placed {
+    ($($builder:ty),*) => {$(
+        impl Placed for $builder {
+            fn placed(self, rds: &Rds, label: &Label) -> Self {
+                let s = &rds.settings;
+                self.db_subnet_group_name(&s.subnet_group)
+                    .set_vpc_security_group_ids(Some(s.security_group_ids.clone()))
+                    .set_kms_key_id(s.kms_key_id.clone())
+                    .deletion_protection(label.purpose == Purpose::Project)
+                    .serverless_v2_scaling_configuration(rds.scaling(label.purpose))
+                    .copy_tags_to_snapshot(true)
+                    .set_tags(Some(rds.tags(label)))
+            }
+        }
+    )*};
+}
+
+placed!(
+    aws_sdk_rds::operation::create_db_cluster::builders::CreateDBClusterFluentBuilder,
+    aws_sdk_rds::operation::restore_db_cluster_to_point_in_time::builders::RestoreDBClusterToPointInTimeFluentBuilder,
+    aws_sdk_rds::operation::restore_db_cluster_from_snapshot::builders::RestoreDBClusterFromSnapshotFluentBuilder
+);
+
 /// The RDS client and the deployment's settings.
 #[derive(Clone)]
 pub struct Rds {
@@ -219,14 +249,8 @@ impl Rds {
             .master_username(admin_user)
             .master_user_password(admin_password)
             .database_name(database)
-            .db_subnet_group_name(&s.subnet_group)
-            .set_vpc_security_group_ids(Some(s.security_group_ids.clone()))
             .storage_encrypted(true)
-            .set_kms_key_id(s.kms_key_id.clone())
-            .deletion_protection(label.purpose == Purpose::Project)
-            .serverless_v2_scaling_configuration(self.scaling(label.purpose))
-            .copy_tags_to_snapshot(true)
-            .set_tags(Some(self.tags(label)))
+            .placed(self, label)
             .send()
             .await;
         created(sent, "DBClusterAlreadyExistsFault", "create a DB cluster")
@@ -256,7 +280,6 @@ impl Rds {
         if self.cluster(target).await? != State::Absent {
             return Ok(());
         }
-        let s = &self.settings;
         let sent = self
             .client
             .restore_db_cluster_to_point_in_time()
@@ -264,13 +287,7 @@ impl Rds {
             .db_cluster_identifier(target)
             .restore_type("copy-on-write")
             .use_latest_restorable_time(true)
-            .db_subnet_group_name(&s.subnet_group)
-            .set_vpc_security_group_ids(Some(s.security_group_ids.clone()))
-            .set_kms_key_id(s.kms_key_id.clone())
-            .deletion_protection(label.purpose == Purpose::Project)
-            .serverless_v2_scaling_configuration(self.scaling(label.purpose))
-            .copy_tags_to_snapshot(true)
-            .set_tags(Some(self.tags(label)))
+            .placed(self, label)
             .send()
             .await;
         created(sent, "DBClusterAlreadyExistsFault", "clone a DB cluster")
@@ -289,13 +306,7 @@ impl Rds {
             .db_cluster_identifier(target)
             .engine(ENGINE)
             .engine_version(&s.engine_version)
-            .db_subnet_group_name(&s.subnet_group)
-            .set_vpc_security_group_ids(Some(s.security_group_ids.clone()))
-            .set_kms_key_id(s.kms_key_id.clone())
-            .deletion_protection(label.purpose == Purpose::Project)
-            .serverless_v2_scaling_configuration(self.scaling(label.purpose))
-            .copy_tags_to_snapshot(true)
-            .set_tags(Some(self.tags(label)))
+            .placed(self, label)
             .send()
             .await;
         created(sent, "DBClusterAlreadyExistsFault", "restore a DB cluster snapshot")
