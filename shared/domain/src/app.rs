@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use crate::error::{DomainError, DomainResult};
 use crate::ports::{
-    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, LoginStore, RateLimiter,
-    SecretBox, SessionVerifier, Store, WebhookSender,
+    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProbe, DatabaseProvider, Egress, EventBus, JobQueue, LoginStore,
+    RateLimiter, SecretBox, SessionVerifier, Store, WebhookSender,
 };
 use crate::ports::{QuotaClaim, QuotaKind, WebhookSendError};
 
@@ -199,8 +199,12 @@ pub struct AppParts {
     /// Where databases live and how clients reach them; every entry point has it.
     pub endpoint: Arc<dyn DatabaseEndpoint>,
     /// Manages databases; `None` where the entry point manages none (the
-    /// API functions but `backups`, the sweeper, `webhook-delivery`).
+    /// API functions, the sweeper, `webhook-delivery`).
     pub provider: Option<Arc<dyn DatabaseProvider>>,
+    /// Asks the database server whether it takes connections, for the
+    /// health check, where no `provider` is wired to ask (the backups
+    /// function); `None` elsewhere.
+    pub probe: Option<Arc<dyn DatabaseProbe>>,
     pub secrets: Arc<dyn SecretBox>,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub rate_limiter: Arc<dyn RateLimiter>,

@@ -52,7 +52,11 @@ impl App {
             check("store", self.store.has_organizations()),
             check("queue", self.queue.depth()),
             check("database", async {
-                self.database()?.ping().await.map_err(|e| DomainError::Unavailable(e.to_string()))
+                let answer = match &self.probe {
+                    Some(probe) => probe.probe().await,
+                    None => self.database()?.ping().await,
+                };
+                answer.map_err(|e| DomainError::Unavailable(e.to_string()))
             }),
         );
         let all = [store, queue, database].iter().all(|c| *c == Check::Ok);

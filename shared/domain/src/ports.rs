@@ -607,6 +607,16 @@ pub trait DatabaseProvider: Send + Sync {
     async fn ping(&self) -> ProviderResult<()>;
 }
 
+/// Whether the database server takes connections, asked without a
+/// credential: the health check's question in a process that manages no
+/// database (deployed, the backups function), so it need not hold the
+/// server's admin password. Where a `DatabaseProvider` is wired, its `ping`
+/// answers instead, logging in.
+#[async_trait]
+pub trait DatabaseProbe: Send + Sync {
+    async fn probe(&self) -> ProviderResult<()>;
+}
+
 /// Seals secrets at rest (database passwords, later webhook secrets).
 #[async_trait]
 pub trait SecretBox: Send + Sync {

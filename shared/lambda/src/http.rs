@@ -39,7 +39,7 @@ pub async fn serve_api(groups: &[Group]) -> Result<(), Error> {
 /// `serve_api` for the backups function, which also answers `/v1/health`
 /// (the one API function that reaches the database server).
 pub async fn serve_backups_api(groups: &[Group]) -> Result<(), Error> {
-    let (_, app) = start(Role::api_with_database).await?;
+    let (_, app) = start(|c, _| Role::api_with_database(c)).await?;
     lambda_http::run(routes(app, groups)).await
 }
 

@@ -6,8 +6,8 @@ use capydb_aws::client::{ClientCell, SdkCell};
 use capydb_aws::sdk::{dynamodb, eventbridge, kms, sqs};
 use capydb_aws::{DynamoRateLimiter, DynamoStore, EventBridgeBus, KmsSecretBox, SqsQueue};
 use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter, SecretBox,
-    SessionVerifier, Store, SystemClock, WebhookSender,
+    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProbe, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter,
+    SecretBox, SessionVerifier, Store, SystemClock, WebhookSender,
 };
 use capydb_domain::{App, AppParts, Settings};
 
@@ -24,6 +24,9 @@ use crate::providers::{self, LazyProvider};
 pub struct Role {
     pub endpoint: Arc<dyn DatabaseEndpoint>,
     pub provider: Option<Arc<dyn DatabaseProvider>>,
+    /// Asks the database server, without a credential, whether it takes
+    /// connections: the health check of a function with no provider.
+    pub probe: Option<Arc<dyn DatabaseProbe>>,
     pub webhook_sender: Option<Arc<dyn WebhookSender>>,
     /// The API functions verify browser sessions; the others answer no caller.
     pub sessions: Option<Arc<dyn SessionVerifier>>,
@@ -35,6 +38,7 @@ impl Role {
         Ok(Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
+            probe: None,
             webhook_sender: None,
             sessions: sessions(config)?,
         })
@@ -45,6 +49,7 @@ impl Role {
         Ok(Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
+            probe: None,
             webhook_sender: Some(Arc::new(capydb_egress::HttpWebhookSender::new(config.egress())?)),
             sessions: sessions(config)?,
         })
@@ -56,16 +61,19 @@ impl Role {
         Ok(Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: Some(provider),
+            probe: None,
             webhook_sender: None,
             sessions: None,
         })
     }
 
     /// An API function that also reaches the PostgreSQL server: the backups
-    /// function (in the VPC for its file system), which serves `/v1/health`
-    /// and so must be able to ask the server. It runs no job step.
-    pub fn api_with_database(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
-        Ok(Role { sessions: sessions(config)?, ..Self::worker(config, sdk)? })
+    /// function (in the VPC for its file system), which serves `/v1/health`.
+    /// It asks the server without logging in (`WireProbe`), so it holds no
+    /// admin password, and links neither the provider nor an SSM client.
+    pub fn api_with_database(config: &Config) -> Result<Role, String> {
+        let endpoint = providers::endpoint(config)?;
+        Ok(Role { probe: Some(Arc::new(endpoint.probe())), ..Self::api(config)? })
     }
 }
 
@@ -119,6 +127,7 @@ pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
         egress: Arc::new(config.egress()) as Arc<dyn Egress>,
         endpoint: role.endpoint,
         provider: role.provider,
+        probe: role.probe,
         secrets: Arc::new(KmsSecretBox::new(ClientCell::lazy(sdk, kms::Client::new), &config.kms_key_id))
             as Arc<dyn SecretBox>,
         artifacts: Arc::new(LazyArtifacts::new(config.artifact_dir.clone())) as Arc<dyn ArtifactStore>,

@@ -11,9 +11,11 @@ mod clone_stream;
 mod cluster;
 pub mod copy_source;
 mod error;
+mod probe;
 mod provider;
 mod sql;
 mod tools;
 
 pub use cluster::LocalCluster;
+pub use probe::WireProbe;
 pub use provider::{ClientEndpoint, PgProvider};

@@ -409,6 +409,11 @@ pub struct ClientEndpoint {
 }
 
 impl ClientEndpoint {
+    /// Asks this server, without logging in, whether it takes connections.
+    pub fn probe(&self) -> crate::WireProbe {
+        crate::WireProbe::new(&self.host, self.port)
+    }
+
     pub fn of_admin_url(admin_url: &str, region: &str, pg_version: &str) -> ProviderResult<ClientEndpoint> {
         let t = AdminTarget::parse(admin_url)?;
         Ok(ClientEndpoint {

@@ -194,6 +194,18 @@ async fn an_unreachable_server_is_retryable() {
     assert_retryable(result, "connect to a dead port");
 }
 
+/// The health check of a function without the admin password: the probe
+/// gets an answer from a running server, and none from a stopped one.
+#[tokio::test]
+async fn the_wire_probe_tells_a_running_server_from_a_stopped_one() {
+    use capydb_domain::ports::DatabaseProbe;
+    let t = TestCluster::start().await;
+    let endpoint = capydb_postgres::ClientEndpoint::of_admin_url(&t.cluster.admin_url(), "local", "15").unwrap();
+    endpoint.probe().probe().await.expect("a running server answers");
+    t.cluster.stop().await.expect("stop");
+    assert_retryable(endpoint.probe().probe().await, "probe a stopped server");
+}
+
 #[tokio::test]
 async fn operations_on_a_stopped_server_are_retryable() {
     let t = TestCluster::start().await;
