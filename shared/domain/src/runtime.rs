@@ -174,6 +174,9 @@ impl Consumer {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, queue = self.name, "queue receive failed");
+                // A queue that fails keeps failing for a while: ask again
+                // after a pause, not at the next message's visibility.
+                tokio::time::sleep(POLL_INTERVAL).await;
                 return false;
             }
         };

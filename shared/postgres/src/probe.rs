@@ -5,6 +5,14 @@
 //! server accepted the connection and started a backend for it. Nothing
 //! else is sent: no user name, no password, no failed login in the
 //! server's log.
+//!
+//! What it does not tell: whether logins work (a server starting up,
+//! shutting down or out of connection slots answers too, as would a proxy in
+//! front of it), which only a login can. And a server with TLS on answers
+//! `S` and then meets a closed connection instead of a handshake, which it
+//! may log (`could not accept SSL connection: EOF detected`) once per health
+//! check. The trade: the function that serves `/v1/health` holds no
+//! database password.
 use std::time::Duration;
 
 use async_trait::async_trait;
