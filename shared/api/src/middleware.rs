@@ -127,13 +127,13 @@ where
                     // What the router answers, as JSON errors, through the
                     // `Idempotency-Key` rules when the request has a key
                     // (boxed: its state is ten times a plain request's).
+                    let routed = move |req| async move {
+                        json_errors(inner.call(req).await.unwrap_or_else(|never| match never {}))
+                    };
                     let mut res = if crate::idempotency::applies(&req) {
-                        let routed = move |req| async move {
-                            json_errors(inner.call(req).await.unwrap_or_else(|never| match never {}))
-                        };
                         Box::pin(crate::idempotency::keyed(&app, req, routed)).await
                     } else {
-                        json_errors(inner.call(req).await.unwrap_or_else(|never| match never {}))
+                        routed(req).await
                     };
                     if let Some(counted) = counted {
                         counted.write(res.headers_mut());
