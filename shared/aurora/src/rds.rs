@@ -253,7 +253,7 @@ impl Rds {
             .placed(self, label)
             .send()
             .await;
-        created(sent, "DBClusterAlreadyExistsFault", "create a DB cluster")
+        answered(sent, &["DBClusterAlreadyExistsFault"], "create a DB cluster")
     }
 
     /// Starts making `cluster`'s Serverless v2 writer instance.
@@ -271,7 +271,7 @@ impl Rds {
             .set_tags(Some(self.tags(label)))
             .send()
             .await;
-        created(sent, "DBInstanceAlreadyExists", "create a DB instance")
+        answered(sent, &["DBInstanceAlreadyExists"], "create a DB instance")
     }
 
     /// Starts making `target` a copy-on-write clone of `source` as of its
@@ -290,7 +290,7 @@ impl Rds {
             .placed(self, label)
             .send()
             .await;
-        created(sent, "DBClusterAlreadyExistsFault", "clone a DB cluster")
+        answered(sent, &["DBClusterAlreadyExistsFault"], "clone a DB cluster")
     }
 
     /// Starts making `target` from the cluster snapshot `snapshot`.
@@ -309,7 +309,7 @@ impl Rds {
             .placed(self, label)
             .send()
             .await;
-        created(sent, "DBClusterAlreadyExistsFault", "restore a DB cluster snapshot")
+        answered(sent, &["DBClusterAlreadyExistsFault"], "restore a DB cluster snapshot")
     }
 
     /// Starts a manual snapshot `snapshot` of `cluster`.
@@ -325,7 +325,7 @@ impl Rds {
             .set_tags(Some(self.tags(label)))
             .send()
             .await;
-        created(sent, "DBClusterSnapshotAlreadyExistsFault", "snapshot a DB cluster")
+        answered(sent, &["DBClusterSnapshotAlreadyExistsFault"], "snapshot a DB cluster")
     }
 
     pub async fn delete_snapshot(&self, snapshot: &str) -> ProviderResult<()> {
@@ -333,7 +333,7 @@ impl Rds {
             return Ok(());
         }
         let sent = self.client.delete_db_cluster_snapshot().db_cluster_snapshot_identifier(snapshot).send().await;
-        gone(sent, &["DBClusterSnapshotNotFoundFault"], "delete a DB cluster snapshot")
+        answered(sent, &["DBClusterSnapshotNotFoundFault"], "delete a DB cluster snapshot")
     }
 
     /// Gives `from` the identifier `to` (and so the endpoint that goes with
@@ -377,11 +377,7 @@ impl Rds {
             .apply_immediately(true)
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(e) if code(&e) == Some("DBClusterNotFoundFault") => Ok(()),
-            Err(e) => Err(classify("turn a DB cluster's deletion protection off", e)),
-        }
+        answered(sent, &["DBClusterNotFoundFault"], "turn a DB cluster's deletion protection off")
     }
 
     /// Starts deleting the instance `id`; done if it is gone or going.
@@ -390,12 +386,9 @@ impl Rds {
             return Ok(());
         }
         let sent = self.client.delete_db_instance().db_instance_identifier(id).send().await;
-        match sent {
-            Err(e) if code(&e) == Some("InvalidDBInstanceState") && self.instance(id).await? == State::Deleting => {
-                Ok(())
-            }
-            other => gone(other, &["DBInstanceNotFound", "DBInstanceNotFoundFault"], "delete a DB instance"),
-        }
+        // A busy instance (InvalidDBInstanceState) is NotYet: the step
+        // looks again, and finds it deleting or still to delete.
+        answered(sent, &["DBInstanceNotFound", "DBInstanceNotFoundFault"], "delete a DB instance")
     }
 
     /// Starts deleting the cluster `id` (its instances must be gone),
@@ -413,12 +406,7 @@ impl Rds {
             .set_final_db_snapshot_identifier(final_snapshot.map(str::to_string))
             .send()
             .await;
-        match sent {
-            Err(e) if code(&e) == Some("InvalidDBClusterStateFault") && self.cluster(id).await? == State::Deleting => {
-                Ok(())
-            }
-            other => gone(other, &["DBClusterNotFoundFault"], "delete a DB cluster"),
-        }
+        answered(sent, &["DBClusterNotFoundFault"], "delete a DB cluster")
     }
 }
 
@@ -426,28 +414,16 @@ fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
     e.as_service_error().and_then(|s| s.code())
 }
 
-/// A create call's answer: made now, or made by an earlier attempt.
-fn created<T, E, R>(sent: Result<T, SdkError<E, R>>, exists: &str, what: &str) -> ProviderResult<()>
+/// A call's answer: done now, or done already, as the error codes
+/// `already` say (a create's "already exists", a delete's "not found").
+fn answered<T, E, R>(sent: Result<T, SdkError<E, R>>, already: &[&str], what: &str) -> ProviderResult<()>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
     match sent {
         Ok(_) => Ok(()),
-        Err(e) if code(&e) == Some(exists) => Ok(()),
-        Err(e) => Err(classify(what, e)),
-    }
-}
-
-/// A delete call's answer: deleting now, or already gone.
-fn gone<T, E, R>(sent: Result<T, SdkError<E, R>>, absent: &[&str], what: &str) -> ProviderResult<()>
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match sent {
-        Ok(_) => Ok(()),
-        Err(e) if code(&e).is_some_and(|c| absent.contains(&c)) => Ok(()),
+        Err(e) if code(&e).is_some_and(|c| already.contains(&c)) => Ok(()),
         Err(e) => Err(classify(what, e)),
     }
 }
