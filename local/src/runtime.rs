@@ -241,6 +241,8 @@ async fn run(
                 webhooks: args.max_webhooks.unwrap_or(d.webhooks),
             }
         },
+        // Every database on the PostgreSQL server it runs or is given.
+        hosting: capydb_domain::ports::Hosting::Shared,
     };
     let sender = HttpWebhookSender::new(egress)?;
     let provider = Arc::new(provider);

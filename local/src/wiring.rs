@@ -74,6 +74,7 @@ pub fn app(adapters: &Adapters, parts: Parts) -> App {
         egress: Arc::new(parts.egress) as Arc<dyn Egress>,
         endpoint: parts.endpoint,
         provider: Some(parts.provider),
+        servers: None,
         probe: None,
         secrets: adapters.secrets.clone() as Arc<dyn SecretBox>,
         artifacts: parts.artifacts,

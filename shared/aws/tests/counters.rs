@@ -46,6 +46,8 @@ fn project(org_id: &str, state: ProjectState) -> Project {
         created_at: Utc::now(),
         updated_at: Utc::now(),
         password_sealed: "v1:sealed".into(),
+        server_host: None,
+        admin_password_sealed: None,
     }
 }
 

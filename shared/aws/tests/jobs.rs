@@ -68,6 +68,7 @@ impl JobRigs for AwsRigs {
             egress: Arc::new(AnyWhere) as Arc<dyn Egress>,
             endpoint: provider.clone() as Arc<dyn DatabaseEndpoint>,
             provider: Some(provider as Arc<dyn DatabaseProvider>),
+            servers: None,
             probe: None,
             secrets: Arc::new(KmsSecretBox::new(aws_sdk_kms::Client::new(&self.config), self.key.clone()))
                 as Arc<dyn SecretBox>,

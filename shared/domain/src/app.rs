@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use crate::error::{DomainError, DomainResult};
 use crate::ports::{
-    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProbe, DatabaseProvider, Egress, EventBus, JobQueue, LoginStore,
-    RateLimiter, SecretBox, SessionVerifier, Store, WebhookSender,
+    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProbe, DatabaseProvider, DedicatedServers, Egress, EventBus,
+    Hosting, JobQueue, LoginStore, RateLimiter, SecretBox, SessionVerifier, Store, WebhookSender,
 };
 use crate::ports::{QuotaClaim, QuotaKind, WebhookSendError};
 
@@ -149,6 +149,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub quotas: QuotaSettings,
     pub cli_login: CliLoginSettings,
+    /// One shared server, or a server per project and preview.
+    pub hosting: Hosting,
 }
 
 /// The CLI login endpoints' own settings.
@@ -201,6 +203,10 @@ pub struct AppParts {
     /// Manages databases; `None` where the entry point manages none (the
     /// API functions, the sweeper, `webhook-delivery`).
     pub provider: Option<Arc<dyn DatabaseProvider>>,
+    /// Makes and removes the servers of a dedicated deployment
+    /// (`settings.hosting`); `None` where the entry point manages none, and
+    /// on the shared server.
+    pub servers: Option<Arc<dyn DedicatedServers>>,
     /// Asks the database server whether it takes connections, for the
     /// health check, where no `provider` is wired to ask (the backups
     /// function); `None` elsewhere.
@@ -229,6 +235,14 @@ impl App {
     pub fn database(&self) -> DomainResult<&dyn DatabaseProvider> {
         self.provider.as_deref().ok_or_else(|| {
             DomainError::Internal("this function manages no database (it was wired without a provider)".into())
+        })
+    }
+
+    /// The dedicated servers' manager, or an error where this entry point
+    /// was wired without one.
+    pub fn servers(&self) -> DomainResult<&dyn DedicatedServers> {
+        self.servers.as_deref().ok_or_else(|| {
+            DomainError::Internal("this function manages no database servers (it was wired without them)".into())
         })
     }
 

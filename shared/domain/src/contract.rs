@@ -97,6 +97,9 @@ fn project(org_id: &str, id: String, state: ProjectState, now: Timestamp) -> Pro
         created_at: now,
         updated_at: now,
         password_sealed: format!("v1:sealed-{}", new_id("s")),
+        // A dedicated deployment's fields round-trip too.
+        server_host: Some(format!("capydb-{}.cluster-c0ntract.eu-west-1.rds.amazonaws.com", new_id("h"))),
+        admin_password_sealed: Some(format!("v1:sealed-admin-{}", new_id("s"))),
     }
 }
 
@@ -192,6 +195,7 @@ fn preview(project: &Project, id: String, name: &str, expires_at: Timestamp, now
         created_at: now,
         updated_at: now,
         password_sealed: format!("v1:sealed-{}", new_id("s")),
+        server_host: None,
     }
 }
 
@@ -696,7 +700,12 @@ pub async fn store_projects(store: &dyn Store) {
         "list_projects must not list another organization's projects"
     );
 
-    let renamed = Project { name: "renamed".into(), updated_at: plus_ms(now, 750), ..projects[0].clone() };
+    let renamed = Project {
+        name: "renamed".into(),
+        updated_at: plus_ms(now, 750),
+        server_host: Some("capydb-renamed.cluster-c0ntract.eu-west-1.rds.amazonaws.com".into()),
+        ..projects[0].clone()
+    };
     ok(store.update_project(&renamed).await, "update_project");
     assert_eq!(
         ok(store.get_project(&renamed.id).await, "get_project"),
@@ -739,8 +748,12 @@ pub async fn store_previews(store: &dyn Store) {
     assert_eq!(ok(store.get_preview(&dup.id).await, "get_preview"), None, "a refused begin_job writes nothing");
     assert_eq!(ok(store.get_job(&j.id).await, "get_job"), None, "a refused begin_job writes no job");
 
+    // A host recorded once the preview's own server is made.
+    let placed = Preview { server_host: Some("capydb-pvw.cluster-c0ntract.local".into()), ..stored.clone() };
+    ok(store.update_preview(&placed).await, "update_preview");
+    assert_eq!(ok(store.get_preview(&a.id).await, "get_preview"), Some(placed.clone()), "update_preview round-trips");
     // Once `a` is deleted its name is free.
-    ok(store.update_preview(&Preview { state: PreviewState::Deleted, ..stored.clone() }).await, "update_preview");
+    ok(store.update_preview(&Preview { state: PreviewState::Deleted, ..placed }).await, "update_preview");
     let b = preview(&prj, ids[2].clone(), "pr-1", future, now);
     ok(put_preview(store, &b, PreviewState::Ready, now).await, "a deleted preview's name can be reused");
     let c = preview(&prj, ids[3].clone(), "pr-2", past, now);

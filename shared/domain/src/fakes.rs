@@ -109,15 +109,19 @@ impl DatabaseEndpoint for FakeProvider {
     }
 
     fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        self.connection_info_on("127.0.0.1", database, role, password)
+    }
+
+    fn connection_info_on(&self, host: &str, database: &str, role: &str, password: &str) -> ConnectionInfo {
         ConnectionInfo {
             role: role.into(),
-            host: "127.0.0.1".into(),
+            host: host.into(),
             port: 5432,
             database: database.into(),
             user: role.into(),
             password: password.into(),
             sslmode: "disable".into(),
-            uri: format!("postgres://{role}:{password}@127.0.0.1:5432/{database}"),
+            uri: format!("postgres://{role}:{password}@{host}:5432/{database}"),
         }
     }
 }

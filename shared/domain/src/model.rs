@@ -119,6 +119,16 @@ pub struct Project {
     #[serde(skip)]
     #[schema(ignore)]
     pub password_sealed: String,
+    /// Where the database's own server takes connections, once made (a
+    /// dedicated deployment's; `None` on the shared server).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub server_host: Option<String>,
+    /// The admin password of the project's server and its previews',
+    /// sealed (a dedicated deployment's; `None` on the shared server).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub admin_password_sealed: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -168,6 +178,11 @@ pub struct Preview {
     #[serde(skip)]
     #[schema(ignore)]
     pub password_sealed: String,
+    /// Where the preview's own server takes connections, once made (a
+    /// dedicated deployment's; `None` on the shared server).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub server_host: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

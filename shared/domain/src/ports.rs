@@ -2,6 +2,7 @@
 //! adapter per shape (SQLite / DynamoDB, SQLite queue / SQS, ...) and one
 //! contract suite (`contract`, feature `testkit`) that every adapter passes.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -557,8 +558,11 @@ pub trait DatabaseEndpoint: Send + Sync {
     fn region(&self) -> String;
     /// Major versions this provider can create, e.g. `["15"]`.
     fn pg_versions(&self) -> Vec<String>;
-    /// The connection details a client uses to reach `database` as `role`.
+    /// The connection details a client uses to reach `database` as `role`
+    /// on the shared server.
     fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo;
+    /// The same on a resource's own server at `host` (a dedicated deployment).
+    fn connection_info_on(&self, host: &str, database: &str, role: &str, password: &str) -> ConnectionInfo;
 }
 
 /// Creates and removes databases and roles on a PostgreSQL service. Every
@@ -605,6 +609,89 @@ pub trait DatabaseProvider: Send + Sync {
     /// health check's question): on a connection of its own, so a busy
     /// admin session does not make a healthy server look down.
     async fn ping(&self) -> ProviderResult<()>;
+}
+
+/// Where projects' and previews' databases live: all on one PostgreSQL
+/// server (the [`DatabaseProvider`] the entry point was wired with), or
+/// each on a server of its own (an Aurora cluster) that the project's and
+/// preview's jobs make and remove through [`DedicatedServers`]. A
+/// deployment's choice (`DatabaseProvider` in the template), fixed for its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hosting {
+    #[default]
+    Shared,
+    Dedicated,
+}
+
+/// The project or preview a dedicated server is for: its identity (the
+/// server's identifier is derived from `resource_id`) and its labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerOwner<'a> {
+    pub organization_id: &'a str,
+    pub project_id: &'a str,
+    /// The project's id, or the preview's.
+    pub resource_id: &'a str,
+}
+
+impl ServerOwner<'_> {
+    pub fn is_project(&self) -> bool {
+        self.resource_id == self.project_id
+    }
+}
+
+/// What a new dedicated server starts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerSource<'a> {
+    /// An empty server: the job makes the role and database on it.
+    Empty,
+    /// A copy-on-write clone of the live server of the project with this id,
+    /// as of now: every role, password and database in it.
+    CloneOf(&'a str),
+}
+
+/// Which of a resource's servers an operation is about: the live one, or
+/// the replacement a job builds (a preview reset) before it takes the live
+/// one's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot<'a> {
+    Live,
+    /// Built by the job with this id.
+    Replacement(&'a str),
+}
+
+/// Makes and removes the servers of a [`Hosting::Dedicated`] deployment.
+/// Every operation returns at once: it starts what is to be done or checks
+/// how far it is, and answers `ProviderError::NotYet` until it is finished,
+/// so a job step never waits inside a call. Every operation is idempotent
+/// and finds what an earlier, interrupted call made by its derived identifier.
+#[async_trait]
+pub trait DedicatedServers: Send + Sync {
+    /// Makes the server of `owner` in `slot` from `source`, with this admin
+    /// password (clones keep their source's, which is the same: a project
+    /// and its previews share one), or finds it made; answers the host its
+    /// clients connect to once it takes connections.
+    async fn make(
+        &self,
+        owner: ServerOwner<'_>,
+        slot: Slot<'_>,
+        source: ServerSource<'_>,
+        admin_password: &str,
+    ) -> ProviderResult<String>;
+    /// Puts the replacement `job` built in the live server's place, under
+    /// the live server's identifier (so its host, and the connection
+    /// strings, stay the same), and sets the old server aside to be removed
+    /// by [`remove_retired`](Self::remove_retired). Answers the live host.
+    /// Done already when there is no replacement.
+    async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String>;
+    /// Removes what [`swap`](Self::swap) set aside, if anything.
+    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()>;
+    /// Removes every server of `owner` (live, a replacement, a retired
+    /// one), the live one leaving a final snapshot when `final_snapshot`
+    /// (a deleted project's; never a preview's or a half-made server's).
+    async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()>;
+    /// The server at `host`, logged in as its admin: what runs the SQL
+    /// (roles, databases, dumps, checks) on it.
+    async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>>;
 }
 
 /// Whether the database server takes connections, asked without a

@@ -11,7 +11,7 @@ use crate::ids;
 use crate::ids::PreviewId;
 use crate::jobs::StartedJob;
 use crate::model::{ConnectionInfo, EventType, Job, JobSpec, Preview, PreviewMode, PreviewState, Project};
-use crate::ports::{Page, QuotaKind, ResourceWrite};
+use crate::ports::{Hosting, Page, QuotaKind, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
 
@@ -103,9 +103,15 @@ impl App {
         let ttl_hours = ttl_hours.get();
         let now = self.now();
         let id = ids::new_id(ids::PREVIEW);
+        // A clone on a server of its own holds the project's database and
+        // role under their names; its role gets the preview's password.
+        let (database_name, role_name) = match (self.settings.hosting, mode) {
+            (Hosting::Dedicated, PreviewMode::Clone) => (project.database_name.clone(), project.role_name.clone()),
+            _ => (id.clone(), format!("{id}_owner")),
+        };
         Ok(Preview {
-            database_name: id.clone(),
-            role_name: format!("{id}_owner"),
+            database_name,
+            role_name,
             id,
             organization_id: project.organization_id.clone(),
             project_id: project.id.clone(),
@@ -117,6 +123,7 @@ impl App {
             created_at: now,
             updated_at: now,
             password_sealed: self.secrets.seal(&random_password()).await?,
+            server_host: None,
         })
     }
 
@@ -218,7 +225,13 @@ impl App {
                 preview.state.as_str()
             )));
         }
-        self.owner_connection(&preview.database_name, &preview.role_name, &preview.password_sealed).await
+        self.owner_connection(
+            preview.server_host.as_deref(),
+            &preview.database_name,
+            &preview.role_name,
+            &preview.password_sealed,
+        )
+        .await
     }
 
     /// The sweeper's part for previews: every expired one gets a

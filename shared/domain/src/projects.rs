@@ -9,7 +9,7 @@ use crate::fields::Name;
 use crate::ids;
 use crate::jobs::StartedJob;
 use crate::model::{ConnectionInfo, Job, JobSpec, Project, ProjectState, Sealed};
-use crate::ports::{Admission, Page, QuotaKind, ResourceWrite};
+use crate::ports::{Admission, Hosting, Page, QuotaKind, ResourceWrite};
 use crate::principal::Principal;
 use crate::scopes::Scope;
 
@@ -108,6 +108,11 @@ impl App {
             created_at: now,
             updated_at: now,
             password_sealed: self.secrets.seal(&random_password()).await?,
+            server_host: None,
+            admin_password_sealed: match self.settings.hosting {
+                Hosting::Shared => None,
+                Hosting::Dedicated => Some(self.secrets.seal(&random_password()).await?),
+            },
         };
         let job = self.new_job(JobSpec::Provision, &project);
         let admission = Admission {
@@ -166,7 +171,13 @@ impl App {
         p.require(Scope::CredentialsRead)?;
         let project = self.visible_project(p, project_id).await?;
         project.require_ready("connections are available")?;
-        self.owner_connection(&project.database_name, &project.role_name, &project.password_sealed).await
+        self.owner_connection(
+            project.server_host.as_deref(),
+            &project.database_name,
+            &project.role_name,
+            &project.password_sealed,
+        )
+        .await
     }
 
     pub async fn rotate_credentials(&self, p: &Principal, project_id: &str) -> DomainResult<ProjectJob> {

@@ -334,6 +334,13 @@ ALTER TABLE idempotency_records ADD COLUMN made TEXT;
     r#"
 ALTER TABLE jobs ADD COLUMN waiting TEXT;
 "#,
+    // 9: a dedicated deployment's server of each project and preview (its
+    // host once made) and the admin password a project's servers share.
+    r#"
+ALTER TABLE projects ADD COLUMN server_host TEXT;
+ALTER TABLE projects ADD COLUMN admin_password_sealed TEXT;
+ALTER TABLE previews ADD COLUMN server_host TEXT;
+"#,
 ];
 
 /// Opens the read-write connection, switches the file to WAL and brings the

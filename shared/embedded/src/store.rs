@@ -117,13 +117,13 @@ macro_rules! key_cols {
 macro_rules! project_cols {
     () => {
         "id, organization_id, name, region, pg_version, state, database_name, role_name, created_at, \
-         updated_at, password_sealed"
+         updated_at, password_sealed, server_host, admin_password_sealed"
     };
 }
 macro_rules! preview_cols {
     () => {
         "id, organization_id, project_id, name, mode, state, database_name, role_name, ttl_hours, expires_at, \
-         created_at, updated_at, password_sealed"
+         created_at, updated_at, password_sealed, server_host"
     };
 }
 macro_rules! job_cols {
@@ -202,6 +202,8 @@ fn project_from_row(r: &Row<'_>) -> rusqlite::Result<Project> {
         created_at: get_ts(r, 8)?,
         updated_at: get_ts(r, 9)?,
         password_sealed: r.get(10)?,
+        server_host: r.get(11)?,
+        admin_password_sealed: r.get(12)?,
     })
 }
 
@@ -222,6 +224,7 @@ fn preview_from_row(r: &Row<'_>) -> rusqlite::Result<Preview> {
         created_at: get_ts(r, 10)?,
         updated_at: get_ts(r, 11)?,
         password_sealed: r.get(12)?,
+        server_host: r.get(13)?,
     })
 }
 
@@ -351,6 +354,8 @@ macro_rules! project_params {
             ts(&$p.created_at),
             ts(&$p.updated_at),
             $p.password_sealed,
+            $p.server_host,
+            $p.admin_password_sealed,
         ]
     };
 }
@@ -359,12 +364,13 @@ fn upsert_project(conn: &Connection, p: &Project) -> rusqlite::Result<usize> {
     let sql = concat!(
         "INSERT INTO projects (",
         project_cols!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
          ON CONFLICT(id) DO UPDATE SET organization_id = excluded.organization_id, name = excluded.name, \
          region = excluded.region, pg_version = excluded.pg_version, state = excluded.state, \
          database_name = excluded.database_name, role_name = excluded.role_name, \
          created_at = excluded.created_at, updated_at = excluded.updated_at, \
-         password_sealed = excluded.password_sealed"
+         password_sealed = excluded.password_sealed, server_host = excluded.server_host, \
+         admin_password_sealed = excluded.admin_password_sealed"
     );
     conn.prepare_cached(sql)?.execute(project_params!(p))
 }
@@ -385,6 +391,7 @@ macro_rules! preview_params {
             ts(&$p.created_at),
             ts(&$p.updated_at),
             $p.password_sealed,
+            $p.server_host,
         ]
     };
 }
@@ -393,12 +400,13 @@ fn upsert_preview(conn: &Connection, p: &Preview) -> DomainResult<()> {
     let sql = concat!(
         "INSERT INTO previews (",
         preview_cols!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
          ON CONFLICT(id) DO UPDATE SET organization_id = excluded.organization_id, \
          project_id = excluded.project_id, name = excluded.name, mode = excluded.mode, state = excluded.state, \
          database_name = excluded.database_name, role_name = excluded.role_name, ttl_hours = excluded.ttl_hours, \
          expires_at = excluded.expires_at, \
-         created_at = excluded.created_at, updated_at = excluded.updated_at, password_sealed = excluded.password_sealed"
+         created_at = excluded.created_at, updated_at = excluded.updated_at, password_sealed = excluded.password_sealed, \
+         server_host = excluded.server_host"
     );
     conn.prepare_cached(sql).and_then(|mut s| s.execute(preview_params!(p))).map(drop).map_err(|e| {
         match map_sql_error("write the preview", &e) {
@@ -977,7 +985,7 @@ impl Store for SqliteStore {
     async fn update_project(&self, project: &Project) -> DomainResult<()> {
         let sql = "UPDATE projects SET organization_id = ?2, name = ?3, region = ?4, pg_version = ?5, \
                    state = ?6, database_name = ?7, role_name = ?8, created_at = ?9, updated_at = ?10, \
-                   password_sealed = ?11 WHERE id = ?1";
+                   password_sealed = ?11, server_host = ?12, admin_password_sealed = ?13 WHERE id = ?1";
         let changed = self.execute("update the project", sql, project_params!(project))?;
         if changed == 0 {
             return Err(DomainError::not_found("project", &project.id));
@@ -1008,7 +1016,7 @@ impl Store for SqliteStore {
     async fn update_preview(&self, preview: &Preview) -> DomainResult<()> {
         let sql = "UPDATE previews SET organization_id = ?2, project_id = ?3, name = ?4, mode = ?5, state = ?6, \
                    database_name = ?7, role_name = ?8, ttl_hours = ?9, expires_at = ?10, created_at = ?11, \
-                   updated_at = ?12, password_sealed = ?13 WHERE id = ?1";
+                   updated_at = ?12, password_sealed = ?13, server_host = ?14 WHERE id = ?1";
         let changed = self.execute("update the preview", sql, preview_params!(preview))?;
         if changed == 0 {
             return Err(DomainError::not_found("preview", &preview.id));

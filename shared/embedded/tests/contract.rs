@@ -261,6 +261,8 @@ fn fixtures(now: Timestamp) -> (Organization, ApiKey, Project, Job) {
         created_at: now,
         updated_at: now,
         password_sealed: "v1:opaque".into(),
+        server_host: None,
+        admin_password_sealed: None,
     };
     let mut job = Job::queued(new_id(ids::JOB), JobSpec::Provision, &org.id, &project.id.as_str().into(), now);
     job.version = 1;

@@ -127,6 +127,7 @@ pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
         egress: Arc::new(config.egress()) as Arc<dyn Egress>,
         endpoint: role.endpoint,
         provider: role.provider,
+        servers: None,
         probe: role.probe,
         secrets: Arc::new(KmsSecretBox::new(ClientCell::lazy(sdk, kms::Client::new), &config.kms_key_id))
             as Arc<dyn SecretBox>,

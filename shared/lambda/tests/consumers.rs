@@ -142,6 +142,8 @@ async fn running_job(app: &App) -> Job {
         created_at: now,
         updated_at: now,
         password_sealed: "v1:unused".into(),
+        server_host: None,
+        admin_password_sealed: None,
     };
     let mut job = Job::queued(
         capydb_domain::ids::new_id("job"),

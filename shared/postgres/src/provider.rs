@@ -414,6 +414,19 @@ impl ClientEndpoint {
         crate::WireProbe::new(&self.host, self.port)
     }
 
+    /// The endpoint of a deployment whose projects and previews each have a
+    /// server of their own (an Aurora cluster): no shared host; each
+    /// resource's server listens on `port`, TLS required (except on loopback).
+    pub fn dedicated(region: &str, pg_version: &str, port: u16) -> ClientEndpoint {
+        ClientEndpoint {
+            host: String::new(),
+            port,
+            sslmode: "require",
+            region: region.to_string(),
+            pg_version: pg_version.to_string(),
+        }
+    }
+
     pub fn of_admin_url(admin_url: &str, region: &str, pg_version: &str) -> ProviderResult<ClientEndpoint> {
         let t = AdminTarget::parse(admin_url)?;
         Ok(ClientEndpoint {
@@ -437,6 +450,10 @@ impl DatabaseEndpoint for ClientEndpoint {
 
     fn connection_info(&self, database: &str, role: &str, password: &str) -> ConnectionInfo {
         client_info(&self.host, self.port, self.sslmode, database, role, password)
+    }
+
+    fn connection_info_on(&self, host: &str, database: &str, role: &str, password: &str) -> ConnectionInfo {
+        client_info(host, self.port, sslmode_for(host), database, role, password)
     }
 }
 

@@ -74,6 +74,7 @@ pub async fn api_with(tag: &str, settings: Settings) -> Api {
         // versions, and no database server to manage.
         endpoint: Arc::new(FakeProvider::new()) as Arc<dyn DatabaseEndpoint>,
         provider: None,
+        servers: None,
         probe: None,
         secrets: Arc::new(KeyFileSecretBox::open_or_create(&dir.0.join("secret.key")).unwrap()) as Arc<dyn SecretBox>,
         artifacts: Arc::new(FileArtifactStore::open(&dir.0.join("backups")).unwrap()) as Arc<dyn ArtifactStore>,

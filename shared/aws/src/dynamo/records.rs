@@ -252,6 +252,8 @@ pub fn project_item(p: &Project) -> Item {
         .t("created_at", &p.created_at)
         .t("updated_at", &p.updated_at)
         .s("password_sealed", &p.password_sealed)
+        .os("server_host", p.server_host.as_deref())
+        .os("admin_password_sealed", p.admin_password_sealed.as_deref())
         .build()
 }
 
@@ -269,6 +271,8 @@ pub fn project_from(item: &Item) -> DomainResult<Project> {
         created_at: r.t("created_at")?,
         updated_at: r.t("updated_at")?,
         password_sealed: r.s("password_sealed")?,
+        server_host: r.os("server_host")?,
+        admin_password_sealed: r.os("admin_password_sealed")?,
     })
 }
 
@@ -295,6 +299,7 @@ pub fn preview_item(p: &Preview) -> Item {
         .t("created_at", &p.created_at)
         .t("updated_at", &p.updated_at)
         .s("password_sealed", &p.password_sealed)
+        .os("server_host", p.server_host.as_deref())
         .build()
 }
 
@@ -318,6 +323,7 @@ pub fn preview_from(item: &Item) -> DomainResult<Preview> {
         created_at: r.t("created_at")?,
         updated_at: r.t("updated_at")?,
         password_sealed: r.s("password_sealed")?,
+        server_host: r.os("server_host")?,
     })
 }
 

@@ -44,7 +44,7 @@ pub(super) async fn run(app: &App, job: &Job, id: &BackupId, step: Step) -> Resu
 /// records size and digest; the backup is complete once this returns.
 pub(super) async fn take(app: &App, project: &Project, mut backup: Backup) -> Result<Backup, StepError> {
     let staged = app.artifacts.staging_path(&backup.id).await?;
-    app.database()?.dump_database(&project.database_name, &staged).await?;
+    app.project_database(project).await?.dump_database(&project.database_name, &staged).await?;
     let info = app.artifacts.put(&backup.id, &staged).await.map_err(|e| match e {
         // A failed artifact write (disk full) will not heal by itself soon.
         DomainError::Internal(m) | DomainError::Unavailable(m) => {

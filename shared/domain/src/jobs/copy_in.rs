@@ -8,10 +8,12 @@ use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
 use crate::ids::{BackupId, ImportId, PreviewId, RestoreId};
 use crate::model::{BackupState, EventType, Job, OperationState, PreviewState, Project, RestoreInto, Sealed};
-use crate::ports::ResourceWrite;
+use crate::ports::{ResourceWrite, ServerSource, Slot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// The new preview's own server, in a dedicated deployment.
+    CreateServer,
     /// The preview's role, or the project's safety backup.
     Prepare,
     CopyData,
@@ -20,6 +22,9 @@ pub enum Step {
 }
 
 pub const PLAN: &[Step] = &[Step::Prepare, Step::CopyData, Step::SwapDatabase, Step::VerifyConnection];
+/// Into a new preview in a dedicated deployment: its server first.
+pub const INTO_OWN_SERVER: &[Step] =
+    &[Step::CreateServer, Step::Prepare, Step::CopyData, Step::SwapDatabase, Step::VerifyConnection];
 
 /// Where the data comes from.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +52,7 @@ impl<'a> Target<'a> {
 impl Step {
     pub fn name(self) -> &'static str {
         match self {
+            Step::CreateServer => "create_server",
             Step::Prepare => "prepare",
             Step::CopyData => "copy_data",
             Step::SwapDatabase => "swap_database",
@@ -56,6 +62,7 @@ impl Step {
 
     pub fn purpose(self, source: Source<'_>, target: Target<'_>) -> &'static str {
         match (self, source, target) {
+            (Step::CreateServer, _, _) => "the preview's database server could not be made",
             (Step::Prepare, _, Target::Preview(_)) => "the preview's role could not be created",
             (Step::Prepare, Source::Backup { .. }, _) => "the safety backup before the restore could not be taken",
             (Step::Prepare, Source::Server { .. }, _) => "the safety backup before the import could not be taken",
@@ -86,8 +93,21 @@ pub(super) async fn run(
     step: Step,
 ) -> Result<StepOutcome, StepError> {
     let project = app.job_project(job).await?;
-    let provider = app.database()?;
+    if let (Step::CreateServer, Target::Preview(id)) = (step, target) {
+        let preview = app.job_preview(id).await?;
+        let admin = app.admin_password(&project).await?;
+        let owner = super::preview_owner(&preview);
+        let host = app.servers()?.make(owner, Slot::Live, ServerSource::Empty, &admin).await?;
+        app.record_preview_host(&preview, host).await?;
+        return Ok(StepOutcome::Done);
+    }
+    let provider = match target {
+        Target::Preview(id) => app.preview_database(&project, &app.job_preview(id).await?).await?,
+        Target::Project { .. } => app.project_database(&project).await?,
+    };
     match (step, target) {
+        // Into a preview it made the server above; a project has its own.
+        (Step::CreateServer, _) => {}
         (Step::Prepare, Target::Preview(id)) => {
             let preview = app.job_preview(id).await?;
             let password = app.secrets.open(&preview.password_sealed).await?;
@@ -157,7 +177,11 @@ pub(super) async fn finish(app: &App, job: &Job, (source, target): Ends<'_>, end
     if let Target::Project { safety_backup } = target {
         if !ok {
             // Whatever the copy left behind before the swap goes.
-            if let Err(e) = app.database()?.drop_database(&scratch_database(&project, source)).await {
+            let dropped = match app.project_database(&project).await {
+                Ok(db) => db.drop_database(&scratch_database(&project, source)).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = dropped {
                 tracing::warn!(error = %e, "could not drop the scratch database");
             }
         }

@@ -1,9 +1,11 @@
-//! `delete_project`: its previews, then its database and role.
+//! `delete_project`: its previews, then its database and role; in a
+//! dedicated deployment, its previews' servers, then its own (leaving a
+//! final snapshot).
 use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
 use crate::ids::PreviewId;
 use crate::model::{EventType, Job, JobSpec, PreviewState, Project, ProjectState};
-use crate::ports::Page;
+use crate::ports::{Hosting, Page};
 
 /// The steps' names are the stored ones (`drop_previews`, ...).
 #[allow(clippy::enum_variant_names)]
@@ -12,9 +14,11 @@ pub enum Step {
     DropPreviews,
     DropDatabase,
     DropRole,
+    DropServer,
 }
 
 pub const PLAN: &[Step] = &[Step::DropPreviews, Step::DropDatabase, Step::DropRole];
+pub const DEDICATED: &[Step] = &[Step::DropPreviews, Step::DropServer];
 
 impl Step {
     pub fn name(self) -> &'static str {
@@ -22,6 +26,7 @@ impl Step {
             Step::DropPreviews => "drop_previews",
             Step::DropDatabase => "drop_database",
             Step::DropRole => "drop_role",
+            Step::DropServer => "remove_server",
         }
     }
 
@@ -30,6 +35,7 @@ impl Step {
             Step::DropPreviews => "the project's previews could not be deleted",
             Step::DropDatabase => "the database could not be dropped",
             Step::DropRole => "the role could not be dropped",
+            Step::DropServer => "the project's database server could not be removed",
         }
     }
 }
@@ -38,8 +44,9 @@ pub(super) async fn run(app: &App, job: &mut Job, step: Step) -> Result<StepOutc
     let project = app.job_project(job).await?;
     match step {
         Step::DropPreviews => drop_previews(app, job, &project).await?,
-        Step::DropDatabase => app.database()?.drop_database(&project.database_name).await?,
-        Step::DropRole => app.database()?.drop_role(&project.role_name).await?,
+        Step::DropDatabase => app.project_database(&project).await?.drop_database(&project.database_name).await?,
+        Step::DropRole => app.project_database(&project).await?.drop_role(&project.role_name).await?,
+        Step::DropServer => app.servers()?.remove(super::project_owner(&project), true).await?,
     }
     Ok(StepOutcome::Done)
 }
@@ -54,8 +61,16 @@ async fn drop_previews(app: &App, job: &mut Job, project: &Project) -> Result<()
             return Ok(());
         }
         for mut preview in batch {
-            app.database()?.drop_database(&preview.database_name).await?;
-            app.database()?.drop_role(&preview.role_name).await?;
+            match app.settings.hosting {
+                Hosting::Shared => {
+                    let db = app.preview_database(project, &preview).await?;
+                    db.drop_database(&preview.database_name).await?;
+                    db.drop_role(&preview.role_name).await?;
+                }
+                // Not yet gone: the step looks again, and finds the
+                // previews already removed marked deleted.
+                Hosting::Dedicated => app.servers()?.remove(super::preview_owner(&preview), false).await?,
+            }
             preview.state = PreviewState::Deleted;
             preview.updated_at = app.now();
             app.store.update_preview(&preview).await?;

@@ -6,6 +6,7 @@
 //! the job's end writes and announces, completed or failed. This module runs
 //! any of them: lease, steps, retries with backoff, waits, completion and
 //! failure, and the dead-letter and sweeper repairs.
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ use crate::model::{
     Backup, ConnectionInfo, Event, EventType, Job, JobSpec, JobState, Preview, Project, ProjectState, RestoreInto,
     Sealed, Timestamp,
 };
-use crate::ports::{Admission, Page, ProviderError, QuotaKind, ResourceWrite};
+use crate::ports::{Admission, DatabaseProvider, Hosting, Page, ProviderError, QuotaKind, ResourceWrite, ServerOwner};
 use crate::principal::Principal;
 use crate::scopes::Scope;
 
@@ -94,6 +95,12 @@ impl From<DomainError> for StepError {
 /// `<step>: <this>: <why; what to do>`, the cause coming from the step
 /// (provider errors are written for users, see `ProviderError`).
 const VERIFY_PURPOSE: &str = "the database did not accept its owner's connection";
+const UNDO_PURPOSE: &str = "what the job made could not be removed";
+
+/// Where a job's undo plan starts in its step index: a creating job past
+/// its deadline goes on at `UNDO_FROM + i`, the `i`-th step of what removes
+/// what it made, then fails. (The index is stored; a plan never gets near it.)
+const UNDO_FROM: u32 = 1 << 16;
 
 /// What the worker should do with the queue message that carried a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,21 +157,45 @@ fn copy_in_ends<'a>(
     (copy_in::Source::Backup { restore, backup: source }, copy_in::Target::of(into))
 }
 
+/// The plan of a deployment that shares one server, or of one that gives
+/// each project and preview its own.
+fn plan<S>(hosting: Hosting, shared: &'static [S], dedicated: &'static [S]) -> &'static [S] {
+    match hosting {
+        Hosting::Shared => shared,
+        Hosting::Dedicated => dedicated,
+    }
+}
+
 /// Step `index` of the job's plan, `None` past the last. A step is
 /// idempotent: running it again after a crash finds what the previous run
-/// made and carries on.
-pub fn task(spec: &JobSpec, index: usize) -> Option<Task<'_>> {
+/// made and carries on. Indexes from [`UNDO_FROM`] are the undo plan's.
+pub fn task(spec: &JobSpec, hosting: Hosting, index: usize) -> Option<Task<'_>> {
+    if let Some(undoing) = index.checked_sub(UNDO_FROM as usize) {
+        return undo_task(spec, hosting, undoing);
+    }
     Some(match spec {
-        JobSpec::Provision => Task::Provision(*provision::PLAN.get(index)?),
-        JobSpec::DeleteProject { .. } => Task::DeleteProject(*delete_project::PLAN.get(index)?),
+        JobSpec::Provision => Task::Provision(*plan(hosting, provision::PLAN, provision::DEDICATED).get(index)?),
+        JobSpec::DeleteProject { .. } => {
+            Task::DeleteProject(*plan(hosting, delete_project::PLAN, delete_project::DEDICATED).get(index)?)
+        }
         JobSpec::RotateCredentials { new_password } => Task::Rotate(new_password, *rotate::PLAN.get(index)?),
-        JobSpec::CreatePreview { preview: id } => Task::Preview(id, *preview::CREATE.get(index)?),
-        JobSpec::ResetPreview { preview: id } => Task::Preview(id, *preview::RESET.get(index)?),
-        JobSpec::DeletePreview { preview: id } => Task::Preview(id, *preview::DELETE.get(index)?),
+        JobSpec::CreatePreview { preview: id } => {
+            Task::Preview(id, *plan(hosting, preview::CREATE, preview::CREATE_DEDICATED).get(index)?)
+        }
+        JobSpec::ResetPreview { preview: id } => {
+            Task::Preview(id, *plan(hosting, preview::RESET, preview::RESET_DEDICATED).get(index)?)
+        }
+        JobSpec::DeletePreview { preview: id } => {
+            Task::Preview(id, *plan(hosting, preview::DELETE, preview::DELETE_DEDICATED).get(index)?)
+        }
         JobSpec::CreateBackup { backup: id } => Task::Backup(id, *backup::PLAN.get(index)?),
         JobSpec::Restore { restore, source, into } => {
             let (source, target) = copy_in_ends(restore, source, into);
-            Task::CopyIn(source, target, *copy_in::PLAN.get(index)?)
+            let steps = match target {
+                copy_in::Target::Preview(_) => plan(hosting, copy_in::PLAN, copy_in::INTO_OWN_SERVER),
+                copy_in::Target::Project { .. } => copy_in::PLAN,
+            };
+            Task::CopyIn(source, target, *steps.get(index)?)
         }
         JobSpec::Import { import, source_url, safety_backup } => Task::CopyIn(
             copy_in::Source::Server { import, url: source_url },
@@ -174,9 +205,31 @@ pub fn task(spec: &JobSpec, index: usize) -> Option<Task<'_>> {
     })
 }
 
+/// Step `index` of what removes what a creating job made, when it is past
+/// its deadline: `None` past the last, and for kinds that make nothing to remove.
+fn undo_task(spec: &JobSpec, hosting: Hosting, index: usize) -> Option<Task<'_>> {
+    Some(match spec {
+        JobSpec::Provision => Task::Provision(*plan(hosting, provision::UNDO, provision::UNDO_DEDICATED).get(index)?),
+        JobSpec::CreatePreview { preview: id } => {
+            Task::Preview(id, *plan(hosting, preview::UNDO, preview::UNDO_DEDICATED).get(index)?)
+        }
+        _ => return None,
+    })
+}
+
 /// The names of a job's steps, in order.
-pub fn step_names(spec: &JobSpec) -> Vec<&'static str> {
-    (0..).map_while(|i| task(spec, i)).map(Task::name).collect()
+pub fn step_names(spec: &JobSpec, hosting: Hosting) -> Vec<&'static str> {
+    (0..).map_while(|i| task(spec, hosting, i)).map(Task::name).collect()
+}
+
+/// Whose server `project`'s is.
+pub(crate) fn project_owner(project: &Project) -> ServerOwner<'_> {
+    ServerOwner { organization_id: &project.organization_id, project_id: &project.id, resource_id: &project.id }
+}
+
+/// Whose server `preview`'s is.
+pub(crate) fn preview_owner(preview: &Preview) -> ServerOwner<'_> {
+    ServerOwner { organization_id: &preview.organization_id, project_id: &preview.project_id, resource_id: &preview.id }
 }
 
 impl Task<'_> {
@@ -282,12 +335,19 @@ impl App {
     /// The owner-role connection details of a database, for `/connections`.
     pub(crate) async fn owner_connection(
         &self,
+        server_host: Option<&str>,
         database: &str,
         role: &str,
         password_sealed: &str,
     ) -> DomainResult<Vec<ConnectionInfo>> {
         let password = self.secrets.open(password_sealed).await?;
-        let mut info = self.endpoint.connection_info(database, role, &password);
+        let mut info = match (self.settings.hosting, server_host) {
+            (Hosting::Shared, _) => self.endpoint.connection_info(database, role, &password),
+            (Hosting::Dedicated, Some(host)) => self.endpoint.connection_info_on(host, database, role, &password),
+            (Hosting::Dedicated, None) => {
+                return Err(DomainError::Internal(format!("no server host is recorded for database {database}")))
+            }
+        };
         info.role = "owner".into();
         Ok(vec![info])
     }
@@ -347,9 +407,11 @@ impl App {
         }
         tracing::info!(kind = job.kind.as_str(), attempt = job.attempt, step = job.step, "job running");
 
+        let hosting = self.settings.hosting;
         loop {
             let spec = job.spec.clone();
-            let Some(task) = task(&spec, job.step as usize) else { break };
+            let undoing = job.step >= UNDO_FROM;
+            let Some(task) = task(&spec, hosting, job.step as usize) else { break };
             let result = self.run_task(&mut job, task).await;
             let now = self.now();
             let expected = job.version;
@@ -373,19 +435,48 @@ impl App {
                     };
                     let started = job.started_at.unwrap_or(since);
                     let deadline = self.settings.jobs.wait_deadline;
-                    if now >= add(started, deadline) {
-                        job.version = expected;
+                    // Undoing gets as long again to remove what was made.
+                    let limit = if undoing { deadline.saturating_mul(2) } else { deadline };
+                    if now >= add(started, limit) {
                         let waited = (now - since).num_minutes();
+                        if undoing {
+                            job.version = expected;
+                            let error = format!(
+                                "{}; {name} still not finished after {waited} min: delete the resource to remove \
+                                 what is left",
+                                job.error.clone().unwrap_or_default()
+                            );
+                            tracing::error!(job_id = %job.id, step = name, "undoing a job took too long; failing it");
+                            self.fail_job(job, &error).await?;
+                            return Ok(Disposition::Done);
+                        }
                         let error = format!(
                             "{name}: {}: still not finished after {waited} min, past the job's deadline of {} min; \
                              what the job made was removed, start it again",
                             task.purpose(),
                             deadline.as_secs() / 60
                         );
-                        tracing::error!(job_id = %job.id, step = name, "job past its deadline while waiting; failing it");
-                        self.compensate(&job).await;
-                        self.fail_job(job, &error).await?;
-                        return Ok(Disposition::Done);
+                        if undo_task(&spec, hosting, 0).is_none() {
+                            job.version = expected;
+                            tracing::error!(job_id = %job.id, step = name, "job past its deadline while waiting; failing it");
+                            self.fail_job(job, &error).await?;
+                            return Ok(Disposition::Done);
+                        }
+                        // What it made goes first (steps that may wait in
+                        // turn); the job fails with this error after them.
+                        tracing::error!(
+                            job_id = %job.id,
+                            step = name,
+                            "job past its deadline while waiting; removing what it made, then failing it"
+                        );
+                        job.step = UNDO_FROM;
+                        job.error = Some(error);
+                        job.waiting = None;
+                        job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
+                        if !self.store.update_job(&job, expected).await? {
+                            return Ok(Disposition::Done);
+                        }
+                        continue;
                     }
                     let delay = self.wait_delay(checks).max(asked);
                     tracing::info!(
@@ -412,7 +503,10 @@ impl App {
                     job.lease_owner = None;
                     job.lease_expires_at = Some(add(now, delay));
                     let purpose = task.purpose();
-                    job.error = Some(format!("retrying after: {name}: {purpose}: {msg}"));
+                    // Undoing, the error stays the reason the job will fail.
+                    if !undoing {
+                        job.error = Some(format!("retrying after: {name}: {purpose}: {msg}"));
+                    }
                     self.store.update_job(&job, expected).await?;
                     return Ok(Disposition::RetryAfter(delay));
                 }
@@ -420,7 +514,11 @@ impl App {
                     job.version = expected;
                     tracing::error!(job_id = %job.id, step = name, error = %msg, "job failed");
                     let purpose = task.purpose();
-                    if let Err(e) = self.fail_job(job.clone(), &format!("{name}: {purpose}: {msg}")).await {
+                    let error = match (undoing, &job.error) {
+                        (true, Some(reason)) => format!("{reason}; then {name}: {purpose}: {msg}"),
+                        _ => format!("{name}: {purpose}: {msg}"),
+                    };
+                    if let Err(e) = self.fail_job(job.clone(), &error).await {
                         // The failure could not be recorded (its resource is
                         // unreadable, the store is down): give the lease back
                         // so the message's next delivery retries at once, and
@@ -437,7 +535,13 @@ impl App {
                 }
             }
         }
-        self.complete_job(job).await?;
+        if job.step >= UNDO_FROM {
+            // What it made is gone: the job fails with the reason it was undone.
+            let error = job.error.clone().unwrap_or_else(|| "the job was undone".into());
+            self.fail_job(job, &error).await?;
+        } else {
+            self.complete_job(job).await?;
+        }
         Ok(Disposition::Done)
     }
 
@@ -446,32 +550,6 @@ impl App {
     fn wait_delay(&self, checks: u32) -> Duration {
         let s = &self.settings.jobs;
         s.wait_first.saturating_mul(1u32 << checks.min(16)).min(s.wait_cap)
-    }
-
-    /// Removes what a creating job made so far, before it fails for good
-    /// (past its deadline): a project's or a new preview's database and
-    /// role. Best effort: what cannot be removed now is removed with the
-    /// failed resource when it is deleted.
-    async fn compensate(&self, job: &Job) {
-        let made = match &job.spec {
-            JobSpec::Provision => self.job_project(job).await.map(|p| (p.database_name, p.role_name)),
-            JobSpec::CreatePreview { preview } => {
-                self.job_preview(preview).await.map(|p| (p.database_name, p.role_name))
-            }
-            _ => return,
-        };
-        let removed = match (made, self.database()) {
-            (Ok((database, role)), Ok(db)) => match db.drop_database(&database).await {
-                Ok(()) => db.drop_role(&role).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-            (Err(e), _) => Err(e.to_string()),
-            (_, Err(e)) => Err(e.to_string()),
-        };
-        match removed {
-            Ok(()) => tracing::info!(job_id = %job.id, "removed what the job had made"),
-            Err(e) => tracing::warn!(job_id = %job.id, error = %e, "could not remove what the job had made"),
-        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -516,11 +594,7 @@ impl App {
     }
 
     pub(crate) async fn job_project(&self, job: &Job) -> Result<Project, StepError> {
-        let id = job.project();
-        self.store
-            .get_project(id.as_str())
-            .await?
-            .ok_or_else(|| StepError::Permanent(format!("project {id} no longer exists")))
+        self.job_project_by_id(job.project().as_str()).await
     }
 
     async fn job_preview(&self, id: &PreviewId) -> Result<Preview, StepError> {
@@ -535,6 +609,70 @@ impl App {
             .get_backup(id.as_str())
             .await?
             .ok_or_else(|| StepError::Permanent(format!("backup {id} no longer exists")))
+    }
+
+    /// The admin password of `project`'s server and its previews' (a
+    /// dedicated deployment's).
+    pub(crate) async fn admin_password(&self, project: &Project) -> Result<String, StepError> {
+        let sealed = project.admin_password_sealed.as_deref().ok_or_else(|| {
+            StepError::Permanent(format!(
+                "project {} was made on a shared server, which this deployment does not manage",
+                project.id
+            ))
+        })?;
+        Ok(self.secrets.open(sealed).await?)
+    }
+
+    /// Where SQL on `project`'s database runs: the shared server, or its own.
+    pub(crate) async fn project_database(&self, project: &Project) -> Result<Arc<dyn DatabaseProvider>, StepError> {
+        self.database_at(project, project.server_host.as_deref()).await
+    }
+
+    /// Where SQL on `preview`'s database runs: the shared server, or its own.
+    pub(crate) async fn preview_database(
+        &self,
+        project: &Project,
+        preview: &Preview,
+    ) -> Result<Arc<dyn DatabaseProvider>, StepError> {
+        self.database_at(project, preview.server_host.as_deref()).await
+    }
+
+    async fn database_at(&self, project: &Project, host: Option<&str>) -> Result<Arc<dyn DatabaseProvider>, StepError> {
+        match self.settings.hosting {
+            Hosting::Shared => Ok(self.provider.clone().ok_or_else(|| {
+                DomainError::Internal("this function manages no database (it was wired without a provider)".into())
+            })?),
+            Hosting::Dedicated => {
+                let host = host.ok_or_else(|| StepError::Permanent("its database server has not been made".into()))?;
+                let admin = self.admin_password(project).await?;
+                Ok(self.servers()?.admin(host, &admin).await?)
+            }
+        }
+    }
+
+    /// Records where `project`'s own server takes connections (read again
+    /// first: only the host changes).
+    pub(crate) async fn record_project_host(&self, project: &Project, host: String) -> Result<(), StepError> {
+        if project.server_host.as_deref() == Some(host.as_str()) {
+            return Ok(());
+        }
+        let mut fresh = self.job_project_by_id(&project.id).await?;
+        fresh.server_host = Some(host);
+        Ok(self.store.update_project(&fresh).await?)
+    }
+
+    /// Records where `preview`'s own server takes connections.
+    pub(crate) async fn record_preview_host(&self, preview: &Preview, host: String) -> Result<(), StepError> {
+        if preview.server_host.as_deref() == Some(host.as_str()) {
+            return Ok(());
+        }
+        let mut fresh = self.job_preview(&PreviewId::from(preview.id.as_str())).await?;
+        fresh.server_host = Some(host);
+        Ok(self.store.update_preview(&fresh).await?)
+    }
+
+    async fn job_project_by_id(&self, id: &str) -> Result<Project, StepError> {
+        self.store.get_project(id).await?.ok_or_else(|| StepError::Permanent(format!("project {id} no longer exists")))
     }
 
     /// An event of `job`'s organization and project.

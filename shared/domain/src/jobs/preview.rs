@@ -1,42 +1,75 @@
 //! `create_preview`, `reset_preview` and `delete_preview`: a preview's role
 //! and database, made as a copy of the project's (`clone`) or empty.
+//!
+//! On the shared server the copy is a database made from the project's. In
+//! a dedicated deployment a preview has a server of its own: a clone is a
+//! copy-on-write clone of the project's server (the project's database and
+//! role in it, the role given the preview's password), an empty preview a
+//! new server; a reset builds a replacement server and swaps it in under
+//! the same host, so the connection string stays the same.
 use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
 use crate::ids::PreviewId;
 use crate::model::{EventType, Job, JobSpec, PreviewMode, PreviewState, ProjectState};
-use crate::ports::ResourceWrite;
+use crate::ports::{ResourceWrite, ServerSource, Slot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    CreateServer,
+    SwapServer,
     CreateRole,
     CopyData,
     VerifyConnection,
+    RemoveRetired,
     DropDatabase,
     DropRole,
+    RemoveServer,
 }
 
 pub const CREATE: &[Step] = &[Step::CreateRole, Step::CopyData, Step::VerifyConnection];
 pub const RESET: &[Step] = &[Step::CopyData, Step::VerifyConnection];
 pub const DELETE: &[Step] = &[Step::DropDatabase, Step::DropRole];
+/// What a creation past its deadline undoes.
+pub const UNDO: &[Step] = &[Step::DropDatabase, Step::DropRole];
+
+pub const CREATE_DEDICATED: &[Step] = &[Step::CreateServer, Step::CreateRole, Step::CopyData, Step::VerifyConnection];
+pub const RESET_DEDICATED: &[Step] = &[
+    Step::CreateServer,
+    Step::SwapServer,
+    Step::CreateRole,
+    Step::CopyData,
+    Step::VerifyConnection,
+    Step::RemoveRetired,
+];
+pub const DELETE_DEDICATED: &[Step] = &[Step::RemoveServer];
+pub const UNDO_DEDICATED: &[Step] = &[Step::RemoveServer];
 
 impl Step {
     pub fn name(self) -> &'static str {
         match self {
+            Step::CreateServer => "create_server",
+            Step::SwapServer => "swap_server",
             Step::CreateRole => "create_role",
             Step::CopyData => "copy_data",
             Step::VerifyConnection => "verify_connection",
+            Step::RemoveRetired => "remove_old_server",
             Step::DropDatabase => "drop_database",
             Step::DropRole => "drop_role",
+            Step::RemoveServer => "remove_server",
         }
     }
 
     pub fn purpose(self) -> &'static str {
         match self {
+            Step::CreateServer => "the preview's database server could not be made",
+            Step::SwapServer => "the new server could not take the preview's place",
             Step::CreateRole => "the preview's role could not be created",
             Step::CopyData => "the preview's data could not be made",
             Step::VerifyConnection => super::VERIFY_PURPOSE,
+            Step::RemoveRetired => "the preview's previous server could not be removed",
             Step::DropDatabase => "the database could not be dropped",
             Step::DropRole => "the role could not be dropped",
+            Step::RemoveServer => "the preview's database server could not be removed",
         }
     }
 }
@@ -44,41 +77,73 @@ impl Step {
 pub(super) async fn run(app: &App, job: &Job, id: &PreviewId, step: Step) -> Result<StepOutcome, StepError> {
     let project = app.job_project(job).await?;
     let preview = app.job_preview(id).await?;
-    let provider = app.database()?;
     let deleting = matches!(job.spec, JobSpec::DeletePreview { .. });
+    let resetting = matches!(job.spec, JobSpec::ResetPreview { .. });
     if !deleting && matches!(project.state, ProjectState::Deleting | ProjectState::Deleted) {
         return Err(StepError::Permanent(format!("project {} is being deleted", project.id)));
     }
+    let owner = super::preview_owner(&preview);
     match step {
-        Step::CreateRole => {
-            let password = app.secrets.open(&preview.password_sealed).await?;
-            provider.ensure_role(&preview.role_name, &password).await?;
+        Step::CreateServer => {
+            let admin = app.admin_password(&project).await?;
+            let source = match preview.mode {
+                PreviewMode::Clone => ServerSource::CloneOf(&project.id),
+                PreviewMode::Empty => ServerSource::Empty,
+            };
+            let slot = if resetting { Slot::Replacement(&job.id) } else { Slot::Live };
+            let host = app.servers()?.make(owner, slot, source, &admin).await?;
+            if !resetting {
+                app.record_preview_host(&preview, host).await?;
+            }
         }
-        Step::CopyData => match preview.mode {
-            PreviewMode::Clone => {
-                let how = provider
-                    .clone_database(
-                        &project.database_name,
-                        &project.role_name,
-                        &preview.database_name,
-                        &preview.role_name,
-                    )
-                    .await?;
-                tracing::info!(strategy = ?how, "cloned the project's database");
-            }
-            PreviewMode::Empty => {
-                if matches!(job.spec, JobSpec::ResetPreview { .. }) {
-                    provider.drop_database(&preview.database_name).await?;
+        Step::SwapServer => {
+            let host = app.servers()?.swap(owner, &job.id).await?;
+            app.record_preview_host(&preview, host).await?;
+        }
+        Step::CreateRole => {
+            // On a clone's own server the role is there with the project's
+            // password: this sets the preview's.
+            let password = app.secrets.open(&preview.password_sealed).await?;
+            app.preview_database(&project, &preview).await?.ensure_role(&preview.role_name, &password).await?;
+        }
+        Step::CopyData => {
+            let db = app.preview_database(&project, &preview).await?;
+            match (preview.mode, app.settings.hosting) {
+                (PreviewMode::Clone, crate::ports::Hosting::Shared) => {
+                    let how = db
+                        .clone_database(
+                            &project.database_name,
+                            &project.role_name,
+                            &preview.database_name,
+                            &preview.role_name,
+                        )
+                        .await?;
+                    tracing::info!(strategy = ?how, "cloned the project's database");
                 }
-                provider.ensure_database(&preview.database_name, &preview.role_name).await?;
+                (PreviewMode::Clone, crate::ports::Hosting::Dedicated) => {
+                    tracing::info!("the preview's server is a clone of the project's: its data is there");
+                }
+                (PreviewMode::Empty, hosting) => {
+                    // A reset on the shared server empties the database in
+                    // place; a dedicated one has a new server already.
+                    if resetting && hosting == crate::ports::Hosting::Shared {
+                        db.drop_database(&preview.database_name).await?;
+                    }
+                    db.ensure_database(&preview.database_name, &preview.role_name).await?;
+                }
             }
-        },
+        }
         Step::VerifyConnection => {
             let password = app.secrets.open(&preview.password_sealed).await?;
-            provider.check_connection(&preview.database_name, &preview.role_name, &password).await?;
+            let db = app.preview_database(&project, &preview).await?;
+            db.check_connection(&preview.database_name, &preview.role_name, &password).await?;
         }
-        Step::DropDatabase => provider.drop_database(&preview.database_name).await?,
-        Step::DropRole => provider.drop_role(&preview.role_name).await?,
+        Step::RemoveRetired => app.servers()?.remove_retired(owner).await?,
+        Step::DropDatabase => {
+            app.preview_database(&project, &preview).await?.drop_database(&preview.database_name).await?
+        }
+        Step::DropRole => app.preview_database(&project, &preview).await?.drop_role(&preview.role_name).await?,
+        Step::RemoveServer => app.servers()?.remove(owner, false).await?,
     }
     Ok(StepOutcome::Done)
 }

@@ -3,7 +3,7 @@
 use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
 use crate::model::{EventType, Job, Sealed};
-use crate::ports::ResourceWrite;
+use crate::ports::{ProviderError, ResourceWrite};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -32,10 +32,22 @@ impl Step {
 pub(super) async fn run(app: &App, job: &Job, new_password: &Sealed, step: Step) -> Result<StepOutcome, StepError> {
     let project = app.job_project(job).await?;
     let password = app.secrets.open(new_password.as_str()).await?;
+    let db = app.project_database(&project).await?;
     match step {
-        Step::SetPassword => app.database()?.ensure_role(&project.role_name, &password).await?,
+        Step::SetPassword => db.ensure_role(&project.role_name, &password).await?,
         Step::VerifyConnection => {
-            app.database()?.check_connection(&project.database_name, &project.role_name, &password).await?
+            db.check_connection(&project.database_name, &project.role_name, &password).await?;
+            // And the old password no longer gets in.
+            let old = app.secrets.open(&project.password_sealed).await?;
+            match db.check_connection(&project.database_name, &project.role_name, &old).await {
+                Err(ProviderError::Permanent(_)) => {}
+                Err(e) => return Err(e.into()),
+                Ok(()) => {
+                    return Err(StepError::Permanent(
+                        "the previous password is still accepted; rotate again, or contact support".into(),
+                    ))
+                }
+            }
         }
     }
     Ok(StepOutcome::Done)
@@ -50,7 +62,7 @@ pub(super) async fn undo(app: &App, job: &Job) {
     }
     let restored = match app.job_project(job).await {
         Ok(project) => match app.secrets.open(&project.password_sealed).await {
-            Ok(old) => match app.database() {
+            Ok(old) => match app.project_database(&project).await {
                 Ok(db) => db.ensure_role(&project.role_name, &old).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },

@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::{JobKind, ResourceKind, ResourceRef};
+use crate::ports::Hosting;
 
 /// A stored job keeps the index of its next step, so a kind's plan may only
 /// grow at its end: these are the plans jobs have been stored with.
@@ -54,7 +55,7 @@ fn the_plans_keep_the_step_order_stored_jobs_index() {
     ];
     for (kind, resource, params, steps) in stored {
         let spec = JobSpec::decode(kind, &ResourceRef { kind: resource, id: "x".into() }, &params).unwrap();
-        assert_eq!(step_names(&spec), steps, "{kind:?}");
+        assert_eq!(step_names(&spec, Hosting::Shared), steps, "{kind:?}");
     }
 }
 
@@ -70,8 +71,11 @@ fn a_step_says_what_it_was_doing_in_a_users_words() {
         source_url: crate::model::Sealed::new("v1:u".into()),
         safety_backup: "s".into(),
     };
-    assert_eq!(task(&into_preview, 0).unwrap().purpose(), "the preview's role could not be created");
-    assert_eq!(task(&over_project, 0).unwrap().purpose(), "the safety backup before the import could not be taken");
-    assert_eq!(task(&over_project, 1).unwrap().purpose(), "the source database could not be imported");
-    assert!(task(&over_project, 4).is_none());
+    assert_eq!(task(&into_preview, Hosting::Shared, 0).unwrap().purpose(), "the preview's role could not be created");
+    assert_eq!(
+        task(&over_project, Hosting::Shared, 0).unwrap().purpose(),
+        "the safety backup before the import could not be taken"
+    );
+    assert_eq!(task(&over_project, Hosting::Shared, 1).unwrap().purpose(), "the source database could not be imported");
+    assert!(task(&over_project, Hosting::Shared, 4).is_none());
 }
