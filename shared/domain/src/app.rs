@@ -185,6 +185,7 @@ impl std::ops::Deref for App {
     }
 }
 
+#[derive(Clone)]
 pub struct AppParts {
     pub store: Arc<dyn Store>,
     /// Device logins and CLI sessions.

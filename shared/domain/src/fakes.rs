@@ -4,13 +4,14 @@
 //! plans for it before doing the work.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use crate::model::{ConnectionInfo, Timestamp};
 use crate::ports::{
-    Clock, CloneResult, CloneStrategy, DatabaseEndpoint, DatabaseProvider, Egress, ProviderError, ProviderResult,
+    Clock, CloneResult, CloneStrategy, DatabaseEndpoint, DatabaseProvider, DedicatedServers, Egress, ProviderError,
+    ProviderResult, ServerOwner, ServerSource, Slot,
 };
 
 /// The operations whose answers a test can plan (the `DatabaseProvider`
@@ -82,6 +83,13 @@ impl FakeProvider {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Server> {
         self.server.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Another server holding the same roles and databases (a clone).
+    pub fn copy(&self) -> FakeProvider {
+        let s = self.lock();
+        let copy = Server { roles: s.roles.clone(), databases: s.databases.clone(), ..Server::default() };
+        FakeProvider { server: Mutex::new(copy) }
     }
 
     /// Records the call and answers its planned error, if any.
@@ -213,6 +221,232 @@ impl DatabaseProvider for FakeProvider {
 
     async fn ping(&self) -> ProviderResult<()> {
         Ok(())
+    }
+}
+
+/// The servers of a dedicated deployment, kept in memory: each one a
+/// [`FakeProvider`] of its own, its host derived from its resource's id (as
+/// an RDS endpoint is from its identifier), admitting its admin only with
+/// the password it was made with. Every operation finishes at once; wrap
+/// it in [`SlowServers`] for the waits of a cloud provider.
+#[derive(Default)]
+pub struct FakeServers {
+    state: Mutex<Servers>,
+}
+
+#[derive(Default)]
+struct Servers {
+    live: BTreeMap<String, Arc<FakeProvider>>,
+    /// (resource, job) -> the replacement the job builds.
+    replacements: BTreeMap<(String, String), Arc<FakeProvider>>,
+    retired: BTreeMap<String, Arc<FakeProvider>>,
+    /// host -> admin password
+    admins: BTreeMap<String, String>,
+    final_snapshots: Vec<String>,
+    calls: Vec<String>,
+}
+
+impl FakeServers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The host of `resource`'s live server (and of a replacement once swapped in).
+    pub fn host_of(resource: &str) -> String {
+        format!("{}.servers.test", resource.replace('_', "-"))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Servers> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `resource`'s live server.
+    pub fn server(&self, resource: &str) -> Option<Arc<FakeProvider>> {
+        self.lock().live.get(resource).cloned()
+    }
+
+    /// How many servers exist, live, replacements and retired.
+    pub fn count(&self) -> usize {
+        let s = self.lock();
+        s.live.len() + s.replacements.len() + s.retired.len()
+    }
+
+    /// The resources whose server left a final snapshot when removed.
+    pub fn final_snapshots(&self) -> Vec<String> {
+        self.lock().final_snapshots.clone()
+    }
+
+    /// Every call so far, as `operation(resource)`.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+}
+
+#[async_trait]
+impl DedicatedServers for FakeServers {
+    async fn make(
+        &self,
+        owner: ServerOwner<'_>,
+        slot: Slot<'_>,
+        source: ServerSource<'_>,
+        admin_password: &str,
+    ) -> ProviderResult<String> {
+        let mut s = self.lock();
+        s.calls.push(format!("make({})", owner.resource_id));
+        let resource = owner.resource_id.to_string();
+        let exists = match slot {
+            Slot::Live => s.live.contains_key(&resource),
+            Slot::Replacement(job) => s.replacements.contains_key(&(resource.clone(), job.to_string())),
+        };
+        if !exists {
+            let server = match source {
+                ServerSource::Empty => FakeProvider::new(),
+                ServerSource::CloneOf(project) => s.live.get(project).ok_or_else(|| missing("server", project))?.copy(),
+            };
+            let server = Arc::new(server);
+            match slot {
+                Slot::Live => {
+                    s.live.insert(resource.clone(), server);
+                    s.admins.insert(Self::host_of(&resource), admin_password.to_string());
+                }
+                Slot::Replacement(job) => {
+                    s.replacements.insert((resource.clone(), job.to_string()), server);
+                }
+            }
+        }
+        Ok(Self::host_of(&resource))
+    }
+
+    async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        let mut s = self.lock();
+        s.calls.push(format!("swap({})", owner.resource_id));
+        let resource = owner.resource_id.to_string();
+        if let Some(next) = s.replacements.remove(&(resource.clone(), job.to_string())) {
+            if let Some(old) = s.live.insert(resource.clone(), next) {
+                s.retired.insert(resource.clone(), old);
+            }
+        } else if !s.live.contains_key(&resource) {
+            return Err(missing("server", &resource));
+        }
+        Ok(Self::host_of(&resource))
+    }
+
+    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+        let mut s = self.lock();
+        s.calls.push(format!("remove_retired({})", owner.resource_id));
+        s.retired.remove(owner.resource_id);
+        Ok(())
+    }
+
+    async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
+        let mut s = self.lock();
+        s.calls.push(format!("remove({})", owner.resource_id));
+        let resource = owner.resource_id.to_string();
+        if s.live.remove(&resource).is_some() && final_snapshot {
+            s.final_snapshots.push(resource.clone());
+        }
+        s.retired.remove(&resource);
+        s.replacements.retain(|(r, _), _| *r != resource);
+        s.admins.remove(&Self::host_of(&resource));
+        Ok(())
+    }
+
+    async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
+        let s = self.lock();
+        match s.admins.get(host) {
+            Some(p) if p == admin_password => {}
+            Some(_) => return Err(ProviderError::Permanent("password authentication failed for the admin".into())),
+            None => return Err(ProviderError::Retryable(format!("no server answers at {host}"))),
+        }
+        let server = s.live.iter().find(|(r, _)| Self::host_of(r) == host).map(|(_, p)| p.clone());
+        server.map(|p| p as Arc<dyn DatabaseProvider>).ok_or_else(|| missing("server", host))
+    }
+}
+
+/// A wrapper reporting what a cloud provider reports while it works: each
+/// `make`, `swap` and `remove` of a resource starts at its first call but
+/// answers "not yet" (`ProviderError::NotYet` of `check_again`) for `polls`
+/// calls before it answers what the wrapped servers do.
+pub struct SlowServers {
+    inner: Arc<dyn DedicatedServers>,
+    polls: u32,
+    /// `polls` for `remove`, when it differs.
+    remove_polls: Option<u32>,
+    check_again: std::time::Duration,
+    seen: Mutex<HashMap<String, u32>>,
+}
+
+impl SlowServers {
+    pub fn new(inner: Arc<dyn DedicatedServers>, polls: u32, check_again: std::time::Duration) -> Self {
+        SlowServers { inner, polls, remove_polls: None, check_again, seen: Mutex::new(HashMap::new()) }
+    }
+
+    /// `remove` answers "not yet" `polls` times instead.
+    pub fn removing_after(self, polls: u32) -> Self {
+        SlowServers { remove_polls: Some(polls), ..self }
+    }
+
+    /// Whether this is the first call of `key`, and whether it is still
+    /// "in progress" after `polls` calls, counting this one.
+    fn busy(&self, key: String, polls: u32) -> (bool, bool) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let n = seen.entry(key).or_insert(0);
+        *n += 1;
+        (*n == 1, *n <= polls)
+    }
+
+    fn not_yet(&self) -> ProviderError {
+        ProviderError::NotYet(self.check_again)
+    }
+}
+
+#[async_trait]
+impl DedicatedServers for SlowServers {
+    async fn make(
+        &self,
+        owner: ServerOwner<'_>,
+        slot: Slot<'_>,
+        source: ServerSource<'_>,
+        admin_password: &str,
+    ) -> ProviderResult<String> {
+        let (first, busy) = self.busy(format!("make {} {slot:?}", owner.resource_id), self.polls);
+        if first || !busy {
+            let host = self.inner.make(owner, slot, source, admin_password).await?;
+            if !busy {
+                return Ok(host);
+            }
+        }
+        Err(self.not_yet())
+    }
+
+    async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        let (first, busy) = self.busy(format!("swap {} {job}", owner.resource_id), self.polls);
+        if first || !busy {
+            let host = self.inner.swap(owner, job).await?;
+            if !busy {
+                return Ok(host);
+            }
+        }
+        Err(self.not_yet())
+    }
+
+    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+        self.inner.remove_retired(owner).await
+    }
+
+    async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
+        let (first, busy) = self.busy(format!("remove {}", owner.resource_id), self.remove_polls.unwrap_or(self.polls));
+        if first || !busy {
+            self.inner.remove(owner, final_snapshot).await?;
+            if !busy {
+                return Ok(());
+            }
+        }
+        Err(self.not_yet())
+    }
+
+    async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
+        self.inner.admin(host, admin_password).await
     }
 }
 

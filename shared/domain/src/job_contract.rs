@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::fakes::{fill, stored_jobs_v1, FakeProvider, ManualClock, StoredJob};
 use crate::jobs::{Disposition, JobMessage};
 use crate::model::*;
-use crate::ports::{Clock, DatabaseProvider, Page, ProviderError};
+use crate::ports::{Clock, DatabaseProvider, DedicatedServers, Hosting, Page, ProviderError};
 use crate::principal::Principal;
 use crate::{App, JobSettings, Settings};
 
@@ -30,7 +30,10 @@ pub async fn run_job_contract(rigs: &dyn JobRigs) {
     a_job_waiting_past_its_deadline_fails_and_removes_what_it_made(rigs).await;
     every_kind_fails_with_the_reason_when_its_message_dead_letters(rigs).await;
     jobs_stored_before_the_typed_model_run_to_completion(rigs).await;
+    dedicated::run_dedicated_contract(rigs).await;
 }
+
+mod dedicated;
 
 /// What the suites need from the adapters under test.
 #[async_trait]
@@ -62,13 +65,25 @@ struct Harness {
 }
 
 async fn harness(rigs: &dyn JobRigs) -> Harness {
+    harness_on(rigs, None).await
+}
+
+/// A harness whose deployment gives each project and preview a server of
+/// its own from `servers`, when given.
+async fn harness_on(rigs: &dyn JobRigs, servers: Option<Arc<dyn DedicatedServers>>) -> Harness {
     let provider = Arc::new(FakeProvider::new());
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let hosting = if servers.is_some() { Hosting::Dedicated } else { Hosting::Shared };
     let settings = Settings {
         jobs: JobSettings { max_attempts: MAX_ATTEMPTS, wait_deadline: WAIT_DEADLINE, ..JobSettings::default() },
+        hosting,
         ..Settings::default()
     };
     let app = rigs.app(provider.clone(), clock.clone(), settings).await;
+    let app = match servers {
+        Some(servers) => App::new(crate::AppParts { servers: Some(servers), ..crate::AppParts::clone(&app) }),
+        None => app,
+    };
     let (_, key) = app.bootstrap(None).await.unwrap().unwrap();
     let principal = app.authenticate_api_key(&key, None).await.unwrap();
     Harness { app, provider, clock, principal }

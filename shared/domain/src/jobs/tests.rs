@@ -79,3 +79,31 @@ fn a_step_says_what_it_was_doing_in_a_users_words() {
     assert_eq!(task(&over_project, Hosting::Shared, 1).unwrap().purpose(), "the source database could not be imported");
     assert!(task(&over_project, Hosting::Shared, 4).is_none());
 }
+
+/// A dedicated deployment's plans: the server first, and what undoes a
+/// creation past its deadline.
+#[test]
+fn a_dedicated_deployment_makes_the_server_first() {
+    let d = Hosting::Dedicated;
+    let preview = || crate::ids::PreviewId::from("pvw_x");
+    assert_eq!(
+        step_names(&JobSpec::Provision, d),
+        ["create_server", "create_role", "create_database", "verify_connection"]
+    );
+    assert_eq!(
+        step_names(&JobSpec::CreatePreview { preview: preview() }, d),
+        ["create_server", "create_role", "copy_data", "verify_connection"]
+    );
+    assert_eq!(
+        step_names(&JobSpec::ResetPreview { preview: preview() }, d),
+        ["create_server", "swap_server", "create_role", "copy_data", "verify_connection", "remove_old_server"]
+    );
+    assert_eq!(step_names(&JobSpec::DeletePreview { preview: preview() }, d), ["remove_server"]);
+    assert_eq!(step_names(&JobSpec::DeleteProject { dropped_previews: vec![] }, d), ["drop_previews", "remove_server"]);
+    let undo = |spec: &JobSpec, h| (0..).map_while(|i| undo_task(spec, h, i)).map(Task::name).collect::<Vec<_>>();
+    assert_eq!(undo(&JobSpec::Provision, d), ["remove_server"]);
+    assert_eq!(undo(&JobSpec::Provision, Hosting::Shared), ["drop_database", "drop_role"]);
+    assert_eq!(undo(&JobSpec::CreatePreview { preview: preview() }, d), ["remove_server"]);
+    assert!(undo(&JobSpec::CreateBackup { backup: "bkp_x".into() }, d).is_empty());
+    assert_eq!(task(&JobSpec::Provision, d, UNDO_FROM as usize).unwrap().name(), "remove_server");
+}
