@@ -8,5 +8,12 @@
 //! back on the queue with a growing delay.
 pub mod names;
 mod rds;
+mod servers;
+#[cfg(feature = "testkit")]
+pub mod standin;
 
-pub use rds::{classify, classify_code, AuroraSettings, Label, Purpose, Rds, State, CHECK_AGAIN, ENGINE, SERVERLESS};
+pub use rds::{
+    classify, classify_code, AuroraSettings, Cluster, Label, Purpose, Rds, State, CHECK_AGAIN, ENGINE, JOB_TAG,
+    SERVERLESS,
+};
+pub use servers::{AuroraServers, Resolve, SystemResolver, ADMIN_USER, PORT};

@@ -17,9 +17,13 @@ pub fn cluster(resource: &str) -> String {
     format!("{PREFIX}{}", slug(resource))
 }
 
-/// The cluster's writer instance.
-pub fn writer(cluster: &str) -> String {
-    format!("{cluster}-w1")
+/// The writer instance of the cluster whose `DbClusterResourceId` is
+/// `cluster_resource_id` (`cluster-ABC…`): derived from what never changes
+/// about the cluster, so a cluster keeps naming its writer after it is
+/// renamed (a replacement taking the live identifier), and a new cluster
+/// under an old identifier names a new one.
+pub fn writer(cluster_resource_id: &str) -> String {
+    format!("{PREFIX}w-{}", slug(cluster_resource_id))
 }
 
 /// Where a replacement of `resource`'s cluster is built (a preview reset, an
@@ -99,9 +103,7 @@ mod tests {
         assert_eq!(c, "capydb-prj-01jdz8x9m2k4q6r8t0v2w4y6a8");
         for id in [
             c.clone(),
-            writer(&c),
-            writer(&replacement(PROJECT)),
-            writer(&retired(PROJECT)),
+            writer("cluster-D8N1SRQ8QHJUGPBKB64DD8LUGN"),
             backup_snapshot(BACKUP),
             safety_snapshot(JOB),
             final_snapshot(PROJECT),

@@ -53,6 +53,9 @@ pub struct Label {
     /// The project, preview or backup id it was made for.
     pub resource: String,
     pub purpose: Purpose,
+    /// The job that made it, for a replacement: a later job finding one an
+    /// earlier job left knows it is not its own.
+    pub job: Option<String>,
 }
 
 /// A project's cluster, or a preview's.
@@ -62,6 +65,29 @@ pub enum Purpose {
     Project,
     /// No deletion protection; capped at the preview capacity.
     Preview,
+}
+
+/// The tag naming the job that made a replacement cluster.
+pub const JOB_TAG: &str = "capydb:job";
+/// The tag naming the cluster a clone was made from.
+pub const SOURCE_TAG: &str = "capydb:source";
+
+/// What `describe` tells of a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub state: State,
+    /// `DbClusterResourceId`: never changes, renamed or not.
+    pub resource_id: String,
+    /// Its instances, as RDS lists them.
+    pub members: Vec<String>,
+    pub deletion_protection: bool,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Cluster {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
 }
 
 /// Where an operation on a cluster, instance or snapshot stands.
@@ -167,6 +193,7 @@ impl Rds {
             ("capydb:environment", self.settings.environment.as_str()),
         ]
         .into_iter()
+        .chain(label.job.as_deref().map(|job| (JOB_TAG, job)))
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
     }
@@ -186,13 +213,29 @@ impl Rds {
 
     /// Where the cluster `id` stands.
     pub async fn cluster(&self, id: &str) -> ProviderResult<State> {
+        Ok(self.describe(id).await?.map(|c| c.state).unwrap_or(State::Absent))
+    }
+
+    /// The cluster `id`, if there is one.
+    pub async fn describe(&self, id: &str) -> ProviderResult<Option<Cluster>> {
         match self.client.describe_db_clusters().db_cluster_identifier(id).send().await {
-            Ok(out) => Ok(out
-                .db_clusters()
-                .first()
-                .map(|c| State::of(c.status().unwrap_or("unknown"), c.endpoint()))
-                .unwrap_or(State::Absent)),
-            Err(e) if code(&e) == Some("DBClusterNotFoundFault") => Ok(State::Absent),
+            Ok(out) => Ok(out.db_clusters().first().map(|c| Cluster {
+                state: State::of(c.status().unwrap_or("unknown"), c.endpoint()),
+                resource_id: c.db_cluster_resource_id().unwrap_or_default().to_string(),
+                members: c
+                    .db_cluster_members()
+                    .iter()
+                    .filter_map(|m| m.db_instance_identifier())
+                    .map(str::to_string)
+                    .collect(),
+                deletion_protection: c.deletion_protection().unwrap_or(false),
+                tags: c
+                    .tag_list()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+                    .collect(),
+            })),
+            Err(e) if code(&e) == Some("DBClusterNotFoundFault") => Ok(None),
             Err(e) => Err(classify("describe a DB cluster", e)),
         }
     }
@@ -226,13 +269,13 @@ impl Rds {
     }
 
     /// Starts making an empty encrypted Serverless v2 cluster `id` whose
-    /// administrator is `admin_user` / `admin_password` and whose first
-    /// database is `database`.
+    /// administrator is `admin_user` / `admin_password` (and whose first
+    /// database is `database`, when one is named).
     pub async fn create_cluster(
         &self,
         id: &str,
         label: &Label,
-        database: &str,
+        database: Option<&str>,
         admin_user: &str,
         admin_password: &str,
     ) -> ProviderResult<()> {
@@ -248,7 +291,7 @@ impl Rds {
             .engine_version(&s.engine_version)
             .master_username(admin_user)
             .master_user_password(admin_password)
-            .database_name(database)
+            .set_database_name(database.map(str::to_string))
             .storage_encrypted(true)
             .placed(self, label)
             .send()
@@ -256,15 +299,16 @@ impl Rds {
         answered(sent, &["DBClusterAlreadyExistsFault"], "create a DB cluster")
     }
 
-    /// Starts making `cluster`'s Serverless v2 writer instance.
-    pub async fn create_writer(&self, cluster: &str, label: &Label) -> ProviderResult<()> {
-        if self.instance(&crate::names::writer(cluster)).await? != State::Absent {
+    /// Starts making `cluster`'s Serverless v2 writer instance `id`
+    /// ([`names::writer`](crate::names::writer) of the cluster).
+    pub async fn create_writer(&self, id: &str, cluster: &str, label: &Label) -> ProviderResult<()> {
+        if self.instance(id).await? != State::Absent {
             return Ok(());
         }
         let sent = self
             .client
             .create_db_instance()
-            .db_instance_identifier(crate::names::writer(cluster))
+            .db_instance_identifier(id)
             .db_cluster_identifier(cluster)
             .engine(ENGINE)
             .db_instance_class(SERVERLESS)
@@ -288,6 +332,7 @@ impl Rds {
             .restore_type("copy-on-write")
             .use_latest_restorable_time(true)
             .placed(self, label)
+            .tags(Tag::builder().key(SOURCE_TAG).value(source).build())
             .send()
             .await;
         answered(sent, &["DBClusterAlreadyExistsFault"], "clone a DB cluster")

@@ -37,6 +37,7 @@ fn label(project: &str, resource: &str, purpose: Purpose) -> Label {
         project: project.into(),
         resource: resource.into(),
         purpose,
+        job: None,
     }
 }
 
@@ -69,7 +70,7 @@ async fn a_project_cluster_is_made_once_tagged_protected_and_encrypted() {
         rds.create_cluster(
             &cluster,
             &label(&project, &project, Purpose::Project),
-            "app",
+            Some("app"),
             "capydb_admin",
             "pw-1-aaaaaaaa",
         )
@@ -78,10 +79,15 @@ async fn a_project_cluster_is_made_once_tagged_protected_and_encrypted() {
     }
     let endpoint = until_available(&rds, &cluster).await.expect("an endpoint");
     assert!(endpoint.starts_with(&cluster), "{endpoint}");
+    let writer = names::writer(&resource_id(&client, &cluster).await);
     for _ in 0..2 {
-        rds.create_writer(&cluster, &label(&project, &project, Purpose::Project)).await.expect("create writer (again)");
+        let label = label(&project, &project, Purpose::Project);
+        rds.create_writer(&writer, &cluster, &label).await.expect("create writer (again)");
     }
-    assert!(matches!(rds.instance(&names::writer(&cluster)).await.unwrap(), State::Available { .. } | State::Busy(_)));
+    assert!(matches!(rds.instance(&writer).await.unwrap(), State::Available { .. } | State::Busy(_)));
+    let described = rds.describe(&cluster).await.unwrap().expect("the cluster");
+    assert_eq!((described.members.clone(), described.deletion_protection), (vec![writer.clone()], true));
+    assert_eq!(described.tag("capydb:resource"), Some(project.as_str()));
 
     let out = client.describe_db_clusters().db_cluster_identifier(&cluster).send().await.unwrap();
     let c = &out.db_clusters()[0];
@@ -98,8 +104,7 @@ async fn a_project_cluster_is_made_once_tagged_protected_and_encrypted() {
     for (k, v) in [("capydb:managed", "true"), ("capydb:project", project.as_str()), ("capydb:environment", "test")] {
         assert!(tags.contains(&(k.to_string(), v.to_string())), "{k}={v} not in {tags:?}");
     }
-    let instances =
-        client.describe_db_instances().db_instance_identifier(names::writer(&cluster)).send().await.unwrap();
+    let instances = client.describe_db_instances().db_instance_identifier(&writer).send().await.unwrap();
     assert_eq!(instances.db_instances()[0].db_instance_class(), Some("db.serverless"));
     assert_eq!(instances.db_instances()[0].db_cluster_identifier(), Some(cluster.as_str()));
 }
@@ -109,9 +114,15 @@ async fn a_preview_is_a_copy_on_write_clone_and_snapshots_restore_into_new_clust
     let (rds, client) = rds().await;
     let project = resource("prj");
     let source = names::cluster(&project);
-    rds.create_cluster(&source, &label(&project, &project, Purpose::Project), "app", "capydb_admin", "pw-1-aaaaaaaa")
-        .await
-        .unwrap();
+    rds.create_cluster(
+        &source,
+        &label(&project, &project, Purpose::Project),
+        Some("app"),
+        "capydb_admin",
+        "pw-1-aaaaaaaa",
+    )
+    .await
+    .unwrap();
     until_available(&rds, &source).await;
 
     let preview = resource("pvw");
@@ -159,8 +170,8 @@ async fn a_replacement_takes_the_live_identifier() {
     let preview = resource("pvw");
     let (live, next, old) = (names::cluster(&preview), names::replacement(&preview), names::retired(&preview));
     let o = label("prj_01jdz8x9m2k4q6r8t0v2w4y6a8", &preview, Purpose::Preview);
-    rds.create_cluster(&live, &o, "app", "capydb_admin", "pw-1-aaaaaaaa").await.unwrap();
-    rds.create_cluster(&next, &o, "app", "capydb_admin", "pw-2-bbbbbbbb").await.unwrap();
+    rds.create_cluster(&live, &o, Some("app"), "capydb_admin", "pw-1-aaaaaaaa").await.unwrap();
+    rds.create_cluster(&next, &o, Some("app"), "capydb_admin", "pw-2-bbbbbbbb").await.unwrap();
     until_available(&rds, &live).await;
     until_available(&rds, &next).await;
     let (live_id, next_id) = (resource_id(&client, &live).await, resource_id(&client, &next).await);
@@ -184,24 +195,31 @@ async fn a_replacement_takes_the_live_identifier() {
 
 #[tokio::test]
 async fn a_project_cluster_is_deleted_after_its_protection_is_off_and_leaves_a_final_snapshot() {
-    let (rds, _) = rds().await;
+    let (rds, client) = rds().await;
     let project = resource("prj");
     let cluster = names::cluster(&project);
-    rds.create_cluster(&cluster, &label(&project, &project, Purpose::Project), "app", "capydb_admin", "pw-1-aaaaaaaa")
-        .await
-        .unwrap();
-    rds.create_writer(&cluster, &label(&project, &project, Purpose::Project)).await.unwrap();
+    rds.create_cluster(
+        &cluster,
+        &label(&project, &project, Purpose::Project),
+        Some("app"),
+        "capydb_admin",
+        "pw-1-aaaaaaaa",
+    )
+    .await
+    .unwrap();
+    let writer = names::writer(&resource_id(&client, &cluster).await);
+    rds.create_writer(&writer, &cluster, &label(&project, &project, Purpose::Project)).await.unwrap();
     until_available(&rds, &cluster).await;
     rds.set_admin_password(&cluster, "pw-2-bbbbbbbb").await.expect("new password");
 
     // Protected: refused, and said so.
-    rds.delete_instance(&names::writer(&cluster)).await.expect("delete writer");
+    rds.delete_instance(&writer).await.expect("delete writer");
     let refused = rds.delete_cluster(&cluster, Some(&names::final_snapshot(&project))).await;
     assert!(matches!(refused, Err(ProviderError::Permanent(_))), "{refused:?}");
 
     for _ in 0..2 {
         rds.allow_deletion(&cluster).await.expect("protection off (again)");
-        rds.delete_instance(&names::writer(&cluster)).await.expect("delete writer (again)");
+        rds.delete_instance(&writer).await.expect("delete writer (again)");
         rds.delete_cluster(&cluster, Some(&names::final_snapshot(&project))).await.expect("delete (again)");
     }
     assert!(matches!(rds.cluster(&cluster).await.unwrap(), State::Absent | State::Deleting));
@@ -218,7 +236,7 @@ async fn asking_about_or_using_what_does_not_exist() {
     let (rds, _) = rds().await;
     let missing = names::cluster(&resource("prj"));
     assert_eq!(rds.cluster(&missing).await.unwrap(), State::Absent);
-    assert_eq!(rds.instance(&names::writer(&missing)).await.unwrap(), State::Absent);
+    assert_eq!(rds.instance(&names::writer("cluster-NOSUCHCLUSTER")).await.unwrap(), State::Absent);
     assert!(
         matches!(State::Absent.ready("project's cluster"), Err(ProviderError::Permanent(m)) if m.contains("does not exist"))
     );

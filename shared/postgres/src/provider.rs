@@ -51,6 +51,8 @@ pub struct PgProvider {
     /// As the client should use it: no brackets around an IPv6 address.
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// The address `host` was resolved to, when the caller resolved it.
+    pub(crate) hostaddr: Option<std::net::IpAddr>,
     sslmode: &'static str,
     conn: Mutex<Option<Arc<Client>>>,
     /// Where `clone_database` writes its temporary dumps.
@@ -80,7 +82,48 @@ impl PgProvider {
     /// connects, and reads the server's version. Fails with `Permanent` for a
     /// malformed URL or rejected credentials, `Retryable` for an unreachable server.
     pub async fn connect(admin_url: &str, region: &str) -> ProviderResult<PgProvider> {
-        let target = AdminTarget::parse(admin_url)?;
+        PgProvider::connect_to(AdminTarget::parse(admin_url)?, None, region).await
+    }
+
+    /// As [`connect`](Self::connect), to the server `admin_url` names but at
+    /// `address`, resolved beforehand (the host's name is kept for TLS and
+    /// messages): every connection and tool this provider opens goes there.
+    pub async fn connect_at(
+        admin_url: &str,
+        address: std::net::SocketAddr,
+        region: &str,
+    ) -> ProviderResult<PgProvider> {
+        PgProvider::connect_to(AdminTarget::parse(admin_url)?, Some(address), region).await
+    }
+
+    /// As [`connect_at`](Self::connect_at), given the parts rather than a
+    /// URL: `user` / `password` on the `postgres` database of the server
+    /// named `host`, reached at `address`.
+    pub async fn connect_admin(
+        host: &str,
+        address: std::net::SocketAddr,
+        user: &str,
+        password: &str,
+        region: &str,
+    ) -> ProviderResult<PgProvider> {
+        let target = AdminTarget {
+            host: host.to_string(),
+            port: address.port(),
+            user: user.to_string(),
+            password: Some(password.to_string()),
+            database: "postgres".to_string(),
+        };
+        PgProvider::connect_to(target, Some(address), region).await
+    }
+
+    async fn connect_to(
+        mut target: AdminTarget,
+        address: Option<std::net::SocketAddr>,
+        region: &str,
+    ) -> ProviderResult<PgProvider> {
+        if let Some(address) = address {
+            target.port = address.port();
+        }
         let mut admin = Config::new();
         admin
             .host(&target.host)
@@ -93,6 +136,9 @@ impl PgProvider {
             .ssl_mode(tokio_postgres::config::SslMode::Disable);
         if let Some(password) = &target.password {
             admin.password(password.as_bytes());
+        }
+        if let Some(address) = address {
+            admin.hostaddr(address.ip());
         }
         let client = open_admin(&admin).await?;
         let version_num = client
@@ -112,6 +158,7 @@ impl PgProvider {
             admin_database: target.database,
             host: target.host,
             port: target.port,
+            hostaddr: address.map(|a| a.ip()),
             conn: Mutex::new(Some(Arc::new(client))),
             work_dir: std::env::temp_dir(),
             page_range_streams: crate::tools::jobs() > 2,
@@ -317,8 +364,11 @@ impl DatabaseProvider for PgProvider {
         validate_name("role", role)?;
         validate_password(password)?;
         let mut config = Config::new();
+        config.host(&self.host);
+        if let Some(ip) = self.hostaddr {
+            config.hostaddr(ip);
+        }
         config
-            .host(&self.host)
             .port(self.port)
             .user(role)
             .password(password.as_bytes())

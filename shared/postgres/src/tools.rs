@@ -45,6 +45,9 @@ impl PgProvider {
         if let Some(password) = self.admin.get_password() {
             cmd.env("PGPASSWORD", String::from_utf8_lossy(password).as_ref());
         }
+        if let Some(ip) = self.hostaddr {
+            cmd.env("PGHOSTADDR", ip.to_string());
+        }
         cmd.env("PGSSLMODE", "disable")
             .env("PGCONNECT_TIMEOUT", "5")
             .env("PGAPPNAME", app)

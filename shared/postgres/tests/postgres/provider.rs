@@ -229,3 +229,44 @@ async fn the_admin_connection_survives_a_server_restart() {
     p.ensure_database("prj_t", "prj_t_owner").await.expect("the provider reconnects by itself");
     p.check_connection("prj_t", "prj_t_owner", "pw").await.unwrap();
 }
+
+/// A provider told where the server's host resolves to connects there, for
+/// its admin sessions, its logins and its tools alike: the host's name is
+/// only a name. Here the address is a relay on 127.0.0.2 to the server, and
+/// the name is `localhost` (127.0.0.1), where nothing listens on the
+/// relay's port: whatever went by the name would fail.
+#[tokio::test]
+async fn a_provider_given_the_address_goes_there_for_everything() {
+    let t = TestCluster::start().await;
+    let admin = url::Url::parse(&t.cluster.admin_url()).unwrap();
+    let password = admin.password().unwrap().to_string();
+    let address = relay(t.cluster.port()).await;
+    let named = format!("postgres://capydb_admin:{password}@localhost:{}/postgres", dead_port());
+    let p = PgProvider::connect_at(&named, address, "local").await.expect("connects at the address");
+    const PW: &str = "Passw0rdAtAnAddressPassw0rd12345";
+    p.ensure_role("prj_at_owner", PW).await.unwrap();
+    p.ensure_database("prj_at", "prj_at_owner").await.unwrap();
+    p.check_connection("prj_at", "prj_at_owner", PW).await.expect("the owner logs in at the address");
+    let dump = tempfile::NamedTempFile::new().unwrap();
+    p.dump_database("prj_at", dump.path()).await.expect("pg_dump goes to the address");
+    assert!(std::fs::metadata(dump.path()).unwrap().len() > 0);
+
+    let by_parts = PgProvider::connect_admin("localhost", address, "capydb_admin", &password, "local").await;
+    by_parts.expect("the admin by parts").check_connection("prj_at", "prj_at_owner", PW).await.unwrap();
+}
+
+/// A TCP relay listening on 127.0.0.2 to 127.0.0.1:`port`.
+async fn relay(port: u16) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.expect("127.0.0.2 is loopback");
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    address
+}

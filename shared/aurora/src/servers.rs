@@ -1,0 +1,244 @@
+//! `AuroraServers`: the `DedicatedServers` of a deployment whose projects
+//! and previews each have an Aurora PostgreSQL cluster of their own.
+//!
+//! Every call looks at where the cluster stands and takes the next step
+//! from there (create, add the writer, rename, delete), then returns: a
+//! cluster not ready yet is `ProviderError::NotYet`, and the job runtime
+//! calls again later. Nothing is remembered between calls but what RDS
+//! shows under the identifiers `names` derives, so a call after a crash
+//! carries on where the last one was.
+//!
+//! - A server is a cluster and its one Serverless v2 writer, named after
+//!   the cluster's `DbClusterResourceId` (unchanged by a rename).
+//! - A project's cluster is made empty with the admin `capydb_admin` and
+//!   the project's admin password; a preview's clone keeps that admin and
+//!   password (they are the project's too).
+//! - A replacement (a preview reset) is built as `…-next`, tagged with the
+//!   job building it; the swap renames the live cluster to `…-old` and the
+//!   replacement to the live identifier, so the endpoint's host (the
+//!   identifier and the account's suffix) stays the same.
+//! - SQL on a server runs through a `PgProvider` logged in as its admin at
+//!   the address a [`Resolve`] gives for the cluster's endpoint.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use capydb_domain::ports::{
+    DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, ServerOwner, ServerSource, Slot,
+};
+use capydb_egress::EgressPolicy;
+use capydb_postgres::PgProvider;
+
+use crate::names;
+use crate::rds::{Cluster, Label, Purpose, Rds, State, CHECK_AGAIN, JOB_TAG};
+
+/// The administrator every cluster is made with.
+pub const ADMIN_USER: &str = "capydb_admin";
+/// The port Aurora PostgreSQL listens on.
+pub const PORT: u16 = 5432;
+
+/// Where a cluster endpoint's host takes connections.
+#[async_trait]
+pub trait Resolve: Send + Sync {
+    async fn resolve(&self, host: &str, port: u16) -> std::io::Result<SocketAddr>;
+}
+
+/// The system's resolver (a VPC's DNS, deployed).
+pub struct SystemResolver;
+
+#[async_trait]
+impl Resolve for SystemResolver {
+    async fn resolve(&self, host: &str, port: u16) -> std::io::Result<SocketAddr> {
+        tokio::net::lookup_host((host, port))
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} resolves to no address")))
+    }
+}
+
+pub struct AuroraServers {
+    rds: Rds,
+    resolver: Arc<dyn Resolve>,
+    region: String,
+    /// Where dumps are written (a Lambda's `/tmp`).
+    work_dir: PathBuf,
+    /// Where an import may connect to.
+    egress: EgressPolicy,
+}
+
+impl AuroraServers {
+    pub fn new(rds: Rds, resolver: Arc<dyn Resolve>, region: &str) -> AuroraServers {
+        AuroraServers {
+            rds,
+            resolver,
+            region: region.to_string(),
+            work_dir: std::env::temp_dir(),
+            egress: EgressPolicy::DENY_PRIVATE,
+        }
+    }
+
+    pub fn set_work_dir(&mut self, dir: PathBuf) {
+        self.work_dir = dir;
+    }
+
+    pub fn set_egress_policy(&mut self, policy: EgressPolicy) {
+        self.egress = policy;
+    }
+
+    fn label(owner: ServerOwner<'_>, job: Option<&str>) -> Label {
+        Label {
+            organization: owner.organization_id.to_string(),
+            project: owner.project_id.to_string(),
+            resource: owner.resource_id.to_string(),
+            purpose: if owner.is_project() { Purpose::Project } else { Purpose::Preview },
+            job: job.map(str::to_string),
+        }
+    }
+
+    /// Starts removing the cluster `id` (protection off, its instances,
+    /// then the cluster, leaving `final_snapshot` when named): true once it
+    /// is gone.
+    async fn remove_cluster(&self, id: &str, final_snapshot: Option<&str>) -> ProviderResult<bool> {
+        let Some(cluster) = self.rds.describe(id).await? else {
+            return Ok(true);
+        };
+        if cluster.state == State::Deleting {
+            return Ok(false);
+        }
+        if cluster.deletion_protection {
+            self.rds.allow_deletion(id).await?;
+        }
+        let writer = names::writer(&cluster.resource_id);
+        let mut instances = cluster.members.clone();
+        if !instances.contains(&writer) {
+            instances.push(writer);
+        }
+        for instance in &instances {
+            self.rds.delete_instance(instance).await?;
+        }
+        // RDS deletes a cluster whose instances are deleting; a busy one
+        // (still creating, modifying) answers NotYet.
+        self.rds.delete_cluster(id, final_snapshot).await?;
+        tracing::info!(cluster = id, "deleting the DB cluster");
+        Ok(false)
+    }
+
+    /// The host of a cluster whose writer takes connections, else NotYet
+    /// (the writer is started here when there is none).
+    async fn ready(&self, id: &str, cluster: Cluster, label: &Label) -> ProviderResult<String> {
+        let endpoint = cluster.state.ready("database cluster")?;
+        let writer = names::writer(&cluster.resource_id);
+        match self.rds.instance(&writer).await? {
+            State::Absent => {
+                self.rds.create_writer(&writer, id, label).await?;
+                tracing::info!(cluster = id, instance = %writer, "creating the writer instance");
+                Err(ProviderError::NotYet(CHECK_AGAIN))
+            }
+            State::Available { .. } => endpoint.ok_or(ProviderError::NotYet(CHECK_AGAIN)),
+            other => other.ready("writer instance").and(Err(ProviderError::NotYet(CHECK_AGAIN))),
+        }
+    }
+}
+
+#[async_trait]
+impl DedicatedServers for AuroraServers {
+    async fn make(
+        &self,
+        owner: ServerOwner<'_>,
+        slot: Slot<'_>,
+        source: ServerSource<'_>,
+        admin_password: &str,
+    ) -> ProviderResult<String> {
+        let (id, job) = match slot {
+            Slot::Live => (names::cluster(owner.resource_id), None),
+            Slot::Replacement(job) => (names::replacement(owner.resource_id), Some(job)),
+        };
+        let label = Self::label(owner, job);
+        match self.rds.describe(&id).await? {
+            None => {
+                match source {
+                    ServerSource::Empty => {
+                        self.rds.create_cluster(&id, &label, None, ADMIN_USER, admin_password).await?;
+                    }
+                    ServerSource::CloneOf(project) => {
+                        self.rds.clone_cluster(&names::cluster(project), &id, &label).await?;
+                    }
+                }
+                tracing::info!(cluster = %id, source = ?source, "creating the DB cluster");
+                Err(ProviderError::NotYet(CHECK_AGAIN))
+            }
+            // A replacement an earlier job left (it failed before its
+            // swap): not this job's data; it goes, and this job's is made.
+            Some(found) if job.is_some() && found.tag(JOB_TAG) != job => {
+                tracing::warn!(cluster = %id, left_by = ?found.tag(JOB_TAG), "removing a replacement another job left");
+                self.remove_cluster(&id, None).await?;
+                Err(ProviderError::NotYet(CHECK_AGAIN))
+            }
+            Some(found) => self.ready(&id, found, &label).await,
+        }
+    }
+
+    async fn swap(&self, owner: ServerOwner<'_>, _job: &str) -> ProviderResult<String> {
+        let live = names::cluster(owner.resource_id);
+        let next = names::replacement(owner.resource_id);
+        let old = names::retired(owner.resource_id);
+        let label = Self::label(owner, None);
+        match (self.rds.describe(&live).await?, self.rds.describe(&next).await?) {
+            // Swapped (or nothing to swap): the live one answers.
+            (Some(l), None) => self.ready(&live, l, &label).await,
+            (None, Some(n)) => {
+                n.state.ready("replacement cluster")?;
+                self.rds.rename_cluster(&next, &live).await?;
+                tracing::info!(from = %next, to = %live, "renaming the replacement to the live identifier");
+                Err(ProviderError::NotYet(CHECK_AGAIN))
+            }
+            (Some(l), Some(n)) => {
+                n.state.ready("replacement cluster")?;
+                // An old one a previous swap left goes first: its name is needed.
+                if !self.remove_cluster(&old, None).await? {
+                    return Err(ProviderError::NotYet(CHECK_AGAIN));
+                }
+                l.state.ready("database cluster")?;
+                self.rds.rename_cluster(&live, &old).await?;
+                tracing::info!(from = %live, to = %old, "setting the live cluster aside");
+                Err(ProviderError::NotYet(CHECK_AGAIN))
+            }
+            (None, None) => Err(ProviderError::Permanent("the server and its replacement are both gone".into())),
+        }
+    }
+
+    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+        match self.remove_cluster(&names::retired(owner.resource_id), None).await? {
+            true => Ok(()),
+            false => Err(ProviderError::NotYet(CHECK_AGAIN)),
+        }
+    }
+
+    async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
+        let r = owner.resource_id;
+        let last = final_snapshot.then(|| names::final_snapshot(r));
+        let mut gone = true;
+        for (id, snapshot) in
+            [(names::replacement(r), None), (names::retired(r), None), (names::cluster(r), last.as_deref())]
+        {
+            gone &= self.remove_cluster(&id, snapshot).await?;
+        }
+        if gone {
+            Ok(())
+        } else {
+            Err(ProviderError::NotYet(CHECK_AGAIN))
+        }
+    }
+
+    async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
+        let address = self.resolver.resolve(host, PORT).await.map_err(|e| {
+            tracing::warn!(host, error = %e, "could not resolve a cluster endpoint");
+            ProviderError::Retryable("the database server's address could not be resolved; retrying".into())
+        })?;
+        let mut provider = PgProvider::connect_admin(host, address, ADMIN_USER, admin_password, &self.region).await?;
+        provider.set_work_dir(self.work_dir.clone());
+        provider.set_egress_policy(self.egress);
+        Ok(Arc::new(provider))
+    }
+}
