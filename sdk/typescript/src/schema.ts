@@ -726,7 +726,7 @@ export interface components {
         /** @enum {string} */
         BackupState: "creating" | "completed" | "failed" | "deleted";
         /** @enum {string} */
-        Check: "ok" | "unavailable";
+        Check: "ok" | "unavailable" | "not_applicable";
         /** @description The answer to an approval. */
         CliLoginDecision: {
             /** @description The organization the CLI token will act in. */
@@ -971,7 +971,10 @@ export interface components {
          */
         EventType: "job.completed" | "job.failed" | "project.ready" | "project.deleted" | "preview.ready" | "preview.expired" | "preview.deleted" | "backup.completed" | "restore.completed" | "import.completed" | "credentials.rotated" | "webhook.ping";
         Health: {
-            /** @description The database server that hosts the projects. */
+            /**
+             * @description The database server that hosts the projects (`not_applicable` where
+             *     each project has its own).
+             */
             database: components["schemas"]["Check"];
             /** @description The job queue. */
             queue: components["schemas"]["Check"];

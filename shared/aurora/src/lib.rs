@@ -6,6 +6,7 @@
 //! ([`names`]). The waiting is the job runtime's: a step that finds an
 //! operation under way answers `ProviderError::NotYet`, and its job goes
 //! back on the queue with a growing delay.
+pub use aws_sdk_rds;
 pub mod names;
 mod rds;
 mod servers;

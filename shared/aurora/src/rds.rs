@@ -41,6 +41,9 @@ pub struct AuroraSettings {
     pub kms_key_id: Option<String>,
     /// The `environment` tag, e.g. `prod`.
     pub environment: String,
+    /// How long a step waits before it looks again at a cluster being made
+    /// ([`CHECK_AGAIN`]; the job runtime grows it from there).
+    pub check_again: std::time::Duration,
 }
 
 /// What a cluster, instance or snapshot is for: its tags (every one carries

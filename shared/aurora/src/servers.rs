@@ -86,6 +86,13 @@ impl AuroraServers {
         self.egress = policy;
     }
 
+    fn paced<T>(&self, result: ProviderResult<T>) -> ProviderResult<T> {
+        match result {
+            Err(ProviderError::NotYet(_)) => Err(ProviderError::NotYet(self.rds.settings().check_again)),
+            other => other,
+        }
+    }
+
     fn label(owner: ServerOwner<'_>, job: Option<&str>) -> Label {
         Label {
             organization: owner.organization_id.to_string(),
@@ -141,9 +148,8 @@ impl AuroraServers {
     }
 }
 
-#[async_trait]
-impl DedicatedServers for AuroraServers {
-    async fn make(
+impl AuroraServers {
+    async fn make_now(
         &self,
         owner: ServerOwner<'_>,
         slot: Slot<'_>,
@@ -179,7 +185,7 @@ impl DedicatedServers for AuroraServers {
         }
     }
 
-    async fn swap(&self, owner: ServerOwner<'_>, _job: &str) -> ProviderResult<String> {
+    async fn swap_now(&self, owner: ServerOwner<'_>, _job: &str) -> ProviderResult<String> {
         let live = names::cluster(owner.resource_id);
         let next = names::replacement(owner.resource_id);
         let old = names::retired(owner.resource_id);
@@ -208,14 +214,14 @@ impl DedicatedServers for AuroraServers {
         }
     }
 
-    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+    async fn remove_retired_now(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
         match self.remove_cluster(&names::retired(owner.resource_id), None).await? {
             true => Ok(()),
             false => Err(ProviderError::NotYet(CHECK_AGAIN)),
         }
     }
 
-    async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
+    async fn remove_now(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
         let r = owner.resource_id;
         let last = final_snapshot.then(|| names::final_snapshot(r));
         let mut gone = true;
@@ -231,7 +237,7 @@ impl DedicatedServers for AuroraServers {
         }
     }
 
-    async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
+    async fn admin_now(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
         let address = self.resolver.resolve(host, PORT).await.map_err(|e| {
             tracing::warn!(host, error = %e, "could not resolve a cluster endpoint");
             ProviderError::Retryable("the database server's address could not be resolved; retrying".into())
@@ -240,5 +246,35 @@ impl DedicatedServers for AuroraServers {
         provider.set_work_dir(self.work_dir.clone());
         provider.set_egress_policy(self.egress);
         Ok(Arc::new(provider))
+    }
+}
+
+/// Every "not yet" asks for the deployment's `check_again`.
+#[async_trait]
+impl DedicatedServers for AuroraServers {
+    async fn make(
+        &self,
+        owner: ServerOwner<'_>,
+        slot: Slot<'_>,
+        source: ServerSource<'_>,
+        admin_password: &str,
+    ) -> ProviderResult<String> {
+        self.paced(self.make_now(owner, slot, source, admin_password).await)
+    }
+
+    async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        self.paced(self.swap_now(owner, job).await)
+    }
+
+    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+        self.paced(self.remove_retired_now(owner).await)
+    }
+
+    async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
+        self.paced(self.remove_now(owner, final_snapshot).await)
+    }
+
+    async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
+        self.admin_now(host, admin_password).await
     }
 }

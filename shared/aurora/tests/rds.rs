@@ -19,6 +19,7 @@ async fn rds() -> (Rds, aws_sdk_rds::Client) {
         security_group_ids: vec!["sg-0123456789abcdef0".into()],
         kms_key_id: None,
         environment: "test".into(),
+        check_again: capydb_aurora::CHECK_AGAIN,
     };
     (Rds::new(client.clone(), settings), client)
 }

@@ -45,6 +45,7 @@ async fn rig() -> Rig {
         security_group_ids: vec!["sg-0123456789abcdef0".into()],
         kms_key_id: None,
         environment: "test".into(),
+        check_again: capydb_aurora::CHECK_AGAIN,
     };
     let dir = std::env::temp_dir().join(testkit::unique("aurora-standins"));
     let stand_ins = Arc::new(StandIns::new(client.clone(), dir.clone()));

@@ -6,12 +6,16 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::error::DomainError;
+use crate::ports::Hosting;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     Ok,
     Unavailable,
+    /// Nothing to ask: a deployment whose projects each have a database
+    /// server of their own has no shared one.
+    NotApplicable,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -22,7 +26,8 @@ pub struct Health {
     pub store: Check,
     /// The job queue.
     pub queue: Check,
-    /// The database server that hosts the projects.
+    /// The database server that hosts the projects (`not_applicable` where
+    /// each project has its own).
     pub database: Check,
 }
 
@@ -48,18 +53,21 @@ impl App {
     /// Asks each dependency one cheap question, all at once, each within
     /// [`BUDGET`].
     pub async fn health(&self) -> Health {
-        let (store, queue, database) = tokio::join!(
-            check("store", self.store.has_organizations()),
-            check("queue", self.queue.depth()),
-            check("database", async {
-                let answer = match &self.probe {
-                    Some(probe) => probe.probe().await,
-                    None => self.database()?.ping().await,
-                };
-                answer.map_err(|e| DomainError::Unavailable(e.to_string()))
-            }),
-        );
-        let all = [store, queue, database].iter().all(|c| *c == Check::Ok);
+        let (store, queue, database) =
+            tokio::join!(check("store", self.store.has_organizations()), check("queue", self.queue.depth()), async {
+                if self.settings.hosting == Hosting::Dedicated {
+                    return Check::NotApplicable;
+                }
+                check("database", async {
+                    let answer = match &self.probe {
+                        Some(probe) => probe.probe().await,
+                        None => self.database()?.ping().await,
+                    };
+                    answer.map_err(|e| DomainError::Unavailable(e.to_string()))
+                })
+                .await
+            },);
+        let all = [store, queue, database].iter().all(|c| *c != Check::Unavailable);
         Health { status: if all { Check::Ok } else { Check::Unavailable }, store, queue, database }
     }
 }

@@ -1,7 +1,9 @@
 //! The functions' configuration, from the environment `infra/template.yaml` sets.
 use std::path::PathBuf;
 
+pub use capydb_aurora::AuroraSettings;
 use capydb_domain::app::QuotaSettings;
+use capydb_domain::ports::Hosting;
 use capydb_egress::EgressPolicy;
 
 /// The functions' configuration, from the environment `infra/template.yaml` sets.
@@ -14,10 +16,8 @@ pub struct Config {
     pub webhook_dead_letter_url: Option<String>,
     pub event_bus: String,
     pub kms_key_id: String,
-    /// `postgres://user@host:port/db`, without the password.
-    pub pg_admin_url: String,
-    /// SSM SecureString parameter holding the admin password.
-    pub pg_admin_password_param: Option<String>,
+    /// Where projects' and previews' databases live.
+    pub databases: Databases,
     pub pg_version: String,
     pub artifact_dir: PathBuf,
     /// Receives of a job message before SQS moves it to the dead-letter
@@ -42,6 +42,90 @@ pub struct Config {
     /// Browser sessions (`CAPYDB_CLERK_*`); off when neither a key nor a
     /// JWKS URL is set.
     pub clerk: capydb_clerk::ClerkConfig,
+}
+
+/// The deployment's database provider (`CAPYDB_DATABASE_PROVIDER`, the
+/// template's `DatabaseProvider`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Databases {
+    /// `postgres-server`: every database on one PostgreSQL server.
+    Server {
+        /// `postgres://user@host:port/db`, without the password.
+        admin_url: String,
+        /// SSM SecureString parameter holding the admin password.
+        password_param: Option<String>,
+    },
+    /// `aurora`: an Aurora PostgreSQL cluster per project and per preview.
+    Aurora(AuroraSettings),
+}
+
+impl Databases {
+    pub fn hosting(&self) -> Hosting {
+        match self {
+            Databases::Server { .. } => Hosting::Shared,
+            Databases::Aurora(_) => Hosting::Dedicated,
+        }
+    }
+
+    fn from_vars(vars: &impl Fn(&str) -> Option<String>) -> Result<Databases, String> {
+        let get = |name: &str| vars(name).filter(|v| !v.trim().is_empty());
+        let need = |name: &str| get(name).ok_or_else(|| format!("{name} is not set"));
+        match get("CAPYDB_DATABASE_PROVIDER").as_deref().map(str::trim) {
+            None | Some("postgres-server") => {
+                let admin_url = need("CAPYDB_PG_ADMIN_URL")?;
+                if url::Url::parse(&admin_url).ok().and_then(|u| u.password().map(str::to_string)).is_some() {
+                    return Err("CAPYDB_PG_ADMIN_URL must not hold the password; put it in the SSM parameter \
+                                CAPYDB_PG_ADMIN_PASSWORD_PARAM names"
+                        .into());
+                }
+                Ok(Databases::Server { admin_url, password_param: get("CAPYDB_PG_ADMIN_PASSWORD_PARAM") })
+            }
+            Some("aurora") => {
+                let capacity = |name: &str, default: f64| match get(name) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|n| (0.0..=256.0).contains(n) && (n * 2.0).fract() == 0.0)
+                        .ok_or_else(|| {
+                            format!("{name} must be Aurora capacity units from 0 to 256 in steps of 0.5, not {v:?}")
+                        }),
+                };
+                let settings = AuroraSettings {
+                    engine_version: need("CAPYDB_AURORA_ENGINE_VERSION")?,
+                    min_capacity: capacity("CAPYDB_AURORA_MIN_ACU", 0.0)?,
+                    max_capacity: capacity("CAPYDB_AURORA_MAX_ACU", 4.0)?,
+                    preview_max_capacity: capacity("CAPYDB_AURORA_PREVIEW_MAX_ACU", 2.0)?,
+                    seconds_until_auto_pause: match get("CAPYDB_AURORA_AUTO_PAUSE_SECONDS") {
+                        None => 300,
+                        Some(v) => v.trim().parse().ok().filter(|n| (300..=86_400).contains(n)).ok_or_else(|| {
+                            format!("CAPYDB_AURORA_AUTO_PAUSE_SECONDS must be 300 to 86400, not {v:?}")
+                        })?,
+                    },
+                    subnet_group: need("CAPYDB_AURORA_SUBNET_GROUP")?,
+                    security_group_ids: need("CAPYDB_AURORA_SECURITY_GROUP_IDS")?
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                    kms_key_id: get("CAPYDB_AURORA_KMS_KEY_ID"),
+                    environment: get("CAPYDB_ENVIRONMENT").unwrap_or_else(|| "prod".into()),
+                    check_again: capydb_aurora::CHECK_AGAIN,
+                };
+                if settings.max_capacity < settings.min_capacity.max(0.5) {
+                    return Err("CAPYDB_AURORA_MAX_ACU must be at least CAPYDB_AURORA_MIN_ACU, and at least 0.5".into());
+                }
+                Ok(Databases::Aurora(settings))
+            }
+            Some(other) => Err(format!("CAPYDB_DATABASE_PROVIDER must be postgres-server or aurora, not {other:?}")),
+        }
+    }
+}
+
+/// `16.4` → `16`: the major version projects are created with.
+pub fn major_of(engine_version: &str) -> String {
+    engine_version.split('.').next().unwrap_or(engine_version).to_string()
 }
 
 pub(crate) fn var(name: &str) -> Result<String, String> {
@@ -76,12 +160,11 @@ impl Config {
     }
 
     pub fn from_env() -> Result<Config, String> {
-        let pg_admin_url = var("CAPYDB_PG_ADMIN_URL")?;
-        if url::Url::parse(&pg_admin_url).ok().and_then(|u| u.password().map(str::to_string)).is_some() {
-            return Err("CAPYDB_PG_ADMIN_URL must not hold the password; put it in the SSM parameter \
-                        CAPYDB_PG_ADMIN_PASSWORD_PARAM names"
-                .into());
-        }
+        let databases = Databases::from_vars(&|name| std::env::var(name).ok())?;
+        let pg_version = match &databases {
+            Databases::Aurora(aurora) => major_of(&aurora.engine_version),
+            Databases::Server { .. } => opt_var("CAPYDB_PG_VERSION").unwrap_or_else(|| "15".into()),
+        };
         let jobs_max_receives = match opt_var("CAPYDB_JOBS_MAX_RECEIVES") {
             Some(v) => v.parse().map_err(|_| format!("CAPYDB_JOBS_MAX_RECEIVES must be a number, not {v:?}"))?,
             None => 5,
@@ -94,9 +177,8 @@ impl Config {
             webhook_dead_letter_url: opt_var("CAPYDB_WEBHOOK_DLQ_URL"),
             event_bus: var("CAPYDB_EVENT_BUS")?,
             kms_key_id: var("CAPYDB_KMS_KEY_ID")?,
-            pg_admin_url,
-            pg_admin_password_param: opt_var("CAPYDB_PG_ADMIN_PASSWORD_PARAM"),
-            pg_version: opt_var("CAPYDB_PG_VERSION").unwrap_or_else(|| "15".into()),
+            databases,
+            pg_version,
             artifact_dir: PathBuf::from(opt_var("CAPYDB_ARTIFACT_DIR").unwrap_or_else(|| "/mnt/artifacts".into())),
             jobs_max_receives,
             // No variable turns this on: a deployed function always denies.
@@ -185,5 +267,56 @@ mod tests {
         }
         let negative = quotas_from(|n: &str| (n == "CAPYDB_MAX_WEBHOOKS").then(|| "-1".to_string()));
         assert!(negative.is_err(), "a negative limit is not a limit");
+    }
+
+    #[test]
+    fn the_database_provider_is_postgres_server_unless_aurora_is_asked_with_what_it_needs() {
+        let env = |pairs: Vec<(&'static str, &'static str)>| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let server = Databases::from_vars(&env(vec![("CAPYDB_PG_ADMIN_URL", "postgres://a@db:5432/postgres")]));
+        assert_eq!(
+            server,
+            Ok(Databases::Server { admin_url: "postgres://a@db:5432/postgres".into(), password_param: None })
+        );
+        assert_eq!(server.unwrap().hosting(), Hosting::Shared);
+        let with_password = Databases::from_vars(&env(vec![("CAPYDB_PG_ADMIN_URL", "postgres://a:pw@db/postgres")]));
+        assert!(with_password.unwrap_err().contains("must not hold the password"));
+
+        let aurora = vec![
+            ("CAPYDB_DATABASE_PROVIDER", "aurora"),
+            ("CAPYDB_AURORA_ENGINE_VERSION", "16.4"),
+            ("CAPYDB_AURORA_SUBNET_GROUP", "private"),
+            ("CAPYDB_AURORA_SECURITY_GROUP_IDS", "sg-1, sg-2"),
+            ("CAPYDB_AURORA_MAX_ACU", "8"),
+        ];
+        let Ok(Databases::Aurora(a)) = Databases::from_vars(&env(aurora.clone())) else { panic!("aurora") };
+        assert_eq!((a.min_capacity, a.max_capacity, a.preview_max_capacity), (0.0, 8.0, 2.0));
+        assert_eq!(a.security_group_ids, ["sg-1", "sg-2"]);
+        assert_eq!((a.seconds_until_auto_pause, a.kms_key_id, a.environment.as_str()), (300, None, "prod"));
+        assert_eq!(major_of(&a.engine_version), "16");
+        // No admin URL is needed, and what Aurora needs is named when missing.
+        for missing in
+            ["CAPYDB_AURORA_ENGINE_VERSION", "CAPYDB_AURORA_SUBNET_GROUP", "CAPYDB_AURORA_SECURITY_GROUP_IDS"]
+        {
+            let without: Vec<_> = aurora.iter().copied().filter(|(k, _)| *k != missing).collect();
+            let e = Databases::from_vars(&env(without)).unwrap_err();
+            assert!(e.contains(missing), "{e}");
+        }
+        for (name, bad) in [
+            ("CAPYDB_AURORA_MAX_ACU", "0.3"),
+            ("CAPYDB_AURORA_MIN_ACU", "-1"),
+            ("CAPYDB_AURORA_AUTO_PAUSE_SECONDS", "10"),
+        ] {
+            let mut vars: Vec<_> = aurora.iter().copied().filter(|(k, _)| *k != name).collect();
+            vars.push((name, bad));
+            let e = Databases::from_vars(&env(vars)).unwrap_err();
+            assert!(e.contains(name) && e.contains(bad), "{e}");
+        }
+        let mut low = aurora.clone();
+        low.push(("CAPYDB_AURORA_MIN_ACU", "16"));
+        assert!(Databases::from_vars(&env(low)).unwrap_err().contains("at least CAPYDB_AURORA_MIN_ACU"));
+        let e = Databases::from_vars(&env(vec![("CAPYDB_DATABASE_PROVIDER", "rds")])).unwrap_err();
+        assert!(e.contains("postgres-server or aurora"), "{e}");
     }
 }

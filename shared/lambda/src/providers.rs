@@ -7,17 +7,95 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use capydb_aws::client::{ClientCell, SdkCell};
 use capydb_aws::sdk::ssm;
-use capydb_domain::ports::{CloneResult, DatabaseEndpoint, DatabaseProvider, ProviderError, ProviderResult};
+use capydb_domain::ports::{
+    CloneResult, DatabaseEndpoint, DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, ServerOwner,
+    ServerSource, Slot,
+};
 use capydb_egress::EgressPolicy;
 use capydb_postgres::{ClientEndpoint, PgProvider};
 use tokio::sync::OnceCell;
 
-use crate::config::Config;
+use crate::config::{Config, Databases};
 
 /// Where databases are and how clients reach them, from the configuration
 /// alone: the functions that only answer about databases never connect.
+/// With Aurora each project and preview has its own host (recorded on it);
+/// this knows the port, the region and the version.
 pub fn endpoint(config: &Config) -> Result<ClientEndpoint, String> {
-    ClientEndpoint::of_admin_url(&config.pg_admin_url, &config.region, &config.pg_version).map_err(|e| e.to_string())
+    match &config.databases {
+        Databases::Server { admin_url, .. } => {
+            ClientEndpoint::of_admin_url(admin_url, &config.region, &config.pg_version).map_err(|e| e.to_string())
+        }
+        Databases::Aurora(_) => Ok(ClientEndpoint::dedicated(&config.region, &config.pg_version, capydb_aurora::PORT)),
+    }
+}
+
+/// The Aurora clusters of a deployment with `DatabaseProvider=aurora`: the
+/// RDS client is made on first use, from the function's SDK configuration.
+pub struct LazyServers {
+    rds: ClientCell<capydb_aurora::aws_sdk_rds::Client>,
+    settings: capydb_aurora::AuroraSettings,
+    resolver: Arc<dyn capydb_aurora::Resolve>,
+    region: String,
+    egress: EgressPolicy,
+    servers: OnceCell<capydb_aurora::AuroraServers>,
+}
+
+impl LazyServers {
+    pub fn of(
+        config: &Config,
+        sdk: &Arc<SdkCell>,
+        resolver: Arc<dyn capydb_aurora::Resolve>,
+    ) -> Result<LazyServers, String> {
+        let Databases::Aurora(settings) = &config.databases else {
+            return Err("the Aurora servers need CAPYDB_DATABASE_PROVIDER=aurora".into());
+        };
+        Ok(LazyServers {
+            rds: ClientCell::lazy(sdk, capydb_aurora::aws_sdk_rds::Client::new),
+            settings: settings.clone(),
+            resolver,
+            region: config.region.clone(),
+            egress: config.egress(),
+            servers: OnceCell::new(),
+        })
+    }
+
+    async fn get(&self) -> ProviderResult<&capydb_aurora::AuroraServers> {
+        self.servers
+            .get_or_try_init(|| async {
+                let client = self.rds.get().await.map_err(|e| setup_error(true, e.to_string()))?;
+                let rds = capydb_aurora::Rds::new(client.clone(), self.settings.clone());
+                let mut servers = capydb_aurora::AuroraServers::new(rds, self.resolver.clone(), &self.region);
+                servers.set_egress_policy(self.egress);
+                Ok(servers)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl DedicatedServers for LazyServers {
+    async fn make(
+        &self,
+        owner: ServerOwner<'_>,
+        slot: Slot<'_>,
+        source: ServerSource<'_>,
+        admin_password: &str,
+    ) -> ProviderResult<String> {
+        self.get().await?.make(owner, slot, source, admin_password).await
+    }
+    async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        self.get().await?.swap(owner, job).await
+    }
+    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+        self.get().await?.remove_retired(owner).await
+    }
+    async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
+        self.get().await?.remove(owner, final_snapshot).await
+    }
+    async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
+        self.get().await?.admin(host, admin_password).await
+    }
 }
 
 /// `DatabaseProvider` that connects on first use: the admin password comes
@@ -49,9 +127,12 @@ impl LazyProvider {
     /// The PostgreSQL provider of `config`, connected (and its admin
     /// password read from SSM) on first use.
     pub fn of(config: &Config, sdk: &Arc<SdkCell>) -> Result<LazyProvider, String> {
+        let Databases::Server { admin_url, password_param } = &config.databases else {
+            return Err("the PostgreSQL-server provider needs CAPYDB_DATABASE_PROVIDER=postgres-server".into());
+        };
         Ok(LazyProvider {
-            admin_url: config.pg_admin_url.clone(),
-            password_param: config.pg_admin_password_param.clone(),
+            admin_url: admin_url.clone(),
+            password_param: password_param.clone(),
             ssm: ClientCell::lazy(sdk, ssm::Client::new),
             endpoint: endpoint(config)?,
             egress: config.egress(),

@@ -6,14 +6,14 @@ use capydb_aws::client::{ClientCell, SdkCell};
 use capydb_aws::sdk::{dynamodb, eventbridge, kms, sqs};
 use capydb_aws::{DynamoRateLimiter, DynamoStore, EventBridgeBus, KmsSecretBox, SqsQueue};
 use capydb_domain::ports::{
-    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProbe, DatabaseProvider, Egress, EventBus, JobQueue, RateLimiter,
-    SecretBox, SessionVerifier, Store, SystemClock, WebhookSender,
+    ArtifactStore, Clock, DatabaseEndpoint, DatabaseProbe, DatabaseProvider, DedicatedServers, Egress, EventBus,
+    JobQueue, RateLimiter, SecretBox, SessionVerifier, Store, SystemClock, WebhookSender,
 };
 use capydb_domain::{App, AppParts, Settings};
 
 use crate::artifacts::LazyArtifacts;
-use crate::config::Config;
-use crate::providers::{self, LazyProvider};
+use crate::config::{Config, Databases};
+use crate::providers::{self, LazyProvider, LazyServers};
 
 /// What a function needs beyond the adapters every function has. Chosen by
 /// each function's entry point, so a binary links only what it uses: the
@@ -24,6 +24,9 @@ use crate::providers::{self, LazyProvider};
 pub struct Role {
     pub endpoint: Arc<dyn DatabaseEndpoint>,
     pub provider: Option<Arc<dyn DatabaseProvider>>,
+    /// The Aurora clusters, in the worker of a deployment with
+    /// `DatabaseProvider=aurora` (then there is no `provider`).
+    pub servers: Option<Arc<dyn DedicatedServers>>,
     /// Asks the database server, without a credential, whether it takes
     /// connections: the health check of a function with no provider.
     pub probe: Option<Arc<dyn DatabaseProbe>>,
@@ -38,6 +41,7 @@ impl Role {
         Ok(Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
+            servers: None,
             probe: None,
             webhook_sender: None,
             sessions: sessions(config)?,
@@ -49,21 +53,36 @@ impl Role {
         Ok(Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
+            servers: None,
             probe: None,
             webhook_sender: Some(Arc::new(capydb_egress::HttpWebhookSender::new(config.egress())?)),
             sessions: sessions(config)?,
         })
     }
 
-    /// Runs job steps against the PostgreSQL server.
+    /// Runs job steps against the PostgreSQL server, or the Aurora clusters.
     pub fn worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
-        let provider: Arc<dyn DatabaseProvider> = Arc::new(LazyProvider::of(config, sdk)?);
-        Ok(Role {
+        Self::worker_resolving(config, sdk, Arc::new(capydb_aurora::SystemResolver))
+    }
+
+    /// The worker, Aurora endpoints resolved by `resolver` (the VPC's DNS
+    /// deployed; stand-in servers in the tests).
+    pub fn worker_resolving(
+        config: &Config,
+        sdk: &Arc<SdkCell>,
+        resolver: Arc<dyn capydb_aurora::Resolve>,
+    ) -> Result<Role, String> {
+        let role = Role {
             endpoint: Arc::new(providers::endpoint(config)?),
-            provider: Some(provider),
+            provider: None,
+            servers: None,
             probe: None,
             webhook_sender: None,
             sessions: None,
+        };
+        Ok(match &config.databases {
+            Databases::Server { .. } => Role { provider: Some(Arc::new(LazyProvider::of(config, sdk)?)), ..role },
+            Databases::Aurora(_) => Role { servers: Some(Arc::new(LazyServers::of(config, sdk, resolver)?)), ..role },
         })
     }
 
@@ -72,8 +91,14 @@ impl Role {
     /// It asks the server without logging in (`WireProbe`), so it holds no
     /// admin password, and links neither the provider nor an SSM client.
     pub fn api_with_database(config: &Config) -> Result<Role, String> {
-        let endpoint = providers::endpoint(config)?;
-        Ok(Role { probe: Some(Arc::new(endpoint.probe())), ..Self::api(config)? })
+        match &config.databases {
+            Databases::Server { .. } => {
+                let endpoint = providers::endpoint(config)?;
+                Ok(Role { probe: Some(Arc::new(endpoint.probe())), ..Self::api(config)? })
+            }
+            // No shared server to ask (health answers `not_applicable`).
+            Databases::Aurora(_) => Self::api(config),
+        }
     }
 }
 
@@ -102,6 +127,7 @@ pub fn settings(config: &Config) -> Settings {
             },
             verification_uri: config.cli_verification_url.clone(),
         },
+        hosting: config.databases.hosting(),
         ..Default::default()
     }
 }
@@ -127,7 +153,7 @@ pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
         egress: Arc::new(config.egress()) as Arc<dyn Egress>,
         endpoint: role.endpoint,
         provider: role.provider,
-        servers: None,
+        servers: role.servers,
         probe: role.probe,
         secrets: Arc::new(KmsSecretBox::new(ClientCell::lazy(sdk, kms::Client::new), &config.kms_key_id))
             as Arc<dyn SecretBox>,

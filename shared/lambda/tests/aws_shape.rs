@@ -79,8 +79,10 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32, clerk: c
         webhook_dead_letter_url: Some(webhooks.dead_letter_url.clone()),
         event_bus: bus,
         kms_key_id: kms_key,
-        pg_admin_url: admin.to_string(),
-        pg_admin_password_param: Some(param),
+        databases: capydb_lambda::config::Databases::Server {
+            admin_url: admin.to_string(),
+            password_param: Some(param),
+        },
         pg_version: "15".into(),
         artifact_dir: temp_dir("aws-artifacts"),
         jobs_max_receives: jobs.max_receives,
@@ -103,6 +105,46 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32, clerk: c
             .await
             .expect("bootstrap an organization");
     Deployed { api, webhooks_app, worker, config, template, sqs, dynamodb, jobs, webhooks, key, org_id: org.id }
+}
+
+/// The deployed shape with `DatabaseProvider=aurora`: the same stack, its
+/// worker making clusters through moto's RDS API, each cluster stood in for
+/// by a local PostgreSQL server (`StandIns`, the worker's resolver). Waits
+/// are a second or two instead of 15 s and more, so a job takes seconds.
+async fn deploy_aurora() -> (Deployed, std::sync::Arc<capydb_aurora::standin::StandIns>) {
+    let mut aws = deploy(capydb_domain::JobSettings::default().max_attempts).await;
+    let sdk = testkit::sdk_config().await;
+    aws.config.databases = capydb_lambda::config::Databases::Aurora(capydb_aurora::AuroraSettings {
+        engine_version: "16.4".into(),
+        min_capacity: 0.0,
+        max_capacity: 4.0,
+        preview_max_capacity: 2.0,
+        seconds_until_auto_pause: 300,
+        subnet_group: "capydb-private".into(),
+        security_group_ids: vec!["sg-0123456789abcdef0".into()],
+        kms_key_id: None,
+        environment: "test".into(),
+        check_again: Duration::from_secs(1),
+    });
+    aws.config.pg_version = "16".into();
+    let rds = capydb_aurora::aws_sdk_rds::Client::new(&sdk);
+    let stand_ins = std::sync::Arc::new(capydb_aurora::standin::StandIns::new(rds, temp_dir("aurora-standins")));
+    let sdk = capydb_aws::client::SdkCell::ready(sdk);
+    let quick = |app: App| {
+        let jobs = capydb_domain::JobSettings {
+            wait_first: Duration::from_secs(1),
+            wait_cap: Duration::from_secs(2),
+            ..app.settings.jobs.clone()
+        };
+        let settings = capydb_domain::Settings { jobs, ..app.settings.clone() };
+        App::new(capydb_domain::AppParts { settings, ..capydb_domain::AppParts::clone(&app) })
+    };
+    let config = &aws.config;
+    aws.api = quick(lambda::app(config, &sdk, lambda::Role::api(config).expect("api role")));
+    aws.webhooks_app = quick(lambda::app(config, &sdk, lambda::Role::webhooks(config).expect("webhooks role")));
+    let worker = lambda::Role::worker_resolving(config, &sdk, stand_ins.clone()).expect("worker role");
+    aws.worker = quick(lambda::app(config, &sdk, worker));
+    (aws, stand_ins)
 }
 
 fn events_dir() -> PathBuf {
@@ -349,6 +391,98 @@ async fn a_project_goes_from_post_to_a_real_database_and_a_signed_webhook_on_the
     );
 }
 
+/// Logs in with a connection the API handed out, at the server standing in
+/// for its cluster (the host is the cluster's endpoint; the stand-in is on
+/// 127.0.0.1).
+async fn connect_through(
+    stand_ins: &capydb_aurora::standin::StandIns,
+    conn: &Value,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let host = conn["host"].as_str().expect("a host");
+    let address = capydb_aurora::Resolve::resolve(stand_ins, host, 5432).await.expect("a stand-in for the cluster");
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(address.port())
+        .user(conn["user"].as_str().expect("a user"))
+        .password(conn["password"].as_str().expect("a password"))
+        .dbname(conn["database"].as_str().expect("a database"));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+#[tokio::test]
+async fn a_project_and_a_clone_preview_get_aurora_clusters_of_their_own_on_the_aws_shape() {
+    let (aws, stand_ins) = deploy_aurora().await;
+    let rds = capydb_aurora::aws_sdk_rds::Client::new(&testkit::sdk_config().await);
+
+    // The project: a cluster, its writer, then its role and database; ready
+    // once its owner logged in.
+    let (status, body) = aws.call("POST", "/v1/projects", Some(json!({ "name": "on-aurora" }))).await;
+    assert_eq!(status, 202, "create the project: {body}");
+    assert_eq!(body["project"]["pg_version"], "16", "the engine's major version");
+    let project_id = body["project"]["id"].as_str().expect("project id").to_string();
+    let job = aws.finish(body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "completed", "the provision job: {job}");
+    let cluster = capydb_aurora::names::cluster(&project_id);
+    let described = rds.describe_db_clusters().db_cluster_identifier(&cluster).send().await.expect("its cluster");
+    assert_eq!(described.db_clusters()[0].deletion_protection(), Some(true));
+
+    let (status, conn) = aws.call("GET", &format!("/v1/projects/{project_id}/connections"), None).await;
+    assert_eq!(status, 200, "connections: {conn}");
+    let project_conn = conn[0].clone();
+    let host = project_conn["host"].as_str().unwrap().to_string();
+    assert!(host.starts_with(&format!("{cluster}.")) && host.ends_with(".rds.amazonaws.com"), "{host}");
+    assert_eq!((project_conn["port"].as_u64(), project_conn["sslmode"].as_str()), (Some(5432), Some("require")));
+    let client = connect_through(&stand_ins, &project_conn).await.expect("the project's connection works");
+    client.batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)").await.unwrap();
+
+    // A clone preview: a copy-on-write clone of the project's cluster, the
+    // project's database and role in it with the preview's password.
+    let path = format!("/v1/projects/{project_id}/preview-databases");
+    let (status, body) = aws.call("POST", &path, Some(json!({ "name": "pr-7", "mode": "clone" }))).await;
+    assert_eq!(status, 202, "create the preview: {body}");
+    let preview_id = body["preview"]["id"].as_str().expect("preview id").to_string();
+    let job = aws.finish(body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "completed", "the preview job: {job}");
+    let (status, conn) = aws.call("GET", &format!("/v1/preview-databases/{preview_id}/connections"), None).await;
+    assert_eq!(status, 200, "preview connections: {conn}");
+    let preview_conn = conn[0].clone();
+    let preview_host = preview_conn["host"].as_str().unwrap();
+    assert!(preview_host.starts_with(&format!("{}.", capydb_aurora::names::cluster(&preview_id))), "{preview_host}");
+    assert_eq!(preview_conn["user"], project_conn["user"], "the project's role, in the clone");
+    assert_ne!(preview_conn["password"], project_conn["password"], "with the preview's own password");
+    let preview = connect_through(&stand_ins, &preview_conn).await.expect("the preview's connection works");
+    let id: i32 = preview.query_one("SELECT id FROM orders", &[]).await.expect("the project's rows").get(0);
+    assert_eq!(id, 42);
+    let mut stale = preview_conn.clone();
+    stale["password"] = project_conn["password"].clone();
+    assert!(connect_through(&stand_ins, &stale).await.is_err(), "the project's password does not open the preview");
+
+    // Deleting the preview removes its cluster; deleting the project
+    // removes its own, leaving a final snapshot.
+    let (status, body) = aws.call("DELETE", &format!("/v1/preview-databases/{preview_id}"), None).await;
+    assert_eq!(status, 202, "delete the preview: {body}");
+    let job = aws.finish(body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "completed", "the preview's deletion: {job}");
+    let gone =
+        rds.describe_db_clusters().db_cluster_identifier(capydb_aurora::names::cluster(&preview_id)).send().await;
+    assert!(gone.is_err(), "the preview's cluster is gone");
+    let (status, body) = aws.call("DELETE", &format!("/v1/projects/{project_id}"), None).await;
+    assert_eq!(status, 202, "delete the project: {body}");
+    let job = aws.finish(body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "completed", "the project's deletion: {job}");
+    assert!(rds.describe_db_clusters().db_cluster_identifier(&cluster).send().await.is_err(), "its cluster is gone");
+    let last = capydb_aurora::names::final_snapshot(&project_id);
+    let snapshot = rds.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(&last).send().await;
+    assert!(snapshot.is_ok(), "the project's final snapshot is kept");
+
+    // No shared server to ask about.
+    let (status, health) = aws.call("GET", "/v1/health", None).await;
+    assert_eq!((status, health["database"].as_str()), (200, Some("not_applicable")), "{health}");
+}
+
 #[tokio::test]
 async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_job_failed_while_its_batch_succeeds() {
     // One run per job before a retryable error fails it, so the poison
@@ -590,8 +724,10 @@ async fn in_memory_app() -> App {
         webhook_dead_letter_url: None,
         event_bus: "unused".into(),
         kms_key_id: "unused".into(),
-        pg_admin_url: "postgres://capydb_admin@127.0.0.1:9/postgres".into(),
-        pg_admin_password_param: None,
+        databases: capydb_lambda::config::Databases::Server {
+            admin_url: "postgres://capydb_admin@127.0.0.1:9/postgres".into(),
+            password_param: None,
+        },
         pg_version: "15".into(),
         artifact_dir: temp_dir("aws-routes"),
         jobs_max_receives: 5,

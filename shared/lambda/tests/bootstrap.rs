@@ -105,8 +105,10 @@ impl Stack {
             webhook_dead_letter_url: None,
             event_bus: "unused".into(),
             kms_key_id: self.kms_key.clone(),
-            pg_admin_url: "postgres://capydb_admin@127.0.0.1:9/postgres".into(),
-            pg_admin_password_param: None,
+            databases: capydb_lambda::config::Databases::Server {
+                admin_url: "postgres://capydb_admin@127.0.0.1:9/postgres".into(),
+                password_param: None,
+            },
             pg_version: "15".into(),
             artifact_dir: std::env::temp_dir(),
             jobs_max_receives: 5,

@@ -109,8 +109,10 @@ async fn app() -> App {
         webhook_dead_letter_url: None,
         event_bus: "default".into(),
         kms_key_id: "unused".into(),
-        pg_admin_url: "postgres://capydb_admin@127.0.0.1:9/postgres".into(),
-        pg_admin_password_param: None,
+        databases: capydb_lambda::config::Databases::Server {
+            admin_url: "postgres://capydb_admin@127.0.0.1:9/postgres".into(),
+            password_param: None,
+        },
         pg_version: "15".into(),
         artifact_dir: std::env::temp_dir(),
         jobs_max_receives: MAX_RECEIVES,
