@@ -372,13 +372,28 @@ pub struct SlowServers {
     polls: u32,
     /// `polls` for `remove`, when it differs.
     remove_polls: Option<u32>,
+    /// What `make` answers once it started (a quota met half-way).
+    make_fails: Option<ProviderError>,
     check_again: std::time::Duration,
     seen: Mutex<HashMap<String, u32>>,
 }
 
 impl SlowServers {
     pub fn new(inner: Arc<dyn DedicatedServers>, polls: u32, check_again: std::time::Duration) -> Self {
-        SlowServers { inner, polls, remove_polls: None, check_again, seen: Mutex::new(HashMap::new()) }
+        SlowServers {
+            inner,
+            polls,
+            remove_polls: None,
+            make_fails: None,
+            check_again,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `make` starts, then answers `error` (e.g. a cluster made, its writer
+    /// refused by the account's instance quota).
+    pub fn failing_make(self, error: ProviderError) -> Self {
+        SlowServers { make_fails: Some(error), ..self }
     }
 
     /// `remove` answers "not yet" `polls` times instead.
@@ -412,6 +427,9 @@ impl DedicatedServers for SlowServers {
         let (first, busy) = self.busy(format!("make {} {slot:?}", owner.resource_id), self.polls);
         if first || !busy {
             let host = self.inner.make(owner, slot, source, admin_password).await?;
+            if let Some(e) = &self.make_fails {
+                return Err(e.clone());
+            }
             if !busy {
                 return Ok(host);
             }

@@ -19,6 +19,7 @@ pub async fn run_dedicated_contract(rigs: &dyn JobRigs) {
     waits_on_a_slow_server_grow_and_the_job_completes(rigs).await;
     a_server_still_not_made_past_the_deadline_is_removed_before_the_job_fails(rigs).await;
     a_server_that_cannot_be_removed_in_time_fails_the_job_saying_so(rigs).await;
+    a_server_half_made_by_a_failed_job_is_removed_before_it_fails(rigs).await;
 }
 
 async fn dedicated(rigs: &dyn JobRigs, servers: Arc<dyn DedicatedServers>) -> Harness {
@@ -201,4 +202,26 @@ pub async fn a_server_that_cannot_be_removed_in_time_fails_the_job_saying_so(rig
     assert_eq!(job.state, JobState::Failed);
     let error = job.error.unwrap_or_default();
     assert!(error.contains("past the job's deadline") && error.contains("delete the resource"), "{error}");
+}
+
+pub async fn a_server_half_made_by_a_failed_job_is_removed_before_it_fails(rigs: &dyn JobRigs) {
+    let quota = "the AWS account's quota of DB instances is reached; raise it (Service Quotas, Amazon RDS) or delete \
+                 unused instances, then retry";
+    let servers = Arc::new(FakeServers::new());
+    let failing = SlowServers::new(servers.clone(), 0, Duration::from_secs(15))
+        .failing_make(ProviderError::Permanent(quota.into()))
+        .removing_after(1);
+    let h = dedicated(rigs, Arc::new(failing)).await;
+    let pj = h.app.create_project(&h.principal, Harness::req(json!({ "name": "over-quota" }))).await.unwrap();
+    let runs = h.run(&pj.job.id).await;
+    let job = h.job(&pj.job.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(
+        job.error.as_deref(),
+        Some(format!("create_server: the project's database server could not be made: {quota}").as_str()),
+        "the cause, in words a user can act on"
+    );
+    assert_eq!(runs.waits.len(), 1, "removing it waited once");
+    assert_eq!(servers.count(), 0, "what it made is removed");
+    assert_eq!(h.project(&pj.project.id).await.state, ProjectState::Failed);
 }

@@ -497,7 +497,11 @@ impl App {
                     self.store.update_job(&job, expected).await?;
                     return Ok(Disposition::RetryAfter(delay));
                 }
-                Err(StepError::Retryable(msg)) if job.attempt < self.settings.jobs.max_attempts => {
+                // Undoing gets as many attempts again.
+                Err(StepError::Retryable(msg))
+                    if job.attempt < self.settings.jobs.max_attempts
+                        || (undoing && job.attempt < 2 * self.settings.jobs.max_attempts) =>
+                {
                     let delay = self.backoff(job.attempt);
                     tracing::warn!(job_id = %job.id, step = name, error = %msg, retry_in_ms = delay.as_millis() as u64, "step failed; will retry");
                     job.lease_owner = None;
@@ -518,6 +522,20 @@ impl App {
                         (true, Some(reason)) => format!("{reason}; then {name}: {purpose}: {msg}"),
                         _ => format!("{name}: {purpose}: {msg}"),
                     };
+                    // A server of its own that a creating job half-made costs
+                    // money for nothing: it goes before the job fails.
+                    if !undoing && hosting == Hosting::Dedicated && undo_task(&spec, hosting, 0).is_some() {
+                        tracing::warn!(job_id = %job.id, step = name, "removing what the failed job made before it fails");
+                        job.version = expected + 1;
+                        job.step = UNDO_FROM;
+                        job.error = Some(error);
+                        job.waiting = None;
+                        job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
+                        if !self.store.update_job(&job, expected).await? {
+                            return Ok(Disposition::Done);
+                        }
+                        continue;
+                    }
                     if let Err(e) = self.fail_job(job.clone(), &error).await {
                         // The failure could not be recorded (its resource is
                         // unreadable, the store is down): give the lease back
