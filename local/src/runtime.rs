@@ -243,6 +243,7 @@ async fn run(
         },
         // Every database on the PostgreSQL server it runs or is given.
         hosting: capydb_domain::ports::Hosting::Shared,
+        ..Settings::default()
     };
     let sender = HttpWebhookSender::new(egress)?;
     let provider = Arc::new(provider);

@@ -705,11 +705,15 @@ export interface components {
             name: string;
             organization_id: string;
             project_id: string;
-            /** @description Lowercase hex SHA-256 of the artifact, once completed. */
+            /**
+             * @description Lowercase hex SHA-256 of the artifact, once completed; `null` for a
+             *     cluster snapshot.
+             */
             sha256?: string | null;
             /**
              * Format: int64
-             * @description Size of the artifact in bytes, once completed.
+             * @description Size of the artifact in bytes, once completed; `null` for a cluster
+             *     snapshot (a deployment on Aurora), which has no file.
              */
             size_bytes?: number | null;
             state: components["schemas"]["BackupState"];

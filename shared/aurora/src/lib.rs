@@ -14,7 +14,7 @@ mod servers;
 pub mod standin;
 
 pub use rds::{
-    classify, classify_code, AuroraSettings, Cluster, Label, Purpose, Rds, State, CHECK_AGAIN, ENGINE, JOB_TAG,
-    SERVERLESS,
+    classify, classify_code, AuroraSettings, Cluster, Label, Purpose, Rds, SnapshotFacts, State, CHECK_AGAIN, ENGINE,
+    JOB_TAG, SERVERLESS, SOURCE_CLUSTER_TAG, SOURCE_SNAPSHOT_TAG,
 };
 pub use servers::{AuroraServers, Resolve, SystemResolver, ADMIN_USER, PORT};

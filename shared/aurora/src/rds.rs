@@ -73,7 +73,19 @@ pub enum Purpose {
 /// The tag naming the job that made a replacement cluster.
 pub const JOB_TAG: &str = "capydb:job";
 /// The tag naming the cluster a clone was made from.
-pub const SOURCE_TAG: &str = "capydb:source";
+pub const SOURCE_CLUSTER_TAG: &str = "capydb:source-cluster";
+/// The tag naming the snapshot a cluster was restored from.
+pub const SOURCE_SNAPSHOT_TAG: &str = "capydb:source-snapshot";
+
+/// A cluster snapshot CapyDB made, as `list_snapshots` finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotFacts {
+    pub id: String,
+    pub state: State,
+    pub tags: Vec<(String, String)>,
+    /// Seconds since the Unix epoch.
+    pub created_epoch_seconds: Option<i64>,
+}
 
 /// What `describe` tells of a cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -335,7 +347,7 @@ impl Rds {
             .restore_type("copy-on-write")
             .use_latest_restorable_time(true)
             .placed(self, label)
-            .tags(Tag::builder().key(SOURCE_TAG).value(source).build())
+            .tags(Tag::builder().key(SOURCE_CLUSTER_TAG).value(source).build())
             .send()
             .await;
         answered(sent, &["DBClusterAlreadyExistsFault"], "clone a DB cluster")
@@ -355,6 +367,7 @@ impl Rds {
             .engine(ENGINE)
             .engine_version(&s.engine_version)
             .placed(self, label)
+            .tags(Tag::builder().key(SOURCE_SNAPSHOT_TAG).value(snapshot).build())
             .send()
             .await;
         answered(sent, &["DBClusterAlreadyExistsFault"], "restore a DB cluster snapshot")
@@ -374,6 +387,33 @@ impl Rds {
             .send()
             .await;
         answered(sent, &["DBClusterSnapshotAlreadyExistsFault"], "snapshot a DB cluster")
+    }
+
+    /// The manual cluster snapshots whose identifier starts with `prefix`,
+    /// with their tags.
+    pub async fn list_snapshots(&self, prefix: &str) -> ProviderResult<Vec<SnapshotFacts>> {
+        let mut found = Vec::new();
+        let mut pages = self.client.describe_db_cluster_snapshots().snapshot_type("manual").into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify("list DB cluster snapshots", e))?;
+            for s in page.db_cluster_snapshots() {
+                let id = s.db_cluster_snapshot_identifier().unwrap_or_default();
+                if !id.starts_with(prefix) {
+                    continue;
+                }
+                found.push(SnapshotFacts {
+                    id: id.to_string(),
+                    state: State::of(s.status().unwrap_or("unknown"), None),
+                    tags: s
+                        .tag_list()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+                        .collect(),
+                    created_epoch_seconds: s.snapshot_create_time().map(|t| t.secs()),
+                });
+            }
+        }
+        Ok(found)
     }
 
     pub async fn delete_snapshot(&self, snapshot: &str) -> ProviderResult<()> {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use capydb_domain::ports::{
-    DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, ServerOwner, ServerSource, Slot,
+    DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, ServerOwner, ServerSnapshot, ServerSource, Slot,
 };
 use capydb_egress::EgressPolicy;
 use capydb_postgres::PgProvider;
@@ -170,6 +170,9 @@ impl AuroraServers {
                     ServerSource::CloneOf(project) => {
                         self.rds.clone_cluster(&names::cluster(project), &id, &label).await?;
                     }
+                    ServerSource::Snapshot(backup) => {
+                        self.rds.restore_snapshot(&names::backup_snapshot(backup), &id, &label).await?;
+                    }
                 }
                 tracing::info!(cluster = %id, source = ?source, "creating the DB cluster");
                 Err(ProviderError::NotYet(CHECK_AGAIN))
@@ -214,10 +217,14 @@ impl AuroraServers {
         }
     }
 
-    async fn remove_retired_now(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
-        match self.remove_cluster(&names::retired(owner.resource_id), None).await? {
-            true => Ok(()),
-            false => Err(ProviderError::NotYet(CHECK_AGAIN)),
+    async fn remove_spares_now(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+        let r = owner.resource_id;
+        let next = self.remove_cluster(&names::replacement(r), None).await?;
+        let old = self.remove_cluster(&names::retired(r), None).await?;
+        if next && old {
+            Ok(())
+        } else {
+            Err(ProviderError::NotYet(CHECK_AGAIN))
         }
     }
 
@@ -235,6 +242,37 @@ impl AuroraServers {
         } else {
             Err(ProviderError::NotYet(CHECK_AGAIN))
         }
+    }
+
+    async fn snapshot_now(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()> {
+        let id = names::backup_snapshot(backup_id);
+        match self.rds.snapshot(&id).await? {
+            State::Absent => {
+                let label = Label { resource: backup_id.to_string(), ..Self::label(owner, None) };
+                self.rds.create_snapshot(&names::cluster(owner.resource_id), &id, &label).await?;
+                tracing::info!(snapshot = %id, "taking the cluster snapshot");
+                Err(ProviderError::NotYet(CHECK_AGAIN))
+            }
+            other => other.ready("cluster snapshot").map(drop),
+        }
+    }
+
+    async fn snapshots_now(&self) -> ProviderResult<Vec<ServerSnapshot>> {
+        let environment = &self.rds.settings().environment;
+        let found = self.rds.list_snapshots(names::PREFIX).await?;
+        Ok(found
+            .into_iter()
+            .filter(|s| {
+                let tag = |k: &str| s.tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+                tag("capydb:managed") == Some("true") && tag("capydb:environment") == Some(environment.as_str())
+            })
+            .map(|s| ServerSnapshot {
+                backup_id: names::resource_of(&s.id).filter(|r| r.starts_with("bkp_")),
+                final_of: s.id.strip_suffix("-final").and_then(names::resource_of),
+                created_at: s.created_epoch_seconds.and_then(|secs| chrono::DateTime::from_timestamp(secs, 0)),
+                id: s.id,
+            })
+            .collect())
     }
 
     async fn admin_now(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
@@ -266,8 +304,8 @@ impl DedicatedServers for AuroraServers {
         self.paced(self.swap_now(owner, job).await)
     }
 
-    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
-        self.paced(self.remove_retired_now(owner).await)
+    async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+        self.paced(self.remove_spares_now(owner).await)
     }
 
     async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
@@ -276,5 +314,20 @@ impl DedicatedServers for AuroraServers {
 
     async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
         self.admin_now(host, admin_password).await
+    }
+
+    async fn snapshot(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()> {
+        self.paced(self.snapshot_now(owner, backup_id).await)
+    }
+
+    async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {
+        self.snapshots_now().await
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> ProviderResult<()> {
+        if !id.starts_with(names::PREFIX) {
+            return Err(ProviderError::Permanent(format!("{id} is not a snapshot CapyDB made")));
+        }
+        self.rds.delete_snapshot(id).await
     }
 }

@@ -6,9 +6,12 @@
 //! starts a private PostgreSQL server for it (by the cluster's
 //! `DbClusterResourceId`, which a rename keeps), and answers
 //! `127.0.0.1:<its port>`; later lookups answer the same server. A cluster
-//! made as a copy-on-write clone (tagged `capydb:source`) starts as a copy
-//! of its source's server (`pg_dumpall` into it: roles, passwords,
-//! databases), as RDS's clone would.
+//! made as a copy-on-write clone (tagged `capydb:source-cluster`) starts as
+//! a copy of its source's server (`pg_dumpall` into it: roles, passwords,
+//! databases), as RDS's clone would; one restored from a snapshot (tagged
+//! `capydb:source-snapshot`) as a copy of what its source's server held
+//! when the snapshot completed: [`Capturing`] wraps the servers and takes
+//! that copy the moment a backup's snapshot is first reported complete.
 //!
 //! What it cannot stand in for: the master password. moto keeps the one a
 //! cluster was made with to itself, so a stand-in admits its admin
@@ -21,20 +24,25 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use capydb_domain::error::DomainResult;
-use capydb_domain::ports::SecretBox;
+use capydb_domain::ports::{
+    DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, SecretBox, ServerOwner, ServerSnapshot,
+    ServerSource, Slot,
+};
 use capydb_postgres::LocalCluster;
 use tokio::sync::Mutex;
 
+use crate::names;
 use crate::servers::{Resolve, ADMIN_USER};
 
-/// The tag a clone carries naming the cluster it was cloned from.
-pub use crate::rds::SOURCE_TAG;
+pub use crate::rds::{SOURCE_CLUSTER_TAG, SOURCE_SNAPSHOT_TAG};
 
 pub struct StandIns {
     client: aws_sdk_rds::Client,
     base: PathBuf,
     /// DbClusterResourceId -> its server.
     servers: Mutex<HashMap<String, Arc<LocalCluster>>>,
+    /// Snapshot identifier -> what its cluster's server held then (`pg_dumpall`).
+    snapshots: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 /// The stand-ins' own admin passwords are kept in the clear: test servers.
@@ -53,7 +61,7 @@ impl SecretBox for Clear {
 impl StandIns {
     /// Stand-ins for the clusters `client` (moto) shows, their data under `base`.
     pub fn new(client: aws_sdk_rds::Client, base: PathBuf) -> StandIns {
-        StandIns { client, base, servers: Mutex::new(HashMap::new()) }
+        StandIns { client, base, servers: Mutex::new(HashMap::new()), snapshots: Mutex::new(HashMap::new()) }
     }
 
     /// The server standing in for the cluster with this resource id, if one was started.
@@ -66,23 +74,38 @@ impl StandIns {
         self.servers.lock().await.len()
     }
 
-    /// The cluster moto shows with this endpoint: (identifier, resource id, source tag).
-    async fn cluster_at(&self, host: &str) -> std::io::Result<(String, String, Option<String>)> {
+    /// The cluster moto shows with this endpoint.
+    async fn cluster_at(&self, host: &str) -> std::io::Result<Found> {
         let mut pages = self.client.describe_db_clusters().into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| other(format!("describe DB clusters: {e}")))?;
             for c in page.db_clusters() {
                 if c.endpoint() == Some(host) {
-                    let source = c.tag_list().iter().find(|t| t.key() == Some(SOURCE_TAG)).and_then(|t| t.value());
-                    return Ok((
-                        c.db_cluster_identifier().unwrap_or_default().to_string(),
-                        c.db_cluster_resource_id().unwrap_or_default().to_string(),
-                        source.map(str::to_string),
-                    ));
+                    let tag = |key: &str| {
+                        c.tag_list().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string)
+                    };
+                    return Ok(Found {
+                        resource_id: c.db_cluster_resource_id().unwrap_or_default().to_string(),
+                        source_cluster: tag(SOURCE_CLUSTER_TAG),
+                        source_snapshot: tag(SOURCE_SNAPSHOT_TAG),
+                    });
                 }
             }
         }
         Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no cluster has the endpoint {host}")))
+    }
+
+    /// Keeps what the server standing in for `cluster` holds now as the
+    /// snapshot `snapshot` (once: a snapshot does not change).
+    pub async fn capture(&self, cluster: &str, snapshot: &str) -> std::io::Result<()> {
+        let mut snapshots = self.snapshots.lock().await;
+        if snapshots.contains_key(snapshot) {
+            return Ok(());
+        }
+        let resource_id = self.resource_id_of(cluster).await?;
+        let server = self.server(&resource_id).await.ok_or_else(|| other(format!("{cluster} has no stand-in")))?;
+        snapshots.insert(snapshot.to_string(), Self::dump(&server).await?);
+        Ok(())
     }
 
     async fn resource_id_of(&self, cluster: &str) -> std::io::Result<String> {
@@ -110,8 +133,8 @@ impl StandIns {
         Ok(Arc::new(server))
     }
 
-    /// Everything of `from` (roles with their passwords, databases) into `to`.
-    async fn copy(from: &LocalCluster, to: &LocalCluster) -> std::io::Result<()> {
+    /// Everything `from` holds (roles with their passwords, databases), as SQL.
+    async fn dump(from: &LocalCluster) -> std::io::Result<Vec<u8>> {
         let bin = LocalCluster::find_binaries().map_err(other)?;
         let dump = tokio::process::Command::new(bin.join("pg_dumpall"))
             .args(["--host", "127.0.0.1", "--port", &from.port().to_string(), "--username", ADMIN_USER])
@@ -121,6 +144,12 @@ impl StandIns {
         if !dump.status.success() {
             return Err(other(format!("pg_dumpall: {}", String::from_utf8_lossy(&dump.stderr))));
         }
+        Ok(dump.stdout)
+    }
+
+    /// Plays `dump` into `to`.
+    async fn load(dump: &[u8], to: &LocalCluster) -> std::io::Result<()> {
+        let bin = LocalCluster::find_binaries().map_err(other)?;
         let mut psql = tokio::process::Command::new(bin.join("psql"))
             .args(["--host", "127.0.0.1", "--port", &to.port().to_string(), "--username", ADMIN_USER])
             .args(["--dbname", "postgres", "--quiet", "--no-psqlrc"])
@@ -131,13 +160,62 @@ impl StandIns {
         {
             use tokio::io::AsyncWriteExt;
             let mut stdin = psql.stdin.take().ok_or_else(|| other("psql has no stdin"))?;
-            stdin.write_all(&dump.stdout).await?;
+            stdin.write_all(dump).await?;
         }
         let status = psql.wait().await?;
         if !status.success() {
             return Err(other(format!("psql exited with {status}")));
         }
         Ok(())
+    }
+}
+
+struct Found {
+    resource_id: String,
+    source_cluster: Option<String>,
+    source_snapshot: Option<String>,
+}
+
+/// The servers of a deployment whose stand-ins capture each backup's
+/// snapshot the moment it is first reported complete (see the module).
+pub struct Capturing {
+    pub inner: Arc<dyn DedicatedServers>,
+    pub stand_ins: Arc<StandIns>,
+}
+
+#[async_trait]
+impl DedicatedServers for Capturing {
+    async fn make(
+        &self,
+        owner: ServerOwner<'_>,
+        slot: Slot<'_>,
+        source: ServerSource<'_>,
+        admin_password: &str,
+    ) -> ProviderResult<String> {
+        self.inner.make(owner, slot, source, admin_password).await
+    }
+    async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        self.inner.swap(owner, job).await
+    }
+    async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+        self.inner.remove_spares(owner).await
+    }
+    async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
+        self.inner.remove(owner, final_snapshot).await
+    }
+    async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
+        self.inner.admin(host, admin_password).await
+    }
+    async fn snapshot(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()> {
+        self.inner.snapshot(owner, backup_id).await?;
+        let (cluster, snapshot) = (names::cluster(owner.resource_id), names::backup_snapshot(backup_id));
+        self.stand_ins.capture(&cluster, &snapshot).await.map_err(|e| ProviderError::Retryable(e.to_string()))
+    }
+    async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {
+        self.inner.snapshots().await
+    }
+    async fn delete_snapshot(&self, id: &str) -> ProviderResult<()> {
+        self.inner.delete_snapshot(id).await
     }
 }
 
@@ -148,19 +226,24 @@ fn other(e: impl ToString) -> std::io::Error {
 #[async_trait]
 impl Resolve for StandIns {
     async fn resolve(&self, host: &str, _port: u16) -> std::io::Result<SocketAddr> {
-        let (_, resource_id, source) = self.cluster_at(host).await?;
+        let found = self.cluster_at(host).await?;
         let mut servers = self.servers.lock().await;
-        if let Some(server) = servers.get(&resource_id) {
+        if let Some(server) = servers.get(&found.resource_id) {
             return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, server.port())));
         }
-        let server = self.start(&resource_id).await?;
-        if let Some(source) = source {
-            let source_id = self.resource_id_of(&source).await?;
+        let server = self.start(&found.resource_id).await?;
+        if let Some(source) = &found.source_cluster {
+            let source_id = self.resource_id_of(source).await?;
             let from = servers.get(&source_id).cloned().ok_or_else(|| other(format!("{source} has no stand-in")))?;
-            Self::copy(&from, &server).await?;
+            Self::load(&Self::dump(&from).await?, &server).await?;
+        }
+        if let Some(snapshot) = &found.source_snapshot {
+            let snapshots = self.snapshots.lock().await;
+            let dump = snapshots.get(snapshot).ok_or_else(|| other(format!("{snapshot} was not captured")))?;
+            Self::load(dump, &server).await?;
         }
         let port = server.port();
-        servers.insert(resource_id, server);
+        servers.insert(found.resource_id, server);
         Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
     }
 }

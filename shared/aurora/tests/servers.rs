@@ -187,7 +187,7 @@ async fn a_clone_holds_the_projects_data_and_a_reset_swaps_in_a_fresh_one_under_
     let cluster = names::cluster(&preview);
     let described = r.rds.describe(&cluster).await.unwrap().unwrap();
     assert!(!described.deletion_protection, "a preview's cluster is not protected");
-    assert_eq!(described.tag(capydb_aurora::standin::SOURCE_TAG), Some(names::cluster(&project).as_str()));
+    assert_eq!(described.tag(capydb_aurora::SOURCE_CLUSTER_TAG), Some(names::cluster(&project).as_str()));
     let clone = r.servers.admin(&host, ADMIN).await.expect("the project's admin password opens the clone");
     clone.ensure_role("shop_owner", preview_pw).await.unwrap();
     login(&*clone, "shop", "shop_owner", preview_pw).await.expect("the preview's password");
@@ -221,7 +221,7 @@ async fn a_clone_holds_the_projects_data_and_a_reset_swaps_in_a_fresh_one_under_
         ["after the clone", "before the clone"],
         "the project's data as of the reset, without what the preview wrote"
     );
-    drive("remove the old one", || r.servers.remove_retired(owner(&project, &preview))).await;
+    drive("remove the old one", || r.servers.remove_spares(owner(&project, &preview))).await;
     assert!(matches!(r.rds.cluster(&names::retired(&preview)).await.unwrap(), State::Absent));
     // Swapping again is done already.
     assert_eq!(r.servers.swap(owner(&project, &preview), job).await.as_deref(), Ok(swapped.as_str()));
@@ -276,4 +276,54 @@ async fn a_removed_project_leaves_a_final_snapshot_and_removing_again_is_done() 
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a removed server's admin logged in"),
     }
+}
+
+#[tokio::test]
+async fn a_backup_is_a_snapshot_that_restores_into_a_server_of_its_own_as_it_was() {
+    let r = rig().await;
+    let (project, preview) = (resource("prj"), resource("pvw"));
+    let backup = resource("bkp");
+    let owner_pw = "0wnerPassw0rd0wnerPassw0rd123456";
+    let host = project_server(&r, &project).await;
+    let db = r.servers.admin(&host, ADMIN).await.unwrap();
+    db.ensure_role("shop_owner", owner_pw).await.unwrap();
+    db.ensure_database("shop", "shop_owner").await.unwrap();
+    write(&r, &host, "shop", "shop_owner", owner_pw, "before the backup").await;
+
+    // Through `Capturing`, so the stand-in keeps what the snapshot holds.
+    let servers = capydb_aurora::standin::Capturing {
+        inner: Arc::new(AuroraServers::new(r.rds.clone(), r.stand_ins.clone(), "us-east-1")),
+        stand_ins: r.stand_ins.clone(),
+    };
+    let (_, waits) = drive("snapshot", || servers.snapshot(owner(&project, &project), &backup)).await;
+    assert!(waits >= 1, "{waits}");
+    assert_eq!(servers.snapshot(owner(&project, &project), &backup).await, Ok(()), "taken: done at once");
+    write(&r, &host, "shop", "shop_owner", owner_pw, "after the backup").await;
+
+    let listed = servers.snapshots().await.unwrap();
+    let snapshot = names::backup_snapshot(&backup);
+    let ours = listed.iter().find(|s| s.id == snapshot).expect("the backup's snapshot is listed");
+    assert_eq!((ours.backup_id.as_deref(), ours.final_of.as_deref()), (Some(backup.as_str()), None));
+    assert!(ours.created_at.is_some());
+
+    let (restored, _) = drive("restore into a preview's server", || {
+        servers.make(owner(&project, &preview), Slot::Live, ServerSource::Snapshot(&backup), ADMIN)
+    })
+    .await;
+    let described = r.rds.describe(&names::cluster(&preview)).await.unwrap().unwrap();
+    assert_eq!(described.tag(capydb_aurora::SOURCE_SNAPSHOT_TAG), Some(snapshot.as_str()));
+    assert_eq!(rows(&r, &restored, "shop", "shop_owner", owner_pw).await, ["before the backup"], "as it was then");
+
+    // Deleting a snapshot twice is done; a project's removal leaves its final one.
+    for _ in 0..2 {
+        servers.delete_snapshot(&snapshot).await.expect("delete (again)");
+    }
+    drive("remove the preview", || servers.remove(owner(&project, &preview), false)).await;
+    drive("remove the project", || servers.remove(owner(&project, &project), true)).await;
+    let listed = servers.snapshots().await.unwrap();
+    assert!(!listed.iter().any(|s| s.id == snapshot), "the deleted one is gone");
+    let last = listed.iter().find(|s| s.final_of.as_deref() == Some(project.as_str())).expect("the final one");
+    assert_eq!(last.id, names::final_snapshot(&project));
+    let refused = servers.delete_snapshot("someone-elses-snapshot").await;
+    assert!(matches!(refused, Err(ProviderError::Permanent(_))), "{refused:?}");
 }

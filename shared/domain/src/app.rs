@@ -142,7 +142,7 @@ impl Default for WebhookSettings {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub jobs: JobSettings,
     pub webhooks: WebhookSettings,
@@ -151,6 +151,23 @@ pub struct Settings {
     pub cli_login: CliLoginSettings,
     /// One shared server, or a server per project and preview.
     pub hosting: Hosting,
+    /// How long a deleted project's final snapshot is kept (a dedicated
+    /// deployment's); zero keeps it until deleted by hand.
+    pub final_snapshot_retention: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            jobs: JobSettings::default(),
+            webhooks: WebhookSettings::default(),
+            rate_limit: RateLimitSettings::default(),
+            quotas: QuotaSettings::default(),
+            cli_login: CliLoginSettings::default(),
+            hosting: Hosting::default(),
+            final_snapshot_retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 /// The CLI login endpoints' own settings.

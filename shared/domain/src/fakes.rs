@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::model::{ConnectionInfo, Timestamp};
 use crate::ports::{
     Clock, CloneResult, CloneStrategy, DatabaseEndpoint, DatabaseProvider, DedicatedServers, Egress, ProviderError,
-    ProviderResult, ServerOwner, ServerSource, Slot,
+    ProviderResult, ServerOwner, ServerSnapshot, ServerSource, Slot,
 };
 
 /// The operations whose answers a test can plan (the `DatabaseProvider`
@@ -232,23 +232,42 @@ impl DatabaseProvider for FakeProvider {
 #[derive(Default)]
 pub struct FakeServers {
     state: Mutex<Servers>,
+    /// When snapshots are taken; the system's clock when unset.
+    clock: Option<Arc<dyn Clock>>,
+}
+
+/// A snapshot a [`FakeServers`] keeps.
+struct Snapshot {
+    server: Arc<FakeProvider>,
+    backup_id: Option<String>,
+    final_of: Option<String>,
+    created_at: Timestamp,
 }
 
 #[derive(Default)]
 struct Servers {
+    snapshots: BTreeMap<String, Snapshot>,
     live: BTreeMap<String, Arc<FakeProvider>>,
     /// (resource, job) -> the replacement the job builds.
     replacements: BTreeMap<(String, String), Arc<FakeProvider>>,
     retired: BTreeMap<String, Arc<FakeProvider>>,
     /// host -> admin password
     admins: BTreeMap<String, String>,
-    final_snapshots: Vec<String>,
     calls: Vec<String>,
 }
 
 impl FakeServers {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Snapshots taken at this clock's time.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        FakeServers { clock: Some(clock), ..Self::default() }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.as_ref().map_or_else(chrono::Utc::now, |c| c.now())
     }
 
     /// The host of `resource`'s live server (and of a replacement once swapped in).
@@ -271,9 +290,15 @@ impl FakeServers {
         s.live.len() + s.replacements.len() + s.retired.len()
     }
 
-    /// The resources whose server left a final snapshot when removed.
+    /// The resources whose server left a final snapshot when removed (and
+    /// it is still kept).
     pub fn final_snapshots(&self) -> Vec<String> {
-        self.lock().final_snapshots.clone()
+        self.lock().snapshots.values().filter_map(|s| s.final_of.clone()).collect()
+    }
+
+    /// The data of the backup `backup_id`'s snapshot.
+    pub fn snapshot_of(&self, backup_id: &str) -> Option<Arc<FakeProvider>> {
+        self.lock().snapshots.get(&format!("snap-{backup_id}")).map(|s| s.server.clone())
     }
 
     /// Every call so far, as `operation(resource)`.
@@ -302,6 +327,10 @@ impl DedicatedServers for FakeServers {
             let server = match source {
                 ServerSource::Empty => FakeProvider::new(),
                 ServerSource::CloneOf(project) => s.live.get(project).ok_or_else(|| missing("server", project))?.copy(),
+                ServerSource::Snapshot(backup) => {
+                    let id = format!("snap-{backup}");
+                    s.snapshots.get(&id).ok_or_else(|| missing("snapshot", &id))?.server.copy()
+                }
             };
             let server = Arc::new(server);
             match slot {
@@ -331,10 +360,11 @@ impl DedicatedServers for FakeServers {
         Ok(Self::host_of(&resource))
     }
 
-    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+    async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
         let mut s = self.lock();
-        s.calls.push(format!("remove_retired({})", owner.resource_id));
+        s.calls.push(format!("remove_spares({})", owner.resource_id));
         s.retired.remove(owner.resource_id);
+        s.replacements.retain(|(r, _), _| r != owner.resource_id);
         Ok(())
     }
 
@@ -342,8 +372,10 @@ impl DedicatedServers for FakeServers {
         let mut s = self.lock();
         s.calls.push(format!("remove({})", owner.resource_id));
         let resource = owner.resource_id.to_string();
-        if s.live.remove(&resource).is_some() && final_snapshot {
-            s.final_snapshots.push(resource.clone());
+        let now = self.now();
+        if let Some(server) = s.live.remove(&resource).filter(|_| final_snapshot) {
+            let last = Snapshot { server, backup_id: None, final_of: Some(resource.clone()), created_at: now };
+            s.snapshots.insert(format!("final-{resource}"), last);
         }
         s.retired.remove(&resource);
         s.replacements.retain(|(r, _), _| *r != resource);
@@ -360,6 +392,42 @@ impl DedicatedServers for FakeServers {
         }
         let server = s.live.iter().find(|(r, _)| Self::host_of(r) == host).map(|(_, p)| p.clone());
         server.map(|p| p as Arc<dyn DatabaseProvider>).ok_or_else(|| missing("server", host))
+    }
+
+    async fn snapshot(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()> {
+        let now = self.now();
+        let mut s = self.lock();
+        s.calls.push(format!("snapshot({})", owner.resource_id));
+        let id = format!("snap-{backup_id}");
+        if !s.snapshots.contains_key(&id) {
+            let live = s.live.get(owner.resource_id).ok_or_else(|| missing("server", owner.resource_id))?;
+            let taken = Snapshot {
+                server: Arc::new(live.copy()),
+                backup_id: Some(backup_id.to_string()),
+                final_of: None,
+                created_at: now,
+            };
+            s.snapshots.insert(id, taken);
+        }
+        Ok(())
+    }
+
+    async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {
+        let s = self.lock();
+        let listed = s.snapshots.iter().map(|(id, snap)| ServerSnapshot {
+            id: id.clone(),
+            backup_id: snap.backup_id.clone(),
+            final_of: snap.final_of.clone(),
+            created_at: Some(snap.created_at),
+        });
+        Ok(listed.collect())
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> ProviderResult<()> {
+        let mut s = self.lock();
+        s.calls.push(format!("delete_snapshot({id})"));
+        s.snapshots.remove(id);
+        Ok(())
     }
 }
 
@@ -448,8 +516,8 @@ impl DedicatedServers for SlowServers {
         Err(self.not_yet())
     }
 
-    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
-        self.inner.remove_retired(owner).await
+    async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+        self.inner.remove_spares(owner).await
     }
 
     async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
@@ -465,6 +533,25 @@ impl DedicatedServers for SlowServers {
 
     async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
         self.inner.admin(host, admin_password).await
+    }
+
+    async fn snapshot(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()> {
+        let (first, busy) = self.busy(format!("snapshot {backup_id}"), self.polls);
+        if first || !busy {
+            self.inner.snapshot(owner, backup_id).await?;
+            if !busy {
+                return Ok(());
+            }
+        }
+        Err(self.not_yet())
+    }
+
+    async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {
+        self.inner.snapshots().await
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> ProviderResult<()> {
+        self.inner.delete_snapshot(id).await
     }
 }
 

@@ -213,9 +213,11 @@ pub struct Backup {
     pub name: String,
     pub kind: BackupKind,
     pub state: BackupState,
-    /// Size of the artifact in bytes, once completed.
+    /// Size of the artifact in bytes, once completed; `null` for a cluster
+    /// snapshot (a deployment on Aurora), which has no file.
     pub size_bytes: Option<u64>,
-    /// Lowercase hex SHA-256 of the artifact, once completed.
+    /// Lowercase hex SHA-256 of the artifact, once completed; `null` for a
+    /// cluster snapshot.
     pub sha256: Option<String>,
     #[serde(serialize_with = "crate::ts::serialize")]
     pub created_at: DateTime<Utc>,

@@ -647,6 +647,21 @@ pub enum ServerSource<'a> {
     /// A copy-on-write clone of the live server of the project with this id,
     /// as of now: every role, password and database in it.
     CloneOf(&'a str),
+    /// The server as the snapshot of the backup with this id holds it.
+    Snapshot(&'a str),
+}
+
+/// A snapshot a dedicated deployment keeps: a backup's, or the last one of
+/// a deleted project's server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSnapshot {
+    /// The provider's identifier.
+    pub id: String,
+    /// The backup it holds, when it is a backup's.
+    pub backup_id: Option<String>,
+    /// The project whose server it was taken of as the server was removed.
+    pub final_of: Option<String>,
+    pub created_at: Option<Timestamp>,
 }
 
 /// Which of a resource's servers an operation is about: the live one, or
@@ -680,11 +695,12 @@ pub trait DedicatedServers: Send + Sync {
     /// Puts the replacement `job` built in the live server's place, under
     /// the live server's identifier (so its host, and the connection
     /// strings, stay the same), and sets the old server aside to be removed
-    /// by [`remove_retired`](Self::remove_retired). Answers the live host.
+    /// by [`remove_spares`](Self::remove_spares). Answers the live host.
     /// Done already when there is no replacement.
     async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String>;
-    /// Removes what [`swap`](Self::swap) set aside, if anything.
-    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()>;
+    /// Removes every server of `owner` but the live one: a replacement a
+    /// job built and did not swap in, the old one a swap set aside.
+    async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()>;
     /// Removes every server of `owner` (live, a replacement, a retired
     /// one), the live one leaving a final snapshot when `final_snapshot`
     /// (a deleted project's; never a preview's or a half-made server's).
@@ -692,6 +708,13 @@ pub trait DedicatedServers: Send + Sync {
     /// The server at `host`, logged in as its admin: what runs the SQL
     /// (roles, databases, dumps, checks) on it.
     async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>>;
+    /// Takes the snapshot of `owner`'s live server that the backup
+    /// `backup_id` is, or finds it taken; done once it is complete.
+    async fn snapshot(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()>;
+    /// Every snapshot this deployment keeps (backups' and final ones).
+    async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>>;
+    /// Deletes a snapshot `snapshots` listed; done if it is gone.
+    async fn delete_snapshot(&self, id: &str) -> ProviderResult<()>;
 }
 
 /// Whether the database server takes connections, asked without a

@@ -2,8 +2,9 @@
 //! loop, the `sweeper` function every minute).
 use serde::Serialize;
 
-use crate::app::App;
-use crate::error::DomainResult;
+use crate::app::{add, App};
+use crate::error::{DomainError, DomainResult};
+use crate::model::{BackupState, ProjectState};
 
 /// What one sweep did, and the errors of the parts that failed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -19,6 +20,8 @@ pub struct SweepReport {
     /// Expired `Idempotency-Key` records and device logins deleted (the
     /// SQLite store; DynamoDB's TTL does this deployed).
     pub expired_records: usize,
+    /// Snapshots no longer kept, deleted (a dedicated deployment's).
+    pub deleted_snapshots: usize,
     /// `<part>: <error>` of each part that failed.
     pub errors: Vec<String>,
 }
@@ -30,6 +33,40 @@ impl SweepReport {
 }
 
 impl App {
+    /// Deletes the snapshots a dedicated deployment no longer keeps: a
+    /// backup's once the backup is deleted or failed, a deleted project's
+    /// final one once `final_snapshot_retention` has passed (never, when it
+    /// is zero). A snapshot whose backup or project this store does not know
+    /// is left alone: it may be another stack's.
+    pub async fn prune_snapshots(&self) -> DomainResult<usize> {
+        let Some(servers) = &self.servers else {
+            return Ok(0);
+        };
+        let unavailable = |e: crate::ports::ProviderError| DomainError::Unavailable(e.to_string());
+        let retention = self.settings.final_snapshot_retention;
+        let now = self.now();
+        let mut deleted = 0;
+        for snapshot in servers.snapshots().await.map_err(unavailable)? {
+            let gone = if let Some(id) = &snapshot.backup_id {
+                let backup = self.store.get_backup(id).await?;
+                backup.is_some_and(|b| matches!(b.state, BackupState::Deleted | BackupState::Failed))
+            } else if let Some(id) = &snapshot.final_of {
+                let project = self.store.get_project(id).await?;
+                !retention.is_zero()
+                    && project.is_some_and(|p| p.state == ProjectState::Deleted)
+                    && snapshot.created_at.is_some_and(|t| add(t, retention) <= now)
+            } else {
+                false
+            };
+            if gone {
+                servers.delete_snapshot(&snapshot.id).await.map_err(unavailable)?;
+                tracing::info!(snapshot = %snapshot.id, "deleted a snapshot no longer kept");
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// One sweep: expired previews, stuck jobs, unpublished events, due
     /// webhook retries. Each part runs even if another fails; the report
     /// says which did.
@@ -57,13 +94,16 @@ impl App {
         report.republished_events = republished_events;
         report.webhook_retries = webhook_retries;
         report.expired_records = expired_keys + expired_logins;
-        if expired_previews + redriven_jobs + republished_events + webhook_retries + report.expired_records > 0 {
+        report.deleted_snapshots = note("delete snapshots no longer kept", self.prune_snapshots().await);
+        let done = expired_previews + redriven_jobs + republished_events + webhook_retries;
+        if done + report.expired_records + report.deleted_snapshots > 0 {
             tracing::info!(
                 expired_previews,
                 redriven_jobs,
                 republished_events,
                 webhook_retries,
                 expired_records = report.expired_records,
+                deleted_snapshots = report.deleted_snapshots,
                 failed_parts = report.errors.len(),
                 "sweep done"
             );

@@ -18,6 +18,8 @@ pub struct Config {
     pub kms_key_id: String,
     /// Where projects' and previews' databases live.
     pub databases: Databases,
+    /// Days a deleted project's final snapshot is kept (Aurora); 0 keeps it.
+    pub final_snapshot_retention_days: u32,
     pub pg_version: String,
     pub artifact_dir: PathBuf,
     /// Receives of a job message before SQS moves it to the dead-letter
@@ -178,6 +180,12 @@ impl Config {
             event_bus: var("CAPYDB_EVENT_BUS")?,
             kms_key_id: var("CAPYDB_KMS_KEY_ID")?,
             databases,
+            final_snapshot_retention_days: match opt_var("CAPYDB_FINAL_SNAPSHOT_RETENTION_DAYS") {
+                Some(v) => v.trim().parse().map_err(|_| {
+                    format!("CAPYDB_FINAL_SNAPSHOT_RETENTION_DAYS must be a whole number of days, not {v:?}")
+                })?,
+                None => 30,
+            },
             pg_version,
             artifact_dir: PathBuf::from(opt_var("CAPYDB_ARTIFACT_DIR").unwrap_or_else(|| "/mnt/artifacts".into())),
             jobs_max_receives,

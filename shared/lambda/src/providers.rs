@@ -9,7 +9,7 @@ use capydb_aws::client::{ClientCell, SdkCell};
 use capydb_aws::sdk::ssm;
 use capydb_domain::ports::{
     CloneResult, DatabaseEndpoint, DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, ServerOwner,
-    ServerSource, Slot,
+    ServerSnapshot, ServerSource, Slot,
 };
 use capydb_egress::EgressPolicy;
 use capydb_postgres::{ClientEndpoint, PgProvider};
@@ -87,14 +87,23 @@ impl DedicatedServers for LazyServers {
     async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
         self.get().await?.swap(owner, job).await
     }
-    async fn remove_retired(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
-        self.get().await?.remove_retired(owner).await
+    async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
+        self.get().await?.remove_spares(owner).await
     }
     async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
         self.get().await?.remove(owner, final_snapshot).await
     }
     async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
         self.get().await?.admin(host, admin_password).await
+    }
+    async fn snapshot(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()> {
+        self.get().await?.snapshot(owner, backup_id).await
+    }
+    async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {
+        self.get().await?.snapshots().await
+    }
+    async fn delete_snapshot(&self, id: &str) -> ProviderResult<()> {
+        self.get().await?.delete_snapshot(id).await
     }
 }
 

@@ -19,7 +19,7 @@ pub async fn sweep(app: &App) -> Result<SweepReport, String> {
 
 /// `main` of `sweeper`: the one-minute schedule (the event's content is not used).
 pub async fn run_sweeper() -> Result<(), Error> {
-    let (_, app) = start(|c, _| Role::api(c)).await?;
+    let (_, app) = start(Role::sweeper).await?;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
         let app = app.clone();
         async move { sweep(&app).await.map_err(Error::from) }

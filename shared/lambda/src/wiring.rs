@@ -86,6 +86,19 @@ impl Role {
         })
     }
 
+    /// The sweeper: an API function's parts, and with Aurora the clusters'
+    /// snapshots (it deletes those no longer kept; it makes no cluster).
+    pub fn sweeper(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
+        let role = Self::api(config)?;
+        Ok(match &config.databases {
+            Databases::Server { .. } => role,
+            Databases::Aurora(_) => {
+                let servers = LazyServers::of(config, sdk, Arc::new(capydb_aurora::SystemResolver))?;
+                Role { servers: Some(Arc::new(servers)), ..role }
+            }
+        })
+    }
+
     /// An API function that also reaches the PostgreSQL server: the backups
     /// function (in the VPC for its file system), which serves `/v1/health`.
     /// It asks the server without logging in (`WireProbe`), so it holds no
@@ -128,6 +141,9 @@ pub fn settings(config: &Config) -> Settings {
             verification_uri: config.cli_verification_url.clone(),
         },
         hosting: config.databases.hosting(),
+        final_snapshot_retention: std::time::Duration::from_secs(
+            u64::from(config.final_snapshot_retention_days) * 24 * 3600,
+        ),
         ..Default::default()
     }
 }

@@ -29,6 +29,8 @@ struct Deployed {
     api: App,
     webhooks_app: App,
     worker: App,
+    /// The sweeper's app, where a test runs it.
+    sweeper: Option<App>,
     config: Config,
     template: Template,
     sqs: sqs::Client,
@@ -84,6 +86,7 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32, clerk: c
             password_param: Some(param),
         },
         pg_version: "15".into(),
+        final_snapshot_retention_days: 30,
         artifact_dir: temp_dir("aws-artifacts"),
         jobs_max_receives: jobs.max_receives,
         allow_private_egress: true,
@@ -104,7 +107,20 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32, clerk: c
         capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "aws shape", None)
             .await
             .expect("bootstrap an organization");
-    Deployed { api, webhooks_app, worker, config, template, sqs, dynamodb, jobs, webhooks, key, org_id: org.id }
+    Deployed {
+        api,
+        webhooks_app,
+        worker,
+        sweeper: None,
+        config,
+        template,
+        sqs,
+        dynamodb,
+        jobs,
+        webhooks,
+        key,
+        org_id: org.id,
+    }
 }
 
 /// The deployed shape with `DatabaseProvider=aurora`: the same stack, its
@@ -142,8 +158,14 @@ async fn deploy_aurora() -> (Deployed, std::sync::Arc<capydb_aurora::standin::St
     let config = &aws.config;
     aws.api = quick(lambda::app(config, &sdk, lambda::Role::api(config).expect("api role")));
     aws.webhooks_app = quick(lambda::app(config, &sdk, lambda::Role::webhooks(config).expect("webhooks role")));
-    let worker = lambda::Role::worker_resolving(config, &sdk, stand_ins.clone()).expect("worker role");
+    let mut worker = lambda::Role::worker_resolving(config, &sdk, stand_ins.clone()).expect("worker role");
+    // The stand-ins keep what each backup's snapshot holds as it completes.
+    worker.servers = worker.servers.map(|inner| {
+        std::sync::Arc::new(capydb_aurora::standin::Capturing { inner, stand_ins: stand_ins.clone() })
+            as std::sync::Arc<dyn capydb_domain::ports::DedicatedServers>
+    });
     aws.worker = quick(lambda::app(config, &sdk, worker));
+    aws.sweeper = Some(lambda::app(config, &sdk, lambda::Role::sweeper(config, &sdk).expect("sweeper role")));
     (aws, stand_ins)
 }
 
@@ -460,6 +482,38 @@ async fn a_project_and_a_clone_preview_get_aurora_clusters_of_their_own_on_the_a
     stale["password"] = project_conn["password"].clone();
     assert!(connect_through(&stand_ins, &stale).await.is_err(), "the project's password does not open the preview");
 
+    // A backup is a cluster snapshot; restored into a preview, a cluster
+    // made from it holds the data as it was then.
+    let (status, body) = aws.call("POST", &format!("/v1/projects/{project_id}/backups"), Some(json!({}))).await;
+    assert_eq!(status, 202, "create a backup: {body}");
+    let backup_id = body["backup"]["id"].as_str().expect("backup id").to_string();
+    let job = aws.finish(body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "completed", "the backup job: {job}");
+    let (_, backup) = aws.call("GET", &format!("/v1/backups/{backup_id}"), None).await;
+    let backup = &backup["backup"];
+    assert_eq!((backup["state"].as_str(), &backup["size_bytes"]), (Some("completed"), &Value::Null), "{backup}");
+    let snapshot = capydb_aurora::names::backup_snapshot(&backup_id);
+    assert!(rds.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(&snapshot).send().await.is_ok());
+    client.batch_execute("INSERT INTO orders VALUES (43)").await.unwrap();
+    let body = json!({ "backup_id": backup_id, "mode": "preview", "preview_name": "from-backup" });
+    let (status, restored) = aws.call("POST", &format!("/v1/projects/{project_id}/restores"), Some(body)).await;
+    assert_eq!(status, 202, "restore into a preview: {restored}");
+    let job = aws.finish(restored["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "completed", "the restore job: {job}");
+    let restored_id = restored["preview"]["id"].as_str().expect("the new preview").to_string();
+    let (_, conn) = aws.call("GET", &format!("/v1/preview-databases/{restored_id}/connections"), None).await;
+    let restored_db = connect_through(&stand_ins, &conn[0]).await.expect("the restored preview's connection works");
+    let ids: Vec<i32> =
+        restored_db.query("SELECT id FROM orders ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [42], "the data as of the backup");
+
+    // A deleted backup's snapshot goes at the sweeper's next run.
+    let (status, body) = aws.call("DELETE", &format!("/v1/backups/{backup_id}"), None).await;
+    assert_eq!(status, 200, "delete the backup: {body}");
+    let report = lambda::sweep(aws.sweeper.as_ref().expect("the sweeper")).await.expect("a clean sweep");
+    assert_eq!(report.deleted_snapshots, 1, "{report:?}");
+    assert!(rds.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(&snapshot).send().await.is_err());
+
     // Deleting the preview removes its cluster; deleting the project
     // removes its own, leaving a final snapshot.
     let (status, body) = aws.call("DELETE", &format!("/v1/preview-databases/{preview_id}"), None).await;
@@ -729,6 +783,7 @@ async fn in_memory_app() -> App {
             password_param: None,
         },
         pg_version: "15".into(),
+        final_snapshot_retention_days: 30,
         artifact_dir: temp_dir("aws-routes"),
         jobs_max_receives: 5,
         allow_private_egress: false,

@@ -110,6 +110,7 @@ impl Stack {
                 password_param: None,
             },
             pg_version: "15".into(),
+            final_snapshot_retention_days: 30,
             artifact_dir: std::env::temp_dir(),
             jobs_max_receives: 5,
             allow_private_egress: false,

@@ -114,6 +114,7 @@ async fn app() -> App {
             password_param: None,
         },
         pg_version: "15".into(),
+        final_snapshot_retention_days: 30,
         artifact_dir: std::env::temp_dir(),
         jobs_max_receives: MAX_RECEIVES,
         allow_private_egress: false,

@@ -22,6 +22,7 @@ async fn app(table: String) -> App {
             password_param: None,
         },
         pg_version: "15".into(),
+        final_snapshot_retention_days: 30,
         artifact_dir: std::env::temp_dir(),
         jobs_max_receives: 5,
         allow_private_egress: false,

@@ -115,7 +115,14 @@ pub async fn every_project_and_preview_lives_on_a_server_of_its_own(rigs: &dyn J
     let new_password = h.password(&rotated.password_sealed).await;
     assert!(admits(&own, &project.database_name, &project.role_name, &new_password).await);
     assert!(!admits(&own, &project.database_name, &project.role_name, &project_password).await);
+    // A backup is a snapshot of the project's server, no file.
     let backup = h.completed_backup(&rotated).await;
+    assert_eq!((backup.size_bytes, backup.sha256.as_deref()), (None, None));
+    let snapshot = servers.snapshot_of(&backup.id).expect("the backup's snapshot");
+    assert_eq!(snapshot.database(&project.database_name).unwrap().1, "newer rows of the project");
+    own.write(&project.database_name, "rows after the backup");
+
+    // Restored into a preview: a server made from the snapshot, as it was then.
     let req = Harness::req(json!({ "backup_id": backup.id, "mode": "preview" }));
     let rj = h.app.create_restore(p, &project.id, req).await.unwrap();
     h.run(&rj.job.id).await;
@@ -123,6 +130,32 @@ pub async fn every_project_and_preview_lives_on_a_server_of_its_own(rigs: &dyn J
     assert_eq!(restored.state, PreviewState::Ready, "{:?}", h.job(&rj.job.id).await.error);
     let restored_server = servers.server(&restored.id).expect("the restored preview's server");
     assert_eq!(restored_server.database(&restored.database_name).unwrap().1, "newer rows of the project");
+    let restored_password = h.password(&restored.password_sealed).await;
+    assert!(admits(&restored_server, &restored.database_name, &restored.role_name, &restored_password).await);
+
+    // Restored over the project: a safety snapshot first, then a server made
+    // from the backup swapped in under the same host, with today's password.
+    let servers_before = servers.count();
+    let req = Harness::req(json!({ "backup_id": backup.id, "mode": "overwrite" }));
+    let rj = h.app.create_restore(p, &project.id, req).await.unwrap();
+    h.run(&rj.job.id).await;
+    assert_eq!(h.job(&rj.job.id).await.state, JobState::Completed, "{:?}", h.job(&rj.job.id).await.error);
+    let after = h.project(&project.id).await;
+    assert_eq!(after.server_host.as_deref(), Some(host.as_str()), "the connection string is kept");
+    let replaced = servers.server(&project.id).unwrap();
+    assert!(!Arc::ptr_eq(&replaced, &own), "a server made from the backup took the project's place");
+    assert_eq!(replaced.database(&project.database_name).unwrap().1, "newer rows of the project");
+    assert!(admits(&replaced, &project.database_name, &project.role_name, &new_password).await, "today's password");
+    assert_eq!(servers.count(), servers_before, "the previous server is removed");
+    let safety = h.app.store.get_restore(&rj.restore.id).await.unwrap().unwrap().safety_backup_id.unwrap();
+    let kept = servers.snapshot_of(&safety).expect("the safety snapshot");
+    assert_eq!(kept.database(&project.database_name).unwrap().1, "rows after the backup", "what was overwritten");
+    // A deleted backup's snapshot goes at the next sweep; a kept one stays.
+    h.app.delete_backup(p, &backup.id).await.unwrap();
+    let sweep = h.app.sweep().await;
+    assert_eq!((sweep.deleted_snapshots, sweep.errors.clone()), (1, vec![]));
+    assert!(servers.snapshot_of(&backup.id).is_none(), "the deleted backup's snapshot is gone");
+    assert!(servers.snapshot_of(&safety).is_some(), "the safety backup's is kept");
 
     // Deleting a preview removes its server; deleting the project removes
     // every server, the project's leaving a final snapshot.
@@ -136,6 +169,14 @@ pub async fn every_project_and_preview_lives_on_a_server_of_its_own(rigs: &dyn J
     assert_eq!(h.preview(&clone.id).await.state, PreviewState::Deleted);
     assert_eq!(servers.count(), 0, "every server is removed");
     assert_eq!(servers.final_snapshots(), vec![project.id.clone()], "only the project's leaves a snapshot");
+
+    // The final snapshot is kept 30 days (the default retention), then goes.
+    h.clock.advance(chrono::Duration::days(29));
+    assert_eq!(h.app.sweep().await.deleted_snapshots, 0);
+    assert_eq!(servers.final_snapshots(), vec![project.id.clone()]);
+    h.clock.advance(chrono::Duration::days(2));
+    assert_eq!(h.app.sweep().await.deleted_snapshots, 1);
+    assert!(servers.final_snapshots().is_empty(), "past its retention");
 }
 
 impl Harness {

@@ -7,24 +7,50 @@
 use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
 use crate::ids::{BackupId, ImportId, PreviewId, RestoreId};
-use crate::model::{BackupState, EventType, Job, OperationState, PreviewState, Project, RestoreInto, Sealed};
-use crate::ports::{ResourceWrite, ServerSource, Slot};
+use crate::model::{Backup, BackupState, EventType, Job, OperationState, PreviewState, Project, RestoreInto, Sealed};
+use crate::ports::{Hosting, ResourceWrite, ServerSource, Slot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// The new preview's own server, in a dedicated deployment.
+    /// In a dedicated deployment: a new preview's own server, or the
+    /// server that will take the project's place, made from the backup's
+    /// snapshot.
     CreateServer,
     /// The preview's role, or the project's safety backup.
     Prepare,
     CopyData,
     SwapDatabase,
+    /// The server made from the backup takes the project's identifier.
+    SwapServer,
+    /// The project's current password on the server made from the backup
+    /// (the backup holds the one it had then).
+    SetPassword,
     VerifyConnection,
+    /// The project's previous server, or a replacement never swapped in.
+    RemoveSpares,
+    /// Undoing: a new preview's server.
+    RemoveServer,
 }
 
 pub const PLAN: &[Step] = &[Step::Prepare, Step::CopyData, Step::SwapDatabase, Step::VerifyConnection];
-/// Into a new preview in a dedicated deployment: its server first.
+/// Into a new preview in a dedicated deployment: its server, made from the
+/// backup's snapshot, first.
 pub const INTO_OWN_SERVER: &[Step] =
     &[Step::CreateServer, Step::Prepare, Step::CopyData, Step::SwapDatabase, Step::VerifyConnection];
+/// Over the project in a dedicated deployment: the safety snapshot, a server
+/// made from the backup's snapshot, swapped in under the project's host.
+pub const OVER_OWN_SERVER: &[Step] = &[
+    Step::Prepare,
+    Step::CreateServer,
+    Step::SwapServer,
+    Step::SetPassword,
+    Step::VerifyConnection,
+    Step::RemoveSpares,
+];
+/// What undoes a restore in a dedicated deployment that fails or passes
+/// its deadline: what it made but did not swap in.
+pub const UNDO_INTO_OWN_SERVER: &[Step] = &[Step::RemoveServer];
+pub const UNDO_OVER_OWN_SERVER: &[Step] = &[Step::RemoveSpares];
 
 /// Where the data comes from.
 #[derive(Debug, Clone, Copy)]
@@ -56,20 +82,29 @@ impl Step {
             Step::Prepare => "prepare",
             Step::CopyData => "copy_data",
             Step::SwapDatabase => "swap_database",
+            Step::SwapServer => "swap_server",
+            Step::SetPassword => "set_password",
             Step::VerifyConnection => "verify_connection",
+            Step::RemoveSpares => "remove_spare_servers",
+            Step::RemoveServer => "remove_server",
         }
     }
 
     pub fn purpose(self, source: Source<'_>, target: Target<'_>) -> &'static str {
         match (self, source, target) {
-            (Step::CreateServer, _, _) => "the preview's database server could not be made",
+            (Step::CreateServer, _, Target::Preview(_)) => "the preview's database server could not be made",
+            (Step::CreateServer, _, Target::Project { .. }) => "a server could not be made from the backup",
             (Step::Prepare, _, Target::Preview(_)) => "the preview's role could not be created",
             (Step::Prepare, Source::Backup { .. }, _) => "the safety backup before the restore could not be taken",
             (Step::Prepare, Source::Server { .. }, _) => "the safety backup before the import could not be taken",
             (Step::CopyData, Source::Backup { .. }, _) => "the backup could not be restored",
             (Step::CopyData, Source::Server { .. }, _) => "the source database could not be imported",
             (Step::SwapDatabase, _, _) => "the new copy could not take the project's place",
+            (Step::SwapServer, _, _) => "the restored server could not take the project's place",
+            (Step::SetPassword, _, _) => "the project's password could not be set on the restored server",
             (Step::VerifyConnection, _, _) => super::VERIFY_PURPOSE,
+            (Step::RemoveSpares, _, _) => "the project's previous server could not be removed",
+            (Step::RemoveServer, _, _) => "the preview's database server could not be removed",
         }
     }
 }
@@ -93,21 +128,63 @@ pub(super) async fn run(
     step: Step,
 ) -> Result<StepOutcome, StepError> {
     let project = app.job_project(job).await?;
-    if let (Step::CreateServer, Target::Preview(id)) = (step, target) {
-        let preview = app.job_preview(id).await?;
-        let admin = app.admin_password(&project).await?;
-        let owner = super::preview_owner(&preview);
-        let host = app.servers()?.make(owner, Slot::Live, ServerSource::Empty, &admin).await?;
-        app.record_preview_host(&preview, host).await?;
-        return Ok(StepOutcome::Done);
+    let dedicated = app.settings.hosting == Hosting::Dedicated;
+    // The steps on servers rather than in them.
+    match (step, target) {
+        (Step::CreateServer, Target::Preview(id)) => {
+            let preview = app.job_preview(id).await?;
+            let admin = app.admin_password(&project).await?;
+            let from = match source {
+                Source::Backup { backup, .. } => {
+                    completed(app, backup).await?;
+                    ServerSource::Snapshot(backup.as_str())
+                }
+                Source::Server { .. } => ServerSource::Empty,
+            };
+            let host = app.servers()?.make(super::preview_owner(&preview), Slot::Live, from, &admin).await?;
+            app.record_preview_host(&preview, host).await?;
+            return Ok(StepOutcome::Done);
+        }
+        (Step::CreateServer, Target::Project { .. }) => {
+            let Source::Backup { backup, .. } = source else {
+                return Err(StepError::Permanent("an import makes no server".into()));
+            };
+            completed(app, backup).await?;
+            let admin = app.admin_password(&project).await?;
+            let owner = super::project_owner(&project);
+            let from = ServerSource::Snapshot(backup.as_str());
+            app.servers()?.make(owner, Slot::Replacement(&job.id), from, &admin).await?;
+            return Ok(StepOutcome::Done);
+        }
+        (Step::SwapServer, _) => {
+            let host = app.servers()?.swap(super::project_owner(&project), &job.id).await?;
+            app.record_project_host(&project, host).await?;
+            return Ok(StepOutcome::Done);
+        }
+        (Step::RemoveSpares, _) => {
+            app.servers()?.remove_spares(super::project_owner(&project)).await?;
+            return Ok(StepOutcome::Done);
+        }
+        (Step::RemoveServer, Target::Preview(id)) => {
+            let preview = app.job_preview(id).await?;
+            app.servers()?.remove(super::preview_owner(&preview), false).await?;
+            return Ok(StepOutcome::Done);
+        }
+        _ => {}
     }
     let provider = match target {
         Target::Preview(id) => app.preview_database(&project, &app.job_preview(id).await?).await?,
         Target::Project { .. } => app.project_database(&project).await?,
     };
     match (step, target) {
-        // Into a preview it made the server above; a project has its own.
-        (Step::CreateServer, _) => {}
+        // On servers (above); a project never removes its own server here.
+        (Step::CreateServer | Step::SwapServer | Step::RemoveSpares | Step::RemoveServer, _) => {}
+        (Step::SetPassword, _) => {
+            let password = app.secrets.open(&project.password_sealed).await?;
+            provider.ensure_role(&project.role_name, &password).await?;
+        }
+        // The server was made from the backup's snapshot: its data is there.
+        (Step::CopyData, _) if dedicated && matches!(source, Source::Backup { .. }) => {}
         (Step::Prepare, Target::Preview(id)) => {
             let preview = app.job_preview(id).await?;
             let password = app.secrets.open(&preview.password_sealed).await?;
@@ -133,10 +210,7 @@ pub(super) async fn run(
             };
             match source {
                 Source::Backup { backup, .. } => {
-                    let backup = app.job_backup(backup).await?;
-                    if backup.state != BackupState::Completed {
-                        return Err(StepError::Permanent(format!("backup {} is {}", backup.id, backup.state.as_str())));
-                    }
+                    let backup = completed(app, backup).await?;
                     let dump = app.artifacts.fetch(&backup.id).await?;
                     provider.restore_database(&dump, &database, &owner).await?;
                 }
@@ -163,6 +237,15 @@ pub(super) async fn run(
         }
     }
     Ok(StepOutcome::Done)
+}
+
+/// The backup `id`, which must be complete to be restored.
+async fn completed(app: &App, id: &BackupId) -> Result<Backup, StepError> {
+    let backup = app.job_backup(id).await?;
+    if backup.state != BackupState::Completed {
+        return Err(StepError::Permanent(format!("backup {} is {}", backup.id, backup.state.as_str())));
+    }
+    Ok(backup)
 }
 
 /// The restore or import record's end, the safety backup's, the preview's,

@@ -188,12 +188,14 @@ pub fn task(spec: &JobSpec, hosting: Hosting, index: usize) -> Option<Task<'_>> 
         JobSpec::DeletePreview { preview: id } => {
             Task::Preview(id, *plan(hosting, preview::DELETE, preview::DELETE_DEDICATED).get(index)?)
         }
-        JobSpec::CreateBackup { backup: id } => Task::Backup(id, *backup::PLAN.get(index)?),
+        JobSpec::CreateBackup { backup: id } => {
+            Task::Backup(id, *plan(hosting, backup::PLAN, backup::DEDICATED).get(index)?)
+        }
         JobSpec::Restore { restore, source, into } => {
             let (source, target) = copy_in_ends(restore, source, into);
             let steps = match target {
                 copy_in::Target::Preview(_) => plan(hosting, copy_in::PLAN, copy_in::INTO_OWN_SERVER),
-                copy_in::Target::Project { .. } => copy_in::PLAN,
+                copy_in::Target::Project { .. } => plan(hosting, copy_in::PLAN, copy_in::OVER_OWN_SERVER),
             };
             Task::CopyIn(source, target, *steps.get(index)?)
         }
@@ -212,6 +214,14 @@ fn undo_task(spec: &JobSpec, hosting: Hosting, index: usize) -> Option<Task<'_>>
         JobSpec::Provision => Task::Provision(*plan(hosting, provision::UNDO, provision::UNDO_DEDICATED).get(index)?),
         JobSpec::CreatePreview { preview: id } => {
             Task::Preview(id, *plan(hosting, preview::UNDO, preview::UNDO_DEDICATED).get(index)?)
+        }
+        JobSpec::Restore { restore, source, into } => {
+            let (source, target) = copy_in_ends(restore, source, into);
+            let steps = match target {
+                copy_in::Target::Preview(_) => plan(hosting, &[], copy_in::UNDO_INTO_OWN_SERVER),
+                copy_in::Target::Project { .. } => plan(hosting, &[], copy_in::UNDO_OVER_OWN_SERVER),
+            };
+            Task::CopyIn(source, target, *steps.get(index)?)
         }
         _ => return None,
     })

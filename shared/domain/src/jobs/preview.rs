@@ -138,7 +138,7 @@ pub(super) async fn run(app: &App, job: &Job, id: &PreviewId, step: Step) -> Res
             let db = app.preview_database(&project, &preview).await?;
             db.check_connection(&preview.database_name, &preview.role_name, &password).await?;
         }
-        Step::RemoveRetired => app.servers()?.remove_retired(owner).await?,
+        Step::RemoveRetired => app.servers()?.remove_spares(owner).await?,
         Step::DropDatabase => {
             app.preview_database(&project, &preview).await?.drop_database(&preview.database_name).await?
         }
