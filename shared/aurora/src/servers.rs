@@ -18,7 +18,8 @@
 //!   replacement to the live identifier, so the endpoint's host (the
 //!   identifier and the account's suffix) stays the same.
 //! - SQL on a server runs through a `PgProvider` logged in as its admin at
-//!   the address a [`Resolve`] gives for the cluster's endpoint.
+//!   the address a [`Resolve`] gives for the cluster's endpoint, over TLS
+//!   verified against the Amazon RDS roots (`set_tls`).
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use capydb_domain::ports::{
     DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, ServerOwner, ServerSnapshot, ServerSource, Slot,
 };
 use capydb_egress::EgressPolicy;
-use capydb_postgres::PgProvider;
+use capydb_postgres::{PgProvider, PgTls};
 
 use crate::names;
 use crate::rds::{Cluster, Label, Purpose, Rds, State, CHECK_AGAIN, JOB_TAG};
@@ -65,6 +66,9 @@ pub struct AuroraServers {
     work_dir: PathBuf,
     /// Where an import may connect to.
     egress: EgressPolicy,
+    /// TLS to the clusters, their certificates verified (the RDS roots,
+    /// deployed); plaintext only to the tests' stand-ins.
+    tls: Option<PgTls>,
 }
 
 impl AuroraServers {
@@ -75,7 +79,13 @@ impl AuroraServers {
             region: region.to_string(),
             work_dir: std::env::temp_dir(),
             egress: EgressPolicy::DENY_PRIVATE,
+            tls: None,
         }
+    }
+
+    /// Connect to the clusters over `tls` (deployed: [`PgTls::rds`]).
+    pub fn set_tls(&mut self, tls: PgTls) {
+        self.tls = Some(tls);
     }
 
     pub fn set_work_dir(&mut self, dir: PathBuf) {
@@ -280,7 +290,9 @@ impl AuroraServers {
             tracing::warn!(host, error = %e, "could not resolve a cluster endpoint");
             ProviderError::Retryable("the database server's address could not be resolved; retrying".into())
         })?;
-        let mut provider = PgProvider::connect_admin(host, address, ADMIN_USER, admin_password, &self.region).await?;
+        let mut provider =
+            PgProvider::connect_admin(host, address, ADMIN_USER, admin_password, self.tls.clone(), &self.region)
+                .await?;
         provider.set_work_dir(self.work_dir.clone());
         provider.set_egress_policy(self.egress);
         Ok(Arc::new(provider))

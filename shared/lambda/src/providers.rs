@@ -12,7 +12,7 @@ use capydb_domain::ports::{
     ServerSnapshot, ServerSource, Slot,
 };
 use capydb_egress::EgressPolicy;
-use capydb_postgres::{ClientEndpoint, PgProvider};
+use capydb_postgres::{ClientEndpoint, PgProvider, PgTls};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, Databases};
@@ -38,6 +38,8 @@ pub struct LazyServers {
     resolver: Arc<dyn capydb_aurora::Resolve>,
     region: String,
     egress: EgressPolicy,
+    /// TLS to the clusters (always, deployed; see `without_tls`).
+    tls: bool,
     servers: OnceCell<capydb_aurora::AuroraServers>,
 }
 
@@ -56,8 +58,15 @@ impl LazyServers {
             resolver,
             region: config.region.clone(),
             egress: config.egress(),
+            tls: true,
             servers: OnceCell::new(),
         })
+    }
+
+    /// Plaintext to the clusters: only for the tests' stand-in servers,
+    /// which speak no TLS.
+    pub fn without_tls(self) -> LazyServers {
+        LazyServers { tls: false, ..self }
     }
 
     async fn get(&self) -> ProviderResult<&capydb_aurora::AuroraServers> {
@@ -67,6 +76,9 @@ impl LazyServers {
                 let rds = capydb_aurora::Rds::new(client.clone(), self.settings.clone());
                 let mut servers = capydb_aurora::AuroraServers::new(rds, self.resolver.clone(), &self.region);
                 servers.set_egress_policy(self.egress);
+                if self.tls {
+                    servers.set_tls(PgTls::rds().map_err(|e| setup_error(false, format!("the RDS roots: {e}")))?);
+                }
                 Ok(servers)
             })
             .await

@@ -62,16 +62,6 @@ impl Role {
 
     /// Runs job steps against the PostgreSQL server, or the Aurora clusters.
     pub fn worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
-        Self::worker_resolving(config, sdk, Arc::new(capydb_aurora::SystemResolver))
-    }
-
-    /// The worker, Aurora endpoints resolved by `resolver` (the VPC's DNS
-    /// deployed; stand-in servers in the tests).
-    pub fn worker_resolving(
-        config: &Config,
-        sdk: &Arc<SdkCell>,
-        resolver: Arc<dyn capydb_aurora::Resolve>,
-    ) -> Result<Role, String> {
         let role = Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
@@ -82,7 +72,10 @@ impl Role {
         };
         Ok(match &config.databases {
             Databases::Server { .. } => Role { provider: Some(Arc::new(LazyProvider::of(config, sdk)?)), ..role },
-            Databases::Aurora(_) => Role { servers: Some(Arc::new(LazyServers::of(config, sdk, resolver)?)), ..role },
+            Databases::Aurora(_) => {
+                let servers = LazyServers::of(config, sdk, Arc::new(capydb_aurora::SystemResolver))?;
+                Role { servers: Some(Arc::new(servers)), ..role }
+            }
         })
     }
 

@@ -158,12 +158,14 @@ async fn deploy_aurora() -> (Deployed, std::sync::Arc<capydb_aurora::standin::St
     let config = &aws.config;
     aws.api = quick(lambda::app(config, &sdk, lambda::Role::api(config).expect("api role")));
     aws.webhooks_app = quick(lambda::app(config, &sdk, lambda::Role::webhooks(config).expect("webhooks role")));
-    let mut worker = lambda::Role::worker_resolving(config, &sdk, stand_ins.clone()).expect("worker role");
-    // The stand-ins keep what each backup's snapshot holds as it completes.
-    worker.servers = worker.servers.map(|inner| {
-        std::sync::Arc::new(capydb_aurora::standin::Capturing { inner, stand_ins: stand_ins.clone() })
-            as std::sync::Arc<dyn capydb_domain::ports::DedicatedServers>
-    });
+    // The worker's clusters resolved to the stand-ins (plaintext: they speak
+    // no TLS), which keep what each backup's snapshot holds as it completes.
+    let mut worker = lambda::Role::worker(config, &sdk).expect("worker role");
+    let servers = lambda::providers::LazyServers::of(config, &sdk, stand_ins.clone()).expect("servers").without_tls();
+    worker.servers = Some(std::sync::Arc::new(capydb_aurora::standin::Capturing {
+        inner: std::sync::Arc::new(servers),
+        stand_ins: stand_ins.clone(),
+    }));
     aws.worker = quick(lambda::app(config, &sdk, worker));
     aws.sweeper = Some(lambda::app(config, &sdk, lambda::Role::sweeper(config, &sdk).expect("sweeper role")));
     (aws, stand_ins)

@@ -87,7 +87,7 @@ impl PgProvider {
         self.check_tenant_role(owner)?;
         let what = format!("restore database {target}");
         // A session of its own, like clone_database: a restore can take minutes.
-        let session = open_admin(&self.admin).await?;
+        let session = open_admin(&self.admin, self.tls.as_ref()).await?;
         lock_target(&session, target, &what).await?;
         self.restore_locked(&session, dump, target, owner, &what).await
     }
@@ -169,7 +169,7 @@ impl PgProvider {
         let dump = work.path().join("source.dump");
         // Held through the dump and the restore: a second import into the
         // same target waits for none of it and fails at once (retryable).
-        let session = open_admin(&self.admin).await?;
+        let session = open_admin(&self.admin, self.tls.as_ref()).await?;
         lock_target(&session, target, &what).await?;
 
         let started = Instant::now();
@@ -216,7 +216,7 @@ impl PgProvider {
             return Err(ProviderError::Permanent(format!("cannot replace database {live} with {replacement}")));
         }
         let what = format!("replace database {live} with {replacement}");
-        let session = open_admin(&self.admin).await?;
+        let session = open_admin(&self.admin, self.tls.as_ref()).await?;
         // Held to the end of this call: no restore into `replacement`, and no
         // other swap of `live`, in the meantime.
         lock_target(&session, live, &what).await?;

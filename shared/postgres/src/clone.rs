@@ -73,10 +73,17 @@ impl PgProvider {
         if source == target {
             return Err(ProviderError::Permanent(format!("cannot clone database {source} onto itself")));
         }
+        // A server that needs TLS is a dedicated one, cloned whole by its
+        // provider; the streaming copy's sessions speak plaintext.
+        if self.tls.is_some() {
+            return Err(ProviderError::Permanent(
+                "copying a database inside a server that requires TLS is not supported".into(),
+            ));
+        }
         let started = Instant::now();
         // A session of its own: a copy can take minutes, and on the shared
         // admin connection every other provider call would queue behind it.
-        let session = open_admin(&self.admin).await?;
+        let session = open_admin(&self.admin, self.tls.as_ref()).await?;
         let opened = started.elapsed();
         let what = format!("clone database {source} into {target}");
         // Two clones (or a clone and a restore) into one target would drop
@@ -208,7 +215,7 @@ impl PgProvider {
         }
         let mut config = self.admin.clone();
         config.dbname(target);
-        let mut client = open_admin(&config).await?;
+        let mut client = open_admin(&config, self.tls.as_ref()).await?;
         let fail = |e: tokio_postgres::Error| from_pg(&format!("{what}: hand the copy to {owner}"), &e);
         let tx = client.transaction().await.map_err(fail)?;
         // The same lock as `ensure_database` on the source: it updates the

@@ -140,7 +140,7 @@ impl PgProvider {
 
         let mut source_config = self.admin.clone();
         source_config.dbname(source);
-        let coordinator = open_admin(&source_config).await?;
+        let coordinator = open_admin(&source_config, self.tls.as_ref()).await?;
         let fail = |e: tokio_postgres::Error| from_pg(&format!("{what}: read the source"), &e);
         // The exporting transaction must outlive every import of its snapshot,
         // and holds the locks: no server-side timeout may end it midway.
@@ -405,7 +405,8 @@ async fn stream_worker(setup: &WorkerSetup) -> ProviderResult<()> {
         ))
         .await
         .map_err(|e| e.into_provider(&format!("{what}: import the snapshot")))?;
-    let writer = open_admin(&setup.target).await?;
+    // Never over TLS: a TLS provider copies no database this way (`clone_database`).
+    let writer = open_admin(&setup.target, None).await?;
     writer
         .batch_execute(&format!(
             "SET statement_timeout = 0; SET synchronous_commit = off; {VALUE_FORMAT} SET ROLE {}",

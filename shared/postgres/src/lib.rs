@@ -14,8 +14,10 @@ mod error;
 mod probe;
 mod provider;
 mod sql;
+mod tls;
 mod tools;
 
 pub use cluster::LocalCluster;
 pub use probe::WireProbe;
 pub use provider::{ClientEndpoint, PgProvider};
+pub use tls::PgTls;

@@ -12,6 +12,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
+
+use crate::tls::PgTls;
 use url::{Host, Url};
 
 use crate::error::{connection_lost, failure_as, from_pg, Cause};
@@ -53,6 +55,11 @@ pub struct PgProvider {
     pub(crate) port: u16,
     /// The address `host` was resolved to, when the caller resolved it.
     pub(crate) hostaddr: Option<std::net::IpAddr>,
+    /// TLS, verifying the server's certificate, for a server that requires
+    /// it (an Aurora cluster); plaintext otherwise.
+    pub(crate) tls: Option<PgTls>,
+    /// The TLS roots as a file, for pg_dump and pg_restore.
+    pub(crate) tls_roots: Option<PathBuf>,
     sslmode: &'static str,
     conn: Mutex<Option<Arc<Client>>>,
     /// Where `clone_database` writes its temporary dumps.
@@ -82,7 +89,7 @@ impl PgProvider {
     /// connects, and reads the server's version. Fails with `Permanent` for a
     /// malformed URL or rejected credentials, `Retryable` for an unreachable server.
     pub async fn connect(admin_url: &str, region: &str) -> ProviderResult<PgProvider> {
-        PgProvider::connect_to(AdminTarget::parse(admin_url)?, None, region).await
+        PgProvider::connect_to(AdminTarget::parse(admin_url)?, None, None, region).await
     }
 
     /// As [`connect`](Self::connect), to the server `admin_url` names but at
@@ -93,17 +100,19 @@ impl PgProvider {
         address: std::net::SocketAddr,
         region: &str,
     ) -> ProviderResult<PgProvider> {
-        PgProvider::connect_to(AdminTarget::parse(admin_url)?, Some(address), region).await
+        PgProvider::connect_to(AdminTarget::parse(admin_url)?, Some(address), None, region).await
     }
 
     /// As [`connect_at`](Self::connect_at), given the parts rather than a
     /// URL: `user` / `password` on the `postgres` database of the server
-    /// named `host`, reached at `address`.
+    /// named `host`, reached at `address`, over `tls` when given (every
+    /// connection and tool then verifies the server's certificate for `host`).
     pub async fn connect_admin(
         host: &str,
         address: std::net::SocketAddr,
         user: &str,
         password: &str,
+        tls: Option<PgTls>,
         region: &str,
     ) -> ProviderResult<PgProvider> {
         let target = AdminTarget {
@@ -113,12 +122,13 @@ impl PgProvider {
             password: Some(password.to_string()),
             database: "postgres".to_string(),
         };
-        PgProvider::connect_to(target, Some(address), region).await
+        PgProvider::connect_to(target, Some(address), tls, region).await
     }
 
     async fn connect_to(
         mut target: AdminTarget,
         address: Option<std::net::SocketAddr>,
+        tls: Option<PgTls>,
         region: &str,
     ) -> ProviderResult<PgProvider> {
         if let Some(address) = address {
@@ -133,14 +143,14 @@ impl PgProvider {
             .application_name("capydb")
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives_idle(Duration::from_secs(30))
-            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+            .ssl_mode(ssl_mode(tls.as_ref()));
         if let Some(password) = &target.password {
             admin.password(password.as_bytes());
         }
         if let Some(address) = address {
             admin.hostaddr(address.ip());
         }
-        let client = open_admin(&admin).await?;
+        let client = open_admin(&admin, tls.as_ref()).await?;
         let version_num = client
             .query_one("SHOW server_version_num", &[])
             .await
@@ -159,6 +169,14 @@ impl PgProvider {
             host: target.host,
             port: target.port,
             hostaddr: address.map(|a| a.ip()),
+            tls_roots: match &tls {
+                Some(tls) => Some(
+                    roots_file(tls)
+                        .map_err(|e| crate::error::io_failure("write the TLS roots for the PostgreSQL tools", &e))?,
+                ),
+                None => None,
+            },
+            tls,
             conn: Mutex::new(Some(Arc::new(client))),
             work_dir: std::env::temp_dir(),
             page_range_streams: crate::tools::jobs() > 2,
@@ -174,7 +192,7 @@ impl PgProvider {
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(client));
         }
-        let client = Arc::new(open_admin(&self.admin).await?);
+        let client = Arc::new(open_admin(&self.admin, self.tls.as_ref()).await?);
         *slot = Some(Arc::clone(&client));
         Ok(client)
     }
@@ -375,12 +393,20 @@ impl DatabaseProvider for PgProvider {
             .dbname(database)
             .application_name("capydb-check")
             .connect_timeout(CONNECT_TIMEOUT)
-            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+            .ssl_mode(ssl_mode(self.tls.as_ref()));
         let what = format!("connect to {database} as {role}");
         let probe = async {
-            let (client, connection) = config.connect(NoTls).await?;
-            // Ends by itself once `client` is dropped at the end of the probe.
-            tokio::spawn(connection);
+            // The connection ends by itself once `client` is dropped at the end of the probe.
+            let client = match &self.tls {
+                None => config.connect(NoTls).await.map(|(client, connection)| {
+                    tokio::spawn(connection);
+                    client
+                })?,
+                Some(tls) => config.connect(tls.clone()).await.map(|(client, connection)| {
+                    tokio::spawn(connection);
+                    client
+                })?,
+            };
             client.simple_query("SELECT 1").await.map(drop)
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
@@ -426,7 +452,7 @@ impl DatabaseProvider for PgProvider {
     }
 
     async fn ping(&self) -> ProviderResult<()> {
-        let client = open_admin(&self.admin).await?;
+        let client = open_admin(&self.admin, self.tls.as_ref()).await?;
         client.simple_query("SELECT 1").await.map(drop).map_err(|e| from_pg("ping the server", &e))
     }
 }
@@ -519,20 +545,27 @@ fn is_duplicate(e: &tokio_postgres::Error, own: &SqlState) -> bool {
     e.code().is_some_and(|c| c == own || *c == SqlState::UNIQUE_VIOLATION)
 }
 
-pub(crate) async fn open_admin(config: &Config) -> ProviderResult<Client> {
+pub(crate) async fn open_admin(config: &Config, tls: Option<&PgTls>) -> ProviderResult<Client> {
     let what = "connect to the PostgreSQL server as the admin role";
-    let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await {
+    let connect = async {
+        match tls {
+            None => config.connect(NoTls).await.map(|(client, connection)| {
+                spawn_connection(connection);
+                client
+            }),
+            Some(tls) => config.connect(tls.clone()).await.map(|(client, connection)| {
+                spawn_connection(connection);
+                client
+            }),
+        }
+    };
+    let client = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(result) => result.map_err(|e| from_pg(what, &e))?,
         Err(_) => {
             let detail = format!("timed out after {} s", CONNECT_TIMEOUT.as_secs());
             return Err(failure_as(true, Cause::Unreachable, what, &detail));
         }
     };
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "admin connection ended");
-        }
-    });
     // password_encryption only matters for a password the server hashes
     // itself; ours arrive as verifiers, but nothing should ever yield md5.
     client
@@ -542,10 +575,46 @@ pub(crate) async fn open_admin(config: &Config) -> ProviderResult<Client> {
     Ok(client)
 }
 
+/// Drives an admin session's connection until it ends.
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "admin connection ended");
+        }
+    });
+}
+
 /// `150010` → `15`; before 10 the major version had two parts (`90624` → `9.6`).
 fn major_version(version_num: &str) -> Option<String> {
     let n: u32 = version_num.trim().parse().ok()?;
     Some(if n >= 100_000 { (n / 10_000).to_string() } else { format!("{}.{}", n / 10_000, n / 100 % 100) })
+}
+
+/// The roots of `tls` in a file of the temp dir named after their content
+/// (written once, atomically), for libpq's `PGSSLROOTCERT`.
+fn roots_file(tls: &PgTls) -> std::io::Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    tls.roots_pem().hash(&mut hasher);
+    let path = std::env::temp_dir().join(format!("capydb-pg-roots-{:016x}.pem", hasher.finish()));
+    if !path.exists() {
+        let partial = path.with_extension(format!("{}.partial", std::process::id()));
+        std::fs::write(&partial, tls.roots_pem())?;
+        std::fs::rename(&partial, &path)?;
+    }
+    Ok(path)
+}
+
+/// Require TLS when the provider has it; plaintext otherwise.
+fn ssl_mode(tls: Option<&PgTls>) -> tokio_postgres::config::SslMode {
+    match tls {
+        Some(_) => tokio_postgres::config::SslMode::Require,
+        None => tokio_postgres::config::SslMode::Disable,
+    }
 }
 
 fn sslmode_for(host: &str) -> &'static str {

@@ -48,8 +48,12 @@ impl PgProvider {
         if let Some(ip) = self.hostaddr {
             cmd.env("PGHOSTADDR", ip.to_string());
         }
-        cmd.env("PGSSLMODE", "disable")
-            .env("PGCONNECT_TIMEOUT", "5")
+        // Over TLS, the certificate verified as the provider's own sessions do.
+        match &self.tls_roots {
+            Some(roots) => cmd.env("PGSSLMODE", "verify-full").env("PGSSLROOTCERT", roots),
+            None => cmd.env("PGSSLMODE", "disable"),
+        };
+        cmd.env("PGCONNECT_TIMEOUT", "5")
             .env("PGAPPNAME", app)
             .args(["--host", &self.host, "--port", &self.port.to_string(), "--username", &self.admin_user])
             .arg("--no-password");

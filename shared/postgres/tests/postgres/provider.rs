@@ -251,7 +251,7 @@ async fn a_provider_given_the_address_goes_there_for_everything() {
     p.dump_database("prj_at", dump.path()).await.expect("pg_dump goes to the address");
     assert!(std::fs::metadata(dump.path()).unwrap().len() > 0);
 
-    let by_parts = PgProvider::connect_admin("localhost", address, "capydb_admin", &password, "local").await;
+    let by_parts = PgProvider::connect_admin("localhost", address, "capydb_admin", &password, None, "local").await;
     by_parts.expect("the admin by parts").check_connection("prj_at", "prj_at_owner", PW).await.unwrap();
 }
 
@@ -269,4 +269,123 @@ async fn relay(port: u16) -> std::net::SocketAddr {
         }
     });
     address
+}
+
+/// A server that speaks TLS with a certificate for `localhost` signed by a
+/// test CA: the provider given that CA goes over TLS for its sessions, its
+/// logins and its tools (verify-full); given another CA, or another name,
+/// it does not connect at all.
+#[tokio::test]
+async fn a_provider_with_tls_verifies_the_server_and_uses_it_everywhere() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TestCluster::start().await;
+    let certs = tempfile::tempdir().unwrap();
+    let ca = make_ca(certs.path(), "ca");
+    let other_ca = make_ca(certs.path(), "other");
+    // The server's key and certificate, owned by the server's user.
+    let data = t.cluster.data_dir();
+    let owner = std::fs::metadata(data).unwrap();
+    issue(certs.path(), "ca", &data.join("server.key"), &data.join("server.crt"));
+    for f in ["server.key", "server.crt"] {
+        std::os::unix::fs::chown(data.join(f), Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    std::fs::set_permissions(data.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (admin, connection) = tokio_postgres::connect(&t.cluster.admin_url(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    // And nothing but TLS from now on (this session stays as it is).
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    let tls_only: String = rules
+        .lines()
+        .map(|l| l.strip_prefix("host ").map_or(l.to_string(), |rest| format!("hostssl {rest}")) + "\n")
+        .collect();
+    assert!(tls_only.contains("hostssl"), "{rules}");
+    std::fs::write(&hba, tls_only).unwrap();
+    for statement in [
+        "ALTER SYSTEM SET ssl = on",
+        "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+        "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin.simple_query(statement).await.unwrap();
+    }
+    let url = url::Url::parse(&t.cluster.admin_url()).unwrap();
+    let password = url.password().unwrap().to_string();
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], t.cluster.port()));
+    let connect = |host: &'static str, pem: Vec<u8>| {
+        let password = password.clone();
+        async move {
+            let tls = capydb_postgres::PgTls::trusting(&pem).expect("a CA");
+            PgProvider::connect_admin(host, address, "capydb_admin", &password, Some(tls), "local").await
+        }
+    };
+
+    let p = connect("localhost", ca.clone()).await.expect("TLS to the server the CA vouches for");
+    const PW: &str = "Passw0rdOverTlsPassw0rdOverTls12";
+    p.ensure_role("prj_tls_owner", PW).await.unwrap();
+    p.ensure_database("prj_tls", "prj_tls_owner").await.unwrap();
+    p.check_connection("prj_tls", "prj_tls_owner", PW).await.expect("the owner logs in over TLS");
+    let dump = tempfile::NamedTempFile::new().unwrap();
+    p.dump_database("prj_tls", dump.path()).await.expect("pg_dump over TLS, verify-full");
+    let over_tls: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.application_name = 'capydb'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(over_tls >= 1, "the provider's admin session is over TLS");
+
+    assert!(connect("localhost", other_ca).await.is_err(), "a certificate another CA signed is refused");
+    assert!(connect("db.example.test", ca).await.is_err(), "a certificate for another name is refused");
+}
+
+/// A self-signed CA `<name>.crt` / `<name>.key` in `dir`; answers its PEM.
+fn make_ca(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    let crt = dir.join(format!("{name}.crt"));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN=capydb test {name}"))
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(&crt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl req");
+    std::fs::read(crt).unwrap()
+}
+
+/// A key and a certificate for `localhost` signed by the CA `ca` in `dir`.
+fn issue(dir: &std::path::Path, ca: &str, key: &std::path::Path, crt: &std::path::Path) {
+    let csr = dir.join("server.csr");
+    let ext = dir.join("server.ext");
+    std::fs::write(&ext, "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+    let ok = |status: std::process::ExitStatus| assert!(status.success());
+    ok(std::process::Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(&csr)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap());
+    ok(std::process::Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(dir.join(format!("{ca}.crt")))
+        .arg("-CAkey")
+        .arg(dir.join(format!("{ca}.key")))
+        .args(["-CAcreateserial", "-extfile"])
+        .arg(&ext)
+        .arg("-out")
+        .arg(crt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap());
 }
