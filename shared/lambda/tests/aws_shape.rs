@@ -509,6 +509,40 @@ async fn a_project_and_a_clone_preview_get_aurora_clusters_of_their_own_on_the_a
         restored_db.query("SELECT id FROM orders ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(ids, [42], "the data as of the backup");
 
+    // Rotation: the new password works on the project's cluster, the old one no longer.
+    let (status, body) = aws.call("POST", &format!("/v1/projects/{project_id}/credentials/rotate"), None).await;
+    assert_eq!(status, 202, "rotate: {body}");
+    let job = aws.finish(body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "completed", "the rotation: {job}");
+    let (_, conn) = aws.call("GET", &format!("/v1/projects/{project_id}/connections"), None).await;
+    let rotated = conn[0].clone();
+    assert_ne!(rotated["password"], project_conn["password"]);
+    connect_through(&stand_ins, &rotated).await.expect("the new password");
+    assert!(connect_through(&stand_ins, &project_conn).await.is_err(), "the old password is refused");
+
+    // Restored over the project: a cluster made from the backup's snapshot
+    // takes the project's identifier (a safety snapshot first); the rotated
+    // password is the one that works on it.
+    let body = json!({ "backup_id": backup_id, "mode": "overwrite" });
+    let (status, over) = aws.call("POST", &format!("/v1/projects/{project_id}/restores"), Some(body)).await;
+    assert_eq!(status, 202, "restore over the project: {over}");
+    let job = aws.finish(over["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "completed", "the overwrite restore: {job}");
+    let (_, conn) = aws.call("GET", &format!("/v1/projects/{project_id}/connections"), None).await;
+    let after = conn[0].clone();
+    assert!(after["host"].as_str().unwrap().starts_with(&format!("{cluster}.")), "{after}");
+    let overwritten = connect_through(&stand_ins, &after).await.expect("today's password on the restored cluster");
+    let ids: Vec<i32> =
+        overwritten.query("SELECT id FROM orders ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [42], "the project's data as of the backup");
+    for spare in [capydb_aurora::names::replacement(&project_id), capydb_aurora::names::retired(&project_id)] {
+        let found = rds.describe_db_clusters().db_cluster_identifier(&spare).send().await;
+        assert!(found.is_err(), "{spare} is removed");
+    }
+    let safety = over["restore"]["safety_backup_id"].as_str().expect("a safety backup").to_string();
+    let safety_snapshot = capydb_aurora::names::backup_snapshot(&safety);
+    assert!(rds.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(&safety_snapshot).send().await.is_ok());
+
     // A deleted backup's snapshot goes at the sweeper's next run.
     let (status, body) = aws.call("DELETE", &format!("/v1/backups/{backup_id}"), None).await;
     assert_eq!(status, 200, "delete the backup: {body}");
