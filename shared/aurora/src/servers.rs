@@ -10,8 +10,8 @@
 //!
 //! - A server is a cluster and its one Serverless v2 writer, named after
 //!   the cluster's `DbClusterResourceId` (unchanged by a rename).
-//! - A project's cluster is made empty with the admin `capydb_admin` and
-//!   the project's admin password; a preview's clone keeps that admin and
+//! - A project's cluster is made empty with the master user `capydb_master`
+//!   and the project's admin password; a preview's clone keeps that admin and
 //!   password (they are the project's too).
 //! - A replacement (a preview reset) is built as `…-next`, tagged with the
 //!   job building it; the swap renames the live cluster to `…-old` and the
@@ -34,8 +34,10 @@ use capydb_postgres::{PgProvider, PgTls};
 use crate::names;
 use crate::rds::{Cluster, Label, Purpose, Rds, State, CHECK_AGAIN, JOB_TAG};
 
-/// The administrator every cluster is made with.
-pub const ADMIN_USER: &str = "capydb_admin";
+/// The master user every cluster is made with. Not a superuser on Aurora
+/// (a member of `rds_superuser`): the provider makes it a member of each
+/// role it creates, which is what it needs to manage their databases.
+pub const ADMIN_USER: &str = "capydb_master";
 /// The port Aurora PostgreSQL listens on.
 pub const PORT: u16 = 5432;
 

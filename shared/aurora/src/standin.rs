@@ -13,10 +13,14 @@
 //! when the snapshot completed: [`Capturing`] wraps the servers and takes
 //! that copy the moment a backup's snapshot is first reported complete.
 //!
-//! What it cannot stand in for: the master password. moto keeps the one a
-//! cluster was made with to itself, so a stand-in admits its admin
-//! (`capydb_admin`) by `trust` from 127.0.0.1; every other role logs in
-//! with SCRAM, so a wrong customer password is refused as on Aurora.
+//! Each stand-in has the cluster's master user as Aurora makes it: not a
+//! superuser, but `CREATEDB`, `CREATEROLE` and `pg_signal_backend` (what
+//! `rds_superuser` gives that the provider uses). What it cannot stand in
+//! for is the master password: moto keeps the one a cluster was made with
+//! to itself, so a stand-in admits the master user by `trust` from
+//! 127.0.0.1; every other role logs in with SCRAM, so a wrong customer
+//! password is refused as on Aurora. The stand-in's own work (copies) runs
+//! as the server's superuser.
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -122,36 +126,62 @@ impl StandIns {
     async fn start(&self, resource_id: &str) -> std::io::Result<Arc<LocalCluster>> {
         let dir = self.base.join(resource_id);
         let server = LocalCluster::ensure_started(&dir, &Clear).await.map_err(other)?;
-        // The admin by trust (see the module's note), everyone else by SCRAM.
+        // The master user by trust (see the module's note), everyone else by SCRAM.
         let hba = server.data_dir().join("pg_hba.conf");
         let rules = std::fs::read_to_string(&hba)?;
-        std::fs::write(&hba, format!("host all {ADMIN_USER} 127.0.0.1/32 trust\n{rules}"))?;
+        // The superuser too: a copy from another stand-in sets its password
+        // to that one's (`pg_dumpall` carries every role's).
+        let superuser =
+            server.admin_url().split_once("://").and_then(|(_, r)| r.split_once(':')).map(|(u, _)| u.to_string());
+        let superuser = superuser.ok_or_else(|| other("the stand-in's admin URL names no user"))?;
+        std::fs::write(
+            &hba,
+            format!("host all {ADMIN_USER} 127.0.0.1/32 trust\nhost all {superuser} 127.0.0.1/32 trust\n{rules}"),
+        )?;
         let (client, connection) =
             tokio_postgres::connect(&server.admin_url(), tokio_postgres::NoTls).await.map_err(other)?;
         tokio::spawn(connection);
-        client.simple_query("SELECT pg_reload_conf()").await.map_err(other)?;
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE {ADMIN_USER} LOGIN CREATEDB CREATEROLE; GRANT pg_signal_backend TO {ADMIN_USER}; \
+                 SELECT pg_reload_conf()"
+            ))
+            .await
+            .map_err(other)?;
         Ok(Arc::new(server))
     }
 
     /// Everything `from` holds (roles with their passwords, databases), as SQL.
     async fn dump(from: &LocalCluster) -> std::io::Result<Vec<u8>> {
         let bin = LocalCluster::find_binaries().map_err(other)?;
-        let dump = tokio::process::Command::new(bin.join("pg_dumpall"))
-            .args(["--host", "127.0.0.1", "--port", &from.port().to_string(), "--username", ADMIN_USER])
-            .arg("--no-password")
-            .output()
-            .await?;
+        let mut pg_dumpall = tokio::process::Command::new(bin.join("pg_dumpall"));
+        let dump = Self::as_superuser(from, &mut pg_dumpall).output().await?;
         if !dump.status.success() {
             return Err(other(format!("pg_dumpall: {}", String::from_utf8_lossy(&dump.stderr))));
         }
         Ok(dump.stdout)
     }
 
+    /// `command` connecting to `server` as its superuser (its admin URL's
+    /// user and password), the password in the environment.
+    fn as_superuser<'a>(
+        server: &LocalCluster,
+        command: &'a mut tokio::process::Command,
+    ) -> &'a mut tokio::process::Command {
+        let url = server.admin_url();
+        let credentials = url.split_once("://").and_then(|(_, rest)| rest.split_once('@')).map(|(c, _)| c);
+        let (user, password) = credentials.and_then(|c| c.split_once(':')).unwrap_or_default();
+        command
+            .env("PGPASSWORD", password)
+            .args(["--host", "127.0.0.1", "--port", &server.port().to_string(), "--username", user])
+            .arg("--no-password")
+    }
+
     /// Plays `dump` into `to`.
     async fn load(dump: &[u8], to: &LocalCluster) -> std::io::Result<()> {
         let bin = LocalCluster::find_binaries().map_err(other)?;
-        let mut psql = tokio::process::Command::new(bin.join("psql"))
-            .args(["--host", "127.0.0.1", "--port", &to.port().to_string(), "--username", ADMIN_USER])
+        let mut command = tokio::process::Command::new(bin.join("psql"));
+        let mut psql = Self::as_superuser(to, &mut command)
             .args(["--dbname", "postgres", "--quiet", "--no-psqlrc"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())

@@ -34,6 +34,11 @@ const RESERVED_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
 /// Role attributes of every tenant role; `ensure_role` re-applies them when
 /// the role exists so a drifted role converges back.
 const ROLE_ATTRIBUTES: &str = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+/// What an admin that is not a superuser (RDS's and Aurora's master user, a
+/// member of `rds_superuser`) may set on a role it created: PostgreSQL
+/// refuses it even `NOSUPERUSER`, `NOREPLICATION` or `NOBYPASSRLS` (which
+/// such a role cannot have anyway).
+const ROLE_ATTRIBUTES_UNPRIVILEGED: &str = "LOGIN NOCREATEDB NOCREATEROLE";
 
 /// Everything but RFC 3986 unreserved characters is percent-encoded in URI parts.
 const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -55,6 +60,11 @@ pub struct PgProvider {
     pub(crate) port: u16,
     /// The address `host` was resolved to, when the caller resolved it.
     pub(crate) hostaddr: Option<std::net::IpAddr>,
+    /// Whether the admin role is a superuser. One that is not (RDS's master
+    /// user) is made a member of each tenant role it creates, which
+    /// `CREATE DATABASE ... OWNER`, `pg_restore --role` and dropping the
+    /// role's database need.
+    admin_is_superuser: bool,
     /// TLS, verifying the server's certificate, for a server that requires
     /// it (an Aurora cluster); plaintext otherwise.
     pub(crate) tls: Option<PgTls>,
@@ -156,6 +166,11 @@ impl PgProvider {
             .await
             .and_then(|row| row.try_get::<_, String>(0))
             .map_err(|e| from_pg("read the server version", &e))?;
+        let admin_is_superuser = client
+            .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+            .await
+            .and_then(|row| row.try_get::<_, bool>(0))
+            .map_err(|e| from_pg("read the admin role's attributes", &e))?;
         let pg_version = major_version(&version_num)
             .ok_or_else(|| ProviderError::Permanent(format!("unexpected server_version_num {version_num:?}")))?;
         tracing::info!(host = %target.host, port = target.port, pg_version = %pg_version, "connected to the PostgreSQL server");
@@ -169,6 +184,7 @@ impl PgProvider {
             host: target.host,
             port: target.port,
             hostaddr: address.map(|a| a.ip()),
+            admin_is_superuser,
             tls_roots: match &tls {
                 Some(tls) => Some(
                     roots_file(tls)
@@ -248,6 +264,17 @@ impl PgProvider {
         .await
     }
 
+    /// Makes an admin that is not a superuser a member of `role` (a no-op
+    /// when it is one already, and for a superuser): what lets it give the
+    /// role a database, restore as it, and drop what it owns.
+    pub(crate) async fn act_as(&self, role: &str) -> ProviderResult<()> {
+        if self.admin_is_superuser {
+            return Ok(());
+        }
+        let grant = format!("{}; GRANT {} TO CURRENT_USER", advisory_lock("role", role)?, quote_ident(role));
+        self.execute(&format!("let the admin act as {role}"), &grant).await
+    }
+
     /// Tenant roles are never the admin or any other superuser: ALTERing or
     /// dropping one would take the control plane's own access away.
     pub(crate) fn check_tenant_role(&self, role: &str) -> ProviderResult<()> {
@@ -290,7 +317,8 @@ impl DatabaseProvider for PgProvider {
         // Locked like `ensure_database`'s grants: two callers altering one role
         // at once would otherwise race on its catalog row.
         let lock = advisory_lock("role", role)?;
-        let alter = format!("{lock}; ALTER ROLE {name} WITH {ROLE_ATTRIBUTES} PASSWORD {literal}");
+        let attributes = if self.admin_is_superuser { ROLE_ATTRIBUTES } else { ROLE_ATTRIBUTES_UNPRIVILEGED };
+        let alter = format!("{lock}; ALTER ROLE {name} WITH {attributes} PASSWORD {literal}");
         let what = format!("ensure role {role}");
         match self.role_is_superuser(role).await? {
             Some(true) => {
@@ -318,7 +346,7 @@ impl DatabaseProvider for PgProvider {
                 tracing::info!(role, "role ensured");
             }
         }
-        Ok(())
+        self.act_as(role).await
     }
 
     async fn ensure_database(&self, database: &str, owner: &str) -> ProviderResult<()> {
@@ -339,6 +367,7 @@ impl DatabaseProvider for PgProvider {
             lock = advisory_lock("database", database)?
         );
         let what = format!("ensure database {database}");
+        self.act_as(owner).await?;
         let exists = self.database_exists(database).await?;
         if !exists {
             // Not in one batch with `secure`: CREATE DATABASE cannot run inside

@@ -389,3 +389,64 @@ fn issue(dir: &std::path::Path, ca: &str, key: &std::path::Path, crt: &std::path
         .status()
         .unwrap());
 }
+
+/// An admin that is not a superuser, as RDS's and Aurora's master user is
+/// (`CREATEDB`, `CREATEROLE` and `pg_signal_backend`, what `rds_superuser`
+/// gives): every operation of the contract works, its logins and copies too.
+#[tokio::test]
+async fn every_operation_works_with_an_admin_that_is_not_a_superuser() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let t = TestCluster::start().await;
+    let (admin, connection) = tokio_postgres::connect(&t.cluster.admin_url(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    const ADMIN_PW: &str = "RdsLikeAdminPassw0rdRdsLike12345";
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE rds_like_admin LOGIN CREATEDB CREATEROLE PASSWORD '{ADMIN_PW}'; \
+             GRANT pg_signal_backend TO rds_like_admin"
+        ))
+        .await
+        .unwrap();
+    let url = format!("postgres://rds_like_admin:{ADMIN_PW}@127.0.0.1:{}/postgres", t.cluster.port());
+    let p = PgProvider::connect(&url, "local").await.expect("the admin that is not a superuser connects");
+    const PW: &str = "0wnerPassw0rd0wnerPassw0rd123456";
+    const NEW_PW: &str = "N3wOwnerPassw0rdN3wOwnerPassw012";
+    for _ in 0..2 {
+        p.ensure_role("prj_rds_owner", PW).await.expect("create, then alter, the role");
+        p.ensure_database("prj_rds", "prj_rds_owner").await.expect("give it a database");
+    }
+    p.check_connection("prj_rds", "prj_rds_owner", PW).await.expect("the owner logs in");
+    let owner_url = format!("postgres://prj_rds_owner:{PW}@127.0.0.1:{}/prj_rds", t.cluster.port());
+    let (owner, connection) = tokio_postgres::connect(&owner_url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    owner.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')").await.unwrap();
+    drop(owner);
+
+    // A dump, restored as another role's database; a copy; a replacement.
+    let dump = tempfile::NamedTempFile::new().unwrap();
+    p.dump_database("prj_rds", dump.path()).await.expect("pg_dump as the admin");
+    p.ensure_role("pvw_rds_owner", PW).await.unwrap();
+    p.restore_database(dump.path(), "pvw_rds", "pvw_rds_owner").await.expect("pg_restore --role as the admin");
+    p.check_connection("pvw_rds", "pvw_rds_owner", PW).await.unwrap();
+    p.ensure_role("pvw_copy_owner", PW).await.unwrap();
+    p.clone_database("prj_rds", "prj_rds_owner", "pvw_copy", "pvw_copy_owner").await.expect("a copy");
+    p.check_connection("pvw_copy", "pvw_copy_owner", PW).await.unwrap();
+    p.restore_database(dump.path(), "prj_rds_restore", "prj_rds_owner").await.unwrap();
+    p.replace_database("prj_rds", "prj_rds_restore").await.expect("a replacement takes the name");
+    let (owner, connection) = tokio_postgres::connect(&owner_url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let v: String = owner.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(v, "kept");
+
+    // A new password (the old one refused), then everything goes, even with a session open.
+    p.ensure_role("prj_rds_owner", NEW_PW).await.unwrap();
+    p.check_connection("prj_rds", "prj_rds_owner", NEW_PW).await.unwrap();
+    assert_permanent(p.check_connection("prj_rds", "prj_rds_owner", PW).await, "the old password");
+    for (database, role) in [("prj_rds", "prj_rds_owner"), ("pvw_rds", "pvw_rds_owner"), ("pvw_copy", "pvw_copy_owner")]
+    {
+        p.drop_database(database).await.unwrap_or_else(|e| panic!("drop {database}: {e}"));
+        p.drop_role(role).await.unwrap_or_else(|e| panic!("drop {role}: {e}"));
+        assert!(!p.database_exists(database).await.unwrap() && !p.role_exists(role).await.unwrap());
+    }
+    drop(owner);
+}
