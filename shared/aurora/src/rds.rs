@@ -435,7 +435,16 @@ impl Rds {
             .apply_immediately(true)
             .send()
             .await;
-        sent.map(drop).map_err(|e| classify("rename a DB cluster", e))
+        match sent {
+            Ok(_) => Ok(()),
+            // A rename an earlier call made that RDS shows late (the source
+            // gone, or the target there): look again.
+            Err(e) if matches!(code(&e), Some("DBClusterNotFoundFault" | "DBClusterAlreadyExistsFault")) => {
+                tracing::info!(from, to, code = ?code(&e), "a rename RDS has not shown yet; looking again");
+                Err(ProviderError::NotYet(CHECK_AGAIN))
+            }
+            Err(e) => Err(classify("rename a DB cluster", e)),
+        }
     }
 
     /// Sets the administrator's password (applied at once; the cluster is

@@ -40,6 +40,9 @@ use crate::rds::{Cluster, Label, Purpose, Rds, State, CHECK_AGAIN, JOB_TAG};
 pub const ADMIN_USER: &str = "capydb_master";
 /// The port Aurora PostgreSQL listens on.
 pub const PORT: u16 = 5432;
+/// How long a connection to a cluster may take: a paused one (minimum
+/// capacity 0) resumes on the first connection, in about 15 s.
+pub const RESUME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Where a cluster endpoint's host takes connections.
 #[async_trait]
@@ -126,7 +129,10 @@ impl AuroraServers {
             return Ok(false);
         }
         if cluster.deletion_protection {
+            // Deleted at the next call, once RDS shows the protection off
+            // (a delete sent at once may still find it on, and be refused).
             self.rds.allow_deletion(id).await?;
+            return Ok(false);
         }
         let writer = names::writer(&cluster.resource_id);
         let mut instances = cluster.members.clone();
@@ -180,6 +186,7 @@ impl AuroraServers {
                         self.rds.create_cluster(&id, &label, None, ADMIN_USER, admin_password).await?;
                     }
                     ServerSource::CloneOf(project) => {
+                        self.live_of(project).await?;
                         self.rds.clone_cluster(&names::cluster(project), &id, &label).await?;
                     }
                     ServerSource::Snapshot(backup) => {
@@ -191,7 +198,7 @@ impl AuroraServers {
             }
             // A replacement an earlier job left (it failed before its
             // swap): not this job's data; it goes, and this job's is made.
-            Some(found) if job.is_some() && found.tag(JOB_TAG) != job => {
+            Some(found) if job.is_some() && found.tag(JOB_TAG).is_some_and(|by| Some(by) != job) => {
                 tracing::warn!(cluster = %id, left_by = ?found.tag(JOB_TAG), "removing a replacement another job left");
                 self.remove_cluster(&id, None).await?;
                 Err(ProviderError::NotYet(CHECK_AGAIN))
@@ -200,14 +207,15 @@ impl AuroraServers {
         }
     }
 
-    async fn swap_now(&self, owner: ServerOwner<'_>, _job: &str) -> ProviderResult<String> {
+    async fn swap_now(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
         let live = names::cluster(owner.resource_id);
         let next = names::replacement(owner.resource_id);
         let old = names::retired(owner.resource_id);
         let label = Self::label(owner, None);
         match (self.rds.describe(&live).await?, self.rds.describe(&next).await?) {
-            // Swapped (or nothing to swap): the live one answers.
-            (Some(l), None) => self.ready(&live, l, &label).await,
+            // Swapped: this job's replacement answers under the live identifier.
+            (Some(l), None) if l.tag(JOB_TAG) == Some(job) => self.ready(&live, l, &label).await,
+            (Some(_), None) => Err(ProviderError::Permanent("the replacement server is gone".into())),
             (None, Some(n)) => {
                 n.state.ready("replacement cluster")?;
                 self.rds.rename_cluster(&next, &live).await?;
@@ -225,8 +233,67 @@ impl AuroraServers {
                 tracing::info!(from = %live, to = %old, "setting the live cluster aside");
                 Err(ProviderError::NotYet(CHECK_AGAIN))
             }
+            // Between two renames, RDS may show neither name for a moment.
+            (None, None) if self.rds.describe(&old).await?.is_some() => Err(ProviderError::NotYet(CHECK_AGAIN)),
             (None, None) => Err(ProviderError::Permanent("the server and its replacement are both gone".into())),
         }
+    }
+
+    async fn revert_now(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        let live = names::cluster(owner.resource_id);
+        let next = names::replacement(owner.resource_id);
+        let old = names::retired(owner.resource_id);
+        let label = Self::label(owner, None);
+        let (l, n, o) =
+            (self.rds.describe(&live).await?, self.rds.describe(&next).await?, self.rds.describe(&old).await?);
+        let not_yet = Err(ProviderError::NotYet(CHECK_AGAIN));
+        match (l, n, o) {
+            // The swap finished: this job's server goes back aside, under
+            // the replacement's name (which must be free first).
+            (Some(l), n, Some(_)) if l.tag(JOB_TAG) == Some(job) => {
+                if n.is_some() {
+                    self.remove_cluster(&next, None).await?;
+                    return not_yet;
+                }
+                l.state.ready("database cluster")?;
+                self.rds.rename_cluster(&live, &next).await?;
+                tracing::info!(from = %live, to = %next, "setting the job's server aside again");
+                not_yet
+            }
+            // The one set aside takes the live identifier back.
+            (None, _, Some(o)) => {
+                o.state.ready("previous cluster")?;
+                self.rds.rename_cluster(&old, &live).await?;
+                tracing::info!(from = %old, to = %live, "putting the previous server back");
+                not_yet
+            }
+            // The live one is the previous server: the replacement goes.
+            (Some(_), Some(_), _) => {
+                self.remove_cluster(&next, None).await?;
+                not_yet
+            }
+            (Some(l), None, _) => self.ready(&live, l, &label).await,
+            (None, Some(n), None) => {
+                n.state.ready("replacement cluster")?;
+                self.rds.rename_cluster(&next, &live).await?;
+                not_yet
+            }
+            (None, None, None) => Err(ProviderError::Permanent("the server is gone".into())),
+        }
+    }
+
+    /// The live cluster of `resource`, to clone or snapshot: `NotYet` while
+    /// a swap has it under another name.
+    async fn live_of(&self, resource: &str) -> ProviderResult<()> {
+        if self.rds.describe(&names::cluster(resource)).await?.is_some() {
+            return Ok(());
+        }
+        for id in [names::retired(resource), names::replacement(resource)] {
+            if self.rds.describe(&id).await?.is_some() {
+                return Err(ProviderError::NotYet(CHECK_AGAIN));
+            }
+        }
+        Err(ProviderError::Permanent("the project's database server does not exist".into()))
     }
 
     async fn remove_spares_now(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
@@ -260,6 +327,7 @@ impl AuroraServers {
         let id = names::backup_snapshot(backup_id);
         match self.rds.snapshot(&id).await? {
             State::Absent => {
+                self.live_of(owner.resource_id).await?;
                 let label = Label { resource: backup_id.to_string(), ..Self::label(owner, None) };
                 self.rds.create_snapshot(&names::cluster(owner.resource_id), &id, &label).await?;
                 tracing::info!(snapshot = %id, "taking the cluster snapshot");
@@ -292,9 +360,16 @@ impl AuroraServers {
             tracing::warn!(host, error = %e, "could not resolve a cluster endpoint");
             ProviderError::Retryable("the database server's address could not be resolved; retrying".into())
         })?;
-        let mut provider =
-            PgProvider::connect_admin(host, address, ADMIN_USER, admin_password, self.tls.clone(), &self.region)
-                .await?;
+        let mut provider = PgProvider::connect_admin(
+            host,
+            address,
+            ADMIN_USER,
+            admin_password,
+            self.tls.clone(),
+            RESUME_TIMEOUT,
+            &self.region,
+        )
+        .await?;
         provider.set_work_dir(self.work_dir.clone());
         provider.set_egress_policy(self.egress);
         Ok(Arc::new(provider))
@@ -316,6 +391,10 @@ impl DedicatedServers for AuroraServers {
 
     async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
         self.paced(self.swap_now(owner, job).await)
+    }
+
+    async fn revert(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        self.paced(self.revert_now(owner, job).await)
     }
 
     async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {

@@ -227,6 +227,9 @@ impl DedicatedServers for Capturing {
     async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
         self.inner.swap(owner, job).await
     }
+    async fn revert(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        self.inner.revert(owner, job).await
+    }
     async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
         self.inner.remove_spares(owner).await
     }

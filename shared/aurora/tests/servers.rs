@@ -327,3 +327,39 @@ async fn a_backup_is_a_snapshot_that_restores_into_a_server_of_its_own_as_it_was
     let refused = servers.delete_snapshot("someone-elses-snapshot").await;
     assert!(matches!(refused, Err(ProviderError::Permanent(_))), "{refused:?}");
 }
+
+#[tokio::test]
+async fn a_swap_is_turned_back_whether_it_finished_or_stopped_half_way() {
+    let r = rig().await;
+    let project = resource("prj");
+    project_server(&r, &project).await;
+    let cluster = names::cluster(&project);
+    let original = r.rds.describe(&cluster).await.unwrap().unwrap().resource_id;
+    let o = owner(&project, &project);
+
+    // Finished: the job's server is live, the original set aside.
+    let job = "job_01jdz8x9m2k4q6r8t0v2w4y6v1";
+    drive("build", || r.servers.make(o, Slot::Replacement(job), ServerSource::Empty, ADMIN)).await;
+    drive("swap", || r.servers.swap(o, job)).await;
+    assert_ne!(r.rds.describe(&cluster).await.unwrap().unwrap().resource_id, original);
+    let (host, _) = drive("revert a finished swap", || r.servers.revert(o, job)).await;
+    assert!(host.starts_with(&format!("{cluster}.")), "{host}");
+    assert_eq!(r.rds.describe(&cluster).await.unwrap().unwrap().resource_id, original, "the original is back");
+    for spare in [names::replacement(&project), names::retired(&project)] {
+        assert!(r.rds.describe(&spare).await.unwrap().is_none(), "{spare} is gone");
+    }
+
+    // Half-way: the original renamed aside, the job's not yet in its place.
+    forget_automated_snapshots(&r, &names::replacement(&project)).await;
+    let job = "job_01jdz8x9m2k4q6r8t0v2w4y6v2";
+    drive("build", || r.servers.make(o, Slot::Replacement(job), ServerSource::Empty, ADMIN)).await;
+    let first = r.servers.swap(o, job).await;
+    assert!(matches!(first, Err(ProviderError::NotYet(_))), "{first:?}");
+    assert!(r.rds.describe(&cluster).await.unwrap().is_none(), "the live identifier is free, mid-swap");
+    drive("revert a swap half-way", || r.servers.revert(o, job)).await;
+    assert_eq!(r.rds.describe(&cluster).await.unwrap().unwrap().resource_id, original, "the original is back");
+    assert!(r.rds.describe(&names::replacement(&project)).await.unwrap().is_none());
+    // And a revert with nothing to turn back is done at once.
+    assert!(r.servers.revert(o, job).await.is_ok());
+    drive("remove the project", || r.servers.remove(o, false)).await;
+}

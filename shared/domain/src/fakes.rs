@@ -251,9 +251,13 @@ struct Servers {
     /// (resource, job) -> the replacement the job builds.
     replacements: BTreeMap<(String, String), Arc<FakeProvider>>,
     retired: BTreeMap<String, Arc<FakeProvider>>,
+    /// resource -> the job whose replacement its live server is.
+    swapped_by: BTreeMap<String, String>,
     /// host -> admin password
     admins: BTreeMap<String, String>,
     calls: Vec<String>,
+    /// operation -> an error it answers once, after doing its work.
+    fail_after: HashMap<&'static str, ProviderError>,
 }
 
 impl FakeServers {
@@ -273,6 +277,11 @@ impl FakeServers {
     /// The host of `resource`'s live server (and of a replacement once swapped in).
     pub fn host_of(resource: &str) -> String {
         format!("{}.servers.test", resource.replace('_', "-"))
+    }
+
+    /// The host of the replacement `job` builds, until it is swapped in.
+    fn replacement_host(resource: &str, job: &str) -> String {
+        format!("{}-next-{}.servers.test", resource.replace('_', "-"), job.replace('_', "-"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Servers> {
@@ -305,6 +314,16 @@ impl FakeServers {
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
     }
+
+    /// The next `operation` (`swap`) does its work, then answers `error`
+    /// (a failure after the fact: RDS renamed, the caller never heard).
+    pub fn fail_after(&self, operation: &'static str, error: ProviderError) {
+        self.lock().fail_after.insert(operation, error);
+    }
+
+    fn after(&self, operation: &'static str) -> ProviderResult<()> {
+        self.lock().fail_after.remove(operation).map_or(Ok(()), Err)
+    }
 }
 
 #[async_trait]
@@ -336,14 +355,18 @@ impl DedicatedServers for FakeServers {
             match slot {
                 Slot::Live => {
                     s.live.insert(resource.clone(), server);
-                    s.admins.insert(Self::host_of(&resource), admin_password.to_string());
                 }
                 Slot::Replacement(job) => {
                     s.replacements.insert((resource.clone(), job.to_string()), server);
                 }
             }
         }
-        Ok(Self::host_of(&resource))
+        let host = match slot {
+            Slot::Live => Self::host_of(&resource),
+            Slot::Replacement(job) => Self::replacement_host(&resource, job),
+        };
+        s.admins.insert(host.clone(), admin_password.to_string());
+        Ok(host)
     }
 
     async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
@@ -354,7 +377,27 @@ impl DedicatedServers for FakeServers {
             if let Some(old) = s.live.insert(resource.clone(), next) {
                 s.retired.insert(resource.clone(), old);
             }
+            s.swapped_by.insert(resource.clone(), job.to_string());
         } else if !s.live.contains_key(&resource) {
+            return Err(missing("server", &resource));
+        }
+        drop(s);
+        self.after("swap")?;
+        Ok(Self::host_of(&resource))
+    }
+
+    async fn revert(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        let mut s = self.lock();
+        s.calls.push(format!("revert({})", owner.resource_id));
+        let resource = owner.resource_id.to_string();
+        s.replacements.remove(&(resource.clone(), job.to_string()));
+        if s.swapped_by.get(&resource).map(String::as_str) == Some(job) {
+            if let Some(previous) = s.retired.remove(&resource) {
+                s.live.insert(resource.clone(), previous);
+            }
+            s.swapped_by.remove(&resource);
+        }
+        if !s.live.contains_key(&resource) {
             return Err(missing("server", &resource));
         }
         Ok(Self::host_of(&resource))
@@ -390,7 +433,9 @@ impl DedicatedServers for FakeServers {
             Some(_) => return Err(ProviderError::Permanent("password authentication failed for the admin".into())),
             None => return Err(ProviderError::Retryable(format!("no server answers at {host}"))),
         }
-        let server = s.live.iter().find(|(r, _)| Self::host_of(r) == host).map(|(_, p)| p.clone());
+        let live = s.live.iter().find(|(r, _)| Self::host_of(r) == host);
+        let next = s.replacements.iter().find(|((r, job), _)| Self::replacement_host(r, job) == host);
+        let server = live.map(|(_, p)| p.clone()).or_else(|| next.map(|(_, p)| p.clone()));
         server.map(|p| p as Arc<dyn DatabaseProvider>).ok_or_else(|| missing("server", host))
     }
 
@@ -514,6 +559,10 @@ impl DedicatedServers for SlowServers {
             }
         }
         Err(self.not_yet())
+    }
+
+    async fn revert(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        self.inner.revert(owner, job).await
     }
 
     async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {

@@ -698,6 +698,10 @@ pub trait DedicatedServers: Send + Sync {
     /// by [`remove_spares`](Self::remove_spares). Answers the live host.
     /// Done already when there is no replacement.
     async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String>;
+    /// Undoes what `job` did towards replacing `owner`'s live server: a swap
+    /// begun or finished is turned back (the server it set aside takes the
+    /// live identifier again), and the replacement goes. Answers the live host.
+    async fn revert(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String>;
     /// Removes every server of `owner` but the live one: a replacement a
     /// job built and did not swap in, the old one a swap set aside.
     async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()>;

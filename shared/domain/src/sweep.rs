@@ -35,8 +35,8 @@ impl SweepReport {
 impl App {
     /// Deletes the snapshots a dedicated deployment no longer keeps: a
     /// backup's once the backup is deleted or failed, a deleted project's
-    /// final one once `final_snapshot_retention` has passed (never, when it
-    /// is zero). A snapshot whose backup or project this store does not know
+    /// final one, and its backups', once `final_snapshot_retention` has
+    /// passed since they were taken (never, when it is zero). A snapshot whose backup or project this store does not know
     /// is left alone: it may be another stack's.
     pub async fn prune_snapshots(&self) -> DomainResult<usize> {
         let Some(servers) = &self.servers else {
@@ -45,24 +45,47 @@ impl App {
         let unavailable = |e: crate::ports::ProviderError| DomainError::Unavailable(e.to_string());
         let retention = self.settings.final_snapshot_retention;
         let now = self.now();
+        // Past the retention, measured from when it was taken.
+        let expired = |snapshot: &crate::ports::ServerSnapshot| {
+            !retention.is_zero() && snapshot.created_at.is_some_and(|t| add(t, retention) <= now)
+        };
         let mut deleted = 0;
         for snapshot in servers.snapshots().await.map_err(unavailable)? {
+            let mut gone_backup = None;
             let gone = if let Some(id) = &snapshot.backup_id {
-                let backup = self.store.get_backup(id).await?;
-                backup.is_some_and(|b| matches!(b.state, BackupState::Deleted | BackupState::Failed))
+                match self.store.get_backup(id).await? {
+                    Some(b) if matches!(b.state, BackupState::Deleted | BackupState::Failed) => true,
+                    // A deleted project's backups follow its final snapshot's retention.
+                    Some(b) if expired(&snapshot) => {
+                        let project = self.store.get_project(&b.project_id).await?;
+                        let over = project.is_some_and(|p| p.state == ProjectState::Deleted);
+                        if over {
+                            gone_backup = Some(b);
+                        }
+                        over
+                    }
+                    _ => false,
+                }
             } else if let Some(id) = &snapshot.final_of {
                 let project = self.store.get_project(id).await?;
-                !retention.is_zero()
-                    && project.is_some_and(|p| p.state == ProjectState::Deleted)
-                    && snapshot.created_at.is_some_and(|t| add(t, retention) <= now)
+                expired(&snapshot) && project.is_some_and(|p| p.state == ProjectState::Deleted)
             } else {
                 false
             };
-            if gone {
-                servers.delete_snapshot(&snapshot.id).await.map_err(unavailable)?;
-                tracing::info!(snapshot = %snapshot.id, "deleted a snapshot no longer kept");
-                deleted += 1;
+            if !gone {
+                continue;
             }
+            // One that cannot go now (still being taken) waits for the next sweep.
+            if let Err(e) = servers.delete_snapshot(&snapshot.id).await {
+                tracing::warn!(snapshot = %snapshot.id, error = %e, "could not delete a snapshot no longer kept");
+                continue;
+            }
+            if let Some(mut backup) = gone_backup {
+                backup.state = BackupState::Deleted;
+                self.store.put_backup(&backup).await?;
+            }
+            tracing::info!(snapshot = %snapshot.id, "deleted a snapshot no longer kept");
+            deleted += 1;
         }
         Ok(deleted)
     }

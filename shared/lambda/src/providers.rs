@@ -99,6 +99,9 @@ impl DedicatedServers for LazyServers {
     async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
         self.get().await?.swap(owner, job).await
     }
+    async fn revert(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
+        self.get().await?.revert(owner, job).await
+    }
     async fn remove_spares(&self, owner: ServerOwner<'_>) -> ProviderResult<()> {
         self.get().await?.remove_spares(owner).await
     }

@@ -70,6 +70,9 @@ pub struct PgProvider {
     pub(crate) tls: Option<PgTls>,
     /// The TLS roots as a file, for pg_dump and pg_restore.
     pub(crate) tls_roots: Option<PathBuf>,
+    /// How long a new connection may take: [`CONNECT_TIMEOUT`], or longer
+    /// for a server that may be paused (an Aurora cluster resumes in ~15 s).
+    pub(crate) connect_timeout: Duration,
     sslmode: &'static str,
     conn: Mutex<Option<Arc<Client>>>,
     /// Where `clone_database` writes its temporary dumps.
@@ -99,7 +102,7 @@ impl PgProvider {
     /// connects, and reads the server's version. Fails with `Permanent` for a
     /// malformed URL or rejected credentials, `Retryable` for an unreachable server.
     pub async fn connect(admin_url: &str, region: &str) -> ProviderResult<PgProvider> {
-        PgProvider::connect_to(AdminTarget::parse(admin_url)?, None, None, region).await
+        PgProvider::connect_to(AdminTarget::parse(admin_url)?, None, None, CONNECT_TIMEOUT, region).await
     }
 
     /// As [`connect`](Self::connect), to the server `admin_url` names but at
@@ -110,7 +113,7 @@ impl PgProvider {
         address: std::net::SocketAddr,
         region: &str,
     ) -> ProviderResult<PgProvider> {
-        PgProvider::connect_to(AdminTarget::parse(admin_url)?, Some(address), None, region).await
+        PgProvider::connect_to(AdminTarget::parse(admin_url)?, Some(address), None, CONNECT_TIMEOUT, region).await
     }
 
     /// As [`connect_at`](Self::connect_at), given the parts rather than a
@@ -123,6 +126,7 @@ impl PgProvider {
         user: &str,
         password: &str,
         tls: Option<PgTls>,
+        connect_timeout: Duration,
         region: &str,
     ) -> ProviderResult<PgProvider> {
         let target = AdminTarget {
@@ -132,13 +136,14 @@ impl PgProvider {
             password: Some(password.to_string()),
             database: "postgres".to_string(),
         };
-        PgProvider::connect_to(target, Some(address), tls, region).await
+        PgProvider::connect_to(target, Some(address), tls, connect_timeout, region).await
     }
 
     async fn connect_to(
         mut target: AdminTarget,
         address: Option<std::net::SocketAddr>,
         tls: Option<PgTls>,
+        connect_timeout: Duration,
         region: &str,
     ) -> ProviderResult<PgProvider> {
         if let Some(address) = address {
@@ -151,7 +156,7 @@ impl PgProvider {
             .user(&target.user)
             .dbname(&target.database)
             .application_name("capydb")
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(connect_timeout)
             .keepalives_idle(Duration::from_secs(30))
             .ssl_mode(ssl_mode(tls.as_ref()));
         if let Some(password) = &target.password {
@@ -184,6 +189,7 @@ impl PgProvider {
             host: target.host,
             port: target.port,
             hostaddr: address.map(|a| a.ip()),
+            connect_timeout,
             admin_is_superuser,
             tls_roots: match &tls {
                 Some(tls) => Some(
@@ -421,7 +427,7 @@ impl DatabaseProvider for PgProvider {
             .password(password.as_bytes())
             .dbname(database)
             .application_name("capydb-check")
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(self.connect_timeout)
             .ssl_mode(ssl_mode(self.tls.as_ref()));
         let what = format!("connect to {database} as {role}");
         let probe = async {
@@ -438,7 +444,7 @@ impl DatabaseProvider for PgProvider {
             };
             client.simple_query("SELECT 1").await.map(drop)
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+        match tokio::time::timeout(self.connect_timeout, probe).await {
             Ok(result) => result.map_err(|e| from_pg(&what, &e)),
             Err(_) => {
                 let detail = format!("timed out after {} s", CONNECT_TIMEOUT.as_secs());
@@ -588,10 +594,11 @@ pub(crate) async fn open_admin(config: &Config, tls: Option<&PgTls>) -> Provider
             }),
         }
     };
-    let client = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+    let budget = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
+    let client = match tokio::time::timeout(budget, connect).await {
         Ok(result) => result.map_err(|e| from_pg(what, &e))?,
         Err(_) => {
-            let detail = format!("timed out after {} s", CONNECT_TIMEOUT.as_secs());
+            let detail = format!("timed out after {} s", budget.as_secs());
             return Err(failure_as(true, Cause::Unreachable, what, &detail));
         }
     };
@@ -623,17 +630,28 @@ fn major_version(version_num: &str) -> Option<String> {
     Some(if n >= 100_000 { (n / 10_000).to_string() } else { format!("{}.{}", n / 10_000, n / 100 % 100) })
 }
 
-/// The roots of `tls` in a file of the temp dir named after their content
-/// (written once, atomically), for libpq's `PGSSLROOTCERT`.
+/// The roots of `tls` in a file of the temp dir for libpq's
+/// `PGSSLROOTCERT`: named after this process and their content, created
+/// only if absent (never following or trusting a file someone else put
+/// there: one that exists must hold exactly these roots).
 fn roots_file(tls: &PgTls) -> std::io::Result<PathBuf> {
     use std::hash::{Hash, Hasher};
+    use std::io::Write;
     let mut hasher = std::hash::DefaultHasher::new();
     tls.roots_pem().hash(&mut hasher);
-    let path = std::env::temp_dir().join(format!("capydb-pg-roots-{:016x}.pem", hasher.finish()));
-    if !path.exists() {
-        let partial = path.with_extension(format!("{}.partial", std::process::id()));
-        std::fs::write(&partial, tls.roots_pem())?;
-        std::fs::rename(&partial, &path)?;
+    let name = format!("capydb-pg-roots-{}-{:016x}.pem", std::process::id(), hasher.finish());
+    let path = std::env::temp_dir().join(name);
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        Ok(mut file) => {
+            file.write_all(tls.roots_pem())?;
+            file.sync_all()?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::read(&path)? != tls.roots_pem() {
+                return Err(std::io::Error::other(format!("{} holds other certificates", path.display())));
+            }
+        }
+        Err(e) => return Err(e),
     }
     Ok(path)
 }

@@ -53,7 +53,7 @@ impl PgProvider {
             Some(roots) => cmd.env("PGSSLMODE", "verify-full").env("PGSSLROOTCERT", roots),
             None => cmd.env("PGSSLMODE", "disable"),
         };
-        cmd.env("PGCONNECT_TIMEOUT", "5")
+        cmd.env("PGCONNECT_TIMEOUT", self.connect_timeout.as_secs().max(1).to_string())
             .env("PGAPPNAME", app)
             .args(["--host", &self.host, "--port", &self.port.to_string(), "--username", &self.admin_user])
             .arg("--no-password");

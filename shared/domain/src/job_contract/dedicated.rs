@@ -20,6 +20,7 @@ pub async fn run_dedicated_contract(rigs: &dyn JobRigs) {
     a_server_still_not_made_past_the_deadline_is_removed_before_the_job_fails(rigs).await;
     a_server_that_cannot_be_removed_in_time_fails_the_job_saying_so(rigs).await;
     a_server_half_made_by_a_failed_job_is_removed_before_it_fails(rigs).await;
+    a_restore_over_the_project_that_fails_after_its_swap_puts_the_projects_server_back(rigs).await;
 }
 
 async fn dedicated(rigs: &dyn JobRigs, servers: Arc<dyn DedicatedServers>) -> Harness {
@@ -170,13 +171,18 @@ pub async fn every_project_and_preview_lives_on_a_server_of_its_own(rigs: &dyn J
     assert_eq!(servers.count(), 0, "every server is removed");
     assert_eq!(servers.final_snapshots(), vec![project.id.clone()], "only the project's leaves a snapshot");
 
-    // The final snapshot is kept 30 days (the default retention), then goes.
+    // The final snapshot, and the deleted project's backups, are kept 30
+    // days (the default retention), then go.
     h.clock.advance(chrono::Duration::days(29));
     assert_eq!(h.app.sweep().await.deleted_snapshots, 0);
     assert_eq!(servers.final_snapshots(), vec![project.id.clone()]);
+    assert!(servers.snapshot_of(&safety).is_some());
     h.clock.advance(chrono::Duration::days(2));
-    assert_eq!(h.app.sweep().await.deleted_snapshots, 1);
+    assert_eq!(h.app.sweep().await.deleted_snapshots, 2, "the final one and the safety backup's");
     assert!(servers.final_snapshots().is_empty(), "past its retention");
+    assert!(servers.snapshot_of(&safety).is_none());
+    let safety = h.app.store.get_backup(&safety).await.unwrap().unwrap();
+    assert_eq!(safety.state, BackupState::Deleted, "its backup says so");
 }
 
 impl Harness {
@@ -265,4 +271,31 @@ pub async fn a_server_half_made_by_a_failed_job_is_removed_before_it_fails(rigs:
     assert_eq!(runs.waits.len(), 1, "removing it waited once");
     assert_eq!(servers.count(), 0, "what it made is removed");
     assert_eq!(h.project(&pj.project.id).await.state, ProjectState::Failed);
+}
+
+pub async fn a_restore_over_the_project_that_fails_after_its_swap_puts_the_projects_server_back(rigs: &dyn JobRigs) {
+    let servers = Arc::new(FakeServers::new());
+    let h = dedicated(rigs, servers.clone()).await;
+    let project = h.ready_project_on_its_server(&servers).await;
+    let own = servers.server(&project.id).unwrap();
+    own.write(&project.database_name, "rows of the backup");
+    let backup = h.completed_backup(&project).await;
+    own.write(&project.database_name, "rows of today");
+
+    // The swap happens, then its answer is lost: the job fails at swap_server.
+    servers.fail_after("swap", ProviderError::Permanent("the RDS API refused the request".into()));
+    let req = Harness::req(json!({ "backup_id": backup.id, "mode": "overwrite" }));
+    let rj = h.app.create_restore(&h.principal, &project.id, req).await.unwrap();
+    h.run(&rj.job.id).await;
+    let job = h.job(&rj.job.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.error.as_deref().unwrap_or_default().starts_with("swap_server: "), "{:?}", job.error);
+    let live = servers.server(&project.id).expect("the project has a server");
+    assert!(Arc::ptr_eq(&live, &own), "the project's own server is back in its place");
+    assert_eq!(live.database(&project.database_name).unwrap().1, "rows of today", "nothing overwritten");
+    assert_eq!(servers.count(), 1, "the server made from the backup is removed");
+    let after = h.project(&project.id).await;
+    assert_eq!(after.server_host, project.server_host, "the connection string is the project's");
+    let password = h.password(&after.password_sealed).await;
+    assert!(admits(&live, &project.database_name, &project.role_name, &password).await);
 }

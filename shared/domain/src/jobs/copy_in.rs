@@ -30,6 +30,8 @@ pub enum Step {
     RemoveSpares,
     /// Undoing: a new preview's server.
     RemoveServer,
+    /// Undoing: the project's previous server back in its place.
+    RevertServer,
 }
 
 pub const PLAN: &[Step] = &[Step::Prepare, Step::CopyData, Step::SwapDatabase, Step::VerifyConnection];
@@ -42,15 +44,17 @@ pub const INTO_OWN_SERVER: &[Step] =
 pub const OVER_OWN_SERVER: &[Step] = &[
     Step::Prepare,
     Step::CreateServer,
-    Step::SwapServer,
     Step::SetPassword,
+    Step::SwapServer,
     Step::VerifyConnection,
     Step::RemoveSpares,
 ];
-/// What undoes a restore in a dedicated deployment that fails or passes
-/// its deadline: what it made but did not swap in.
+/// What undoes a restore in a dedicated deployment that fails or passes its
+/// deadline: a new preview's server goes; over the project, the swap is
+/// turned back (the project's server as it was takes its place again) and
+/// the server made from the backup goes.
 pub const UNDO_INTO_OWN_SERVER: &[Step] = &[Step::RemoveServer];
-pub const UNDO_OVER_OWN_SERVER: &[Step] = &[Step::RemoveSpares];
+pub const UNDO_OVER_OWN_SERVER: &[Step] = &[Step::RevertServer];
 
 /// Where the data comes from.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +91,7 @@ impl Step {
             Step::VerifyConnection => "verify_connection",
             Step::RemoveSpares => "remove_spare_servers",
             Step::RemoveServer => "remove_server",
+            Step::RevertServer => "revert_server",
         }
     }
 
@@ -105,6 +110,7 @@ impl Step {
             (Step::VerifyConnection, _, _) => super::VERIFY_PURPOSE,
             (Step::RemoveSpares, _, _) => "the project's previous server could not be removed",
             (Step::RemoveServer, _, _) => "the preview's database server could not be removed",
+            (Step::RevertServer, _, _) => "the project's previous server could not be put back",
         }
     }
 }
@@ -165,6 +171,24 @@ pub(super) async fn run(
             app.servers()?.remove_spares(super::project_owner(&project)).await?;
             return Ok(StepOutcome::Done);
         }
+        (Step::RevertServer, _) => {
+            let host = app.servers()?.revert(super::project_owner(&project), &job.id).await?;
+            app.record_project_host(&project, host).await?;
+            return Ok(StepOutcome::Done);
+        }
+        // The server made from the backup, before it takes the project's
+        // place: the project's current password (the backup has the one it had then).
+        (Step::SetPassword, Target::Project { .. }) if dedicated => {
+            let Source::Backup { backup, .. } = source else {
+                return Err(StepError::Permanent("an import makes no server".into()));
+            };
+            let owner = super::project_owner(&project);
+            let from = ServerSource::Snapshot(backup.as_str());
+            let db = app.replacement_database(&project, owner, &job.id, from).await?;
+            let password = app.secrets.open(&project.password_sealed).await?;
+            db.ensure_role(&project.role_name, &password).await?;
+            return Ok(StepOutcome::Done);
+        }
         (Step::RemoveServer, Target::Preview(id)) => {
             let preview = app.job_preview(id).await?;
             app.servers()?.remove(super::preview_owner(&preview), false).await?;
@@ -178,7 +202,7 @@ pub(super) async fn run(
     };
     match (step, target) {
         // On servers (above); a project never removes its own server here.
-        (Step::CreateServer | Step::SwapServer | Step::RemoveSpares | Step::RemoveServer, _) => {}
+        (Step::CreateServer | Step::SwapServer | Step::RemoveSpares | Step::RemoveServer | Step::RevertServer, _) => {}
         (Step::SetPassword, _) => {
             let password = app.secrets.open(&project.password_sealed).await?;
             provider.ensure_role(&project.role_name, &password).await?;

@@ -5,7 +5,7 @@ use super::{Ending, StepError, StepOutcome};
 use crate::app::App;
 use crate::ids::PreviewId;
 use crate::model::{EventType, Job, JobSpec, PreviewState, Project, ProjectState};
-use crate::ports::{Hosting, Page};
+use crate::ports::{Hosting, Page, ProviderError};
 
 /// The steps' names are the stored ones (`drop_previews`, ...).
 #[allow(clippy::enum_variant_names)]
@@ -60,16 +60,24 @@ async fn drop_previews(app: &App, job: &mut Job, project: &Project) -> Result<()
         if batch.is_empty() {
             return Ok(());
         }
-        for mut preview in batch {
+        // Every preview's server is asked to go before the step waits on
+        // any: they are removed side by side, not one after another.
+        let mut waiting = None;
+        for mut preview in batch.clone() {
             match app.settings.hosting {
                 Hosting::Shared => {
                     let db = app.preview_database(project, &preview).await?;
                     db.drop_database(&preview.database_name).await?;
                     db.drop_role(&preview.role_name).await?;
                 }
-                // Not yet gone: the step looks again, and finds the
-                // previews already removed marked deleted.
-                Hosting::Dedicated => app.servers()?.remove(super::preview_owner(&preview), false).await?,
+                Hosting::Dedicated => match app.servers()?.remove(super::preview_owner(&preview), false).await {
+                    Ok(()) => {}
+                    Err(ProviderError::NotYet(d)) => {
+                        waiting = Some(d);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
             }
             preview.state = PreviewState::Deleted;
             preview.updated_at = app.now();
@@ -77,6 +85,9 @@ async fn drop_previews(app: &App, job: &mut Job, project: &Project) -> Result<()
             if let JobSpec::DeleteProject { dropped_previews } = &mut job.spec {
                 dropped_previews.push(PreviewId::from(preview.id.clone()));
             }
+        }
+        if let Some(d) = waiting {
+            return Err(StepError::NotYet(d));
         }
     }
 }

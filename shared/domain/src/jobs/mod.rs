@@ -254,6 +254,14 @@ impl Task<'_> {
         }
     }
 
+    /// A step that removes what the job no longer needs (the server a
+    /// swap set aside) once the job's work is done: past the deadline it is
+    /// left, not failed, and what it was removing goes with the next swap or
+    /// the resource's deletion.
+    fn is_cleanup(self) -> bool {
+        matches!(self, Task::Preview(_, preview::Step::RemoveRetired) | Task::CopyIn(_, _, copy_in::Step::RemoveSpares))
+    }
+
     /// What the step was doing, for the `error` of a job it failed.
     fn purpose(self) -> &'static str {
         match self {
@@ -443,11 +451,24 @@ impl App {
                         Some(w) if w.step == name => (w.since, w.checks),
                         _ => (now, 0),
                     };
-                    let started = job.started_at.unwrap_or(since);
                     let deadline = self.settings.jobs.wait_deadline;
-                    // Undoing gets as long again to remove what was made.
-                    let limit = if undoing { deadline.saturating_mul(2) } else { deadline };
-                    if now >= add(started, limit) {
+                    // Undoing gets the deadline again for each of its steps.
+                    let from = if undoing { since } else { job.started_at.unwrap_or(since) };
+                    if now >= add(from, deadline) && task.is_cleanup() {
+                        tracing::warn!(
+                            job_id = %job.id,
+                            step = name,
+                            "a clean-up step is past the job's deadline; leaving it to the next swap or the deletion"
+                        );
+                        job.step += 1;
+                        job.waiting = None;
+                        job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
+                        if !self.store.update_job(&job, expected).await? {
+                            return Ok(Disposition::Done);
+                        }
+                        continue;
+                    }
+                    if now >= add(from, deadline) {
                         let waited = (now - since).num_minutes();
                         if undoing {
                             job.version = expected;
@@ -523,6 +544,15 @@ impl App {
                     }
                     self.store.update_job(&job, expected).await?;
                     return Ok(Disposition::RetryAfter(delay));
+                }
+                // The job's work is done; what is left to remove goes later.
+                Err(StepError::Retryable(msg) | StepError::Permanent(msg)) if task.is_cleanup() => {
+                    tracing::warn!(job_id = %job.id, step = name, error = %msg, "a clean-up step failed; leaving it");
+                    job.step += 1;
+                    job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
+                    if !self.store.update_job(&job, expected).await? {
+                        return Ok(Disposition::Done);
+                    }
                 }
                 Err(StepError::Retryable(msg) | StepError::Permanent(msg)) => {
                     job.version = expected;
@@ -676,6 +706,21 @@ impl App {
                 Ok(self.servers()?.admin(host, &admin).await?)
             }
         }
+    }
+
+    /// SQL on the replacement server `job` builds for `owner` (ready: the
+    /// step that made it is done), before it is swapped in.
+    pub(crate) async fn replacement_database(
+        &self,
+        project: &Project,
+        owner: ServerOwner<'_>,
+        job: &str,
+        source: crate::ports::ServerSource<'_>,
+    ) -> Result<Arc<dyn DatabaseProvider>, StepError> {
+        let admin = self.admin_password(project).await?;
+        let servers = self.servers()?;
+        let host = servers.make(owner, crate::ports::Slot::Replacement(job), source, &admin).await?;
+        Ok(servers.admin(&host, &admin).await?)
     }
 
     /// Records where `project`'s own server takes connections (read again

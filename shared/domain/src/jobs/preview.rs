@@ -33,11 +33,14 @@ pub const DELETE: &[Step] = &[Step::DropDatabase, Step::DropRole];
 pub const UNDO: &[Step] = &[Step::DropDatabase, Step::DropRole];
 
 pub const CREATE_DEDICATED: &[Step] = &[Step::CreateServer, Step::CreateRole, Step::CopyData, Step::VerifyConnection];
+/// The replacement is made ready (the preview's password, its database)
+/// before it takes the preview's place, so the preview's connection string
+/// never meets the project's password.
 pub const RESET_DEDICATED: &[Step] = &[
     Step::CreateServer,
-    Step::SwapServer,
     Step::CreateRole,
     Step::CopyData,
+    Step::SwapServer,
     Step::VerifyConnection,
     Step::RemoveRetired,
 ];
@@ -83,13 +86,23 @@ pub(super) async fn run(app: &App, job: &Job, id: &PreviewId, step: Step) -> Res
         return Err(StepError::Permanent(format!("project {} is being deleted", project.id)));
     }
     let owner = super::preview_owner(&preview);
+    let source = match preview.mode {
+        PreviewMode::Clone => ServerSource::CloneOf(&project.id),
+        PreviewMode::Empty => ServerSource::Empty,
+    };
+    // A dedicated reset prepares the replacement before the swap.
+    let dedicated = app.settings.hosting == crate::ports::Hosting::Dedicated;
+    let on_replacement = dedicated && resetting && matches!(step, Step::CreateRole | Step::CopyData);
+    let db = || async {
+        if on_replacement {
+            app.replacement_database(&project, owner, &job.id, source).await
+        } else {
+            app.preview_database(&project, &preview).await
+        }
+    };
     match step {
         Step::CreateServer => {
             let admin = app.admin_password(&project).await?;
-            let source = match preview.mode {
-                PreviewMode::Clone => ServerSource::CloneOf(&project.id),
-                PreviewMode::Empty => ServerSource::Empty,
-            };
             let slot = if resetting { Slot::Replacement(&job.id) } else { Slot::Live };
             let host = app.servers()?.make(owner, slot, source, &admin).await?;
             if !resetting {
@@ -104,10 +117,10 @@ pub(super) async fn run(app: &App, job: &Job, id: &PreviewId, step: Step) -> Res
             // On a clone's own server the role is there with the project's
             // password: this sets the preview's.
             let password = app.secrets.open(&preview.password_sealed).await?;
-            app.preview_database(&project, &preview).await?.ensure_role(&preview.role_name, &password).await?;
+            db().await?.ensure_role(&preview.role_name, &password).await?;
         }
         Step::CopyData => {
-            let db = app.preview_database(&project, &preview).await?;
+            let db = db().await?;
             match (preview.mode, app.settings.hosting) {
                 (PreviewMode::Clone, crate::ports::Hosting::Shared) => {
                     let how = db

@@ -37,8 +37,12 @@ pub(super) async fn run(app: &App, job: &Job, new_password: &Sealed, step: Step)
         Step::SetPassword => db.ensure_role(&project.role_name, &password).await?,
         Step::VerifyConnection => {
             db.check_connection(&project.database_name, &project.role_name, &password).await?;
-            // And the old password no longer gets in.
+            // And the old password no longer gets in (unless the stored one
+            // is the new one already: this rotation was recorded, and runs again).
             let old = app.secrets.open(&project.password_sealed).await?;
+            if old == password {
+                return Ok(StepOutcome::Done);
+            }
             match db.check_connection(&project.database_name, &project.role_name, &old).await {
                 Err(ProviderError::Permanent(_)) => {}
                 Err(e) => return Err(e.into()),

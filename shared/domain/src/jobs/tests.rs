@@ -96,7 +96,7 @@ fn a_dedicated_deployment_makes_the_server_first() {
     );
     assert_eq!(
         step_names(&JobSpec::ResetPreview { preview: preview() }, d),
-        ["create_server", "swap_server", "create_role", "copy_data", "verify_connection", "remove_old_server"]
+        ["create_server", "create_role", "copy_data", "swap_server", "verify_connection", "remove_old_server"]
     );
     assert_eq!(step_names(&JobSpec::DeletePreview { preview: preview() }, d), ["remove_server"]);
     assert_eq!(step_names(&JobSpec::DeleteProject { dropped_previews: vec![] }, d), ["drop_previews", "remove_server"]);
@@ -106,14 +106,14 @@ fn a_dedicated_deployment_makes_the_server_first() {
     let into_preview = restore(crate::model::RestoreInto::Preview(preview()));
     assert_eq!(
         step_names(&over, d),
-        ["prepare", "create_server", "swap_server", "set_password", "verify_connection", "remove_spare_servers"]
+        ["prepare", "create_server", "set_password", "swap_server", "verify_connection", "remove_spare_servers"]
     );
     assert_eq!(
         step_names(&into_preview, d),
         ["create_server", "prepare", "copy_data", "swap_database", "verify_connection"]
     );
     let undo = |spec: &JobSpec, h| (0..).map_while(|i| undo_task(spec, h, i)).map(Task::name).collect::<Vec<_>>();
-    assert_eq!(undo(&over, d), ["remove_spare_servers"]);
+    assert_eq!(undo(&over, d), ["revert_server"]);
     assert_eq!(undo(&into_preview, d), ["remove_server"]);
     assert!(undo(&over, Hosting::Shared).is_empty());
     assert_eq!(undo(&JobSpec::Provision, d), ["remove_server"]);

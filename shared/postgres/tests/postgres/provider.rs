@@ -6,6 +6,8 @@ use tokio_postgres::NoTls;
 
 use crate::helpers::{dead_port, TestCluster};
 
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn assert_permanent<T: std::fmt::Debug>(result: Result<T, ProviderError>, what: &str) {
     assert!(matches!(result, Err(ProviderError::Permanent(_))), "{what}: expected a permanent error, got {result:?}");
 }
@@ -251,7 +253,8 @@ async fn a_provider_given_the_address_goes_there_for_everything() {
     p.dump_database("prj_at", dump.path()).await.expect("pg_dump goes to the address");
     assert!(std::fs::metadata(dump.path()).unwrap().len() > 0);
 
-    let by_parts = PgProvider::connect_admin("localhost", address, "capydb_admin", &password, None, "local").await;
+    let by_parts =
+        PgProvider::connect_admin("localhost", address, "capydb_admin", &password, None, TIMEOUT, "local").await;
     by_parts.expect("the admin by parts").check_connection("prj_at", "prj_at_owner", PW).await.unwrap();
 }
 
@@ -316,7 +319,7 @@ async fn a_provider_with_tls_verifies_the_server_and_uses_it_everywhere() {
         let password = password.clone();
         async move {
             let tls = capydb_postgres::PgTls::trusting(&pem).expect("a CA");
-            PgProvider::connect_admin(host, address, "capydb_admin", &password, Some(tls), "local").await
+            PgProvider::connect_admin(host, address, "capydb_admin", &password, Some(tls), TIMEOUT, "local").await
         }
     };
 
