@@ -315,8 +315,9 @@ impl FakeServers {
         self.lock().calls.clone()
     }
 
-    /// The next `operation` (`swap`) does its work, then answers `error`
-    /// (a failure after the fact: RDS renamed, the caller never heard).
+    /// The next `operation` (`make`, `swap`, `revert`, `remove_spares`,
+    /// `remove`, `snapshot`) does its work, then answers `error`: the work
+    /// done and its answer lost, as when a worker dies between the two.
     pub fn fail_after(&self, operation: &'static str, error: ProviderError) {
         self.lock().fail_after.insert(operation, error);
     }
@@ -366,6 +367,8 @@ impl DedicatedServers for FakeServers {
             Slot::Replacement(job) => Self::replacement_host(&resource, job),
         };
         s.admins.insert(host.clone(), admin_password.to_string());
+        drop(s);
+        self.after("make")?;
         Ok(host)
     }
 
@@ -400,6 +403,8 @@ impl DedicatedServers for FakeServers {
         if !s.live.contains_key(&resource) {
             return Err(missing("server", &resource));
         }
+        drop(s);
+        self.after("revert")?;
         Ok(Self::host_of(&resource))
     }
 
@@ -408,7 +413,8 @@ impl DedicatedServers for FakeServers {
         s.calls.push(format!("remove_spares({})", owner.resource_id));
         s.retired.remove(owner.resource_id);
         s.replacements.retain(|(r, _), _| r != owner.resource_id);
-        Ok(())
+        drop(s);
+        self.after("remove_spares")
     }
 
     async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
@@ -423,7 +429,8 @@ impl DedicatedServers for FakeServers {
         s.retired.remove(&resource);
         s.replacements.retain(|(r, _), _| *r != resource);
         s.admins.remove(&Self::host_of(&resource));
-        Ok(())
+        drop(s);
+        self.after("remove")
     }
 
     async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
@@ -454,7 +461,8 @@ impl DedicatedServers for FakeServers {
             };
             s.snapshots.insert(id, taken);
         }
-        Ok(())
+        drop(s);
+        self.after("snapshot")
     }
 
     async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {

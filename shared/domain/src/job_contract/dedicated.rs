@@ -21,6 +21,7 @@ pub async fn run_dedicated_contract(rigs: &dyn JobRigs) {
     a_server_that_cannot_be_removed_in_time_fails_the_job_saying_so(rigs).await;
     a_server_half_made_by_a_failed_job_is_removed_before_it_fails(rigs).await;
     a_restore_over_the_project_that_fails_after_its_swap_puts_the_projects_server_back(rigs).await;
+    every_server_step_whose_answer_is_lost_is_run_again_to_the_same_end(rigs).await;
 }
 
 async fn dedicated(rigs: &dyn JobRigs, servers: Arc<dyn DedicatedServers>) -> Harness {
@@ -298,4 +299,51 @@ pub async fn a_restore_over_the_project_that_fails_after_its_swap_puts_the_proje
     assert_eq!(after.server_host, project.server_host, "the connection string is the project's");
     let password = h.password(&after.password_sealed).await;
     assert!(admits(&live, &project.database_name, &project.role_name, &password).await);
+}
+
+/// Each operation on servers does its work, then its answer is lost (the
+/// worker died between the two): the step runs again, finds what it made,
+/// and every job ends as it would have: nothing made twice, nothing lost.
+pub async fn every_server_step_whose_answer_is_lost_is_run_again_to_the_same_end(rigs: &dyn JobRigs) {
+    let lost = || ProviderError::Retryable("the connection was reset".into());
+    let servers = Arc::new(FakeServers::new());
+    let h = dedicated(rigs, servers.clone()).await;
+    let p = &h.principal;
+
+    servers.fail_after("make", lost());
+    let project = h.ready_project_on_its_server(&servers).await;
+    let own = servers.server(&project.id).unwrap();
+    own.write(&project.database_name, "rows of the project");
+
+    servers.fail_after("make", lost());
+    let clone = h.ready_preview(&project, "clone").await;
+    let reset = h.app.reset_preview(p, &clone.id).await.unwrap().job;
+    servers.fail_after("swap", lost());
+    h.run(&reset.id).await;
+    assert_eq!(h.job(&reset.id).await.state, JobState::Completed, "{:?}", h.job(&reset.id).await.error);
+    servers.fail_after("remove_spares", lost());
+    let again = h.app.reset_preview(p, &clone.id).await.unwrap().job;
+    h.run(&again.id).await;
+    assert_eq!(h.job(&again.id).await.state, JobState::Completed);
+    let preview_server = servers.server(&clone.id).unwrap();
+    assert_eq!(preview_server.database(&clone.database_name).unwrap().1, "rows of the project");
+    let password = h.password(&clone.password_sealed).await;
+    assert!(admits(&preview_server, &clone.database_name, &clone.role_name, &password).await);
+
+    servers.fail_after("snapshot", lost());
+    let backup = h.completed_backup(&project).await;
+    servers.fail_after("make", lost());
+    let req = Harness::req(json!({ "backup_id": backup.id, "mode": "overwrite" }));
+    let rj = h.app.create_restore(p, &project.id, req).await.unwrap();
+    h.run(&rj.job.id).await;
+    assert_eq!(h.job(&rj.job.id).await.state, JobState::Completed, "{:?}", h.job(&rj.job.id).await.error);
+    assert_eq!(servers.count(), 2, "the project's server and the preview's, no more");
+
+    servers.fail_after("remove", lost());
+    let job = h.app.delete_project(p, &project.id).await.unwrap().job;
+    h.run(&job.id).await;
+    assert_eq!(h.job(&job.id).await.state, JobState::Completed, "{:?}", h.job(&job.id).await.error);
+    assert_eq!(servers.count(), 0);
+    assert_eq!(servers.final_snapshots(), vec![project.id.clone()], "one final snapshot");
+    assert!(!servers.calls().is_empty());
 }
