@@ -75,6 +75,7 @@ pub fn app(adapters: &Adapters, parts: Parts) -> App {
         endpoint: parts.endpoint,
         provider: Some(parts.provider),
         servers: None,
+        snapshots: None,
         probe: None,
         secrets: adapters.secrets.clone() as Arc<dyn SecretBox>,
         artifacts: parts.artifacts,

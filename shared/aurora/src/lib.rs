@@ -17,4 +17,4 @@ pub use rds::{
     classify, classify_code, AuroraSettings, Cluster, Label, Purpose, Rds, SnapshotFacts, State, CHECK_AGAIN, ENGINE,
     JOB_TAG, SERVERLESS, SOURCE_CLUSTER_TAG, SOURCE_SNAPSHOT_TAG,
 };
-pub use servers::{AuroraServers, Resolve, SystemResolver, ADMIN_USER, PORT};
+pub use servers::{AuroraServers, AuroraSnapshots, Resolve, SystemResolver, ADMIN_USER, PORT, RESUME_TIMEOUT};

@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use capydb_domain::ports::{
-    DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, ServerOwner, ServerSnapshot, ServerSource, Slot,
+    DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, ServerOwner, ServerSnapshot, ServerSnapshots,
+    ServerSource, Slot,
 };
 use capydb_egress::EgressPolicy;
 use capydb_postgres::{PgProvider, PgTls};
@@ -337,24 +338,6 @@ impl AuroraServers {
         }
     }
 
-    async fn snapshots_now(&self) -> ProviderResult<Vec<ServerSnapshot>> {
-        let environment = &self.rds.settings().environment;
-        let found = self.rds.list_snapshots(names::PREFIX).await?;
-        Ok(found
-            .into_iter()
-            .filter(|s| {
-                let tag = |k: &str| s.tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-                tag("capydb:managed") == Some("true") && tag("capydb:environment") == Some(environment.as_str())
-            })
-            .map(|s| ServerSnapshot {
-                backup_id: names::resource_of(&s.id).filter(|r| r.starts_with("bkp_")),
-                final_of: s.id.strip_suffix("-final").and_then(names::resource_of),
-                created_at: s.created_epoch_seconds.and_then(|secs| chrono::DateTime::from_timestamp(secs, 0)),
-                id: s.id,
-            })
-            .collect())
-    }
-
     async fn admin_now(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
         let address = self.resolver.resolve(host, PORT).await.map_err(|e| {
             tracing::warn!(host, error = %e, "could not resolve a cluster endpoint");
@@ -412,9 +395,40 @@ impl DedicatedServers for AuroraServers {
     async fn snapshot(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()> {
         self.paced(self.snapshot_now(owner, backup_id).await)
     }
+}
 
+/// The snapshots of a deployment's clusters, for the sweeper: the RDS
+/// client alone, none of the servers' SQL.
+pub struct AuroraSnapshots {
+    rds: Rds,
+}
+
+impl AuroraSnapshots {
+    pub fn new(rds: Rds) -> AuroraSnapshots {
+        AuroraSnapshots { rds }
+    }
+}
+
+#[async_trait]
+impl ServerSnapshots for AuroraSnapshots {
+    /// The manual snapshots CapyDB made in this environment (its
+    /// `capydb:managed` and `capydb:environment` tags).
     async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {
-        self.snapshots_now().await
+        let environment = &self.rds.settings().environment;
+        let found = self.rds.list_snapshots(names::PREFIX).await?;
+        Ok(found
+            .into_iter()
+            .filter(|s| {
+                let tag = |k: &str| s.tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+                tag("capydb:managed") == Some("true") && tag("capydb:environment") == Some(environment.as_str())
+            })
+            .map(|s| ServerSnapshot {
+                backup_id: names::resource_of(&s.id).filter(|r| r.starts_with("bkp_")),
+                final_of: s.id.strip_suffix("-final").and_then(names::resource_of),
+                created_at: s.created_epoch_seconds.and_then(|secs| chrono::DateTime::from_timestamp(secs, 0)),
+                id: s.id,
+            })
+            .collect())
     }
 
     async fn delete_snapshot(&self, id: &str) -> ProviderResult<()> {

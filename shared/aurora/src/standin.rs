@@ -29,8 +29,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use capydb_domain::error::DomainResult;
 use capydb_domain::ports::{
-    DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, SecretBox, ServerOwner, ServerSnapshot,
-    ServerSource, Slot,
+    DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, SecretBox, ServerOwner, ServerSource, Slot,
 };
 use capydb_postgres::LocalCluster;
 use tokio::sync::Mutex;
@@ -39,6 +38,24 @@ use crate::names;
 use crate::servers::{Resolve, ADMIN_USER};
 
 pub use crate::rds::{SOURCE_CLUSTER_TAG, SOURCE_SNAPSHOT_TAG};
+
+/// The deployment settings the tests make clusters with: a subnet group
+/// and security group moto accepts, the `test` environment, and waits of
+/// `check_again`.
+pub fn settings(check_again: std::time::Duration) -> crate::AuroraSettings {
+    crate::AuroraSettings {
+        engine_version: "16.4".into(),
+        min_capacity: 0.0,
+        max_capacity: 8.0,
+        preview_max_capacity: 2.0,
+        seconds_until_auto_pause: 600,
+        subnet_group: "capydb-private".into(),
+        security_group_ids: vec!["sg-0123456789abcdef0".into()],
+        kms_key_id: None,
+        environment: "test".into(),
+        check_again,
+    }
+}
 
 pub struct StandIns {
     client: aws_sdk_rds::Client,
@@ -243,12 +260,6 @@ impl DedicatedServers for Capturing {
         self.inner.snapshot(owner, backup_id).await?;
         let (cluster, snapshot) = (names::cluster(owner.resource_id), names::backup_snapshot(backup_id));
         self.stand_ins.capture(&cluster, &snapshot).await.map_err(|e| ProviderError::Retryable(e.to_string()))
-    }
-    async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {
-        self.inner.snapshots().await
-    }
-    async fn delete_snapshot(&self, id: &str) -> ProviderResult<()> {
-        self.inner.delete_snapshot(id).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! The RDS operations against moto's RDS API (started by the testkit on
 //! 127.0.0.1): every call twice (what a step that runs again does), the
 //! states a step waits on, the identifier swap, and deleting what is gone.
-use capydb_aurora::{names, AuroraSettings, Label, Purpose, Rds, State};
+use capydb_aurora::{names, Label, Purpose, Rds, State};
 use capydb_aws::testkit;
 use capydb_domain::ports::ProviderError;
 
@@ -9,18 +9,7 @@ async fn rds() -> (Rds, aws_sdk_rds::Client) {
     // RDS's answers are logged (never told to users): shown when a test fails.
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let client = aws_sdk_rds::Client::new(&testkit::sdk_config().await);
-    let settings = AuroraSettings {
-        engine_version: "16.4".into(),
-        min_capacity: 0.0,
-        max_capacity: 8.0,
-        preview_max_capacity: 2.0,
-        seconds_until_auto_pause: 600,
-        subnet_group: "capydb-private".into(),
-        security_group_ids: vec!["sg-0123456789abcdef0".into()],
-        kms_key_id: None,
-        environment: "test".into(),
-        check_again: capydb_aurora::CHECK_AGAIN,
-    };
+    let settings = capydb_aurora::standin::settings(capydb_aurora::CHECK_AGAIN);
     (Rds::new(client.clone(), settings), client)
 }
 

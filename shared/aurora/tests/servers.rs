@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capydb_aurora::standin::StandIns;
-use capydb_aurora::{names, AuroraServers, AuroraSettings, Rds, State, JOB_TAG};
+use capydb_aurora::{names, AuroraServers, Rds, State, JOB_TAG};
 use capydb_aws::testkit;
-use capydb_domain::ports::{DatabaseProvider, DedicatedServers, ProviderError, ServerOwner, ServerSource, Slot};
+use capydb_domain::ports::{
+    DatabaseProvider, DedicatedServers, ProviderError, ServerOwner, ServerSnapshots, ServerSource, Slot,
+};
 
 const ORG: &str = "org_01jdz8x9m2k4q6r8t0v2w4y6a8";
 const ADMIN: &str = "Adm1nPassw0rdAdm1nPassw0rd123456";
@@ -35,18 +37,7 @@ mod tempdir {
 async fn rig() -> Rig {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let client = aws_sdk_rds::Client::new(&testkit::sdk_config().await);
-    let settings = AuroraSettings {
-        engine_version: "16.4".into(),
-        min_capacity: 0.0,
-        max_capacity: 8.0,
-        preview_max_capacity: 2.0,
-        seconds_until_auto_pause: 600,
-        subnet_group: "capydb-private".into(),
-        security_group_ids: vec!["sg-0123456789abcdef0".into()],
-        kms_key_id: None,
-        environment: "test".into(),
-        check_again: capydb_aurora::CHECK_AGAIN,
-    };
+    let settings = capydb_aurora::standin::settings(capydb_aurora::CHECK_AGAIN);
     let dir = std::env::temp_dir().join(testkit::unique("aurora-standins"));
     let stand_ins = Arc::new(StandIns::new(client.clone(), dir.clone()));
     let rds = Rds::new(client.clone(), settings);
@@ -300,7 +291,8 @@ async fn a_backup_is_a_snapshot_that_restores_into_a_server_of_its_own_as_it_was
     assert_eq!(servers.snapshot(owner(&project, &project), &backup).await, Ok(()), "taken: done at once");
     write(&r, &host, "shop", "shop_owner", owner_pw, "after the backup").await;
 
-    let listed = servers.snapshots().await.unwrap();
+    let snapshots = capydb_aurora::AuroraSnapshots::new(r.rds.clone());
+    let listed = snapshots.snapshots().await.unwrap();
     let snapshot = names::backup_snapshot(&backup);
     let ours = listed.iter().find(|s| s.id == snapshot).expect("the backup's snapshot is listed");
     assert_eq!((ours.backup_id.as_deref(), ours.final_of.as_deref()), (Some(backup.as_str()), None));
@@ -316,15 +308,15 @@ async fn a_backup_is_a_snapshot_that_restores_into_a_server_of_its_own_as_it_was
 
     // Deleting a snapshot twice is done; a project's removal leaves its final one.
     for _ in 0..2 {
-        servers.delete_snapshot(&snapshot).await.expect("delete (again)");
+        snapshots.delete_snapshot(&snapshot).await.expect("delete (again)");
     }
     drive("remove the preview", || servers.remove(owner(&project, &preview), false)).await;
     drive("remove the project", || servers.remove(owner(&project, &project), true)).await;
-    let listed = servers.snapshots().await.unwrap();
+    let listed = snapshots.snapshots().await.unwrap();
     assert!(!listed.iter().any(|s| s.id == snapshot), "the deleted one is gone");
     let last = listed.iter().find(|s| s.final_of.as_deref() == Some(project.as_str())).expect("the final one");
     assert_eq!(last.id, names::final_snapshot(&project));
-    let refused = servers.delete_snapshot("someone-elses-snapshot").await;
+    let refused = snapshots.delete_snapshot("someone-elses-snapshot").await;
     assert!(matches!(refused, Err(ProviderError::Permanent(_))), "{refused:?}");
 }
 

@@ -69,6 +69,7 @@ impl JobRigs for AwsRigs {
             endpoint: provider.clone() as Arc<dyn DatabaseEndpoint>,
             provider: Some(provider as Arc<dyn DatabaseProvider>),
             servers: None,
+            snapshots: None,
             probe: None,
             secrets: Arc::new(KmsSecretBox::new(aws_sdk_kms::Client::new(&self.config), self.key.clone()))
                 as Arc<dyn SecretBox>,

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::error::{DomainError, DomainResult};
 use crate::ports::{
     ArtifactStore, Clock, DatabaseEndpoint, DatabaseProbe, DatabaseProvider, DedicatedServers, Egress, EventBus,
-    Hosting, JobQueue, LoginStore, RateLimiter, SecretBox, SessionVerifier, Store, WebhookSender,
+    Hosting, JobQueue, LoginStore, RateLimiter, SecretBox, ServerSnapshots, SessionVerifier, Store, WebhookSender,
 };
 use crate::ports::{QuotaClaim, QuotaKind, WebhookSendError};
 
@@ -225,6 +225,9 @@ pub struct AppParts {
     /// (`settings.hosting`); `None` where the entry point manages none, and
     /// on the shared server.
     pub servers: Option<Arc<dyn DedicatedServers>>,
+    /// The snapshots a dedicated deployment keeps, where the sweep runs
+    /// with them (`None` elsewhere, and on the shared server).
+    pub snapshots: Option<Arc<dyn ServerSnapshots>>,
     /// Asks the database server whether it takes connections, for the
     /// health check, where no `provider` is wired to ask (the backups
     /// function); `None` elsewhere.

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::model::{ConnectionInfo, Timestamp};
 use crate::ports::{
     Clock, CloneResult, CloneStrategy, DatabaseEndpoint, DatabaseProvider, DedicatedServers, Egress, ProviderError,
-    ProviderResult, ServerOwner, ServerSnapshot, ServerSource, Slot,
+    ProviderResult, ServerOwner, ServerSnapshot, ServerSnapshots, ServerSource, Slot,
 };
 
 /// The operations whose answers a test can plan (the `DatabaseProvider`
@@ -464,7 +464,10 @@ impl DedicatedServers for FakeServers {
         drop(s);
         self.after("snapshot")
     }
+}
 
+#[async_trait]
+impl ServerSnapshots for FakeServers {
     async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {
         let s = self.lock();
         let listed = s.snapshots.iter().map(|(id, snap)| ServerSnapshot {
@@ -601,14 +604,6 @@ impl DedicatedServers for SlowServers {
             }
         }
         Err(self.not_yet())
-    }
-
-    async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {
-        self.inner.snapshots().await
-    }
-
-    async fn delete_snapshot(&self, id: &str) -> ProviderResult<()> {
-        self.inner.delete_snapshot(id).await
     }
 }
 

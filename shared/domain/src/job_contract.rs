@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::fakes::{fill, stored_jobs_v1, FakeProvider, ManualClock, StoredJob};
 use crate::jobs::{Disposition, JobMessage};
 use crate::model::*;
-use crate::ports::{Clock, DatabaseProvider, DedicatedServers, Hosting, Page, ProviderError};
+use crate::ports::{Clock, DatabaseProvider, DedicatedServers, Hosting, Page, ProviderError, ServerSnapshots};
 use crate::principal::Principal;
 use crate::{App, JobSettings, Settings};
 
@@ -70,7 +70,10 @@ async fn harness(rigs: &dyn JobRigs) -> Harness {
 
 /// A harness whose deployment gives each project and preview a server of
 /// its own from `servers`, when given.
-async fn harness_on(rigs: &dyn JobRigs, servers: Option<Arc<dyn DedicatedServers>>) -> Harness {
+async fn harness_on(
+    rigs: &dyn JobRigs,
+    servers: Option<(Arc<dyn DedicatedServers>, Arc<dyn ServerSnapshots>)>,
+) -> Harness {
     let provider = Arc::new(FakeProvider::new());
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let hosting = if servers.is_some() { Hosting::Dedicated } else { Hosting::Shared };
@@ -81,7 +84,11 @@ async fn harness_on(rigs: &dyn JobRigs, servers: Option<Arc<dyn DedicatedServers
     };
     let app = rigs.app(provider.clone(), clock.clone(), settings).await;
     let app = match servers {
-        Some(servers) => App::new(crate::AppParts { servers: Some(servers), ..crate::AppParts::clone(&app) }),
+        Some((servers, snapshots)) => App::new(crate::AppParts {
+            servers: Some(servers),
+            snapshots: Some(snapshots),
+            ..crate::AppParts::clone(&app)
+        }),
         None => app,
     };
     let (_, key) = app.bootstrap(None).await.unwrap().unwrap();

@@ -715,6 +715,13 @@ pub trait DedicatedServers: Send + Sync {
     /// Takes the snapshot of `owner`'s live server that the backup
     /// `backup_id` is, or finds it taken; done once it is complete.
     async fn snapshot(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()>;
+}
+
+/// The snapshots a dedicated deployment keeps, as the sweep prunes them:
+/// listing and deleting, and nothing that makes or changes a server (the
+/// sweeper links no more than this).
+#[async_trait]
+pub trait ServerSnapshots: Send + Sync {
     /// Every snapshot this deployment keeps (backups' and final ones).
     async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>>;
     /// Deletes a snapshot `snapshots` listed; done if it is gone.

@@ -39,7 +39,7 @@ impl App {
     /// passed since they were taken (never, when it is zero). A snapshot whose backup or project this store does not know
     /// is left alone: it may be another stack's.
     pub async fn prune_snapshots(&self) -> DomainResult<usize> {
-        let Some(servers) = &self.servers else {
+        let Some(servers) = &self.snapshots else {
             return Ok(0);
         };
         let unavailable = |e: crate::ports::ProviderError| DomainError::Unavailable(e.to_string());

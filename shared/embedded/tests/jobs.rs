@@ -50,6 +50,7 @@ impl JobRigs for SqliteRigs {
             endpoint: provider.clone() as Arc<dyn DatabaseEndpoint>,
             provider: Some(provider as Arc<dyn DatabaseProvider>),
             servers: None,
+            snapshots: None,
             probe: None,
             secrets: Arc::new(KeyFileSecretBox::open_or_create(&dir.join("secret.key")).unwrap()) as Arc<dyn SecretBox>,
             artifacts: Arc::new(FileArtifactStore::open(&dir.join("backups")).unwrap()) as Arc<dyn ArtifactStore>,

@@ -9,7 +9,7 @@ use capydb_aws::client::{ClientCell, SdkCell};
 use capydb_aws::sdk::ssm;
 use capydb_domain::ports::{
     CloneResult, DatabaseEndpoint, DatabaseProvider, DedicatedServers, ProviderError, ProviderResult, ServerOwner,
-    ServerSnapshot, ServerSource, Slot,
+    ServerSnapshot, ServerSnapshots, ServerSource, Slot,
 };
 use capydb_egress::EgressPolicy;
 use capydb_postgres::{ClientEndpoint, PgProvider, PgTls};
@@ -114,6 +114,34 @@ impl DedicatedServers for LazyServers {
     async fn snapshot(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()> {
         self.get().await?.snapshot(owner, backup_id).await
     }
+}
+
+/// The Aurora snapshots of a deployment with `DatabaseProvider=aurora`, for
+/// the sweeper: the RDS client, made on first use, and nothing else.
+pub struct LazySnapshots {
+    rds: ClientCell<capydb_aurora::aws_sdk_rds::Client>,
+    settings: capydb_aurora::AuroraSettings,
+}
+
+impl LazySnapshots {
+    pub fn of(config: &Config, sdk: &Arc<SdkCell>) -> Result<LazySnapshots, String> {
+        let Databases::Aurora(settings) = &config.databases else {
+            return Err("the Aurora snapshots need CAPYDB_DATABASE_PROVIDER=aurora".into());
+        };
+        Ok(LazySnapshots {
+            rds: ClientCell::lazy(sdk, capydb_aurora::aws_sdk_rds::Client::new),
+            settings: settings.clone(),
+        })
+    }
+
+    async fn get(&self) -> ProviderResult<capydb_aurora::AuroraSnapshots> {
+        let client = self.rds.get().await.map_err(|e| setup_error(true, e.to_string()))?;
+        Ok(capydb_aurora::AuroraSnapshots::new(capydb_aurora::Rds::new(client.clone(), self.settings.clone())))
+    }
+}
+
+#[async_trait]
+impl ServerSnapshots for LazySnapshots {
     async fn snapshots(&self) -> ProviderResult<Vec<ServerSnapshot>> {
         self.get().await?.snapshots().await
     }

@@ -7,13 +7,13 @@ use capydb_aws::sdk::{dynamodb, eventbridge, kms, sqs};
 use capydb_aws::{DynamoRateLimiter, DynamoStore, EventBridgeBus, KmsSecretBox, SqsQueue};
 use capydb_domain::ports::{
     ArtifactStore, Clock, DatabaseEndpoint, DatabaseProbe, DatabaseProvider, DedicatedServers, Egress, EventBus,
-    JobQueue, RateLimiter, SecretBox, SessionVerifier, Store, SystemClock, WebhookSender,
+    JobQueue, RateLimiter, SecretBox, ServerSnapshots, SessionVerifier, Store, SystemClock, WebhookSender,
 };
 use capydb_domain::{App, AppParts, Settings};
 
 use crate::artifacts::LazyArtifacts;
 use crate::config::{Config, Databases};
-use crate::providers::{self, LazyProvider, LazyServers};
+use crate::providers::{self, LazyProvider, LazyServers, LazySnapshots};
 
 /// What a function needs beyond the adapters every function has. Chosen by
 /// each function's entry point, so a binary links only what it uses: the
@@ -27,6 +27,8 @@ pub struct Role {
     /// The Aurora clusters, in the worker of a deployment with
     /// `DatabaseProvider=aurora` (then there is no `provider`).
     pub servers: Option<Arc<dyn DedicatedServers>>,
+    /// Their snapshots, in the sweeper of such a deployment.
+    pub snapshots: Option<Arc<dyn ServerSnapshots>>,
     /// Asks the database server, without a credential, whether it takes
     /// connections: the health check of a function with no provider.
     pub probe: Option<Arc<dyn DatabaseProbe>>,
@@ -42,6 +44,7 @@ impl Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
             servers: None,
+            snapshots: None,
             probe: None,
             webhook_sender: None,
             sessions: sessions(config)?,
@@ -54,6 +57,7 @@ impl Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
             servers: None,
+            snapshots: None,
             probe: None,
             webhook_sender: Some(Arc::new(capydb_egress::HttpWebhookSender::new(config.egress())?)),
             sessions: sessions(config)?,
@@ -66,6 +70,7 @@ impl Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
             servers: None,
+            snapshots: None,
             probe: None,
             webhook_sender: None,
             sessions: None,
@@ -85,10 +90,7 @@ impl Role {
         let role = Self::api(config)?;
         Ok(match &config.databases {
             Databases::Server { .. } => role,
-            Databases::Aurora(_) => {
-                let servers = LazyServers::of(config, sdk, Arc::new(capydb_aurora::SystemResolver))?;
-                Role { servers: Some(Arc::new(servers)), ..role }
-            }
+            Databases::Aurora(_) => Role { snapshots: Some(Arc::new(LazySnapshots::of(config, sdk)?)), ..role },
         })
     }
 
@@ -163,6 +165,7 @@ pub fn app(config: &Config, sdk: &Arc<SdkCell>, role: Role) -> App {
         endpoint: role.endpoint,
         provider: role.provider,
         servers: role.servers,
+        snapshots: role.snapshots,
         probe: role.probe,
         secrets: Arc::new(KmsSecretBox::new(ClientCell::lazy(sdk, kms::Client::new), &config.kms_key_id))
             as Arc<dyn SecretBox>,

@@ -130,18 +130,8 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32, clerk: c
 async fn deploy_aurora() -> (Deployed, std::sync::Arc<capydb_aurora::standin::StandIns>) {
     let mut aws = deploy(capydb_domain::JobSettings::default().max_attempts).await;
     let sdk = testkit::sdk_config().await;
-    aws.config.databases = capydb_lambda::config::Databases::Aurora(capydb_aurora::AuroraSettings {
-        engine_version: "16.4".into(),
-        min_capacity: 0.0,
-        max_capacity: 4.0,
-        preview_max_capacity: 2.0,
-        seconds_until_auto_pause: 300,
-        subnet_group: "capydb-private".into(),
-        security_group_ids: vec!["sg-0123456789abcdef0".into()],
-        kms_key_id: None,
-        environment: "test".into(),
-        check_again: Duration::from_secs(1),
-    });
+    aws.config.databases =
+        capydb_lambda::config::Databases::Aurora(capydb_aurora::standin::settings(Duration::from_secs(1)));
     aws.config.pg_version = "16".into();
     let rds = capydb_aurora::aws_sdk_rds::Client::new(&sdk);
     let stand_ins = std::sync::Arc::new(capydb_aurora::standin::StandIns::new(rds, temp_dir("aurora-standins")));

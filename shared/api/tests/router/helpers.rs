@@ -75,6 +75,7 @@ pub async fn api_with(tag: &str, settings: Settings) -> Api {
         endpoint: Arc::new(FakeProvider::new()) as Arc<dyn DatabaseEndpoint>,
         provider: None,
         servers: None,
+        snapshots: None,
         probe: None,
         secrets: Arc::new(KeyFileSecretBox::open_or_create(&dir.0.join("secret.key")).unwrap()) as Arc<dyn SecretBox>,
         artifacts: Arc::new(FileArtifactStore::open(&dir.0.join("backups")).unwrap()) as Arc<dyn ArtifactStore>,

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{growing_waits, harness_on, Harness, JobRigs};
 use crate::fakes::{FakeProvider, FakeServers, SlowServers};
 use crate::model::*;
-use crate::ports::{DatabaseProvider, DedicatedServers, ProviderError};
+use crate::ports::{DatabaseProvider, DedicatedServers, ProviderError, ServerSnapshots};
 
 pub async fn run_dedicated_contract(rigs: &dyn JobRigs) {
     every_project_and_preview_lives_on_a_server_of_its_own(rigs).await;
@@ -24,8 +24,9 @@ pub async fn run_dedicated_contract(rigs: &dyn JobRigs) {
     every_server_step_whose_answer_is_lost_is_run_again_to_the_same_end(rigs).await;
 }
 
-async fn dedicated(rigs: &dyn JobRigs, servers: Arc<dyn DedicatedServers>) -> Harness {
-    harness_on(rigs, Some(servers)).await
+/// A harness on `servers`, with `snapshots` for the sweep.
+async fn dedicated(rigs: &dyn JobRigs, servers: Arc<dyn DedicatedServers>, snapshots: &Arc<FakeServers>) -> Harness {
+    harness_on(rigs, Some((servers, snapshots.clone() as Arc<dyn ServerSnapshots>))).await
 }
 
 impl Harness {
@@ -53,7 +54,7 @@ async fn admits(server: &FakeProvider, database: &str, role: &str, password: &st
 
 pub async fn every_project_and_preview_lives_on_a_server_of_its_own(rigs: &dyn JobRigs) {
     let servers = Arc::new(FakeServers::new());
-    let h = dedicated(rigs, servers.clone()).await;
+    let h = dedicated(rigs, servers.clone(), &servers).await;
     let p = &h.principal;
 
     // A project: its server, then its role and database there; none on a shared server.
@@ -201,7 +202,7 @@ impl Harness {
 pub async fn waits_on_a_slow_server_grow_and_the_job_completes(rigs: &dyn JobRigs) {
     let servers = Arc::new(FakeServers::new());
     let slow = Arc::new(SlowServers::new(servers.clone(), 4, Duration::from_secs(15)));
-    let h = dedicated(rigs, slow).await;
+    let h = dedicated(rigs, slow, &servers).await;
     let pj = h.app.create_project(&h.principal, Harness::req(json!({ "name": "slow" }))).await.unwrap();
     let first = h.app.run_job_message(&super::body(&pj.job.id), "worker-1").await;
     assert_eq!(first, crate::jobs::Disposition::RetryAfter(Duration::from_secs(15)), "the worker is not held");
@@ -227,7 +228,7 @@ pub async fn waits_on_a_slow_server_grow_and_the_job_completes(rigs: &dyn JobRig
 pub async fn a_server_still_not_made_past_the_deadline_is_removed_before_the_job_fails(rigs: &dyn JobRigs) {
     let servers = Arc::new(FakeServers::new());
     let never = Arc::new(SlowServers::new(servers.clone(), 1000, Duration::from_secs(15)).removing_after(2));
-    let h = dedicated(rigs, never).await;
+    let h = dedicated(rigs, never, &servers).await;
     let pj = h.app.create_project(&h.principal, Harness::req(json!({ "name": "never" }))).await.unwrap();
     let runs = h.run(&pj.job.id).await;
     let job = h.job(&pj.job.id).await;
@@ -243,7 +244,7 @@ pub async fn a_server_still_not_made_past_the_deadline_is_removed_before_the_job
 pub async fn a_server_that_cannot_be_removed_in_time_fails_the_job_saying_so(rigs: &dyn JobRigs) {
     let servers = Arc::new(FakeServers::new());
     let stuck = Arc::new(SlowServers::new(servers.clone(), 10_000, Duration::from_secs(300)));
-    let h = dedicated(rigs, stuck).await;
+    let h = dedicated(rigs, stuck, &servers).await;
     let project = h.app.create_project(&h.principal, Harness::req(json!({ "name": "stuck" }))).await.unwrap();
     h.run(&project.job.id).await;
     let job = h.job(&project.job.id).await;
@@ -259,7 +260,7 @@ pub async fn a_server_half_made_by_a_failed_job_is_removed_before_it_fails(rigs:
     let failing = SlowServers::new(servers.clone(), 0, Duration::from_secs(15))
         .failing_make(ProviderError::Permanent(quota.into()))
         .removing_after(1);
-    let h = dedicated(rigs, Arc::new(failing)).await;
+    let h = dedicated(rigs, Arc::new(failing), &servers).await;
     let pj = h.app.create_project(&h.principal, Harness::req(json!({ "name": "over-quota" }))).await.unwrap();
     let runs = h.run(&pj.job.id).await;
     let job = h.job(&pj.job.id).await;
@@ -276,7 +277,7 @@ pub async fn a_server_half_made_by_a_failed_job_is_removed_before_it_fails(rigs:
 
 pub async fn a_restore_over_the_project_that_fails_after_its_swap_puts_the_projects_server_back(rigs: &dyn JobRigs) {
     let servers = Arc::new(FakeServers::new());
-    let h = dedicated(rigs, servers.clone()).await;
+    let h = dedicated(rigs, servers.clone(), &servers).await;
     let project = h.ready_project_on_its_server(&servers).await;
     let own = servers.server(&project.id).unwrap();
     own.write(&project.database_name, "rows of the backup");
@@ -307,7 +308,7 @@ pub async fn a_restore_over_the_project_that_fails_after_its_swap_puts_the_proje
 pub async fn every_server_step_whose_answer_is_lost_is_run_again_to_the_same_end(rigs: &dyn JobRigs) {
     let lost = || ProviderError::Retryable("the connection was reset".into());
     let servers = Arc::new(FakeServers::new());
-    let h = dedicated(rigs, servers.clone()).await;
+    let h = dedicated(rigs, servers.clone(), &servers).await;
     let p = &h.principal;
 
     servers.fail_after("make", lost());
