@@ -405,6 +405,28 @@ async fn a_project_goes_from_post_to_a_real_database_and_a_signed_webhook_on_the
     );
 }
 
+/// A database `name` on the tests' PostgreSQL server, owned by a role of
+/// the same name, with a table `orders (id int)` filled by `rows`: its URL.
+async fn source_database(name: &str, rows: &str) -> String {
+    let admin = shared_postgres_url();
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("the test server");
+    tokio::spawn(connection);
+    let name = format!(
+        "{name}_{}",
+        testkit::unique("s").to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    );
+    let password = "Imp0rtSourcePassw0rdImp0rtSource";
+    client.batch_execute(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'")).await.expect("the source's role");
+    client.batch_execute(&format!("CREATE DATABASE {name} OWNER {name}")).await.expect("the source database");
+    let port = url::Url::parse(&admin).unwrap().port().unwrap_or(5432);
+    let source = format!("postgres://{name}:{password}@127.0.0.1:{port}/{name}");
+    let (owner, connection) =
+        tokio_postgres::connect(&source, tokio_postgres::NoTls).await.expect("the source's owner");
+    tokio::spawn(connection);
+    owner.batch_execute(&format!("CREATE TABLE orders (id int); {rows}")).await.expect("the source's rows");
+    source
+}
+
 /// Logs in with a connection the API handed out, at the server standing in
 /// for its cluster (the host is the cluster's endpoint; the stand-in is on
 /// 127.0.0.1).
@@ -532,6 +554,20 @@ async fn a_project_and_a_clone_preview_get_aurora_clusters_of_their_own_on_the_a
     let safety = over["restore"]["safety_backup_id"].as_str().expect("a safety backup").to_string();
     let safety_snapshot = capydb_aurora::names::backup_snapshot(&safety);
     assert!(rds.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(&safety_snapshot).send().await.is_ok());
+
+    // An import over the project: pg_dump of another server, pg_restore
+    // into a scratch database on the project's cluster (as its master
+    // user, not a superuser), swapped in under the project's name.
+    let source = source_database("aurora_import_src", "INSERT INTO orders VALUES (7), (8)").await;
+    let (status, import) =
+        aws.call("POST", &format!("/v1/projects/{project_id}/imports"), Some(json!({ "source_url": source }))).await;
+    assert_eq!(status, 202, "import: {import}");
+    let job = aws.finish(import["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "completed", "the import: {job}");
+    let imported = connect_through(&stand_ins, &after).await.expect("the project's connection after the import");
+    let ids: Vec<i32> =
+        imported.query("SELECT id FROM orders ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [7, 8], "the imported data");
 
     // A deleted backup's snapshot goes at the sweeper's next run.
     let (status, body) = aws.call("DELETE", &format!("/v1/backups/{backup_id}"), None).await;
