@@ -525,13 +525,28 @@ impl SlowServers {
         SlowServers { remove_polls: Some(polls), ..self }
     }
 
-    /// Whether this is the first call of `key`, and whether it is still
-    /// "in progress" after `polls` calls, counting this one.
-    fn busy(&self, key: String, polls: u32) -> (bool, bool) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let n = seen.entry(key).or_insert(0);
-        *n += 1;
-        (*n == 1, *n <= polls)
+    /// The operation `key` as a cloud provider runs it: `run` starts it at
+    /// the first call, which then answers "not yet" as do the next calls,
+    /// up to `polls` of them; after those, each call answers what `run` does.
+    async fn slowly<T, F, Fut>(&self, key: String, polls: u32, run: F) -> ProviderResult<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ProviderResult<T>>,
+    {
+        let calls = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let n = seen.entry(key).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let busy = calls <= polls;
+        if calls == 1 || !busy {
+            let answer = run().await?;
+            if !busy {
+                return Ok(answer);
+            }
+        }
+        Err(self.not_yet())
     }
 
     fn not_yet(&self) -> ProviderError {
@@ -548,28 +563,20 @@ impl DedicatedServers for SlowServers {
         source: ServerSource<'_>,
         admin_password: &str,
     ) -> ProviderResult<String> {
-        let (first, busy) = self.busy(format!("make {} {slot:?}", owner.resource_id), self.polls);
-        if first || !busy {
+        let key = format!("make {} {slot:?}", owner.resource_id);
+        self.slowly(key, self.polls, || async {
             let host = self.inner.make(owner, slot, source, admin_password).await?;
-            if let Some(e) = &self.make_fails {
-                return Err(e.clone());
+            match &self.make_fails {
+                Some(e) => Err(e.clone()),
+                None => Ok(host),
             }
-            if !busy {
-                return Ok(host);
-            }
-        }
-        Err(self.not_yet())
+        })
+        .await
     }
 
     async fn swap(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
-        let (first, busy) = self.busy(format!("swap {} {job}", owner.resource_id), self.polls);
-        if first || !busy {
-            let host = self.inner.swap(owner, job).await?;
-            if !busy {
-                return Ok(host);
-            }
-        }
-        Err(self.not_yet())
+        let key = format!("swap {} {job}", owner.resource_id);
+        self.slowly(key, self.polls, || self.inner.swap(owner, job)).await
     }
 
     async fn revert(&self, owner: ServerOwner<'_>, job: &str) -> ProviderResult<String> {
@@ -581,14 +588,8 @@ impl DedicatedServers for SlowServers {
     }
 
     async fn remove(&self, owner: ServerOwner<'_>, final_snapshot: bool) -> ProviderResult<()> {
-        let (first, busy) = self.busy(format!("remove {}", owner.resource_id), self.remove_polls.unwrap_or(self.polls));
-        if first || !busy {
-            self.inner.remove(owner, final_snapshot).await?;
-            if !busy {
-                return Ok(());
-            }
-        }
-        Err(self.not_yet())
+        let (key, polls) = (format!("remove {}", owner.resource_id), self.remove_polls.unwrap_or(self.polls));
+        self.slowly(key, polls, || self.inner.remove(owner, final_snapshot)).await
     }
 
     async fn admin(&self, host: &str, admin_password: &str) -> ProviderResult<Arc<dyn DatabaseProvider>> {
@@ -596,14 +597,7 @@ impl DedicatedServers for SlowServers {
     }
 
     async fn snapshot(&self, owner: ServerOwner<'_>, backup_id: &str) -> ProviderResult<()> {
-        let (first, busy) = self.busy(format!("snapshot {backup_id}"), self.polls);
-        if first || !busy {
-            self.inner.snapshot(owner, backup_id).await?;
-            if !busy {
-                return Ok(());
-            }
-        }
-        Err(self.not_yet())
+        self.slowly(format!("snapshot {backup_id}"), self.polls, || self.inner.snapshot(owner, backup_id)).await
     }
 }
 

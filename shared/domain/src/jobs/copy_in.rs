@@ -152,9 +152,7 @@ pub(super) async fn run(
             return Ok(StepOutcome::Done);
         }
         (Step::CreateServer, Target::Project { .. }) => {
-            let Source::Backup { backup, .. } = source else {
-                return Err(StepError::Permanent("an import makes no server".into()));
-            };
+            let backup = server_backup(source)?;
             completed(app, backup).await?;
             let admin = app.admin_password(&project).await?;
             let owner = super::project_owner(&project);
@@ -179,9 +177,7 @@ pub(super) async fn run(
         // The server made from the backup, before it takes the project's
         // place: the project's current password (the backup has the one it had then).
         (Step::SetPassword, Target::Project { .. }) if dedicated => {
-            let Source::Backup { backup, .. } = source else {
-                return Err(StepError::Permanent("an import makes no server".into()));
-            };
+            let backup = server_backup(source)?;
             let owner = super::project_owner(&project);
             let from = ServerSource::Snapshot(backup.as_str());
             let db = app.replacement_database(&project, owner, &job.id, from).await?;
@@ -261,6 +257,15 @@ pub(super) async fn run(
         }
     }
     Ok(StepOutcome::Done)
+}
+
+/// The backup a server over the project is made from (an import has none:
+/// it copies into the project's own server).
+fn server_backup<'a>(source: Source<'a>) -> Result<&'a BackupId, StepError> {
+    match source {
+        Source::Backup { backup, .. } => Ok(backup),
+        Source::Server { .. } => Err(StepError::Permanent("an import makes no server".into())),
+    }
 }
 
 /// The backup `id`, which must be complete to be restored.

@@ -438,10 +438,8 @@ impl App {
             match result {
                 Ok(StepOutcome::Done) => {
                     tracing::info!(step = name, "step done");
-                    job.step += 1;
-                    job.waiting = None;
-                    job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
-                    if !self.store.update_job(&job, expected).await? {
+                    let next = job.step + 1;
+                    if !self.move_to(&mut job, expected, next, now).await? {
                         tracing::warn!(step = name, "lost the job lease; another worker carries on");
                         return Ok(Disposition::Done);
                     }
@@ -460,10 +458,8 @@ impl App {
                             step = name,
                             "a clean-up step is past the job's deadline; leaving it to the next swap or the deletion"
                         );
-                        job.step += 1;
-                        job.waiting = None;
-                        job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
-                        if !self.store.update_job(&job, expected).await? {
+                        let next = job.step + 1;
+                        if !self.move_to(&mut job, expected, next, now).await? {
                             return Ok(Disposition::Done);
                         }
                         continue;
@@ -500,11 +496,8 @@ impl App {
                             step = name,
                             "job past its deadline while waiting; removing what it made, then failing it"
                         );
-                        job.step = UNDO_FROM;
                         job.error = Some(error);
-                        job.waiting = None;
-                        job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
-                        if !self.store.update_job(&job, expected).await? {
+                        if !self.move_to(&mut job, expected, UNDO_FROM, now).await? {
                             return Ok(Disposition::Done);
                         }
                         continue;
@@ -548,9 +541,8 @@ impl App {
                 // The job's work is done; what is left to remove goes later.
                 Err(StepError::Retryable(msg) | StepError::Permanent(msg)) if task.is_cleanup() => {
                     tracing::warn!(job_id = %job.id, step = name, error = %msg, "a clean-up step failed; leaving it");
-                    job.step += 1;
-                    job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
-                    if !self.store.update_job(&job, expected).await? {
+                    let next = job.step + 1;
+                    if !self.move_to(&mut job, expected, next, now).await? {
                         return Ok(Disposition::Done);
                     }
                 }
@@ -567,11 +559,8 @@ impl App {
                     if !undoing && hosting == Hosting::Dedicated && undo_task(&spec, hosting, 0).is_some() {
                         tracing::warn!(job_id = %job.id, step = name, "removing what the failed job made before it fails");
                         job.version = expected + 1;
-                        job.step = UNDO_FROM;
                         job.error = Some(error);
-                        job.waiting = None;
-                        job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
-                        if !self.store.update_job(&job, expected).await? {
+                        if !self.move_to(&mut job, expected, UNDO_FROM, now).await? {
                             return Ok(Disposition::Done);
                         }
                         continue;
@@ -601,6 +590,16 @@ impl App {
             self.complete_job(job).await?;
         }
         Ok(Disposition::Done)
+    }
+
+    /// Moves the job to step `step` (the next one, or its undo plan's first)
+    /// with a fresh lease and no wait, and stores it over version
+    /// `expected`: false when another worker took the job meanwhile.
+    async fn move_to(&self, job: &mut Job, expected: u64, step: u32, now: Timestamp) -> DomainResult<bool> {
+        job.step = step;
+        job.waiting = None;
+        job.lease_expires_at = Some(add(now, self.settings.jobs.lease));
+        self.store.update_job(job, expected).await
     }
 
     /// The wait after a step's `checks`-th "not yet" (0 for the first):
