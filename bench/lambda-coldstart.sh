@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-15}
 PROFILE=${2:-release}
-FUNCTIONS=(identity projects previews backups jobs webhooks openapi worker webhook-delivery sweeper)
+FUNCTIONS=(identity projects previews backups jobs webhooks openapi worker worker-aurora webhook-delivery sweeper)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 pkgs=(-p lambda-hello)
 for f in "${FUNCTIONS[@]}"; do pkgs+=(-p "$f"); done
@@ -36,11 +36,17 @@ export CAPYDB_RATE_LIMIT_PER_MINUTE=0 CAPYDB_TABLE=bench CAPYDB_EVENT_BUS=bench 
 args=("hello=$BIN/lambda-hello=events/openapi.get.json")
 for f in "${FUNCTIONS[@]}"; do
   case $f in
-    worker) ev=events/worker.one-job.json ;;
+    worker | worker-aurora) ev=events/worker.one-job.json ;;
     webhook-delivery) ev=events/webhook-delivery.retry.json ;;
     sweeper) ev=events/sweeper.scheduled.json ;;
     *) ev=events/openapi.unknown-route.json ;;
   esac
   args+=("$f=$BIN/$f=$ev")
 done
-python3 bench/lambda_init.py --runs "$RUNS" --event events/openapi.unknown-route.json "${args[@]}"
+# The Aurora worker starts only on an aurora deployment's settings.
+aurora=()
+for v in CAPYDB_DATABASE_PROVIDER=aurora CAPYDB_AURORA_ENGINE_VERSION=16.4 CAPYDB_AURORA_SUBNET_GROUP=bench \
+  CAPYDB_AURORA_SECURITY_GROUP_IDS=sg-bench; do
+  aurora+=(--env "worker-aurora:$v")
+done
+python3 bench/lambda_init.py --runs "$RUNS" --event events/openapi.unknown-route.json "${aurora[@]}" "${args[@]}"

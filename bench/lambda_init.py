@@ -8,7 +8,10 @@ the time from spawning it to that request, over several runs, then hands it
 one event and checks it answers (so a binary that starts fast by failing
 does not count). Usage:
 
-    lambda_init.py --runs 15 --event events/openapi.unknown-route.json NAME=PATH[=EVENT] ...
+    lambda_init.py --runs 15 --event events/openapi.unknown-route.json \
+        [--env NAME:VAR=VALUE ...] NAME=PATH[=EVENT] ...
+
+`--env` sets a variable for one binary only (the Aurora worker's settings).
 
 Prints one JSON object per binary (size, median and p90 init time, the
 answer to the event), then a table against the binary named `hello`, with
@@ -113,6 +116,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--event", required=True, help="default event JSON handed to each binary once per run")
+    ap.add_argument("--env", action="append", default=[], help="NAME:VAR=VALUE, for binary NAME only")
     ap.add_argument("binaries", nargs="+", help="NAME=PATH[=EVENT]")
     args = ap.parse_args()
 
@@ -135,23 +139,32 @@ def main():
             "RUST_LOG": "warn",
         }
     )
+    own_env = {}
+    for item in args.env:
+        name, _, assignment = item.partition(":")
+        var, eq, value = assignment.partition("=")
+        if not (name and var and eq):
+            raise SystemExit(f"--env {item!r}: expected NAME:VAR=VALUE")
+        own_env.setdefault(name, {})[var] = value
     specs = []
     for spec in args.binaries:
         name, path, *rest = spec.split("=", 2)
-        specs.append((name, path, open(rest[0] if rest else args.event).read()))
-    times = {name: [] for name, _, _ in specs}
-    answers = {name: [] for name, _, _ in specs}
+        specs.append((name, path, open(rest[0] if rest else args.event).read(), dict(env, **own_env.pop(name, {}))))
+    if own_env:
+        raise SystemExit(f"--env names no binary: {sorted(own_env)}")
+    times = {name: [] for name, *_ in specs}
+    answers = {name: [] for name, *_ in specs}
     # Round-robin over the binaries, so a slow spell of this shared machine
     # weighs on every binary alike; the first round warms the page cache and
     # is not counted.
     for i in range(args.runs + 1):
-        for name, path, event in specs:
-            ms, answer = run_once(path, env, event)
+        for name, path, event, own in specs:
+            ms, answer = run_once(path, own, event)
             if i > 0:
                 times[name].append(ms)
                 answers[name].append(answer)
     rows = []
-    for name, path, _ in specs:
+    for name, path, *_ in specs:
         t = sorted(times[name])
         answered = [a for a in answers[name] if a]
         answer = answered[-1] if answered else None

@@ -1,4 +1,4 @@
-//! The SQS functions (`worker`, `webhook-delivery`): batches with partial
+//! The SQS functions (`worker`, `worker-aurora`, `webhook-delivery`): batches with partial
 //! failures, settled by the domain's one runtime.
 use std::sync::Arc;
 
@@ -10,8 +10,10 @@ use capydb_domain::runtime::{settle, JobHandler, MessageHandler, Settled, Webhoo
 use capydb_domain::App;
 use lambda_runtime::{service_fn, LambdaEvent};
 
+use crate::config::Config;
 use crate::wiring::Role;
 use crate::{start, Error};
+use capydb_aws::client::SdkCell;
 
 /// Runs `handler` on every record of an SQS batch at once, settles each as
 /// [`capydb_domain::runtime::settle`] says (the same settling as
@@ -92,9 +94,11 @@ pub async fn webhook_batch(app: App, event: SqsEvent) -> SqsBatchResponse {
     sqs_batch(queue, Arc::new(EnvelopedWebhooks(WebhookHandler { app })), None, event).await
 }
 
-/// `main` of `worker`: the jobs queue's SQS event source.
-pub async fn run_worker() -> Result<(), Error> {
-    let (config, app) = start(Role::worker).await?;
+/// `main` of a worker: the jobs queue's SQS event source. `role` is the
+/// provider's ([`Role::server_worker`] in `worker`, [`Role::aurora_worker`]
+/// in `worker-aurora`), so each binary links one provider.
+pub async fn run_worker(role: fn(&Config, &Arc<SdkCell>) -> Result<Role, String>) -> Result<(), Error> {
+    let (config, app) = start(role).await?;
     let max = config.jobs_max_receives;
     lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| {
         let app = app.clone();

@@ -64,9 +64,38 @@ impl Role {
         })
     }
 
-    /// Runs job steps against the PostgreSQL server, or the Aurora clusters.
-    pub fn worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
-        let role = Role {
+    /// Runs job steps against the PostgreSQL server (`worker`). A deployment
+    /// chooses its provider when it is deployed, and each provider has a
+    /// worker binary of its own, so neither carries the other's code.
+    pub fn server_worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
+        match &config.databases {
+            Databases::Server { .. } => {
+                Ok(Role { provider: Some(Arc::new(LazyProvider::of(config, sdk)?)), ..Self::no_database(config)? })
+            }
+            Databases::Aurora(_) => Err("this is the postgres-server worker (`worker`), and \
+                                         CAPYDB_DATABASE_PROVIDER is aurora: with aurora the template \
+                                         deploys `worker-aurora`"
+                .into()),
+        }
+    }
+
+    /// Runs job steps against the Aurora clusters (`worker-aurora`).
+    pub fn aurora_worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
+        match &config.databases {
+            Databases::Aurora(_) => {
+                let servers = LazyServers::of(config, sdk, Arc::new(capydb_aurora::SystemResolver))?;
+                Ok(Role { servers: Some(Arc::new(servers)), ..Self::no_database(config)? })
+            }
+            Databases::Server { .. } => Err("this is the aurora worker (`worker-aurora`), and \
+                                             CAPYDB_DATABASE_PROVIDER is postgres-server: with it the \
+                                             template deploys `worker`"
+                .into()),
+        }
+    }
+
+    /// A worker's parts before its provider: connection strings, no caller.
+    fn no_database(config: &Config) -> Result<Role, String> {
+        Ok(Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
             servers: None,
@@ -74,13 +103,6 @@ impl Role {
             probe: None,
             webhook_sender: None,
             sessions: None,
-        };
-        Ok(match &config.databases {
-            Databases::Server { .. } => Role { provider: Some(Arc::new(LazyProvider::of(config, sdk)?)), ..role },
-            Databases::Aurora(_) => {
-                let servers = LazyServers::of(config, sdk, Arc::new(capydb_aurora::SystemResolver))?;
-                Role { servers: Some(Arc::new(servers)), ..role }
-            }
         })
     }
 

@@ -101,7 +101,9 @@ async fn deploy_with(job_max_attempts: u32, rate_limit_per_minute: u32, clerk: c
     let sdk = capydb_aws::client::SdkCell::ready(sdk);
     let api = lambda::app(&config, &sdk, lambda::Role::api(&config).expect("api role"));
     let webhooks_app = lambda::app(&config, &sdk, lambda::Role::webhooks(&config).expect("webhooks role"));
-    let worker = lambda::app(&config, &sdk, lambda::Role::worker(&config, &sdk).expect("worker role"));
+    let worker = lambda::app(&config, &sdk, lambda::Role::server_worker(&config, &sdk).expect("worker role"));
+    let wrong = lambda::Role::aurora_worker(&config, &sdk).err().expect("the aurora worker refuses postgres-server");
+    assert!(wrong.contains("`worker`"), "{wrong}");
     let app = api.clone();
     let (org, key) =
         capydb_domain::organizations::create_organization(app.store.as_ref(), app.now(), "aws shape", None)
@@ -150,7 +152,10 @@ async fn deploy_aurora() -> (Deployed, std::sync::Arc<capydb_aurora::standin::St
     aws.webhooks_app = quick(lambda::app(config, &sdk, lambda::Role::webhooks(config).expect("webhooks role")));
     // The worker's clusters resolved to the stand-ins (plaintext: they speak
     // no TLS), which keep what each backup's snapshot holds as it completes.
-    let mut worker = lambda::Role::worker(config, &sdk).expect("worker role");
+    let mut worker = lambda::Role::aurora_worker(config, &sdk).expect("worker role");
+    // Each worker binary runs only its own provider, and says which to deploy.
+    let wrong = lambda::Role::server_worker(config, &sdk).err().expect("the postgres-server worker refuses aurora");
+    assert!(wrong.contains("worker-aurora"), "{wrong}");
     let servers = lambda::providers::LazyServers::of(config, &sdk, stand_ins.clone()).expect("servers").without_tls();
     worker.servers = Some(std::sync::Arc::new(capydb_aurora::standin::Capturing {
         inner: std::sync::Arc::new(servers),
@@ -858,5 +863,5 @@ async fn in_memory_app() -> App {
         clerk: Default::default(),
     };
     let sdk = capydb_aws::client::SdkCell::ready(testkit::sdk_config().await);
-    lambda::app(&config, &sdk, lambda::Role::worker(&config, &sdk).expect("the worker role"))
+    lambda::app(&config, &sdk, lambda::Role::server_worker(&config, &sdk).expect("the worker role"))
 }

@@ -1,7 +1,8 @@
-//! The IAM policies `infra/template.yaml` gives the worker and the sweeper
-//! with `DatabaseProvider=aurora` allow every RDS call `shared/aurora` makes
-//! (read from its source: each `client.<operation>()`), by name, and
-//! nothing broader than `rds:<Action>`.
+//! The IAM policies `infra/template.yaml` gives the Aurora worker and the
+//! sweeper with `DatabaseProvider=aurora` allow every RDS call
+//! `shared/aurora` makes (read from its source: each `client.<operation>()`),
+//! by name, and nothing broader than `rds:<Action>`; and the two workers, one
+//! per provider, differ only in what their provider needs.
 use std::collections::BTreeSet;
 
 use capydb_aws::testkit::{workspace_root, Template};
@@ -53,7 +54,7 @@ fn called() -> BTreeSet<String> {
 fn the_worker_and_sweeper_may_make_every_rds_call_the_aurora_provider_makes_and_no_more_than_named_actions() {
     let template = Template::load();
     let mut allowed = BTreeSet::new();
-    for function in ["WorkerFunction", "SweeperFunction"] {
+    for function in ["AuroraWorkerFunction", "SweeperFunction"] {
         rds_actions(&template.resource(function)["Properties"]["Policies"], &mut allowed);
     }
     let called = called();
@@ -75,4 +76,45 @@ fn operations_become_rds_action_names() {
     assert_eq!(action_of("describe_db_clusters"), "rds:DescribeDBClusters");
     assert_eq!(action_of("restore_db_cluster_to_point_in_time"), "rds:RestoreDBClusterToPointInTime");
     assert_eq!(action_of("create_db_cluster_snapshot"), "rds:CreateDBClusterSnapshot");
+}
+
+/// `worker` and `worker-aurora` are deployed one at a time (by
+/// `DatabaseProvider`) from two copies of one definition: the copies may
+/// differ in their condition, binary, description and provider policies only.
+#[test]
+fn the_two_workers_differ_only_in_their_provider() {
+    let template = Template::load();
+    let server = template.resource("WorkerFunction");
+    let aurora = template.resource("AuroraWorkerFunction");
+    assert_eq!(server["Condition"], "UsePostgresServer");
+    assert_eq!(aurora["Condition"], "UseAurora");
+    assert_eq!(server["Metadata"]["BuildProperties"]["Binary"], "worker");
+    assert_eq!(aurora["Metadata"]["BuildProperties"]["Binary"], "worker-aurora");
+    let mut server_rds = BTreeSet::new();
+    rds_actions(&server["Properties"]["Policies"], &mut server_rds);
+    assert!(server_rds.is_empty(), "the postgres-server worker may make no RDS call: {server_rds:?}");
+    let ssm = |f: &Value| serde_json::to_string(&f["Properties"]["Policies"]).unwrap().contains("ssm:GetParameter");
+    assert!(ssm(server) && !ssm(aurora), "only the postgres-server worker reads the admin password");
+
+    // Everything else is the same; the policies only up to the provider's own.
+    let common = |f: &Value| {
+        let mut f = f.clone();
+        for key in ["Condition", "Metadata"] {
+            f.as_object_mut().unwrap().remove(key);
+        }
+        let props = f["Properties"].as_object_mut().unwrap();
+        props.remove("Description");
+        let policies = props.remove("Policies").unwrap();
+        let plain: Vec<Value> = policies
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p.get("Version").is_none() && p.get("Fn::If").is_none())
+            .cloned()
+            .collect();
+        props.insert("Policies".into(), Value::Array(plain));
+        f
+    };
+    assert_eq!(common(server), common(aurora));
+    assert!(common(server)["Properties"]["Events"]["JobsQueueMessages"].is_object());
 }
