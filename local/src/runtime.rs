@@ -317,11 +317,11 @@ async fn run(
 
     tracing::info!(listen = %local_addr, data_dir = %dir.display(), "capydb-local serving");
     let router = capydb_api::router(app);
-    // hyper's own answers to unparsable requests are rewritten to JSON on the way out.
-    let listener = capydb_api::serve::JsonErrorListener(listener);
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<capydb_api::serve::Peer>())
-        .with_graceful_shutdown(shutdown_signal());
-    let served = server.await.map_err(|e| format!("server error: {e}"));
+    // Connection threads, one per CPU; hyper's own answers to unparsable
+    // requests are rewritten to JSON on the way out.
+    let served = capydb_api::serve::serve(listener, router, capydb_api::serve::default_shards(), shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"));
 
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

@@ -3,7 +3,9 @@
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
+
+use crate::bodies::Json;
 use capydb_domain::backups::{BackupJob, CreateBackup, CreateImport, CreateRestore, ImportJob, RestoreJob};
 use capydb_domain::model::Backup;
 use capydb_domain::App;

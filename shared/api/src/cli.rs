@@ -5,7 +5,9 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Router;
+
+use crate::bodies::Json;
 use capydb_domain::cli_login::{
     ApproveCliLogin, CliLoginDecision, CliSession, CliToken, CliTokenRequest, DeviceAuthorization, GrantRefusal,
 };

@@ -54,7 +54,7 @@ impl From<DomainError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (self.status, axum::Json(ErrorBody { error: self.message })).into_response();
+        let mut res = (self.status, crate::bodies::Json(ErrorBody { error: self.message })).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -1,7 +1,9 @@
 //! `/v1/jobs/{job_id}`: poll a lifecycle job.
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
+
+use crate::bodies::Json;
 use capydb_domain::App;
 
 use crate::bodies::JobBody;

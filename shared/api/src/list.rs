@@ -47,7 +47,7 @@ impl<T: Serialize + HasId> ListResponse<T> {
 
 impl<T: Serialize> IntoResponse for ListResponse<T> {
     fn into_response(self) -> Response {
-        let mut res = axum::Json(self.items).into_response();
+        let mut res = crate::bodies::Json(self.items).into_response();
         if let Some(link) = self.next.and_then(|l| HeaderValue::from_str(&l).ok()) {
             res.headers_mut().insert(header::LINK, link);
         }

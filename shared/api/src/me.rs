@@ -1,6 +1,8 @@
 //! `/v1/me`: who the credential is.
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
+
+use crate::bodies::Json;
 use capydb_domain::App;
 
 use axum::extract::State;

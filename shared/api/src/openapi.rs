@@ -2,7 +2,9 @@
 //! domain types. `GET /v1/openapi.json` serves it; `openapi.json` at the repo
 //! root is a committed copy that a test keeps in sync.
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
+
+use crate::bodies::Json;
 use capydb_domain::App;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{

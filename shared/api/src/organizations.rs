@@ -2,7 +2,9 @@
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
+
+use crate::bodies::Json;
 use capydb_domain::api_keys::{CreateApiKey, CreatedApiKey};
 use capydb_domain::model::{ApiKey, Organization};
 use capydb_domain::organizations::UpdateOrganization;

@@ -2,7 +2,9 @@
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
+
+use crate::bodies::Json;
 use capydb_domain::model::{ConnectionInfo, Job, Project};
 use capydb_domain::projects::{CreateProject, ProjectJob, UpdateProject};
 use capydb_domain::App;

@@ -2,7 +2,9 @@
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
+
+use crate::bodies::Json;
 use capydb_domain::model::{Delivery, WebhookEndpoint};
 use capydb_domain::webhooks::{CreateWebhook, UpdateWebhook, WebhookWithSecret};
 use capydb_domain::App;

@@ -90,8 +90,7 @@ pub async fn serve_in_process(app: App) -> String {
     let base = format!("http://{}", listener.local_addr().expect("local addr"));
     let router = capydb_api::router(app);
     tokio::spawn(async move {
-        let listener = capydb_api::serve::JsonErrorListener(listener);
-        let _ = axum::serve(listener, router.into_make_service_with_connect_info::<capydb_api::serve::Peer>()).await;
+        let _ = capydb_api::serve::serve(listener, router, 1, std::future::pending()).await;
     });
     base
 }
