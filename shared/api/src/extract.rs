@@ -131,7 +131,9 @@ impl FromRequestParts<App> for Auth {
         if let Some(Authenticated(p)) = parts.extensions.remove::<Authenticated>() {
             return Ok(Auth(p));
         }
-        authenticate(parts, app).await.map(Auth)
+        // Boxed: the lookups' state is most of a handler's future, which
+        // would otherwise be copied whole at each of its awaits.
+        Box::pin(authenticate(parts, app)).await.map(Auth)
     }
 }
 
@@ -199,6 +201,9 @@ pub struct ClientIp(pub std::net::IpAddr);
 pub fn request_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
     if let Some(ip) = extensions.get::<ClientIp>() {
         return Some(ip.0);
+    }
+    if let Some(peer) = crate::serve::current_peer() {
+        return Some(peer.ip());
     }
     if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<crate::serve::Peer>>() {
         return Some(peer.0.ip());

@@ -25,19 +25,33 @@ use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 
 use crate::middleware::REQUEST_ID;
 
-/// The caller's address, as `ConnectInfo<Peer>`.
+/// The caller's address, as `ConnectInfo<Peer>` (what a test puts on a
+/// request it sends through the router itself).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
+
+tokio::task_local! {
+    /// The address of the client whose connection this task serves: each
+    /// connection is one task, and hyper answers its requests inside it. A
+    /// task-local rather than a `ConnectInfo` extension on every request,
+    /// which cost an insert into each request's extension map.
+    static PEER: SocketAddr;
+}
+
+/// The client address of the connection the current task serves, when it
+/// serves one of [`serve`]'s.
+pub fn current_peer() -> Option<SocketAddr> {
+    PEER.try_with(|peer| *peer).ok()
+}
 
 /// How many connection threads [`serve`] runs by default: one per CPU.
 pub fn default_shards() -> usize {
@@ -130,7 +144,7 @@ async fn shard(mut incoming: mpsc::UnboundedReceiver<Accepted>, router: axum::Ro
         let Some((stream, addr)) = accepted else { break };
         match TcpStream::from_std(stream) {
             Ok(stream) => {
-                tokio::spawn(connection(stream, addr, router.clone(), closing_rx.clone()));
+                tokio::spawn(PEER.scope(addr, connection(stream, router.clone(), closing_rx.clone())));
             }
             Err(e) => tracing::warn!(error = %e, "could not take over a connection"),
         }
@@ -142,13 +156,11 @@ async fn shard(mut incoming: mpsc::UnboundedReceiver<Accepted>, router: axum::Ro
 
 /// Serves one connection (HTTP/1.1, keep-alive) until the client closes it
 /// or, after `closing`, its request in flight is answered.
-async fn connection(stream: TcpStream, addr: SocketAddr, router: axum::Router, mut closing: watch::Receiver<bool>) {
+async fn connection(stream: TcpStream, router: axum::Router, mut closing: watch::Receiver<bool>) {
     // Responses go out at once; hyper writes each whole.
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(JsonErrorIo { inner: stream, pending: Vec::new(), sent: 0 });
-    let service = axum::Extension(ConnectInfo(Peer(addr)))
-        .layer(router)
-        .map_request(|req: axum::http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new));
+    let service = router.map_request(|req: axum::http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new));
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let mut conn = pin!(builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)));
     let mut draining = false;

@@ -8,8 +8,7 @@ use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, Notify};
 
-use axum::extract::ConnectInfo;
-use capydb_api::serve::{serve, Peer};
+use capydb_api::serve::serve;
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -47,8 +46,9 @@ async fn connections_are_spread_over_the_threads_and_know_their_peer() {
     // Each answer names the thread that served it and the caller's address.
     let router = axum::Router::new().route(
         "/who",
-        get(|ConnectInfo(Peer(peer)): ConnectInfo<Peer>| async move {
-            format!("{} {}", std::thread::current().name().unwrap_or("?"), peer.ip())
+        get(|req: axum::extract::Request| async move {
+            let peer = capydb_api::extract::request_ip(req.extensions()).map(|ip| ip.to_string());
+            format!("{} {}", std::thread::current().name().unwrap_or("?"), peer.unwrap_or_default())
         }),
     );
     let (l, addr) = listener().await;
