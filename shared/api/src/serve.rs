@@ -61,8 +61,8 @@ pub fn default_shards() -> usize {
 type Accepted = (std::net::TcpStream, SocketAddr);
 
 /// Serves `router` on `listener` until `shutdown` completes, then shuts
-/// down gracefully (see the module's documentation). Fails only when a
-/// connection thread cannot be started.
+/// down gracefully (see the module's documentation). Fails when a
+/// connection thread cannot be started, or when every one has stopped.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -74,13 +74,24 @@ pub async fn serve(
     let mut finished = Vec::new();
     for n in 0..shards.max(1) {
         let (tx, rx) = mpsc::unbounded_channel::<Accepted>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let (router, stop) = (router.clone(), stop_rx.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // The runtime is made (and dropped) on its own thread: a runtime
+        // dropped inside this async function would panic.
         std::thread::Builder::new().name(format!("capydb-http-{n}")).spawn(move || {
-            runtime.block_on(shard(rx, router, stop));
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => {
+                    let _ = started_tx.send(Ok(()));
+                    runtime.block_on(shard(rx, router, stop));
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                }
+            }
             let _ = done_tx.send(());
         })?;
+        started_rx.await.map_err(|_| io::Error::other("a connection thread ended while starting"))??;
         lanes.push(tx);
         finished.push(done_rx);
     }
@@ -96,20 +107,41 @@ pub async fn serve(
             // thread's runtime is the one that waits on it.
             Ok((stream, addr)) => match stream.into_std() {
                 Ok(stream) => {
-                    if lanes[next % lanes.len()].send((stream, addr)).is_err() {
-                        tracing::error!(shard = next % lanes.len(), "a connection thread has stopped");
+                    // To the next thread in turn; one that has stopped (it
+                    // would have panicked) is passed over, and with none
+                    // left the server stops rather than drop every connection.
+                    let mut item = (stream, addr);
+                    let mut handed = false;
+                    for _ in 0..lanes.len() {
+                        let lane = next % lanes.len();
+                        next = next.wrapping_add(1);
+                        match lanes[lane].send(item) {
+                            Ok(()) => {
+                                handed = true;
+                                break;
+                            }
+                            Err(mpsc::error::SendError(back)) => {
+                                tracing::error!(shard = lane, "a connection thread has stopped");
+                                item = back;
+                            }
+                        }
                     }
-                    next = next.wrapping_add(1);
+                    if !handed {
+                        return Err(io::Error::other("every connection thread has stopped"));
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not hand over a connection"),
             },
             // As `axum::serve`: a connection that failed while being
             // accepted is its client's problem; anything else (out of file
-            // descriptors) is waited out.
+            // descriptors) is waited out, or shutdown comes first.
             Err(e) if is_connection_error(&e) => {}
             Err(e) => {
                 tracing::error!(error = %e, "accept failed; retrying in a second");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
         }
     }
@@ -138,6 +170,8 @@ async fn shard(mut incoming: mpsc::UnboundedReceiver<Accepted>, router: axum::Ro
     let (closing_tx, closing_rx) = watch::channel(false);
     loop {
         let accepted = tokio::select! {
+            // Connections already handed over are taken before the stop.
+            biased;
             accepted = incoming.recv() => accepted,
             _ = stop.wait_for(|stopped| *stopped) => None,
         };
