@@ -81,12 +81,7 @@ impl<T: Serialize> IntoResponse for Json<T> {
             // As axum::Json: a value that cannot be serialized is a bug of ours.
             Err(e) => {
                 tracing::error!(error = %e, "could not serialize a response");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-                    r#"{"error":"internal error"}"#,
-                )
-                    .into_response()
+                crate::error::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
             }
         }
     }

@@ -205,9 +205,6 @@ pub fn request_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAdd
     if let Some(peer) = crate::serve::current_peer() {
         return Some(peer.ip());
     }
-    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<crate::serve::Peer>>() {
-        return Some(peer.0.ip());
-    }
     extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip())
 }
 

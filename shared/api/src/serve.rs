@@ -34,11 +34,6 @@ use tower::ServiceExt;
 
 use crate::middleware::REQUEST_ID;
 
-/// The caller's address, as `ConnectInfo<Peer>` (what a test puts on a
-/// request it sends through the router itself).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
-
 tokio::task_local! {
     /// The address of the client whose connection this task serves: each
     /// connection is one task, and hyper answers its requests inside it. A
@@ -51,6 +46,12 @@ tokio::task_local! {
 /// serves one of [`serve`]'s.
 pub fn current_peer() -> Option<SocketAddr> {
     PEER.try_with(|peer| *peer).ok()
+}
+
+/// Runs `f` as the task serving a connection from `peer`: what [`serve`]
+/// does for each connection (and a router test for a request of its own).
+pub async fn with_peer<F: Future>(peer: SocketAddr, f: F) -> F::Output {
+    PEER.scope(peer, f).await
 }
 
 /// How many connection threads [`serve`] runs by default: one per CPU.
@@ -178,7 +179,7 @@ async fn shard(mut incoming: mpsc::UnboundedReceiver<Accepted>, router: axum::Ro
         let Some((stream, addr)) = accepted else { break };
         match TcpStream::from_std(stream) {
             Ok(stream) => {
-                tokio::spawn(PEER.scope(addr, connection(stream, router.clone(), closing_rx.clone())));
+                tokio::spawn(with_peer(addr, connection(stream, router.clone(), closing_rx.clone())));
             }
             Err(e) => tracing::warn!(error = %e, "could not take over a connection"),
         }

@@ -1,9 +1,10 @@
-//! The SQS functions (`worker`, `worker-aurora`, `webhook-delivery`): batches with partial
-//! failures, settled by the domain's one runtime.
+//! The SQS functions (`worker`, `worker-aurora`, `webhook-delivery`):
+//! batches with partial failures, settled by the domain's one runtime.
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use capydb_aws::client::SdkCell;
 use capydb_domain::jobs::Disposition;
 use capydb_domain::ports::{JobQueue, QueueMessage};
 use capydb_domain::runtime::{settle, JobHandler, MessageHandler, Settled, WebhookHandler};
@@ -13,7 +14,6 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use crate::config::Config;
 use crate::wiring::Role;
 use crate::{start, Error};
-use capydb_aws::client::SdkCell;
 
 /// Runs `handler` on every record of an SQS batch at once, settles each as
 /// [`capydb_domain::runtime::settle`] says (the same settling as

@@ -38,8 +38,9 @@ pub struct Role {
 }
 
 impl Role {
-    /// Answers connection strings; manages no database, sends no webhook.
-    pub fn api(config: &Config) -> Result<Role, String> {
+    /// What every role starts from: connection strings, and nothing else
+    /// (no database managed or asked, no webhook sent, no caller).
+    fn base(config: &Config) -> Result<Role, String> {
         Ok(Role {
             endpoint: Arc::new(providers::endpoint(config)?),
             provider: None,
@@ -47,21 +48,19 @@ impl Role {
             snapshots: None,
             probe: None,
             webhook_sender: None,
-            sessions: sessions(config)?,
+            sessions: None,
         })
+    }
+
+    /// Answers connection strings; manages no database, sends no webhook.
+    pub fn api(config: &Config) -> Result<Role, String> {
+        Ok(Role { sessions: sessions(config)?, ..Self::base(config)? })
     }
 
     /// Checks and sends webhooks through the egress guard.
     pub fn webhooks(config: &Config) -> Result<Role, String> {
-        Ok(Role {
-            endpoint: Arc::new(providers::endpoint(config)?),
-            provider: None,
-            servers: None,
-            snapshots: None,
-            probe: None,
-            webhook_sender: Some(Arc::new(capydb_egress::HttpWebhookSender::new(config.egress())?)),
-            sessions: sessions(config)?,
-        })
+        let sender = capydb_egress::HttpWebhookSender::new(config.egress())?;
+        Ok(Role { webhook_sender: Some(Arc::new(sender)), ..Self::api(config)? })
     }
 
     /// Runs job steps against the PostgreSQL server (`worker`). A deployment
@@ -70,7 +69,7 @@ impl Role {
     pub fn server_worker(config: &Config, sdk: &Arc<SdkCell>) -> Result<Role, String> {
         match &config.databases {
             Databases::Server { .. } => {
-                Ok(Role { provider: Some(Arc::new(LazyProvider::of(config, sdk)?)), ..Self::no_database(config)? })
+                Ok(Role { provider: Some(Arc::new(LazyProvider::of(config, sdk)?)), ..Self::base(config)? })
             }
             Databases::Aurora(_) => Err("this is the postgres-server worker (`worker`), and \
                                          CAPYDB_DATABASE_PROVIDER is aurora: with aurora the template \
@@ -84,26 +83,13 @@ impl Role {
         match &config.databases {
             Databases::Aurora(_) => {
                 let servers = LazyServers::of(config, sdk, Arc::new(capydb_aurora::SystemResolver))?;
-                Ok(Role { servers: Some(Arc::new(servers)), ..Self::no_database(config)? })
+                Ok(Role { servers: Some(Arc::new(servers)), ..Self::base(config)? })
             }
             Databases::Server { .. } => Err("this is the aurora worker (`worker-aurora`), and \
                                              CAPYDB_DATABASE_PROVIDER is postgres-server: with it the \
                                              template deploys `worker`"
                 .into()),
         }
-    }
-
-    /// A worker's parts before its provider: connection strings, no caller.
-    fn no_database(config: &Config) -> Result<Role, String> {
-        Ok(Role {
-            endpoint: Arc::new(providers::endpoint(config)?),
-            provider: None,
-            servers: None,
-            snapshots: None,
-            probe: None,
-            webhook_sender: None,
-            sessions: None,
-        })
     }
 
     /// The sweeper: an API function's parts, and with Aurora the clusters'

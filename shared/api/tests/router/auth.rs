@@ -176,8 +176,8 @@ async fn a_project_scoped_key_gets_403_on_a_sibling_and_404_across_organizations
 }
 
 /// The limiter counts per client address: `ClientIp` (set by the Lambda
-/// entry point) or the TCP peer (`ConnectInfo`, set by `capydb-local`'s
-/// listener). A request with neither is not counted and carries no
+/// entry point) or the TCP peer (`capydb-local`'s server runs each
+/// connection as `serve::with_peer`; axum's own server sets `ConnectInfo`). A request with neither is not counted and carries no
 /// `RateLimit-*` headers: today's behaviour, which `oneshot` without an
 /// address relies on.
 #[tokio::test]
@@ -198,7 +198,7 @@ async fn the_rate_limit_counts_per_address_and_skips_requests_without_one() {
     assert!((1..=3600).contains(&retry), "Retry-After {retry}");
     assert_eq!(r.headers.get("ratelimit-reset").unwrap().to_str().unwrap(), retry.to_string());
     // The TCP peer counts the same way, per address: as `capydb-local`'s
-    // listener reports it (`ConnectInfo<Peer>`) or as a plain `SocketAddr`.
+    // server reports it (`serve::with_peer`) or as a `ConnectInfo<SocketAddr>`.
     for (peer, as_peer, expect_limited) in [
         ("127.0.0.1:40000", true, true),
         ("127.0.0.1:40001", false, true),
@@ -208,12 +208,12 @@ async fn the_rate_limit_counts_per_address_and_skips_requests_without_one() {
         let mut req =
             Request::get("/v1/me").header("authorization", format!("Bearer {}", api.key)).body(Body::empty()).unwrap();
         let addr = peer.parse::<SocketAddr>().unwrap();
-        if as_peer {
-            req.extensions_mut().insert(ConnectInfo(capydb_api::serve::Peer(addr)));
+        let res = if as_peer {
+            capydb_api::serve::with_peer(addr, api.router.clone().oneshot(req)).await.unwrap()
         } else {
             req.extensions_mut().insert(ConnectInfo(addr));
-        }
-        let res = api.router.clone().oneshot(req).await.unwrap();
+            api.router.clone().oneshot(req).await.unwrap()
+        };
         assert_eq!(res.status() == 429, expect_limited, "{peer}: {}", res.status());
         assert_eq!(res.headers().get("ratelimit-limit").unwrap(), "2", "{peer}: counted");
     }
